@@ -1,0 +1,281 @@
+//! The crate's error type: every failure names the operation and the path.
+
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+
+use crate::metadata::FileType;
+use crate::path::InvalidPathReason;
+
+/// The [`Root`](crate::Root) operation that failed, as named in error
+/// messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+#[allow(missing_docs)] // The variants are the method names.
+pub enum Operation {
+    OpenRoot,
+    CreateDir,
+    CreateDirAll,
+    RemoveFile,
+    RemoveDir,
+    RemoveDirAll,
+    Remove,
+    Rename,
+    RenameNoReplace,
+    RenameExchange,
+    HardLink,
+    Symlink,
+    ReadLink,
+    SetPermissions,
+    SetLen,
+    Copy,
+    SetTimes,
+    Metadata,
+    SymlinkMetadata,
+    ReadDir,
+    OpenDir,
+    Chown,
+    Open,
+    WriteAtomic,
+}
+
+impl fmt::Display for Operation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::OpenRoot => "open root",
+            Self::CreateDir => "create_dir",
+            Self::CreateDirAll => "create_dir_all",
+            Self::RemoveFile => "remove_file",
+            Self::RemoveDir => "remove_dir",
+            Self::RemoveDirAll => "remove_dir_all",
+            Self::Remove => "remove",
+            Self::Rename => "rename",
+            Self::RenameNoReplace => "rename_noreplace",
+            Self::RenameExchange => "rename_exchange",
+            Self::HardLink => "hard_link",
+            Self::Symlink => "symlink",
+            Self::ReadLink => "read_link",
+            Self::SetPermissions => "set_permissions",
+            Self::SetLen => "set_len",
+            Self::Copy => "copy",
+            Self::SetTimes => "set_times",
+            Self::Metadata => "metadata",
+            Self::SymlinkMetadata => "symlink_metadata",
+            Self::ReadDir => "read_dir",
+            Self::OpenDir => "open_dir",
+            Self::Chown => "chown",
+            Self::Open => "open",
+            Self::WriteAtomic => "write_atomic",
+        })
+    }
+}
+
+/// What went wrong, without the operation and path: see [`Error::kind`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The path was refused before any syscall ([`Error::InvalidPath`]).
+    InvalidPath,
+    /// An argument other than the path was refused ([`Error::InvalidInput`]).
+    InvalidInput,
+    /// Resolution would have left the root, crossed a symlink, a magic link
+    /// or (with `no_xdev`) a mount ([`Error::Escape`]).
+    Escape,
+    /// The entry does not exist (`ENOENT`).
+    NotFound,
+    /// The entry already exists (`EEXIST`).
+    AlreadyExists,
+    /// The kernel lacks a facility the operation needs
+    /// ([`Error::NotSupported`]).
+    NotSupported,
+    /// Resolution kept racing with concurrent renames (`EAGAIN`) and was
+    /// given up ([`Error::RetryExhausted`]). Trying again may succeed.
+    RetryExhausted,
+    /// The entry is a FIFO, socket or device node and the operation refuses
+    /// those ([`Error::SpecialFile`]).
+    SpecialFile,
+    /// Any other error the kernel returned, with its errno.
+    Os(i32),
+}
+
+/// An error from a [`Root`](crate::Root) operation.
+///
+/// Every variant carries the [`Operation`] and the path (relative to the
+/// root) it concerns. An escape attempt is [`Error::Escape`], never an
+/// ordinary OS error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The path was refused before any syscall was made.
+    #[error("{op} {path:?}: invalid path: {reason}")]
+    InvalidPath {
+        /// The operation.
+        op: Operation,
+        /// The path as given.
+        path: PathBuf,
+        /// Why it was refused.
+        reason: InvalidPathReason,
+    },
+    /// An argument other than the path was refused before any syscall.
+    #[error("{op} {path:?}: invalid argument: {reason}")]
+    InvalidInput {
+        /// The operation.
+        op: Operation,
+        /// The path.
+        path: PathBuf,
+        /// What was wrong.
+        reason: &'static str,
+    },
+    /// Resolution was refused by the kernel because it would have left the
+    /// root (`EXDEV`), followed a symlink or magic link (`ELOOP`), or crossed
+    /// a mount point with `no_xdev` set (`EXDEV`).
+    #[error("{op} {path:?}: refused: the path crosses a symlink or leaves the root ({errno})")]
+    Escape {
+        /// The operation.
+        op: Operation,
+        /// The path whose resolution was refused.
+        path: PathBuf,
+        /// The errno the kernel gave (`ELOOP` or `EXDEV`).
+        errno: io::Error,
+    },
+    /// The kernel lacks something the operation needs; nothing was done.
+    #[error("{op} {path:?}: not supported here: needs {requirement} ({source})")]
+    NotSupported {
+        /// The operation.
+        op: Operation,
+        /// The path.
+        path: PathBuf,
+        /// What is needed, e.g. "openat2(2), Linux 5.6 or later".
+        requirement: &'static str,
+        /// The error that showed it was missing.
+        source: io::Error,
+    },
+    /// `openat2` kept returning `EAGAIN` (a concurrent rename or mount
+    /// raced with resolution) and the bounded retries ran out.
+    #[error(
+        "{op} {path:?}: gave up after {attempts} attempts: resolution kept racing with concurrent renames (EAGAIN); retrying may succeed"
+    )]
+    RetryExhausted {
+        /// The operation.
+        op: Operation,
+        /// The path.
+        path: PathBuf,
+        /// How many times resolution was tried.
+        attempts: u32,
+    },
+    /// The entry is not a regular file or directory and the operation does
+    /// not act on such files (see `OpenOptions::allow_special_files`).
+    #[error("{op} {path:?}: refused: it is a {file_type}, not a regular file")]
+    SpecialFile {
+        /// The operation.
+        op: Operation,
+        /// The path.
+        path: PathBuf,
+        /// What it is.
+        file_type: FileType,
+    },
+    /// Any other error from the kernel.
+    #[error("{op} {path:?}{}: {source}", to.as_ref().map(|t| format!(" -> {t:?}")).unwrap_or_default())]
+    Os {
+        /// The operation.
+        op: Operation,
+        /// The path (for two-path operations, the source).
+        path: PathBuf,
+        /// For two-path operations (rename, link, copy, symlink), the other path.
+        to: Option<PathBuf>,
+        /// The error, with its errno.
+        source: io::Error,
+    },
+}
+
+impl Error {
+    /// What kind of error this is.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use openat2_root::{ErrorKind, Root};
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let root = Root::open(dir.path())?;
+    /// let err = root.remove_file("missing").unwrap_err();
+    /// assert_eq!(err.kind(), ErrorKind::NotFound);
+    /// assert_eq!(root.metadata("/etc").unwrap_err().kind(), ErrorKind::InvalidPath);
+    /// # Ok(()) }
+    /// ```
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::InvalidPath { .. } => ErrorKind::InvalidPath,
+            Self::InvalidInput { .. } => ErrorKind::InvalidInput,
+            Self::Escape { .. } => ErrorKind::Escape,
+            Self::NotSupported { .. } => ErrorKind::NotSupported,
+            Self::RetryExhausted { .. } => ErrorKind::RetryExhausted,
+            Self::SpecialFile { .. } => ErrorKind::SpecialFile,
+            Self::Os { source, .. } => match source.raw_os_error() {
+                Some(libc::ENOENT) => ErrorKind::NotFound,
+                Some(libc::EEXIST) => ErrorKind::AlreadyExists,
+                Some(errno) => ErrorKind::Os(errno),
+                None => ErrorKind::Os(0),
+            },
+        }
+    }
+
+    /// The operation that failed.
+    pub fn operation(&self) -> Operation {
+        match self {
+            Self::InvalidPath { op, .. }
+            | Self::InvalidInput { op, .. }
+            | Self::Escape { op, .. }
+            | Self::NotSupported { op, .. }
+            | Self::RetryExhausted { op, .. }
+            | Self::SpecialFile { op, .. }
+            | Self::Os { op, .. } => *op,
+        }
+    }
+
+    /// The path the error concerns, relative to the root.
+    pub fn path(&self) -> &std::path::Path {
+        match self {
+            Self::InvalidPath { path, .. }
+            | Self::InvalidInput { path, .. }
+            | Self::Escape { path, .. }
+            | Self::NotSupported { path, .. }
+            | Self::RetryExhausted { path, .. }
+            | Self::SpecialFile { path, .. }
+            | Self::Os { path, .. } => path,
+        }
+    }
+
+    /// The errno behind this error, if the kernel gave one.
+    pub fn raw_os_error(&self) -> Option<i32> {
+        match self {
+            Self::Escape { errno: e, .. }
+            | Self::NotSupported { source: e, .. }
+            | Self::Os { source: e, .. } => e.raw_os_error(),
+            Self::RetryExhausted { .. } => Some(libc::EAGAIN),
+            _ => None,
+        }
+    }
+}
+
+impl From<Error> for io::Error {
+    /// Converts to an [`io::Error`] whose kind matches (`NotFound`,
+    /// `AlreadyExists`, `PermissionDenied` for escapes, `Unsupported`, …)
+    /// and whose message keeps the operation and path.
+    fn from(err: Error) -> Self {
+        let kind = match err.kind() {
+            ErrorKind::InvalidPath | ErrorKind::InvalidInput => io::ErrorKind::InvalidInput,
+            ErrorKind::Escape | ErrorKind::SpecialFile => io::ErrorKind::PermissionDenied,
+            ErrorKind::NotSupported => io::ErrorKind::Unsupported,
+            ErrorKind::RetryExhausted => io::ErrorKind::WouldBlock,
+            ErrorKind::NotFound => io::ErrorKind::NotFound,
+            ErrorKind::AlreadyExists => io::ErrorKind::AlreadyExists,
+            ErrorKind::Os(errno) => io::Error::from_raw_os_error(errno).kind(),
+        };
+        io::Error::new(kind, err)
+    }
+}
+
+/// Shorthand for results of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

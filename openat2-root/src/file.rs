@@ -1,0 +1,377 @@
+//! Opening files: [`OpenOptions`], `open`, `copy` and `write_atomic`.
+
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use rustix::fs::{AtFlags, Mode, OFlags, Stat};
+use rustix::io::Errno;
+
+use crate::Root;
+use crate::error::{Operation, Result};
+use crate::metadata::FileType;
+use crate::resolve::Ctx;
+
+/// Options for [`Root::open_file`], in the shape of [`std::fs::OpenOptions`].
+///
+/// By default a FIFO, socket or device node is refused with
+/// [`Error::SpecialFile`](crate::Error::SpecialFile) — checked without
+/// blocking — unless [`allow_special_files`](OpenOptions::allow_special_files)
+/// is set.
+///
+/// # Examples
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::io::Write;
+/// use openat2_root::{OpenOptions, Root};
+/// # let dir = tempfile::tempdir()?;
+/// let root = Root::open(dir.path())?;
+/// let mut log = root.open_file("log", OpenOptions::new().append(true).create(true).mode(0o600))?;
+/// log.write_all(b"one line\n")?;
+/// assert_eq!(root.metadata("log")?.permissions(), 0o600);
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OpenOptions {
+    read: bool,
+    write: bool,
+    append: bool,
+    truncate: bool,
+    create: bool,
+    create_new: bool,
+    mode: u32,
+    allow_special_files: bool,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl OpenOptions {
+    /// All options off; mode `0o666` for created files (less the umask).
+    pub fn new() -> Self {
+        Self {
+            read: false,
+            write: false,
+            append: false,
+            truncate: false,
+            create: false,
+            create_new: false,
+            mode: 0o666,
+            allow_special_files: false,
+        }
+    }
+
+    /// Open for reading.
+    pub fn read(&mut self, yes: bool) -> &mut Self {
+        self.read = yes;
+        self
+    }
+
+    /// Open for writing.
+    pub fn write(&mut self, yes: bool) -> &mut Self {
+        self.write = yes;
+        self
+    }
+
+    /// Open for appending (implies writing).
+    pub fn append(&mut self, yes: bool) -> &mut Self {
+        self.append = yes;
+        self
+    }
+
+    /// Truncate an existing file to 0 bytes (needs `write`).
+    pub fn truncate(&mut self, yes: bool) -> &mut Self {
+        self.truncate = yes;
+        self
+    }
+
+    /// Create the file if it does not exist (needs `write` or `append`).
+    pub fn create(&mut self, yes: bool) -> &mut Self {
+        self.create = yes;
+        self
+    }
+
+    /// Create the file, failing with `EEXIST` if it exists (even as a
+    /// symlink, which is never followed).
+    pub fn create_new(&mut self, yes: bool) -> &mut Self {
+        self.create_new = yes;
+        self
+    }
+
+    /// Permission bits for a created file (less the umask).
+    pub fn mode(&mut self, mode: u32) -> &mut Self {
+        self.mode = mode;
+        self
+    }
+
+    /// Allow opening FIFOs, sockets and device nodes. Opening a FIFO may
+    /// then block until the other end is opened, as with `open(2)`.
+    pub fn allow_special_files(&mut self, yes: bool) -> &mut Self {
+        self.allow_special_files = yes;
+        self
+    }
+
+    /// The `O_*` flags, or why the combination is refused (as std refuses
+    /// it).
+    fn flags(&self) -> Result<OFlags, &'static str> {
+        let access = match (self.read, self.write, self.append) {
+            (true, false, false) => OFlags::RDONLY,
+            (false, true, false) => OFlags::WRONLY,
+            (true, true, false) => OFlags::RDWR,
+            (false, _, true) => OFlags::WRONLY | OFlags::APPEND,
+            (true, _, true) => OFlags::RDWR | OFlags::APPEND,
+            (false, false, false) => {
+                return Err("open options must ask for read, write or append");
+            }
+        };
+        if !self.write && !self.append && (self.truncate || self.create || self.create_new) {
+            return Err("truncate, create and create_new need write or append");
+        }
+        if self.append && self.truncate && !self.create_new {
+            return Err("truncate and append together make no sense");
+        }
+        let creation = if self.create_new {
+            OFlags::CREATE | OFlags::EXCL
+        } else {
+            let mut f = OFlags::empty();
+            if self.create {
+                f |= OFlags::CREATE;
+            }
+            if self.truncate {
+                f |= OFlags::TRUNC;
+            }
+            f
+        };
+        Ok(access | creation | OFlags::NOCTTY)
+    }
+}
+
+impl Root {
+    /// Opens the file at `path` with `options`.
+    ///
+    /// This corresponds to [`std::fs::OpenOptions::open`], but only accesses
+    /// paths beneath `self`. The file is opened with `O_CLOEXEC` and
+    /// `O_NOCTTY`; a symlink anywhere in the path, the last component
+    /// included, is refused (or followed within the root with
+    /// `follow_symlinks_in_root`), also when creating.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidInput`](crate::Error::InvalidInput) for a combination
+    /// std also refuses (e.g. `create` without `write`);
+    /// [`Error::SpecialFile`](crate::Error::SpecialFile) for a FIFO, socket
+    /// or device unless allowed; [`Error::Escape`](crate::Error::Escape);
+    /// `ENOENT`, `EEXIST` (`create_new`), `EACCES`, `EISDIR`, ….
+    ///
+    /// (It is not called `open` because [`Root::open`] opens a root.)
+    #[doc(alias = "open", alias = "openRead", alias = "openWrite")]
+    pub fn open_file(&self, path: impl AsRef<Path>, options: &OpenOptions) -> Result<File> {
+        let ctx = Ctx::new(Operation::Open, path.as_ref());
+        self.open_fd(&ctx, options).map(File::from)
+    }
+
+    /// Copies the regular file `from` to `to`, creating or replacing `to`'s
+    /// contents, and gives `to` the permission bits of `from`. Returns the
+    /// number of bytes copied.
+    ///
+    /// This corresponds to [`std::fs::copy`], but only accesses paths beneath
+    /// `self`. It uses `copy_file_range(2)` (in-kernel, reflinks where the
+    /// filesystem can) and falls back to read/write.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::SpecialFile`](crate::Error::SpecialFile) if `from` is not a
+    /// regular file (a directory, FIFO, device…);
+    /// [`Error::InvalidInput`](crate::Error::InvalidInput) if both name the
+    /// same file (nothing is truncated); [`Error::Escape`](crate::Error::Escape)
+    /// for a symlink in either path. If an error happens while copying,
+    /// `to` exists and holds a prefix of the data.
+    #[doc(alias = "copyFile")]
+    pub fn copy(&self, from: impl AsRef<Path>, to: impl AsRef<Path>) -> Result<u64> {
+        let ctx = Ctx::two(Operation::Copy, from.as_ref(), to.as_ref());
+        let (src, src_stat) = self.open_checked(&ctx, OpenOptions::new().read(true))?;
+        let src_stat = src_stat.ok_or_else(|| ctx.os(Errno::INVAL))?;
+        if FileType::from_mode(src_stat.st_mode) != FileType::File {
+            return Err(ctx.special(FileType::from_mode(src_stat.st_mode)));
+        }
+        let to_ctx = ctx.second();
+        let mut dst_opts = OpenOptions::new();
+        dst_opts
+            .write(true)
+            .create(true)
+            .mode(src_stat.st_mode & 0o777);
+        let (dst, dst_stat) = self.open_checked(&to_ctx, &dst_opts)?;
+        if let Some(dst_stat) = dst_stat {
+            if dst_stat.st_dev == src_stat.st_dev && dst_stat.st_ino == src_stat.st_ino {
+                return Err(ctx.invalid_input("source and destination are the same file"));
+            }
+        }
+        rustix::fs::ftruncate(&dst, 0).map_err(|e| to_ctx.os(e))?;
+        let copied = copy_contents(&src, &dst).map_err(|e| ctx.os(e))?;
+        rustix::fs::fchmod(&dst, Mode::from_raw_mode(src_stat.st_mode & 0o7777))
+            .map_err(|e| to_ctx.os(e))?;
+        Ok(copied)
+    }
+
+    /// Replaces (or creates) the file at `path` with `contents`, atomically:
+    /// readers see the old file or the new one, never a mix.
+    ///
+    /// The data goes to a new temporary file beside `path` (created with
+    /// `O_EXCL`, mode `0o666` less the umask), is flushed with
+    /// `fdatasync(2)`, and is renamed over `path` with `renameat(2)`. A
+    /// symlink at `path` is replaced, not followed.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Escape`](crate::Error::Escape) if the parent path crosses a
+    /// symlink; `EISDIR` if `path` is a directory. On error the temporary
+    /// file is removed and `path` is unchanged.
+    pub fn write_atomic(&self, path: impl AsRef<Path>, contents: impl AsRef<[u8]>) -> Result<()> {
+        let ctx = Ctx::new(Operation::WriteAtomic, path.as_ref());
+        let split = ctx.parse_entry()?;
+        if split.must_be_dir {
+            return Err(ctx.os(Errno::ISDIR));
+        }
+        let parent = self.parent(&split, &ctx)?;
+        let (tmp_name, file) = create_temp_file(&parent).map_err(|e| ctx.os(e))?;
+        let result = write_and_sync(file, contents.as_ref())
+            .and_then(|()| rustix::fs::renameat(&parent, tmp_name.as_str(), &parent, split.leaf));
+        if let Err(errno) = result {
+            // Best effort: the temporary name is ours alone (O_EXCL).
+            let _ = rustix::fs::unlinkat(&parent, tmp_name.as_str(), AtFlags::empty());
+            return Err(ctx.os(errno));
+        }
+        Ok(())
+    }
+
+    /// Opens `ctx.path` with `options`; special files refused unless allowed.
+    pub(crate) fn open_fd(&self, ctx: &Ctx<'_>, options: &OpenOptions) -> Result<OwnedFd> {
+        self.open_checked(ctx, options).map(|(fd, _)| fd)
+    }
+
+    /// As [`Root::open_fd`], also returning the `fstat` made to check the
+    /// file type (none when special files are allowed).
+    fn open_checked(
+        &self,
+        ctx: &Ctx<'_>,
+        options: &OpenOptions,
+    ) -> Result<(OwnedFd, Option<Stat>)> {
+        let rel = ctx.parse()?;
+        let mut flags = options
+            .flags()
+            .map_err(|reason| ctx.invalid_input(reason))?;
+        let mode = if flags.contains(OFlags::CREATE) {
+            Mode::from_raw_mode(options.mode)
+        } else {
+            Mode::empty()
+        };
+        if options.allow_special_files {
+            return Ok((self.openat2_root(rel.as_bytes(), flags, mode, ctx)?, None));
+        }
+        // O_NONBLOCK so that opening a FIFO cannot block before we have
+        // looked at what it is.
+        flags |= OFlags::NONBLOCK;
+        let fd = match self.openat2_root(rel.as_bytes(), flags, mode, ctx) {
+            // ENXIO: a FIFO opened for writing with no reader, or a device
+            // with no driver. Say which, if it is one.
+            Err(err) if err.raw_os_error() == Some(libc::ENXIO) => {
+                let fd = self.open_path(rel.as_bytes(), OFlags::empty(), ctx)?;
+                let stat = rustix::fs::fstat(&fd).map_err(|e| ctx.os(e))?;
+                return Err(match FileType::from_mode(stat.st_mode) {
+                    FileType::File | FileType::Dir => err,
+                    special => ctx.special(special),
+                });
+            }
+            other => other?,
+        };
+        let stat = rustix::fs::fstat(&fd).map_err(|e| ctx.os(e))?;
+        match FileType::from_mode(stat.st_mode) {
+            FileType::File | FileType::Dir => {}
+            special => return Err(ctx.special(special)),
+        }
+        // Back to blocking mode: F_SETFL sets O_APPEND and O_NONBLOCK (and
+        // flags we never set) from its argument.
+        rustix::fs::fcntl_setfl(&fd, flags & OFlags::APPEND).map_err(|e| ctx.os(e))?;
+        Ok((fd, Some(stat)))
+    }
+}
+
+/// Copies all of `src` (from its start) to `dst` (at its offset).
+fn copy_contents(src: &OwnedFd, dst: &OwnedFd) -> Result<u64, Errno> {
+    let mut total = 0u64;
+    loop {
+        match rustix::fs::copy_file_range(src, None, dst, None, 1 << 30) {
+            Ok(0) => return Ok(total),
+            Ok(n) => total += n as u64,
+            // Not possible between these two files: copy through userspace,
+            // from where copy_file_range left off.
+            Err(Errno::XDEV | Errno::NOSYS | Errno::INVAL | Errno::OPNOTSUPP | Errno::PERM)
+                if total == 0 =>
+            {
+                return read_write_copy(src, dst);
+            }
+            Err(Errno::INTR) => continue,
+            Err(errno) => return Err(errno),
+        }
+    }
+}
+
+fn read_write_copy(src: &OwnedFd, dst: &OwnedFd) -> Result<u64, Errno> {
+    let mut buf = vec![0u8; 128 * 1024];
+    let mut total = 0u64;
+    loop {
+        let n = match rustix::io::read(src, &mut buf) {
+            Ok(0) => return Ok(total),
+            Ok(n) => n,
+            Err(Errno::INTR) => continue,
+            Err(errno) => return Err(errno),
+        };
+        let mut chunk = &buf[..n];
+        while !chunk.is_empty() {
+            match rustix::io::write(dst, chunk) {
+                Ok(0) => return Err(Errno::IO),
+                Ok(w) => chunk = &chunk[w..],
+                Err(Errno::INTR) => continue,
+                Err(errno) => return Err(errno),
+            }
+        }
+        total += n as u64;
+    }
+}
+
+/// Creates a fresh temporary file in `dir`, returning its name.
+fn create_temp_file(dir: &impl AsFd) -> Result<(String, File), Errno> {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let pid = std::process::id();
+    loop {
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let name = format!(".openat2-root.{pid}.{n}.{nanos:08x}.tmp");
+        // A single component beneath `dir`; O_CREAT|O_EXCL never follows a
+        // symlink, so this creates a new file or fails.
+        match rustix::fs::openat(
+            dir,
+            name.as_str(),
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+            Mode::from_raw_mode(0o666),
+        ) {
+            Ok(fd) => return Ok((name, File::from(fd))),
+            Err(Errno::EXIST) => continue,
+            Err(errno) => return Err(errno),
+        }
+    }
+}
+
+fn write_and_sync(mut file: File, contents: &[u8]) -> Result<(), Errno> {
+    let io_errno = |e: std::io::Error| Errno::from_io_error(&e).unwrap_or(Errno::IO);
+    file.write_all(contents).map_err(io_errno)?;
+    file.sync_data().map_err(io_errno)
+}

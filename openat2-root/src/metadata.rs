@@ -1,0 +1,230 @@
+//! [`Metadata`] and [`FileType`]: what `statx(2)` says about an entry.
+
+use std::fmt;
+use std::os::fd::AsFd;
+use std::time::{Duration, SystemTime};
+
+use rustix::fs::{AtFlags, Statx, StatxFlags, StatxTimestamp};
+use rustix::io::Errno;
+
+/// The type of a directory entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FileType {
+    /// A regular file.
+    File,
+    /// A directory.
+    Dir,
+    /// A symbolic link.
+    Symlink,
+    /// A named pipe.
+    Fifo,
+    /// A Unix domain socket.
+    Socket,
+    /// A character device node.
+    CharDevice,
+    /// A block device node.
+    BlockDevice,
+    /// The kernel did not say (`DT_UNKNOWN` and no way to ask).
+    Unknown,
+}
+
+impl FileType {
+    /// From the `S_IFMT` bits of a mode.
+    pub(crate) fn from_mode(mode: u32) -> Self {
+        match mode & libc::S_IFMT {
+            libc::S_IFREG => Self::File,
+            libc::S_IFDIR => Self::Dir,
+            libc::S_IFLNK => Self::Symlink,
+            libc::S_IFIFO => Self::Fifo,
+            libc::S_IFSOCK => Self::Socket,
+            libc::S_IFCHR => Self::CharDevice,
+            libc::S_IFBLK => Self::BlockDevice,
+            _ => Self::Unknown,
+        }
+    }
+
+    pub(crate) fn from_rustix(t: rustix::fs::FileType) -> Self {
+        use rustix::fs::FileType as T;
+        match t {
+            T::RegularFile => Self::File,
+            T::Directory => Self::Dir,
+            T::Symlink => Self::Symlink,
+            T::Fifo => Self::Fifo,
+            T::Socket => Self::Socket,
+            T::CharacterDevice => Self::CharDevice,
+            T::BlockDevice => Self::BlockDevice,
+            _ => Self::Unknown,
+        }
+    }
+
+    /// Whether this is a regular file.
+    pub fn is_file(self) -> bool {
+        self == Self::File
+    }
+
+    /// Whether this is a directory.
+    pub fn is_dir(self) -> bool {
+        self == Self::Dir
+    }
+
+    /// Whether this is a symbolic link.
+    pub fn is_symlink(self) -> bool {
+        self == Self::Symlink
+    }
+}
+
+impl fmt::Display for FileType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::File => "regular file",
+            Self::Dir => "directory",
+            Self::Symlink => "symbolic link",
+            Self::Fifo => "FIFO",
+            Self::Socket => "socket",
+            Self::CharDevice => "character device",
+            Self::BlockDevice => "block device",
+            Self::Unknown => "file of unknown type",
+        })
+    }
+}
+
+/// Metadata of an entry, from `statx(2)`.
+///
+/// This corresponds to [`std::fs::Metadata`] with the Unix extension methods
+/// (`mode`, `uid`, `ino`, …) as inherent methods.
+#[derive(Clone)]
+pub struct Metadata {
+    stx: Statx,
+}
+
+/// The fields every [`Metadata`] asks for.
+const STATX_MASK: StatxFlags = StatxFlags::BASIC_STATS.union(StatxFlags::BTIME);
+
+impl Metadata {
+    /// `statx(dir, name, flags)`.
+    pub(crate) fn statx_at(dir: impl AsFd, name: &[u8], flags: AtFlags) -> Result<Self, Errno> {
+        rustix::fs::statx(dir, name, flags | AtFlags::STATX_DONT_SYNC, STATX_MASK)
+            .map(|stx| Self { stx })
+    }
+
+    /// `statx(fd, "", AT_EMPTY_PATH)`: metadata of an open fd (`O_PATH` too).
+    pub(crate) fn of_fd(fd: impl AsFd) -> Result<Self, Errno> {
+        Self::statx_at(fd, b"", AtFlags::EMPTY_PATH | AtFlags::SYMLINK_NOFOLLOW)
+    }
+
+    /// The type of the entry.
+    pub fn file_type(&self) -> FileType {
+        FileType::from_mode(u32::from(self.stx.stx_mode))
+    }
+
+    /// Whether this is a directory.
+    pub fn is_dir(&self) -> bool {
+        self.file_type().is_dir()
+    }
+
+    /// Whether this is a regular file.
+    pub fn is_file(&self) -> bool {
+        self.file_type().is_file()
+    }
+
+    /// Whether this is a symbolic link (only from
+    /// [`Root::symlink_metadata`](crate::Root::symlink_metadata)).
+    pub fn is_symlink(&self) -> bool {
+        self.file_type().is_symlink()
+    }
+
+    /// Size in bytes.
+    #[allow(clippy::len_without_is_empty)]
+    pub fn len(&self) -> u64 {
+        self.stx.stx_size
+    }
+
+    /// The full `st_mode`: type and permission bits.
+    pub fn mode(&self) -> u32 {
+        u32::from(self.stx.stx_mode)
+    }
+
+    /// The permission bits (`mode() & 0o7777`).
+    pub fn permissions(&self) -> u32 {
+        self.mode() & 0o7777
+    }
+
+    /// Owner user id.
+    pub fn uid(&self) -> u32 {
+        self.stx.stx_uid
+    }
+
+    /// Owner group id.
+    pub fn gid(&self) -> u32 {
+        self.stx.stx_gid
+    }
+
+    /// Inode number.
+    pub fn ino(&self) -> u64 {
+        self.stx.stx_ino
+    }
+
+    /// Device id of the filesystem holding the entry.
+    pub fn dev(&self) -> u64 {
+        rustix::fs::makedev(self.stx.stx_dev_major, self.stx.stx_dev_minor)
+    }
+
+    /// Device id the entry represents, for device nodes.
+    pub fn rdev(&self) -> u64 {
+        rustix::fs::makedev(self.stx.stx_rdev_major, self.stx.stx_rdev_minor)
+    }
+
+    /// Number of hard links.
+    pub fn nlink(&self) -> u64 {
+        u64::from(self.stx.stx_nlink)
+    }
+
+    /// Number of 512-byte blocks allocated.
+    pub fn blocks(&self) -> u64 {
+        self.stx.stx_blocks
+    }
+
+    /// Last access time.
+    pub fn accessed(&self) -> SystemTime {
+        to_system_time(&self.stx.stx_atime)
+    }
+
+    /// Last modification time.
+    pub fn modified(&self) -> SystemTime {
+        to_system_time(&self.stx.stx_mtime)
+    }
+
+    /// Last status change time.
+    pub fn changed(&self) -> SystemTime {
+        to_system_time(&self.stx.stx_ctime)
+    }
+
+    /// Creation time, where the filesystem records it.
+    pub fn created(&self) -> Option<SystemTime> {
+        (self.stx.stx_mask & StatxFlags::BTIME.bits() != 0)
+            .then(|| to_system_time(&self.stx.stx_btime))
+    }
+}
+
+impl fmt::Debug for Metadata {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Metadata")
+            .field("file_type", &self.file_type())
+            .field("mode", &format_args!("{:#o}", self.permissions()))
+            .field("len", &self.len())
+            .field("uid", &self.uid())
+            .field("gid", &self.gid())
+            .field("ino", &self.ino())
+            .field("modified", &self.modified())
+            .finish_non_exhaustive()
+    }
+}
+
+fn to_system_time(ts: &StatxTimestamp) -> SystemTime {
+    let nanos = Duration::from_nanos(u64::from(ts.tv_nsec));
+    if ts.tv_sec >= 0 {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(ts.tv_sec.unsigned_abs()) + nanos
+    } else {
+        SystemTime::UNIX_EPOCH - Duration::from_secs(ts.tv_sec.unsigned_abs()) + nanos
+    }
+}

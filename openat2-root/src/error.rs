@@ -128,7 +128,9 @@ pub enum Error {
     },
     /// Resolution was refused by the kernel because it would have left the
     /// root (`EXDEV`), followed a symlink or magic link (`ELOOP`), or crossed
-    /// a mount point with `no_xdev` set (`EXDEV`).
+    /// a mount point with `no_xdev` set (`EXDEV`). With
+    /// `follow_symlinks_in_root`, a symlink loop (`ELOOP`) is reported here
+    /// too.
     #[error("{op} {path:?}: refused: the path crosses a symlink or leaves the root ({errno})")]
     Escape {
         /// The operation.

@@ -180,7 +180,7 @@ impl Root {
                         attempts,
                     });
                 }
-                Err(errno) => return Err(self.resolution_error(errno, resolve, ctx)),
+                Err(errno) => return Err(self.resolution_error(errno, ctx)),
             }
         }
     }
@@ -221,11 +221,13 @@ impl Root {
     }
 
     /// Maps an errno from `openat2` to the crate's error kinds.
-    fn resolution_error(&self, errno: Errno, resolve: ResolveFlags, ctx: &Ctx<'_>) -> Error {
+    fn resolution_error(&self, errno: Errno, ctx: &Ctx<'_>) -> Error {
         match errno {
-            // RESOLVE_NO_SYMLINKS / RESOLVE_NO_MAGICLINKS refused a link. With
-            // RESOLVE_IN_ROOT symlinks are allowed and ELOOP is a real loop.
-            Errno::LOOP if resolve.contains(ResolveFlags::NO_SYMLINKS) => ctx.escape(errno),
+            // RESOLVE_NO_SYMLINKS or RESOLVE_NO_MAGICLINKS refused a link.
+            // (With RESOLVE_IN_ROOT, a symlink loop also gives ELOOP; it is
+            // reported as an escape too, since the errno cannot tell them
+            // apart and refusing is the safe reading.)
+            Errno::LOOP => ctx.escape(errno),
             // RESOLVE_BENEATH refused an escape, or RESOLVE_NO_XDEV a mount.
             Errno::XDEV => ctx.escape(errno),
             Errno::NOSYS => ctx.not_supported("openat2(2), Linux 5.6 or later", errno),

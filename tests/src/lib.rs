@@ -1,1 +1,8 @@
-//! Shared helpers for the integration suites.
+//! Shared pieces of the cross-crate integration and adversarial suites:
+//! a [`canary`] directory outside every root, whose state is compared before
+//! and after an attack, and the [`race`] campaign used by the race suite and
+//! by `cargo xtask race`.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test support: a failure here is a test failure
+
+pub mod canary;
+pub mod race;

@@ -1,0 +1,23 @@
+//! The race suite: 200,000 operations racing `RENAME_EXCHANGE` attackers at
+//! depths 1, 4 and 16; the canary outside the root must be untouched.
+//! `cargo xtask race --ops N` runs longer campaigns.
+
+use integration_tests::race::{RaceConfig, run};
+
+#[test]
+fn racing_renames_never_redirect_an_operation() {
+    let config = RaceConfig::default();
+    let report = run(&config);
+    println!("{report}");
+    assert_eq!(
+        report.escapes,
+        0,
+        "escapes:\n{}",
+        report.escape_details.join("\n")
+    );
+    assert!(report.ops >= config.ops, "{report}");
+    // The attack must have been live: swaps happened, and some operations
+    // hit the symlink and were refused while others went through.
+    assert!(report.swaps > 1000, "{report}");
+    assert!(report.refused > 0 && report.succeeded > 0, "{report}");
+}

@@ -207,17 +207,22 @@ impl Root {
         let from = ctx.parse_entry()?;
         let to = ctx.second().parse_entry()?;
         if from.must_be_dir {
-            // `original/` names the directory it leads to; directories
-            // cannot be hard-linked.
-            let meta = self.metadata_following(&ctx)?;
-            return Err(ctx.os(if meta.is_dir() {
-                Errno::PERM
-            } else {
-                Errno::NOTDIR
-            }));
+            // `original/` names the directory a symlink would lead to: refuse
+            // a symlink, and a non-directory with ENOTDIR. A directory goes
+            // on to linkat, which refuses it (EPERM) after checking `link`.
+            self.metadata_following(&ctx)?;
         }
         let from_parent = self.parent(&from, &ctx)?;
-        let to_parent = self.parent(&to, &ctx.second())?;
+        let to_parent = match self.parent(&to, &ctx.second()) {
+            Ok(dir) => dir,
+            Err(err) => {
+                // linkat(2) looks `original` up before `link`'s parent:
+                // report a missing original first, as it would.
+                let original =
+                    Metadata::statx_at(&from_parent, from.leaf, AtFlags::SYMLINK_NOFOLLOW);
+                return Err(original.map_or_else(|errno| ctx.os(errno), |_| err));
+            }
+        };
         rustix::fs::linkat(
             &from_parent,
             from.leaf,

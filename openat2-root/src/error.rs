@@ -131,7 +131,7 @@ pub enum Error {
     /// a mount point with `no_xdev` set (`EXDEV`). With
     /// `follow_symlinks_in_root`, a symlink loop (`ELOOP`) is reported here
     /// too.
-    #[error("{op} {path:?}: refused: the path crosses a symlink or leaves the root ({errno})")]
+    #[error("{op} {path:?}: refused: {}", escape_reason(errno))]
     Escape {
         /// The operation.
         op: Operation,
@@ -276,6 +276,17 @@ impl From<Error> for io::Error {
             ErrorKind::Os(errno) => io::Error::from_raw_os_error(errno).kind(),
         };
         io::Error::new(kind, err)
+    }
+}
+
+/// Why the kernel refused a resolution, from its errno.
+fn escape_reason(errno: &io::Error) -> &'static str {
+    match errno.raw_os_error() {
+        Some(libc::ELOOP) => {
+            "a symlink (or magic link) is in the path, and it is not followed (ELOOP)"
+        }
+        Some(libc::EXDEV) => "the path leaves the root or crosses a mount point (EXDEV)",
+        _ => "resolution would leave the root",
     }
 }
 

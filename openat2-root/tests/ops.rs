@@ -1,5 +1,6 @@
 //! Behaviour of each `Root` operation: the happy path, each error, trailing
 //! slashes and modes, checked against what the filesystem holds afterwards.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a panic is a test failure
 
 use std::fs;
 use std::io::{Read, Write};

@@ -4,6 +4,7 @@
 //! refused as an escape — or, for operations that act on a symlink itself
 //! (remove, rename, lstat, readlink, link), act on the link only — and the
 //! canary outside must keep its listing, contents, modes and mtimes.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a panic is a test failure
 
 use std::fs;
 use std::path::{Path, PathBuf};

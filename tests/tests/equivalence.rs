@@ -1,6 +1,7 @@
 //! Property: for random sequences of operations that never involve a
 //! symlink, a `Root` gives the same results and errno as `std::fs` on the
 //! absolute path, and leaves the same tree.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a panic is a test failure
 
 use std::fs;
 use std::io::Write;

@@ -1,6 +1,7 @@
 //! The race suite: 200,000 operations racing `RENAME_EXCHANGE` attackers at
 //! depths 1, 4 and 16; the canary outside the root must be untouched.
 //! `cargo xtask race --ops N` runs longer campaigns.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a panic is a test failure
 
 use integration_tests::race::{RaceConfig, run};
 

@@ -1,1 +1,80 @@
-fn main() {}
+//! `cargo xtask`: the project's tasks, in Rust so that a fresh machine with
+//! only the Rust toolchain can run them.
+//!
+//! - `cargo xtask test` — install missing system packages, then fmt, clippy
+//!   and the whole test suite (what CI runs);
+//! - `cargo xtask demo` — the main job on the embedded default;
+//! - `cargo xtask race [--ops N]` — a longer race campaign;
+//! - `cargo xtask fuzz TARGET [--seconds N]` — run a cargo-fuzz target;
+//! - `cargo xtask bench fs` — the filesystem benchmarks and their ratio table.
+
+mod bench;
+mod demo;
+mod fuzz;
+mod packages;
+mod run;
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("test") => test(),
+        Some("demo") => demo::run(),
+        Some("race") => race(&args[1..]),
+        Some("fuzz") => fuzz::run(&args[1..]),
+        Some("bench") => bench::run(&args[1..]),
+        _ => Err(USAGE.to_string()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("xtask: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+const USAGE: &str =
+    "usage: cargo xtask <test | demo | race [--ops N] | fuzz TARGET [--seconds N] | bench fs>";
+
+/// What CI runs: system packages, formatting, lints, every test.
+fn test() -> Result<(), String> {
+    packages::ensure(packages::FOR_TESTS)?;
+    run::cargo(&["fmt", "--all", "--", "--check"])?;
+    run::cargo(&[
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ])?;
+    run::cargo(&["test", "--workspace"])?;
+    println!("xtask test: all checks passed");
+    Ok(())
+}
+
+/// `cargo xtask race --ops N`: a race campaign of N operations.
+fn race(args: &[String]) -> Result<(), String> {
+    let mut config = integration_tests::race::RaceConfig::default();
+    if let Some(ops) = run::flag_value(args, "--ops")? {
+        config.ops = ops;
+        config.check_every = (ops / 20).max(1000);
+    }
+    println!(
+        "racing {} operations: {} workers, attackers at depths {:?}",
+        config.ops, config.workers, config.depths
+    );
+    let report = integration_tests::race::run(&config);
+    println!("{report}");
+    if report.escapes == 0 {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} escapes:\n{}",
+            report.escapes,
+            report.escape_details.join("\n")
+        ))
+    }
+}

@@ -4,6 +4,7 @@
 #![no_main]
 
 use std::path::PathBuf;
+use std::sync::OnceLock;
 use std::time::{Duration, UNIX_EPOCH};
 
 use arbitrary::Arbitrary;
@@ -90,19 +91,50 @@ struct Input {
     ops: Vec<Op>,
 }
 
+/// One canary for the whole run, planted beside the roots.
+struct World {
+    tmp: tempfile::TempDir,
+    canary: Canary,
+}
+
+fn world() -> &'static World {
+    static WORLD: OnceLock<World> = OnceLock::new();
+    WORLD.get_or_init(|| {
+        let tmp = tempfile::tempdir().expect("temporary directory");
+        let canary = Canary::plant(&tmp.path().join("outside"));
+        World { tmp, canary }
+    })
+}
+
 fuzz_target!(|input: Input| {
-    let tmp = tempfile::tempdir().expect("temporary directory");
-    let outside = tmp.path().join("outside");
-    let canary = Canary::plant(&outside);
-    let root_dir = tmp.path().join("root");
+    let world = world();
+    let outside = world.canary.path();
+    let root_dir = world.tmp.path().join("root");
     std::fs::create_dir(&root_dir).expect("root directory");
     let options = RootOptions::new().follow_symlinks_in_root(input.follow_in_root);
     let root = Root::open_with(&root_dir, options).expect("open root");
     for op in input.ops.iter().take(64) {
-        run(&root, op, &outside);
+        run(&root, op, outside);
     }
-    canary.assert_untouched(&format!("after {:?}", input.ops));
+    drop(root);
+    world.canary.assert_untouched(&format!("after {:?}", input.ops));
+    // std's remove_dir_all does not follow symlinks either; restore
+    // permissions first so that a mode-000 directory can be emptied.
+    restore_permissions(&root_dir);
+    std::fs::remove_dir_all(&root_dir).expect("clean up the root");
 });
+
+fn restore_permissions(dir: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                restore_permissions(&entry.path());
+            }
+        }
+    }
+}
 
 fn run(r: &Root, op: &Op, outside: &std::path::Path) {
     let t = |s: Option<u32>| s.map(|s| UNIX_EPOCH + Duration::from_secs(u64::from(s)));

@@ -179,7 +179,7 @@ impl Root {
         let from_split = ctx.parse_entry()?;
         let to_split = ctx.second().parse_entry()?;
         let from_parent = self.parent(&from_split, &ctx)?;
-        let to_parent = self.parent(&to_split, &ctx.second())?;
+        let to_parent = self.second_parent(&from_parent, &from_split, &to_split, &ctx.second())?;
         rustix::fs::renameat_with(
             &from_parent,
             from_split.leaf_with_slash,
@@ -213,7 +213,7 @@ impl Root {
             self.metadata_following(&ctx)?;
         }
         let from_parent = self.parent(&from, &ctx)?;
-        let to_parent = match self.parent(&to, &ctx.second()) {
+        let to_parent = match self.second_parent(&from_parent, &from, &to, &ctx.second()) {
             Ok(dir) => dir,
             Err(err) => {
                 // linkat(2) looks `original` up before `link`'s parent:

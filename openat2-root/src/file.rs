@@ -271,7 +271,9 @@ impl Root {
         } else {
             Mode::empty()
         };
-        if options.allow_special_files {
+        // O_CREAT|O_EXCL never opens an existing entry: the result is a new
+        // regular file, so there is nothing to check.
+        if options.allow_special_files || options.create_new {
             return Ok((self.openat2_root(rel.as_bytes(), flags, mode, ctx)?, None));
         }
         // O_NONBLOCK so that opening a FIFO cannot block before we have

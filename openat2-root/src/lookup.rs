@@ -2,6 +2,7 @@
 //! `symlink_metadata`, `read_link`, `read_dir`.
 
 use std::ffi::OsString;
+use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
 
@@ -51,8 +52,15 @@ impl Root {
         if split.must_be_dir {
             return self.metadata_following(&ctx);
         }
-        let parent = self.parent(&split, &ctx)?;
-        Metadata::statx_at(&parent, split.leaf, AtFlags::SYMLINK_NOFOLLOW).map_err(|e| ctx.os(e))
+        if split.parent.is_empty() {
+            // One syscall: the leaf is a single name in the root.
+            return Metadata::statx_at(self.fd.as_fd(), split.leaf, AtFlags::SYMLINK_NOFOLLOW)
+                .map_err(|e| ctx.os(e));
+        }
+        // O_PATH|O_NOFOLLOW opens a final symlink itself, even under
+        // RESOLVE_NO_SYMLINKS (openat2(2)); the fd is then described.
+        let fd = self.open_path(ctx.parse()?.as_bytes(), OFlags::NOFOLLOW, &ctx)?;
+        Metadata::of_fd(fd).map_err(|e| ctx.os(e))
     }
 
     /// Reads the target of the symlink at `path`.
@@ -124,20 +132,25 @@ impl Root {
     /// root, with `follow_symlinks_in_root`).
     pub(crate) fn metadata_following(&self, ctx: &Ctx<'_>) -> Result<Metadata> {
         let rel = ctx.parse()?;
-        if self.follows_symlinks() {
-            let fd = self.open_path(rel.as_bytes(), OFlags::empty(), ctx)?;
-            return Metadata::of_fd(fd).map_err(|e| ctx.os(e));
-        }
         let split = rel.split();
-        let parent = self.parent(&split, ctx)?;
-        let meta = Metadata::statx_at(&parent, split.leaf, AtFlags::SYMLINK_NOFOLLOW)
-            .map_err(|e| ctx.os(e))?;
-        if meta.is_symlink() {
-            Err(ctx.escape(Errno::LOOP))
-        } else if split.must_be_dir && !meta.is_dir() {
-            Err(ctx.os(Errno::NOTDIR))
-        } else {
-            Ok(meta)
+        if split.parent.is_empty() && !self.follows_symlinks() {
+            // One syscall: the leaf is a single name in the root, looked at
+            // without following; a symlink there is refused after the fact.
+            let meta = Metadata::statx_at(self.fd.as_fd(), split.leaf, AtFlags::SYMLINK_NOFOLLOW)
+                .map_err(|e| ctx.os(e))?;
+            return if meta.is_symlink() {
+                Err(ctx.escape(Errno::LOOP))
+            } else if split.must_be_dir && !meta.is_dir() {
+                Err(ctx.os(Errno::NOTDIR))
+            } else {
+                Ok(meta)
+            };
         }
+        // Deeper: resolve the whole path to an O_PATH fd (which refuses a
+        // symlink anywhere, the last component included, and applies a
+        // trailing slash) and describe the fd. Cheaper than resolving the
+        // parent and then looking the name up again with statx.
+        let fd = self.open_path(rel.as_bytes(), OFlags::empty(), ctx)?;
+        Metadata::of_fd(fd).map_err(|e| ctx.os(e))
     }
 }

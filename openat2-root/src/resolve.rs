@@ -220,6 +220,23 @@ impl Root {
         }
     }
 
+    /// Resolves the parent of the second path of a two-path operation,
+    /// reusing `first` (the first path's parent) when both name the same
+    /// directory: one resolution instead of two.
+    pub(crate) fn second_parent<'a>(
+        &'a self,
+        first: &'a DirFd<'a>,
+        first_split: &Split<'_>,
+        split: &Split<'_>,
+        ctx: &Ctx<'_>,
+    ) -> Result<DirFd<'a>, Error> {
+        if split.parent == first_split.parent {
+            Ok(DirFd::Borrowed(first.as_fd()))
+        } else {
+            self.parent(split, ctx)
+        }
+    }
+
     /// Maps an errno from `openat2` to the crate's error kinds.
     fn resolution_error(&self, errno: Errno, ctx: &Ctx<'_>) -> Error {
         match errno {

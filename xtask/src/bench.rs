@@ -2,6 +2,7 @@
 //! of `Root` against `std::fs` and `cap-std`, measured in the same run.
 
 use std::path::Path;
+use std::process::Command;
 
 use crate::run;
 
@@ -16,15 +17,27 @@ const DEPTHS: [u32; 3] = [1, 4, 16];
 
 pub(crate) fn run(args: &[String]) -> Result<(), String> {
     match args.first().map(String::as_str) {
-        Some("fs") => fs(),
-        _ => Err("usage: cargo xtask bench fs".into()),
+        Some("fs") => fs(&args[1..]),
+        _ => Err("usage: cargo xtask bench fs [--disk]".into()),
     }
 }
 
-fn fs() -> Result<(), String> {
-    run::cargo(&["bench", "-p", "benches", "--bench", "fs"])?;
+fn fs(args: &[String]) -> Result<(), String> {
+    let mut cmd = Command::new(run::cargo_bin());
+    cmd.args(["bench", "-p", "benches", "--bench", "fs"])
+        .current_dir(run::workspace_root());
+    let place = if args.iter().any(|a| a == "--disk") {
+        cmd.env("BENCH_DIR", std::env::temp_dir());
+        format!(
+            "a temporary directory on disk ({})",
+            std::env::temp_dir().display()
+        )
+    } else {
+        "tmpfs (/dev/shm); --disk for the temporary directory on disk".to_string()
+    };
+    run::status(&mut cmd)?;
     let dir = run::workspace_root().join("target/criterion");
-    println!("\nmean time per operation (ns); ratio < 1 means Root is faster");
+    println!("\nmean time per operation (ns) on {place}; ratio < 1 means Root is faster");
     println!("| operation | depth | std::fs | cap-std | Root | Root/std | Root/cap-std |");
     println!("|---|---:|---:|---:|---:|---:|---:|");
     let mut misses = Vec::new();
@@ -42,6 +55,25 @@ fn fs() -> Result<(), String> {
             }
         }
     }
+    let checked: Vec<String> = DEPTHS
+        .iter()
+        .map(|d| mean_ns(&dir, "open_close", "root", *d))
+        .collect::<Result<Vec<_>, _>>()?
+        .iter()
+        .map(|ns| format!("{ns:.0}"))
+        .collect();
+    let unchecked: Vec<String> = DEPTHS
+        .iter()
+        .map(|d| mean_ns(&dir, "open_close", "root-allow-special", *d))
+        .collect::<Result<Vec<_>, _>>()?
+        .iter()
+        .map(|ns| format!("{ns:.0}"))
+        .collect();
+    println!(
+        "\nopen_close with allow_special_files(true) (no fstat + fcntl check), depths {DEPTHS:?}: {} ns (checked: {} ns)",
+        unchecked.join(" / "),
+        checked.join(" / ")
+    );
     if misses.is_empty() {
         println!("\ntarget (<= 1.3x std, <= 1.0x cap-std) met everywhere");
     } else {

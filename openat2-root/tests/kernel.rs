@@ -1,0 +1,170 @@
+//! Behaviour that depends on kernel facilities, tested against the real
+//! kernel: mounts inside a tree, the fd limit, and a kernel or seccomp
+//! filter without `openat2`. Process-wide changes happen in a thread of
+//! their own (mount namespace, seccomp filter) or in a child process
+//! (rlimit).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a panic is a test failure
+#![allow(unsafe_code)] // seccomp and unshare for the tests below; each block says why it is sound
+
+use std::fs;
+use std::path::Path;
+
+use openat2_root::{Error, ErrorKind, Root};
+
+fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
+#[test]
+fn remove_dir_all_never_crosses_a_mount() {
+    if !is_root() {
+        eprintln!("skipped: mounting needs root (CI runs as root)");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let tree = tmp.path().join("tree");
+    fs::create_dir_all(tree.join("sub/mnt")).unwrap();
+    fs::write(tree.join("sub/file"), b"x").unwrap();
+    let tree_for_thread = tree.clone();
+    // A thread of its own, in a mount namespace of its own: the mount is
+    // seen by this thread only and disappears with it.
+    std::thread::spawn(move || {
+        let tree = tree_for_thread;
+        // SAFETY: CLONE_NEWNS (which implies CLONE_FS) changes only this
+        // thread's mount namespace and fs context; no fd table is unshared,
+        // so no thread can observe fds of another table.
+        unsafe {
+            rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNS).unwrap();
+        }
+        use rustix::mount::{mount, mount_change, MountFlags, MountPropagationFlags};
+        mount_change("/", MountPropagationFlags::REC | MountPropagationFlags::PRIVATE).unwrap();
+        mount("tmpfs", tree.join("sub/mnt").as_path(), "tmpfs", MountFlags::empty(), None).unwrap();
+        fs::write(tree.join("sub/mnt/on-the-mount"), b"keep me").unwrap();
+
+        let root = Root::open(tree.parent().unwrap()).unwrap();
+        let e = root.remove_dir_all("tree").unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Escape, "{e}");
+        assert_eq!(fs::read(tree.join("sub/mnt/on-the-mount")).unwrap(), b"keep me");
+        // Control: with the mount gone, the same call removes the tree.
+        rustix::mount::unmount(tree.join("sub/mnt").as_path(), rustix::mount::UnmountFlags::empty()).unwrap();
+        root.remove_dir_all("tree").unwrap();
+        assert!(!tree.exists());
+    })
+    .join()
+    .unwrap();
+}
+
+/// Run by `remove_dir_all_deeper_than_the_fd_limit` in a child process
+/// whose fd limit is 48; ignored when run directly.
+#[test]
+#[ignore = "run by remove_dir_all_deeper_than_the_fd_limit in a child process"]
+fn deep_tree_with_few_fds() {
+    if std::env::var_os("OPENAT2_ROOT_FD_LIMIT_CHILD").is_none() {
+        return;
+    }
+    use rustix::process::{setrlimit, Resource, Rlimit};
+    let tmp = tempfile::tempdir().unwrap();
+    let root = Root::open(tmp.path()).unwrap();
+    // 400 levels, each created beneath the last one's fd.
+    let mut dir = root.try_clone().unwrap();
+    for i in 0..400 {
+        dir.create_dir("d", 0o755).unwrap();
+        if i % 50 == 0 {
+            dir.write_atomic(format!("d/f{i}"), b"x").unwrap();
+        }
+        dir = dir.open_dir("d").unwrap();
+    }
+    drop(dir);
+    setrlimit(Resource::Nofile, Rlimit { current: Some(48), maximum: Some(48) }).unwrap();
+    // Control: the limit is real.
+    let held: Vec<_> = (0..64).map_while(|_| fs::File::open("/dev/null").ok()).collect();
+    assert!(held.len() < 48, "the fd limit is not in force");
+    drop(held);
+    root.remove_dir_all("d").unwrap();
+    assert_eq!(root.metadata("d").unwrap_err().kind(), ErrorKind::NotFound);
+    println!("DEEP-TREE-REMOVED");
+}
+
+#[test]
+fn remove_dir_all_deeper_than_the_fd_limit() {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "deep_tree_with_few_fds", "--include-ignored", "--nocapture", "--test-threads=1"])
+        .env("OPENAT2_ROOT_FD_LIMIT_CHILD", "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("DEEP-TREE-REMOVED"),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Runs `f` in a thread whose seccomp filter makes `openat2` fail with
+/// `errno`, as on an old kernel (`ENOSYS`) or under a container runtime's
+/// filter (`EPERM`).
+fn without_openat2<T: Send + 'static>(errno: i32, f: impl FnOnce() -> T + Send + 'static) -> T {
+    std::thread::spawn(move || {
+        const RET_ERRNO: u32 = 0x0005_0000;
+        const RET_ALLOW: u32 = 0x7fff_0000;
+        let filter = [
+            // A = seccomp_data.nr
+            libc::sock_filter { code: 0x20, jt: 0, jf: 0, k: 0 },
+            // if A == openat2: return ERRNO(errno), else: allow
+            libc::sock_filter { code: 0x15, jt: 0, jf: 1, k: libc::SYS_openat2 as u32 },
+            libc::sock_filter { code: 0x06, jt: 0, jf: 0, k: RET_ERRNO | errno as u32 },
+            libc::sock_filter { code: 0x06, jt: 0, jf: 0, k: RET_ALLOW },
+        ];
+        let prog = libc::sock_fprog { len: filter.len() as u16, filter: filter.as_ptr().cast_mut() };
+        rustix::thread::set_no_new_privs(true).unwrap();
+        // SAFETY: seccomp(SECCOMP_SET_MODE_FILTER, 0, &prog) reads the
+        // program, which lives on this stack for the call. Without
+        // SECCOMP_FILTER_FLAG_TSYNC it applies to this thread only, which
+        // ends when `f` returns.
+        let rc = unsafe { libc::syscall(libc::SYS_seccomp, 1, 0, &prog as *const libc::sock_fprog) };
+        assert_eq!(rc, 0, "seccomp: {}", std::io::Error::last_os_error());
+        f()
+    })
+    .join()
+    .unwrap()
+}
+
+fn assert_not_supported(errno: i32) {
+    let tmp = tempfile::tempdir().unwrap();
+    fs::create_dir_all(tmp.path().join("a/b")).unwrap();
+    let root = Root::open(tmp.path()).unwrap();
+    // Control: it works with openat2 available.
+    assert!(root.metadata("a/b").unwrap().is_dir());
+    let base = tmp.path().to_path_buf();
+    let results = without_openat2(errno, move || {
+        vec![
+            root.metadata("a/b").map(drop),
+            root.create_dir("a/b/c", 0o755),
+            root.remove_dir("a/b"),
+            root.write_atomic("a/b/f", b"x"),
+            root.set_permissions("a", 0o700),
+        ]
+    });
+    for result in results {
+        match result {
+            Err(e @ Error::NotSupported { .. }) => {
+                assert!(e.to_string().contains("openat2"), "{e}");
+                assert_eq!(e.kind(), ErrorKind::NotSupported);
+            }
+            other => panic!("expected NotSupported, got {other:?}"),
+        }
+    }
+    // No fallback to string paths happened: nothing changed.
+    assert!(!base.join("a/b/c").exists() && !base.join("a/b/f").exists());
+    assert!(Path::new(&base.join("a/b")).is_dir());
+}
+
+#[test]
+fn a_kernel_without_openat2_is_not_supported() {
+    assert_not_supported(libc::ENOSYS);
+}
+
+#[test]
+fn openat2_refused_by_seccomp_is_not_supported() {
+    assert_not_supported(libc::EPERM);
+}

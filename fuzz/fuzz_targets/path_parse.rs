@@ -6,7 +6,7 @@ use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 
 use libfuzzer_sys::fuzz_target;
-use openat2_root::{check_path, InvalidPathReason};
+use openat2_root::{InvalidPathReason, check_path};
 
 fuzz_target!(|data: &[u8]| {
     let result = check_path(OsStr::from_bytes(data));

@@ -44,7 +44,9 @@ impl P {
         if self.1 {
             s.push(b'/');
         }
-        PathBuf::from(std::ffi::OsString::from(String::from_utf8_lossy(&s).into_owned()))
+        PathBuf::from(std::ffi::OsString::from(
+            String::from_utf8_lossy(&s).into_owned(),
+        ))
     }
 }
 
@@ -117,7 +119,9 @@ fuzz_target!(|input: Input| {
         run(&root, op, outside);
     }
     drop(root);
-    world.canary.assert_untouched(&format!("after {:?}", input.ops));
+    world
+        .canary
+        .assert_untouched(&format!("after {:?}", input.ops));
     // std's remove_dir_all does not follow symlinks either; restore
     // permissions first so that a mode-000 directory can be emptied.
     restore_permissions(&root_dir);
@@ -146,9 +150,13 @@ fn run(r: &Root, op: &Op, outside: &std::path::Path) {
         Op::RemoveFile(p) => r.remove_file(p.path()),
         Op::RemoveDir(p) => r.remove_dir(p.path()),
         Op::RemoveDirAll(p) => r.remove_dir_all(p.path()),
-        Op::Remove(p, recursive, force) => {
-            r.remove(p.path(), RemoveOptions { recursive: *recursive, force: *force })
-        }
+        Op::Remove(p, recursive, force) => r.remove(
+            p.path(),
+            RemoveOptions {
+                recursive: *recursive,
+                force: *force,
+            },
+        ),
         Op::Rename(a, b) => r.rename(a.path(), b.path()),
         Op::RenameNoReplace(a, b) => r.rename_noreplace(a.path(), b.path()),
         Op::RenameExchange(a, b) => r.rename_exchange(a.path(), b.path()),

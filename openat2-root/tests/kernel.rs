@@ -36,17 +36,35 @@ fn remove_dir_all_never_crosses_a_mount() {
         unsafe {
             rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNS).unwrap();
         }
-        use rustix::mount::{mount, mount_change, MountFlags, MountPropagationFlags};
-        mount_change("/", MountPropagationFlags::REC | MountPropagationFlags::PRIVATE).unwrap();
-        mount("tmpfs", tree.join("sub/mnt").as_path(), "tmpfs", MountFlags::empty(), None).unwrap();
+        use rustix::mount::{MountFlags, MountPropagationFlags, mount, mount_change};
+        mount_change(
+            "/",
+            MountPropagationFlags::REC | MountPropagationFlags::PRIVATE,
+        )
+        .unwrap();
+        mount(
+            "tmpfs",
+            tree.join("sub/mnt").as_path(),
+            "tmpfs",
+            MountFlags::empty(),
+            None,
+        )
+        .unwrap();
         fs::write(tree.join("sub/mnt/on-the-mount"), b"keep me").unwrap();
 
         let root = Root::open(tree.parent().unwrap()).unwrap();
         let e = root.remove_dir_all("tree").unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Escape, "{e}");
-        assert_eq!(fs::read(tree.join("sub/mnt/on-the-mount")).unwrap(), b"keep me");
+        assert_eq!(
+            fs::read(tree.join("sub/mnt/on-the-mount")).unwrap(),
+            b"keep me"
+        );
         // Control: with the mount gone, the same call removes the tree.
-        rustix::mount::unmount(tree.join("sub/mnt").as_path(), rustix::mount::UnmountFlags::empty()).unwrap();
+        rustix::mount::unmount(
+            tree.join("sub/mnt").as_path(),
+            rustix::mount::UnmountFlags::empty(),
+        )
+        .unwrap();
         root.remove_dir_all("tree").unwrap();
         assert!(!tree.exists());
     })
@@ -62,7 +80,7 @@ fn deep_tree_with_few_fds() {
     if std::env::var_os("OPENAT2_ROOT_FD_LIMIT_CHILD").is_none() {
         return;
     }
-    use rustix::process::{setrlimit, Resource, Rlimit};
+    use rustix::process::{Resource, Rlimit, setrlimit};
     let tmp = tempfile::tempdir().unwrap();
     let root = Root::open(tmp.path()).unwrap();
     // 400 levels, each created beneath the last one's fd.
@@ -75,9 +93,18 @@ fn deep_tree_with_few_fds() {
         dir = dir.open_dir("d").unwrap();
     }
     drop(dir);
-    setrlimit(Resource::Nofile, Rlimit { current: Some(48), maximum: Some(48) }).unwrap();
+    setrlimit(
+        Resource::Nofile,
+        Rlimit {
+            current: Some(48),
+            maximum: Some(48),
+        },
+    )
+    .unwrap();
     // Control: the limit is real.
-    let held: Vec<_> = (0..64).map_while(|_| fs::File::open("/dev/null").ok()).collect();
+    let held: Vec<_> = (0..64)
+        .map_while(|_| fs::File::open("/dev/null").ok())
+        .collect();
     assert!(held.len() < 48, "the fd limit is not in force");
     drop(held);
     root.remove_dir_all("d").unwrap();
@@ -88,7 +115,13 @@ fn deep_tree_with_few_fds() {
 #[test]
 fn remove_dir_all_deeper_than_the_fd_limit() {
     let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "deep_tree_with_few_fds", "--include-ignored", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "deep_tree_with_few_fds",
+            "--include-ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env("OPENAT2_ROOT_FD_LIMIT_CHILD", "1")
         .output()
         .unwrap();
@@ -109,19 +142,43 @@ fn without_openat2<T: Send + 'static>(errno: i32, f: impl FnOnce() -> T + Send +
         const RET_ALLOW: u32 = 0x7fff_0000;
         let filter = [
             // A = seccomp_data.nr
-            libc::sock_filter { code: 0x20, jt: 0, jf: 0, k: 0 },
+            libc::sock_filter {
+                code: 0x20,
+                jt: 0,
+                jf: 0,
+                k: 0,
+            },
             // if A == openat2: return ERRNO(errno), else: allow
-            libc::sock_filter { code: 0x15, jt: 0, jf: 1, k: libc::SYS_openat2 as u32 },
-            libc::sock_filter { code: 0x06, jt: 0, jf: 0, k: RET_ERRNO | errno as u32 },
-            libc::sock_filter { code: 0x06, jt: 0, jf: 0, k: RET_ALLOW },
+            libc::sock_filter {
+                code: 0x15,
+                jt: 0,
+                jf: 1,
+                k: libc::SYS_openat2 as u32,
+            },
+            libc::sock_filter {
+                code: 0x06,
+                jt: 0,
+                jf: 0,
+                k: RET_ERRNO | errno as u32,
+            },
+            libc::sock_filter {
+                code: 0x06,
+                jt: 0,
+                jf: 0,
+                k: RET_ALLOW,
+            },
         ];
-        let prog = libc::sock_fprog { len: filter.len() as u16, filter: filter.as_ptr().cast_mut() };
+        let prog = libc::sock_fprog {
+            len: filter.len() as u16,
+            filter: filter.as_ptr().cast_mut(),
+        };
         rustix::thread::set_no_new_privs(true).unwrap();
         // SAFETY: seccomp(SECCOMP_SET_MODE_FILTER, 0, &prog) reads the
         // program, which lives on this stack for the call. Without
         // SECCOMP_FILTER_FLAG_TSYNC it applies to this thread only, which
         // ends when `f` returns.
-        let rc = unsafe { libc::syscall(libc::SYS_seccomp, 1, 0, &prog as *const libc::sock_fprog) };
+        let rc =
+            unsafe { libc::syscall(libc::SYS_seccomp, 1, 0, &prog as *const libc::sock_fprog) };
         assert_eq!(rc, 0, "seccomp: {}", std::io::Error::last_os_error());
         f()
     })

@@ -6,6 +6,9 @@ use std::process::Command;
 
 use crate::run;
 
+/// The fuzz targets in `fuzz/fuzz_targets/`.
+pub(crate) const TARGETS: [&str; 2] = ["path_parse", "root_ops"];
+
 pub(crate) fn run(args: &[String]) -> Result<(), String> {
     let target = args
         .first()

@@ -51,6 +51,21 @@ fn test() -> Result<(), String> {
         "warnings",
     ])?;
     run::cargo(&["test", "--workspace"])?;
+    // The fuzz crate lives outside the workspace (as cargo-fuzz expects):
+    // lint it, and run each target briefly so that it stays runnable.
+    run::cargo(&["fmt", "--manifest-path", "fuzz/Cargo.toml", "--", "--check"])?;
+    run::cargo(&[
+        "clippy",
+        "--manifest-path",
+        "fuzz/Cargo.toml",
+        "--bins",
+        "--",
+        "-D",
+        "warnings",
+    ])?;
+    for target in fuzz::TARGETS {
+        fuzz::run(&[target.to_string(), "--seconds".into(), "10".into()])?;
+    }
     println!("xtask test: all checks passed");
     Ok(())
 }

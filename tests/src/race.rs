@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use openat2_root::{ErrorKind, OpenOptions, RemoveOptions, Root};
+use openat2_root::{ErrorKind, OpenOptions, RemoveOptions, Root, RootOptions};
 
 use crate::canary::Canary;
 
@@ -26,6 +26,10 @@ pub struct RaceConfig {
     pub depths: Vec<usize>,
     /// Check the canary every this many operations per worker.
     pub check_every: u64,
+    /// Open the root with `follow_symlinks_in_root` and reach the swap
+    /// point through a symlink holding `..` (`sw/up -> ../sw`), so that
+    /// resolution crosses `..` while renames race (the `EAGAIN` path).
+    pub follow_in_root: bool,
 }
 
 impl Default for RaceConfig {
@@ -35,6 +39,7 @@ impl Default for RaceConfig {
             workers: 4,
             depths: vec![1, 4, 16],
             check_every: 25_000,
+            follow_in_root: false,
         }
     }
 }
@@ -48,6 +53,8 @@ pub struct RaceReport {
     pub succeeded: u64,
     /// Operations refused as escapes (`ErrorKind::Escape`).
     pub refused: u64,
+    /// Operations given up after repeated `EAGAIN` (`RetryExhausted`).
+    pub retry_exhausted: u64,
     /// Operations that failed otherwise (`ENOENT` after a swap, …).
     pub other_errors: u64,
     /// Swaps the attackers made.
@@ -58,17 +65,25 @@ pub struct RaceReport {
     pub escape_details: Vec<String>,
     /// Wall time.
     pub elapsed: Duration,
+    /// Whether the root followed symlinks within itself.
+    pub follow_in_root: bool,
 }
 
 impl std::fmt::Display for RaceReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "race: {} operations in {:.1?} ({} succeeded, {} refused as escapes, {} other errors), {} swaps, {} escapes",
+            "race{}: {} operations in {:.1?} ({} succeeded, {} refused as escapes, {} retries exhausted, {} other errors), {} swaps, {} escapes",
+            if self.follow_in_root {
+                " (follow-in-root)"
+            } else {
+                ""
+            },
             self.ops,
             self.elapsed,
             self.succeeded,
             self.refused,
+            self.retry_exhausted,
             self.other_errors,
             self.swaps,
             self.escapes
@@ -100,12 +115,14 @@ pub fn run(config: &RaceConfig) -> RaceReport {
         fs::create_dir_all(base.join("sw/dir")).unwrap();
         fs::write(base.join("sw/file"), b"inside\n").unwrap();
         std::os::unix::fs::symlink(&outside, base.join("alt")).unwrap();
+        std::os::unix::fs::symlink("../sw", base.join("sw/up")).unwrap();
         swap_dirs.push(base);
     }
-    let root = Arc::new(Root::open(&root_dir).unwrap());
+    let options = RootOptions::new().follow_symlinks_in_root(config.follow_in_root);
+    let root = Arc::new(Root::open_with(&root_dir, options).unwrap());
     let stop = Arc::new(AtomicBool::new(false));
     let swaps = Arc::new(AtomicU64::new(0));
-    let counters: Arc<[AtomicU64; 3]> = Arc::new(Default::default());
+    let counters: Arc<[AtomicU64; 4]> = Arc::new(Default::default());
     let start = Instant::now();
 
     let attackers: Vec<_> = swap_dirs
@@ -139,6 +156,7 @@ pub fn run(config: &RaceConfig) -> RaceReport {
             let check_every = config.check_every.max(1);
             let outside = outside.clone();
             let escape_found = escape_found.clone();
+            let via = if config.follow_in_root { "sw/up" } else { "sw" };
             std::thread::spawn(move || {
                 let mut rng = (w as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
                 for i in 0..per_worker {
@@ -146,7 +164,7 @@ pub fn run(config: &RaceConfig) -> RaceReport {
                     rng ^= rng >> 7;
                     rng ^= rng << 17;
                     let depth = depths[(rng % depths.len() as u64) as usize];
-                    let base = format!("{}/sw", swap_point(depth));
+                    let base = format!("{}/{via}", swap_point(depth));
                     let op = ((rng >> 8) % OPS as u64) as usize;
                     let outcome = run_op(&root, op, &base, w);
                     counters[outcome].fetch_add(1, Ordering::Relaxed);
@@ -174,6 +192,8 @@ pub fn run(config: &RaceConfig) -> RaceReport {
         succeeded: counters[0].load(Ordering::Relaxed),
         refused: counters[1].load(Ordering::Relaxed),
         other_errors: counters[2].load(Ordering::Relaxed),
+        retry_exhausted: counters[3].load(Ordering::Relaxed),
+        follow_in_root: config.follow_in_root,
         swaps: swaps.load(Ordering::Relaxed),
         escapes,
         escape_details,
@@ -198,7 +218,8 @@ fn quick_escape_check(outside: &Path) -> bool {
 const OPS: usize = 18;
 
 /// Runs operation `op` through the swap point `base`; returns 0 for
-/// success, 1 for a refused escape, 2 for another error.
+/// success, 1 for a refused escape, 2 for another error, 3 for retries
+/// exhausted.
 fn run_op(root: &Root, op: usize, base: &str, w: usize) -> usize {
     let p = |name: &str| PathBuf::from(format!("{base}/{name}"));
     let mine = |name: &str| p(&format!("{name}-w{w}"));
@@ -250,6 +271,7 @@ fn run_op(root: &Root, op: usize, base: &str, w: usize) -> usize {
     match result {
         Ok(()) => 0,
         Err(e) if e.kind() == ErrorKind::Escape => 1,
+        Err(e) if e.kind() == ErrorKind::RetryExhausted => 3,
         Err(_) => 2,
     }
 }

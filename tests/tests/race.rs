@@ -22,3 +22,24 @@ fn racing_renames_never_redirect_an_operation() {
     assert!(report.swaps > 1000, "{report}");
     assert!(report.refused > 0 && report.succeeded > 0, "{report}");
 }
+
+#[test]
+fn racing_renames_with_dotdot_links_in_follow_mode() {
+    // Resolution crosses `..` (inside a symlink) while renames race: the
+    // kernel may answer EAGAIN, which is retried; links are scoped to the
+    // root, so nothing escapes either.
+    let config = RaceConfig {
+        ops: 50_000,
+        follow_in_root: true,
+        ..RaceConfig::default()
+    };
+    let report = run(&config);
+    println!("{report}");
+    assert_eq!(
+        report.escapes,
+        0,
+        "escapes:\n{}",
+        report.escape_details.join("\n")
+    );
+    assert!(report.swaps > 1000 && report.succeeded > 0, "{report}");
+}

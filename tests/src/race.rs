@@ -232,7 +232,7 @@ fn run_op(root: &Root, op: usize, base: &str, w: usize) -> usize {
             .write_atomic(mine("victim"), b"v")
             .and_then(|()| root.remove_file(mine("victim"))),
         3 => root.remove_file(p("victim")),
-        4 => root.set_permissions(p("file"), if w % 2 == 0 { 0o600 } else { 0o644 }),
+        4 => root.set_permissions(p("file"), [0o600, 0o644][w % 2]),
         5 => root.set_len(p("file"), 3),
         6 => root.set_times(p("file"), None, Some(std::time::UNIX_EPOCH)),
         7 => root.chown(p("file"), None, Some(w as u32 + 1)),

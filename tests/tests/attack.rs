@@ -29,6 +29,18 @@ struct Link {
     to_canary: String,
 }
 
+impl Link {
+    /// `PREFIX<link>/<way to the canary>/TAIL`: the path that, followed,
+    /// would reach `TAIL` in the canary.
+    fn attack_path(&self, prefix: &str, tail: &str) -> String {
+        if self.to_canary.is_empty() {
+            format!("{prefix}{}/{tail}", self.name)
+        } else {
+            format!("{prefix}{}/{}/{tail}", self.name, self.to_canary)
+        }
+    }
+}
+
 fn links(outside: &Path) -> Vec<Link> {
     let outside_rel_to_fs_root = outside.strip_prefix("/").unwrap().display().to_string();
     vec![
@@ -200,12 +212,7 @@ fn symlinks_in_the_middle_are_refused_for_every_operation() {
             let root = Root::open(&fx.root_dir).unwrap();
             for link in links(fx.canary.path()) {
                 for tail in TAILS {
-                    let through = if link.to_canary.is_empty() {
-                        String::new()
-                    } else {
-                        format!("{}/", link.to_canary)
-                    };
-                    let path = format!("{prefix}{}/{through}{tail}", link.name);
+                    let path = link.attack_path(prefix, tail);
                     let result = op(&root, Path::new(&path));
                     match &result {
                         Err(e) if e.kind() == ErrorKind::Escape => {}
@@ -264,12 +271,7 @@ fn follow_in_root_mode_scopes_every_link_to_the_root() {
         .unwrap();
         for link in links(fx.canary.path()) {
             for tail in TAILS {
-                let through = if link.to_canary.is_empty() {
-                    String::new()
-                } else {
-                    format!("{}/", link.to_canary)
-                };
-                let path = format!("{}/{through}{tail}", link.name);
+                let path = link.attack_path("", tail);
                 let _ = op(&root, Path::new(&path));
                 cases += 1;
             }
@@ -311,15 +313,8 @@ fn control_the_canary_is_reachable_through_the_links() {
     // are the library's doing, not a broken fixture.
     let fx = Fixture::new();
     for link in links(fx.canary.path()) {
-        let through = if link.to_canary.is_empty() {
-            String::new()
-        } else {
-            format!("{}/", link.to_canary)
-        };
         for prefix in ["", "sub/"] {
-            let abs = fx
-                .root_dir
-                .join(format!("{prefix}{}/{through}file", link.name));
+            let abs = fx.root_dir.join(link.attack_path(prefix, "file"));
             assert_eq!(
                 fs::read(&abs).unwrap(),
                 b"canary file\n",

@@ -1,0 +1,328 @@
+//! Opening, copying, listing and atomically writing files.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a panic is a test failure
+
+mod common;
+
+use std::fs;
+use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
+
+use common::{errno, setup, umask_applied};
+use openat2_root::{Error, ErrorKind, FileType, OpenOptions, Root, RootOptions};
+
+#[test]
+fn copy_regular_files_only() {
+    let t = setup();
+    let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    fs::write(t.p("src"), &data).unwrap();
+    fs::set_permissions(t.p("src"), fs::Permissions::from_mode(0o640)).unwrap();
+    assert_eq!(t.root.copy("src", "dst").unwrap(), data.len() as u64);
+    assert_eq!(fs::read(t.p("dst")).unwrap(), data);
+    assert_eq!(
+        fs::metadata(t.p("dst")).unwrap().permissions().mode() & 0o777,
+        0o640
+    );
+    // Over an existing, longer file: replaced, not overlaid.
+    t.file("small", "abc");
+    t.root.copy("small", "dst").unwrap();
+    assert_eq!(t.read("dst"), "abc");
+    // Same file: refused, nothing truncated.
+    let e = t.root.copy("small", "small").unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidInput);
+    t.root.hard_link("small", "small2").unwrap();
+    assert_eq!(
+        t.root.copy("small", "small2").unwrap_err().kind(),
+        ErrorKind::InvalidInput
+    );
+    assert_eq!(t.read("small"), "abc");
+    t.dir("d");
+    assert!(matches!(
+        t.root.copy("d", "x").unwrap_err(),
+        Error::SpecialFile {
+            file_type: FileType::Dir,
+            ..
+        }
+    ));
+    rustix::fs::mkfifoat(
+        rustix::fs::CWD,
+        t.p("fifo").as_path(),
+        rustix::fs::Mode::from_raw_mode(0o644),
+    )
+    .unwrap();
+    assert!(matches!(
+        t.root.copy("fifo", "x").unwrap_err(),
+        Error::SpecialFile {
+            file_type: FileType::Fifo,
+            ..
+        }
+    ));
+    assert!(!t.exists("x"));
+    std::os::unix::fs::symlink("small", t.p("l")).unwrap();
+    assert_eq!(t.root.copy("l", "x").unwrap_err().kind(), ErrorKind::Escape);
+    assert_eq!(
+        t.root.copy("small", "l").unwrap_err().kind(),
+        ErrorKind::Escape
+    );
+    assert_eq!(t.read("small"), "abc");
+}
+
+#[test]
+fn read_dir_lists_types_without_following() {
+    let t = setup();
+    t.dir("d/sub");
+    t.file("d/f", "");
+    std::os::unix::fs::symlink("/", t.p("d/l")).unwrap();
+    rustix::fs::mkfifoat(
+        rustix::fs::CWD,
+        t.p("d/p").as_path(),
+        rustix::fs::Mode::from_raw_mode(0o644),
+    )
+    .unwrap();
+    let mut entries: Vec<(String, FileType)> = t
+        .root
+        .read_dir("d")
+        .unwrap()
+        .map(|e| e.map(|e| (e.file_name().to_string_lossy().into_owned(), e.file_type())))
+        .collect::<Result<_, _>>()
+        .unwrap();
+    entries.sort();
+    assert_eq!(
+        entries,
+        [
+            ("f".into(), FileType::File),
+            ("l".into(), FileType::Symlink),
+            ("p".into(), FileType::Fifo),
+            ("sub".into(), FileType::Dir)
+        ]
+    );
+    assert_eq!(errno(&t.root.read_dir("d/f").unwrap_err()), libc::ENOTDIR);
+    assert_eq!(
+        t.root.read_dir("d/l").unwrap_err().kind(),
+        ErrorKind::Escape
+    );
+    assert_eq!(t.root.read_dir(".").unwrap().count(), 1);
+}
+
+#[test]
+fn open_dir_confines_to_the_subdirectory() {
+    let t = setup();
+    t.dir("a/b");
+    t.file("secret", "s");
+    let sub = t.root.open_dir("a").unwrap();
+    assert!(sub.metadata("b").unwrap().is_dir());
+    assert_eq!(
+        sub.metadata("../secret").unwrap_err().kind(),
+        ErrorKind::InvalidPath
+    );
+    std::os::unix::fs::symlink("../secret", t.p("a/up")).unwrap();
+    assert_eq!(sub.metadata("up").unwrap_err().kind(), ErrorKind::Escape);
+    t.file("a/f", "");
+    assert_eq!(errno(&t.root.open_dir("a/f").unwrap_err()), libc::ENOTDIR);
+    // In follow mode, `..` in a link is clamped at the subroot.
+    let fol = Root::open_with(&t.path, RootOptions::new().follow_symlinks_in_root(true)).unwrap();
+    let sub = fol.open_dir("a").unwrap();
+    assert_eq!(sub.metadata("up").unwrap_err().kind(), ErrorKind::NotFound);
+}
+
+#[test]
+fn open_file_options() {
+    let t = setup();
+    let mut f = t
+        .root
+        .open_file(
+            "new",
+            OpenOptions::new().write(true).create_new(true).mode(0o600),
+        )
+        .unwrap();
+    f.write_all(b"abc").unwrap();
+    drop(f);
+    assert_eq!(
+        fs::metadata(t.p("new")).unwrap().permissions().mode() & 0o777,
+        umask_applied(0o600)
+    );
+    let e = t
+        .root
+        .open_file("new", OpenOptions::new().write(true).create_new(true))
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::AlreadyExists);
+    let mut s = String::new();
+    t.root
+        .open_file("new", OpenOptions::new().read(true))
+        .unwrap()
+        .read_to_string(&mut s)
+        .unwrap();
+    assert_eq!(s, "abc");
+    t.root
+        .open_file("new", OpenOptions::new().append(true))
+        .unwrap()
+        .write_all(b"def")
+        .unwrap();
+    assert_eq!(t.read("new"), "abcdef");
+    t.root
+        .open_file("new", OpenOptions::new().write(true).truncate(true))
+        .unwrap();
+    assert_eq!(t.read("new"), "");
+    // The returned file is blocking, close-on-exec, and not in append mode
+    // unless asked.
+    let f = t
+        .root
+        .open_file("new", OpenOptions::new().read(true).write(true))
+        .unwrap();
+    let fl = rustix::fs::fcntl_getfl(&f).unwrap();
+    assert!(!fl.contains(rustix::fs::OFlags::NONBLOCK) && !fl.contains(rustix::fs::OFlags::APPEND));
+    assert!(
+        rustix::io::fcntl_getfd(&f)
+            .unwrap()
+            .contains(rustix::io::FdFlags::CLOEXEC)
+    );
+    // Refused combinations, as std refuses them.
+    for opts in [
+        OpenOptions::new(),
+        *OpenOptions::new().read(true).create(true),
+        *OpenOptions::new().read(true).truncate(true),
+    ] {
+        assert_eq!(
+            t.root.open_file("new", &opts).unwrap_err().kind(),
+            ErrorKind::InvalidInput
+        );
+    }
+    assert_eq!(
+        t.root
+            .open_file("missing", OpenOptions::new().read(true))
+            .unwrap_err()
+            .kind(),
+        ErrorKind::NotFound
+    );
+    assert_eq!(
+        errno(
+            &t.root
+                .open_file("new/", OpenOptions::new().read(true))
+                .unwrap_err()
+        ),
+        libc::ENOTDIR
+    );
+    // Creating through a dangling symlink is refused, and creates nothing.
+    std::os::unix::fs::symlink("created_elsewhere", t.p("dangling")).unwrap();
+    let e = t
+        .root
+        .open_file("dangling", OpenOptions::new().write(true).create(true))
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Escape);
+    assert!(!t.exists("created_elsewhere"));
+}
+
+#[test]
+fn open_file_refuses_special_files_without_blocking() {
+    let t = setup();
+    let fifo = t.p("fifo");
+    rustix::fs::mkfifoat(
+        rustix::fs::CWD,
+        fifo.as_path(),
+        rustix::fs::Mode::from_raw_mode(0o644),
+    )
+    .unwrap();
+    // Neither of these may block: there is no other end.
+    for opts in [
+        *OpenOptions::new().read(true),
+        *OpenOptions::new().write(true),
+    ] {
+        let e = t.root.open_file("fifo", &opts).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                Error::SpecialFile {
+                    file_type: FileType::Fifo,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+    }
+    assert!(matches!(
+        t.root.set_len("fifo", 0).unwrap_err(),
+        Error::SpecialFile { .. }
+    ));
+    // Explicitly allowed: opens (read side with O_RDWR so it cannot block).
+    t.root
+        .open_file(
+            "fifo",
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .allow_special_files(true),
+        )
+        .unwrap();
+    // A device node through a bind of /dev would be refused the same way;
+    // a Unix socket cannot be opened at all.
+    let sock = std::os::unix::net::UnixListener::bind(t.p("sock")).unwrap();
+    let e = t
+        .root
+        .open_file("sock", OpenOptions::new().read(true))
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::SpecialFile {
+                file_type: FileType::Socket,
+                ..
+            }
+        ) || errno(&e) == libc::ENXIO,
+        "{e}"
+    );
+    drop(sock);
+}
+
+#[test]
+fn special_device_nodes_are_refused() {
+    // /dev itself as a root: null is a character device.
+    let dev = Root::open("/dev").unwrap();
+    let e = dev
+        .open_file("null", OpenOptions::new().read(true))
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::SpecialFile {
+                file_type: FileType::CharDevice,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    dev.open_file(
+        "null",
+        OpenOptions::new().read(true).allow_special_files(true),
+    )
+    .unwrap();
+}
+
+#[test]
+fn write_atomic_replaces_whole_files() {
+    let t = setup();
+    t.root.write_atomic("f", b"first").unwrap();
+    assert_eq!(t.read("f"), "first");
+    t.root.write_atomic("f", b"second!").unwrap();
+    assert_eq!(t.read("f"), "second!");
+    // A symlink at the path is replaced by the file; its target is untouched.
+    t.file("target", "T");
+    std::os::unix::fs::symlink("target", t.p("l")).unwrap();
+    t.root.write_atomic("l", b"new").unwrap();
+    assert!(fs::symlink_metadata(t.p("l")).unwrap().is_file());
+    assert_eq!(t.read("target"), "T");
+    t.dir("d");
+    t.root.write_atomic("d", b"x").unwrap_err();
+    assert_eq!(
+        errno(&t.root.write_atomic("e/", b"x").unwrap_err()),
+        libc::EISDIR
+    );
+    assert_eq!(
+        t.root.write_atomic("missing/f", b"x").unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+    // No temporary file is left behind, after success or failure.
+    let names: Vec<String> = fs::read_dir(&t.path)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(names.iter().all(|n| !n.ends_with(".tmp")), "{names:?}");
+}

@@ -1,0 +1,121 @@
+//! The checks that only mean something without root's DAC override, run as
+//! `nobody` in a child process.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a panic is a test failure
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::time::{Duration, UNIX_EPOCH};
+
+use common::{errno, setup};
+use openat2_root::{OpenOptions, Root};
+
+/// The checks that only mean something without root's DAC override. Run by
+/// `unprivileged_paths` as `nobody`; ignored when run directly.
+#[test]
+#[ignore = "run by unprivileged_paths as an unprivileged user"]
+fn as_unprivileged_user() {
+    if std::env::var_os("OPENAT2_ROOT_UNPRIVILEGED_CHILD").is_none() {
+        return;
+    }
+    assert!(
+        !rustix::process::geteuid().is_root(),
+        "must run unprivileged"
+    );
+    let t = setup();
+    t.file("f", "data");
+    fs::set_permissions(t.p("f"), fs::Permissions::from_mode(0o000)).unwrap();
+    // No read or write access is needed to change the mode of one's own file.
+    t.root.set_permissions("f", 0o600).unwrap();
+    assert_eq!(
+        fs::metadata(t.p("f")).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    fs::set_permissions(t.p("f"), fs::Permissions::from_mode(0o000)).unwrap();
+    // Opening for read or write is refused by the kernel, as for std.
+    let e = t
+        .root
+        .open_file("f", OpenOptions::new().read(true))
+        .unwrap_err();
+    assert_eq!(errno(&e), libc::EACCES);
+    assert_eq!(errno(&t.root.set_len("f", 0).unwrap_err()), libc::EACCES);
+    // Metadata, times and removal work without access to the file itself.
+    assert_eq!(t.root.metadata("f").unwrap().len(), 4);
+    t.root
+        .set_times("f", None, Some(UNIX_EPOCH + Duration::from_secs(7)))
+        .unwrap();
+    // Someone else's file: no chmod, no chown.
+    let e = Root::open("/")
+        .unwrap()
+        .set_permissions("etc/hostname", 0o777)
+        .unwrap_err();
+    assert_eq!(errno(&e), libc::EPERM);
+    assert_eq!(
+        errno(&t.root.chown("f", Some(0), None).unwrap_err()),
+        libc::EPERM
+    );
+    // A directory without search permission cannot be resolved through.
+    t.dir("locked/inner");
+    fs::set_permissions(t.p("locked"), fs::Permissions::from_mode(0o000)).unwrap();
+    assert_eq!(
+        errno(&t.root.metadata("locked/inner").unwrap_err()),
+        libc::EACCES
+    );
+    t.root.set_permissions("locked", 0o700).unwrap();
+    t.root.remove_dir_all("locked").unwrap();
+    t.root.remove_file("f").unwrap();
+    println!("UNPRIVILEGED-CHECKS-PASSED");
+}
+
+#[test]
+fn unprivileged_paths() {
+    use std::os::unix::process::CommandExt;
+    if !rustix::process::geteuid().is_root() {
+        // Already unprivileged: run the checks in a child all the same.
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "as_unprivileged_user",
+                "--include-ignored",
+                "--nocapture",
+            ])
+            .env("OPENAT2_ROOT_UNPRIVILEGED_CHILD", "1")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains("UNPRIVILEGED-CHECKS-PASSED"),
+            "{stdout}"
+        );
+        return;
+    }
+    // A copy of this test binary that `nobody` can read and run, wherever
+    // the checkout lives.
+    let bin_dir = tempfile::tempdir().unwrap();
+    fs::set_permissions(bin_dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let exe = bin_dir.path().join("ops-test");
+    fs::copy(std::env::current_exe().unwrap(), &exe).unwrap();
+    fs::set_permissions(&exe, fs::Permissions::from_mode(0o755)).unwrap();
+    let out = std::process::Command::new(&exe)
+        .args([
+            "--exact",
+            "as_unprivileged_user",
+            "--include-ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("OPENAT2_ROOT_UNPRIVILEGED_CHILD", "1")
+        .env("TMPDIR", "/tmp")
+        .current_dir("/")
+        .uid(65534)
+        .gid(65534) // std also drops supplementary groups when root sets a uid
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stdout.contains("UNPRIVILEGED-CHECKS-PASSED"),
+        "as nobody:\n{stdout}\n{stderr}"
+    );
+}

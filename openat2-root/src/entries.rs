@@ -12,6 +12,7 @@ use rustix::io::Errno;
 use crate::Root;
 use crate::error::{Operation, Result};
 use crate::metadata::Metadata;
+use crate::path::trim_trailing_slashes;
 use crate::resolve::{Ctx, DirFd};
 
 impl Root {
@@ -56,33 +57,24 @@ impl Root {
         }
         let mode = Mode::from_raw_mode(mode);
         let split = rel.split();
+        let whole = trim_trailing_slashes(rel.as_bytes());
         // Fast path: the parent exists, so one resolution and one mkdirat.
         match self.parent(&split, &ctx) {
-            Ok(parent) => return self.mkdir_or_existing_dir(&parent, split.leaf, mode, &ctx),
+            Ok(parent) => {
+                return self.mkdir_or_existing_dir(&parent, split.leaf, whole, mode, &ctx);
+            }
             Err(err) if err.raw_os_error() == Some(libc::ENOENT) => {}
             Err(err) => return Err(err),
         }
         // Slow path: walk down from the root one component at a time,
         // holding the fd of each directory reached.
         let mut dir = DirFd::Borrowed(self.fd.as_fd());
-        for name in rel.components() {
-            dir = match self.openat2_in(
-                dir.as_fd(),
-                name,
-                OFlags::PATH | OFlags::DIRECTORY,
-                Mode::empty(),
-                &ctx,
-            ) {
+        for (name, prefix) in rel.components_with_prefixes() {
+            dir = match self.step_into(&dir, name, prefix, &ctx) {
                 Ok(fd) => DirFd::Owned(fd),
                 Err(err) if err.raw_os_error() == Some(libc::ENOENT) => {
-                    self.mkdir_or_existing_dir(&dir, name, mode, &ctx)?;
-                    DirFd::Owned(self.openat2_in(
-                        dir.as_fd(),
-                        name,
-                        OFlags::PATH | OFlags::DIRECTORY,
-                        Mode::empty(),
-                        &ctx,
-                    )?)
+                    self.mkdir_or_existing_dir(&dir, name, prefix, mode, &ctx)?;
+                    DirFd::Owned(self.step_into(&dir, name, prefix, &ctx)?)
                 }
                 Err(err) => return Err(err),
             };
@@ -261,10 +253,33 @@ impl Root {
 impl Root {
     /// `mkdirat(dir, name)`, where an existing directory counts as success
     /// (a symlink to one only when this root follows symlinks in the root).
+    /// Opens the directory `name` in `dir`, whose path from the root is
+    /// `prefix`. In follow-in-root mode the whole prefix is resolved from the
+    /// root, so that a symlink is scoped to the root and not to `dir`;
+    /// otherwise one step from `dir` is enough (no symlink is ever followed).
+    fn step_into(
+        &self,
+        dir: &impl AsFd,
+        name: &[u8],
+        prefix: &[u8],
+        ctx: &Ctx<'_>,
+    ) -> Result<std::os::fd::OwnedFd> {
+        if self.follows_symlinks() {
+            self.open_path(prefix, OFlags::DIRECTORY, ctx)
+        } else {
+            let flags = OFlags::PATH | OFlags::DIRECTORY;
+            self.openat2_in(dir.as_fd(), name, flags, Mode::empty(), ctx)
+        }
+    }
+
+    /// `mkdirat(dir, name)`, where an existing directory counts as success
+    /// (a symlink to one only when this root follows symlinks in the root).
+    /// `prefix` is the path of `name` from the root.
     fn mkdir_or_existing_dir(
         &self,
         dir: &impl AsFd,
         name: &[u8],
+        prefix: &[u8],
         mode: Mode,
         ctx: &Ctx<'_>,
     ) -> Result<()> {
@@ -277,9 +292,7 @@ impl Root {
                     Ok(())
                 } else if meta.is_symlink() {
                     // Refused as an escape, or followed within the root.
-                    let flags = OFlags::PATH | OFlags::DIRECTORY;
-                    self.openat2_in(dir.as_fd(), name, flags, Mode::empty(), ctx)
-                        .map(drop)
+                    self.open_path(prefix, OFlags::DIRECTORY, ctx).map(drop)
                 } else {
                     Err(ctx.os(Errno::EXIST))
                 }

@@ -103,6 +103,29 @@ impl<'a> RelPath<'a> {
             .filter(|c| !c.is_empty() && *c != b".")
     }
 
+    /// The components (as [`RelPath::components`]), each with the path up
+    /// to and including it: `a/./b` gives `(a, a)`, `(b, a/./b)`.
+    pub(crate) fn components_with_prefixes(
+        &self,
+    ) -> impl Iterator<Item = (&'a [u8], &'a [u8])> + use<'a> {
+        let bytes = self.bytes;
+        let mut start = 0;
+        std::iter::from_fn(move || {
+            while start < bytes.len() {
+                let end = bytes[start..]
+                    .iter()
+                    .position(|&b| b == b'/')
+                    .map_or(bytes.len(), |i| start + i);
+                let name = &bytes[start..end];
+                start = end + 1;
+                if !name.is_empty() && name != b"." {
+                    return Some((name, &bytes[..end]));
+                }
+            }
+            None
+        })
+    }
+
     /// Cuts the path into parent and last component.
     pub(crate) fn split(&self) -> Split<'a> {
         let with_slash_end = self.bytes.len();
@@ -134,7 +157,8 @@ impl<'a> Split<'a> {
     }
 }
 
-fn trim_trailing_slashes(mut bytes: &[u8]) -> &[u8] {
+/// `bytes` without its trailing slashes (but a lone `/` stays).
+pub(crate) fn trim_trailing_slashes(mut bytes: &[u8]) -> &[u8] {
     while let [rest @ .., b'/'] = bytes {
         if rest.is_empty() {
             break;
@@ -216,6 +240,16 @@ mod tests {
         s(".", "", ".", ".", false);
         s("a/.", "a", ".", ".", false);
         s("./", "", ".", "./", true);
+    }
+
+    #[test]
+    fn components_carry_their_prefixes() {
+        let rel = RelPath::from_bytes(b"./a//b/./c/").unwrap();
+        let got: Vec<(&[u8], &[u8])> = rel.components_with_prefixes().collect();
+        let want: Vec<(&[u8], &[u8])> =
+            vec![(b"a", b"./a"), (b"b", b"./a//b"), (b"c", b"./a//b/./c")];
+        assert_eq!(got, want);
+        assert_eq!(rel.components().collect::<Vec<_>>(), [b"a", b"b", b"c"]);
     }
 
     #[test]

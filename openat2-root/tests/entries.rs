@@ -88,6 +88,30 @@ fn create_dir_all_follows_inside_links_only_when_asked() {
         "the absolute link was resolved inside the root"
     );
     r.create_dir_all("abs", 0o755).unwrap();
+    // Links below the top level resolve against the root too, not against
+    // the directory holding them: on the fast path (parent exists) and on
+    // the slow path (directories missing).
+    t.dir("sub");
+    std::os::unix::fs::symlink("/real", t.p("sub/abs")).unwrap();
+    std::os::unix::fs::symlink("../real", t.p("sub/rel")).unwrap();
+    r.create_dir_all("sub/abs", 0o755).unwrap();
+    r.create_dir_all("sub/abs/p/q/r", 0o755).unwrap();
+    r.create_dir_all("sub/rel/s/t", 0o755).unwrap();
+    assert!(t.p("real/p/q/r").is_dir() && t.p("real/s/t").is_dir());
+    assert!(!t.exists("sub/real"));
+    // Strict mode refuses the same paths.
+    let strict = Root::open(&t.path).unwrap();
+    assert_eq!(
+        strict
+            .create_dir_all("sub/abs/z/w", 0o755)
+            .unwrap_err()
+            .kind(),
+        ErrorKind::Escape
+    );
+    assert_eq!(
+        strict.create_dir_all("sub/abs", 0o755).unwrap_err().kind(),
+        ErrorKind::Escape
+    );
 }
 
 #[test]

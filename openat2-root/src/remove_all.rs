@@ -14,7 +14,7 @@ use rustix::fs::{AtFlags, Dir, Mode, OFlags, ResolveFlags};
 use rustix::io::Errno;
 
 use crate::Root;
-use crate::error::{Operation, Result};
+use crate::error::{ErrorKind, Operation, Result};
 use crate::metadata::{FileType, Metadata};
 use crate::resolve::Ctx;
 
@@ -113,7 +113,11 @@ impl Root {
         };
         match meta.file_type() {
             FileType::Dir if options.recursive => {
-                let top = self.open_walk_dir(parent.as_fd(), split.leaf, ctx)?;
+                let top = match self.open_walk_dir(parent.as_fd(), split.leaf, ctx) {
+                    // Removed by someone else in the meantime.
+                    Err(err) if options.force && err.kind() == ErrorKind::NotFound => return Ok(()),
+                    other => other?,
+                };
                 remove_tree(self, parent.as_fd(), split.leaf, top, ctx)
             }
             FileType::Dir => Err(ctx.os(Errno::ISDIR)),

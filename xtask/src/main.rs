@@ -51,6 +51,7 @@ fn test() -> Result<(), String> {
         "warnings",
     ])?;
     run::cargo(&["test", "--workspace"])?;
+    docs()?;
     // The fuzz crate lives outside the workspace (as cargo-fuzz expects):
     // lint it, and run each target briefly so that it stays runnable.
     run::cargo(&["fmt", "--manifest-path", "fuzz/Cargo.toml", "--", "--check"])?;
@@ -68,6 +69,15 @@ fn test() -> Result<(), String> {
     }
     println!("xtask test: all checks passed");
     Ok(())
+}
+
+/// The API docs build without a warning (broken links, missing docs).
+fn docs() -> Result<(), String> {
+    let mut cmd = std::process::Command::new(run::cargo_bin());
+    cmd.args(["doc", "--workspace", "--no-deps"])
+        .env("RUSTDOCFLAGS", "-D warnings")
+        .current_dir(run::workspace_root());
+    run::status(&mut cmd)
 }
 
 /// `cargo xtask race --ops N`: a race campaign of N operations.

@@ -1,1 +1,224 @@
-//! Benchmarks live in `benches/`; run them with `cargo xtask bench fs`.
+//! The filesystem hot paths measured by the benches, each written once for
+//! `std::fs` on absolute paths (the unsafe floor), `cap-std` (the peer) and
+//! `Root`. `benches/fs.rs` runs them under criterion; `benches/fs_pairwise.rs`
+//! interleaves the three in rounds and prints the ratio table that
+//! `cargo xtask bench fs` shows.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failing benchmark operation is a bug to see at once
+
+use std::fs;
+use std::hint::black_box;
+use std::path::PathBuf;
+
+use cap_std::ambient_authority;
+use openat2_root::{OpenOptions, Root};
+
+/// The path depths measured (components, the last one included).
+pub const DEPTHS: [usize; 3] = [1, 4, 16];
+
+/// The operations measured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    /// `metadata` of a file.
+    Metadata,
+    /// Open a file for reading, then close it.
+    OpenClose,
+    /// Create a new file, close it, remove it.
+    CreateRemove,
+    /// Rename a file and back.
+    Rename,
+    /// `create_dir_all` of a directory whose parent exists, then remove it.
+    CreateDirAll,
+}
+
+impl Op {
+    /// Every operation, in table order.
+    pub const ALL: [Op; 5] = [
+        Op::Metadata,
+        Op::OpenClose,
+        Op::CreateRemove,
+        Op::Rename,
+        Op::CreateDirAll,
+    ];
+
+    /// The name used in tables and criterion ids.
+    pub fn name(self) -> &'static str {
+        match self {
+            Op::Metadata => "metadata",
+            Op::OpenClose => "open_close",
+            Op::CreateRemove => "create_remove",
+            Op::Rename => "rename",
+            Op::CreateDirAll => "create_dir_all",
+        }
+    }
+}
+
+/// Who performs the operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Imp {
+    /// `std::fs` on absolute paths.
+    Std,
+    /// `cap_std::fs::Dir`.
+    CapStd,
+    /// `openat2_root::Root`.
+    Root,
+    /// `Root`, opening with `allow_special_files(true)` (no FIFO/device
+    /// check); only differs for [`Op::OpenClose`].
+    RootAllowSpecial,
+}
+
+impl Imp {
+    /// The three compared in every row.
+    pub const COMPARED: [Imp; 3] = [Imp::Std, Imp::CapStd, Imp::Root];
+
+    /// The name used in tables and criterion ids.
+    pub fn name(self) -> &'static str {
+        match self {
+            Imp::Std => "std",
+            Imp::CapStd => "cap-std",
+            Imp::Root => "root",
+            Imp::RootAllowSpecial => "root-allow-special",
+        }
+    }
+}
+
+/// A tree with a file `f` at each depth (`depth - 1` directories, then `f`),
+/// and the three handles on it.
+pub struct Tree {
+    _tmp: tempfile::TempDir,
+    base: PathBuf,
+    root: Root,
+    cap: cap_std::fs::Dir,
+}
+
+/// The paths one depth uses: `f` (exists) and `g` (free), relative and
+/// absolute.
+pub struct Paths {
+    rel_f: String,
+    rel_g: String,
+    abs_f: PathBuf,
+    abs_g: PathBuf,
+}
+
+impl Tree {
+    /// Builds the tree on tmpfs (`/dev/shm`) unless `BENCH_DIR` names another
+    /// place: the resolution paths are measured without a disk journal's
+    /// noise.
+    pub fn new() -> Self {
+        let parent = std::env::var_os("BENCH_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                let shm = PathBuf::from("/dev/shm");
+                if shm.is_dir() {
+                    shm
+                } else {
+                    std::env::temp_dir()
+                }
+            });
+        let tmp = tempfile::tempdir_in(&parent).unwrap();
+        let base = tmp.path().to_path_buf();
+        for depth in DEPTHS {
+            let dir = base.join(dir_of(depth));
+            fs::create_dir_all(&dir).unwrap();
+            fs::write(dir.join("f"), b"benchmark file\n").unwrap();
+        }
+        let root = Root::open(&base).unwrap();
+        let cap = cap_std::fs::Dir::open_ambient_dir(&base, ambient_authority()).unwrap();
+        Self {
+            _tmp: tmp,
+            base,
+            root,
+            cap,
+        }
+    }
+
+    /// The paths at `depth`.
+    pub fn paths(&self, depth: usize) -> Paths {
+        let (rel_f, rel_g) = (rel(depth, "f"), rel(depth, "g"));
+        Paths {
+            abs_f: self.base.join(&rel_f),
+            abs_g: self.base.join(&rel_g),
+            rel_f,
+            rel_g,
+        }
+    }
+
+    /// Runs `op` once with `imp`.
+    pub fn run(&self, op: Op, imp: Imp, p: &Paths) {
+        let read = || *OpenOptions::new().read(true);
+        match (op, imp) {
+            (Op::Metadata, Imp::Std) => drop(black_box(fs::metadata(&p.abs_f).unwrap())),
+            (Op::Metadata, Imp::CapStd) => drop(black_box(self.cap.metadata(&p.rel_f).unwrap())),
+            (Op::Metadata, _) => drop(black_box(self.root.metadata(&p.rel_f).unwrap())),
+            (Op::OpenClose, Imp::Std) => drop(black_box(fs::File::open(&p.abs_f).unwrap())),
+            (Op::OpenClose, Imp::CapStd) => drop(black_box(self.cap.open(&p.rel_f).unwrap())),
+            (Op::OpenClose, Imp::Root) => {
+                drop(black_box(self.root.open_file(&p.rel_f, &read()).unwrap()))
+            }
+            (Op::OpenClose, Imp::RootAllowSpecial) => {
+                let opts = *read().allow_special_files(true);
+                drop(black_box(self.root.open_file(&p.rel_f, &opts).unwrap()))
+            }
+            (Op::CreateRemove, Imp::Std) => {
+                drop(fs::File::create_new(&p.abs_g).unwrap());
+                fs::remove_file(&p.abs_g).unwrap();
+            }
+            (Op::CreateRemove, Imp::CapStd) => {
+                drop(self.cap.create(&p.rel_g).unwrap());
+                self.cap.remove_file(&p.rel_g).unwrap();
+            }
+            (Op::CreateRemove, _) => {
+                let create = *OpenOptions::new().write(true).create_new(true);
+                drop(self.root.open_file(&p.rel_g, &create).unwrap());
+                self.root.remove_file(&p.rel_g).unwrap();
+            }
+            (Op::Rename, Imp::Std) => {
+                fs::rename(&p.abs_f, &p.abs_g).unwrap();
+                fs::rename(&p.abs_g, &p.abs_f).unwrap();
+            }
+            (Op::Rename, Imp::CapStd) => {
+                self.cap.rename(&p.rel_f, &self.cap, &p.rel_g).unwrap();
+                self.cap.rename(&p.rel_g, &self.cap, &p.rel_f).unwrap();
+            }
+            (Op::Rename, _) => {
+                self.root.rename(&p.rel_f, &p.rel_g).unwrap();
+                self.root.rename(&p.rel_g, &p.rel_f).unwrap();
+            }
+            (Op::CreateDirAll, Imp::Std) => {
+                fs::create_dir_all(&p.abs_g).unwrap();
+                fs::remove_dir(&p.abs_g).unwrap();
+            }
+            (Op::CreateDirAll, Imp::CapStd) => {
+                self.cap.create_dir_all(&p.rel_g).unwrap();
+                self.cap.remove_dir(&p.rel_g).unwrap();
+            }
+            (Op::CreateDirAll, _) => {
+                self.root.create_dir_all(&p.rel_g, 0o755).unwrap();
+                self.root.remove_dir(&p.rel_g).unwrap();
+            }
+        }
+    }
+}
+
+impl Default for Tree {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The directory holding the file at `depth`, relative (`.` at depth 1).
+fn dir_of(depth: usize) -> String {
+    let mut dir = format!("t{depth}");
+    for _ in 2..depth {
+        dir.push_str("/d");
+    }
+    if depth == 1 { ".".into() } else { dir }
+}
+
+/// The relative path of `name` at `depth` components.
+fn rel(depth: usize, name: &str) -> String {
+    if depth == 1 {
+        name.to_string()
+    } else {
+        format!("{}/{name}", dir_of(depth))
+    }
+}

@@ -1,12 +1,10 @@
 //! Opening files: [`OpenOptions`], `open`, `copy` and `write_atomic`.
 
 use std::fs::File;
-use std::io::Write;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
 
-use rustix::fs::{AtFlags, Mode, OFlags, Stat};
+use rustix::fs::{Mode, OFlags, Stat};
 use rustix::io::Errno;
 
 use crate::Root;
@@ -25,8 +23,7 @@ use crate::resolve::Ctx;
 ///
 /// ```
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// use std::io::Write;
-/// use openat2_root::{OpenOptions, Root};
+/// /// use openat2_root::{OpenOptions, Root};
 /// # let dir = tempfile::tempdir()?;
 /// let root = Root::open(dir.path())?;
 /// let mut log = root.open_file("log", OpenOptions::new().append(true).create(true).mode(0o600))?;
@@ -219,37 +216,6 @@ impl Root {
         Ok(copied)
     }
 
-    /// Replaces (or creates) the file at `path` with `contents`, atomically:
-    /// readers see the old file or the new one, never a mix.
-    ///
-    /// The data goes to a new temporary file beside `path` (created with
-    /// `O_EXCL`, mode `0o666` less the umask), is flushed with
-    /// `fdatasync(2)`, and is renamed over `path` with `renameat(2)`. A
-    /// symlink at `path` is replaced, not followed.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Escape`](crate::Error::Escape) if the parent path crosses a
-    /// symlink; `EISDIR` if `path` is a directory. On error the temporary
-    /// file is removed and `path` is unchanged.
-    pub fn write_atomic(&self, path: impl AsRef<Path>, contents: impl AsRef<[u8]>) -> Result<()> {
-        let ctx = Ctx::new(Operation::WriteAtomic, path.as_ref());
-        let split = ctx.parse_entry()?;
-        if split.must_be_dir {
-            return Err(ctx.os(Errno::ISDIR));
-        }
-        let parent = self.parent(&split, &ctx)?;
-        let (tmp_name, file) = create_temp_file(&parent).map_err(|e| ctx.os(e))?;
-        let result = write_and_sync(file, contents.as_ref())
-            .and_then(|()| rustix::fs::renameat(&parent, tmp_name.as_str(), &parent, split.leaf));
-        if let Err(errno) = result {
-            // Best effort: the temporary name is ours alone (O_EXCL).
-            let _ = rustix::fs::unlinkat(&parent, tmp_name.as_str(), AtFlags::empty());
-            return Err(ctx.os(errno));
-        }
-        Ok(())
-    }
-
     /// Opens `ctx.path` with `options`; special files refused unless allowed.
     pub(crate) fn open_fd(&self, ctx: &Ctx<'_>, options: &OpenOptions) -> Result<OwnedFd> {
         self.open_checked(ctx, options).map(|(fd, _)| fd)
@@ -345,35 +311,4 @@ fn read_write_copy(src: &OwnedFd, dst: &OwnedFd) -> Result<u64, Errno> {
         }
         total += n as u64;
     }
-}
-
-/// Creates a fresh temporary file in `dir`, returning its name.
-fn create_temp_file(dir: &impl AsFd) -> Result<(String, File), Errno> {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let pid = std::process::id();
-    loop {
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        let name = format!(".openat2-root.{pid}.{n}.{nanos:08x}.tmp");
-        // A single component beneath `dir`; O_CREAT|O_EXCL never follows a
-        // symlink, so this creates a new file or fails.
-        match rustix::fs::openat(
-            dir,
-            name.as_str(),
-            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC | OFlags::NOFOLLOW,
-            Mode::from_raw_mode(0o666),
-        ) {
-            Ok(fd) => return Ok((name, File::from(fd))),
-            Err(Errno::EXIST) => continue,
-            Err(errno) => return Err(errno),
-        }
-    }
-}
-
-fn write_and_sync(mut file: File, contents: &[u8]) -> Result<(), Errno> {
-    let io_errno = |e: std::io::Error| Errno::from_io_error(&e).unwrap_or(Errno::IO);
-    file.write_all(contents).map_err(io_errno)?;
-    file.sync_data().map_err(io_errno)
 }

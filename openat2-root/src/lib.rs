@@ -56,6 +56,7 @@
 #![deny(missing_docs)]
 #![cfg(target_os = "linux")]
 
+mod atomic;
 mod attrs;
 mod entries;
 mod error;

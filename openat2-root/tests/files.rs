@@ -326,3 +326,53 @@ fn write_atomic_replaces_whole_files() {
         .collect();
     assert!(names.iter().all(|n| !n.ends_with(".tmp")), "{names:?}");
 }
+
+#[test]
+fn write_atomic_keeps_mode_and_owner_of_the_replaced_file() {
+    use std::os::unix::fs::MetadataExt;
+    let t = setup();
+    t.file("secret", "old");
+    fs::set_permissions(t.p("secret"), fs::Permissions::from_mode(0o600)).unwrap();
+    t.root.write_atomic("secret", b"new").unwrap();
+    assert_eq!(t.read("secret"), "new");
+    assert_eq!(
+        fs::metadata(t.p("secret")).unwrap().permissions().mode() & 0o7777,
+        0o600
+    );
+    // Looser than the umask allows is kept exactly too; set-id bits are not
+    // carried over to new contents.
+    fs::set_permissions(t.p("secret"), fs::Permissions::from_mode(0o4777)).unwrap();
+    t.root.write_atomic("secret", b"newer").unwrap();
+    assert_eq!(
+        fs::metadata(t.p("secret")).unwrap().permissions().mode() & 0o7777,
+        0o777
+    );
+    if rustix::process::geteuid().is_root() {
+        std::os::unix::fs::chown(t.p("secret"), Some(65534), Some(65534)).unwrap();
+        t.root.write_atomic("secret", b"newest").unwrap();
+        let m = fs::metadata(t.p("secret")).unwrap();
+        assert_eq!((m.uid(), m.gid()), (65534, 65534));
+    }
+    // A new file: 0o666 less the umask.
+    t.root.write_atomic("fresh", b"x").unwrap();
+    assert_eq!(
+        fs::metadata(t.p("fresh")).unwrap().permissions().mode() & 0o777,
+        umask_applied(0o666)
+    );
+}
+
+#[test]
+fn root_is_send_and_sync() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Root>();
+    assert_send_sync::<openat2_root::Error>();
+    // Shared by reference across threads, each call resolving afresh.
+    let t = setup();
+    std::thread::scope(|s| {
+        for i in 0..4 {
+            let root = &t.root;
+            s.spawn(move || root.write_atomic(format!("t{i}"), b"x").unwrap());
+        }
+    });
+    assert_eq!(t.root.read_dir(".").unwrap().count(), 4);
+}

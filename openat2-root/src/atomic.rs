@@ -1,0 +1,122 @@
+//! `write_atomic`: replace a file's contents so that readers see the old
+//! file or the new one, never a mix.
+
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::AsFd;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use rustix::fs::{AtFlags, Gid, Mode, OFlags, Uid};
+use rustix::io::Errno;
+
+use crate::Root;
+use crate::error::{Operation, Result};
+use crate::metadata::Metadata;
+use crate::resolve::Ctx;
+
+impl Root {
+    /// Replaces (or creates) the file at `path` with `contents`, atomically:
+    /// readers see the old file or the new one, never a mix.
+    ///
+    /// The data goes to a new temporary file beside `path` (created with
+    /// `O_EXCL`), is flushed with `fdatasync(2)`, and is renamed over `path`
+    /// with `renameat(2)`. A symlink at `path` is replaced, not followed.
+    ///
+    /// The new file keeps the permission bits of the regular file it
+    /// replaces (the temporary file is created with them, so it is never
+    /// more readable than the old one), and its owner and group where the
+    /// caller may set them (as root, or when they are the caller's own);
+    /// otherwise it belongs to the caller. A new file gets mode `0o666` less
+    /// the umask.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Escape`](crate::Error::Escape) if the parent path crosses a
+    /// symlink; `EISDIR` if `path` is a directory. On error the temporary
+    /// file is removed and `path` is unchanged.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = tempfile::tempdir()?;
+    /// let root = openat2_root::Root::open(dir.path())?;
+    /// root.write_atomic("secret.toml", b"token = 1")?;
+    /// root.set_permissions("secret.toml", 0o600)?;
+    /// root.write_atomic("secret.toml", b"token = 2")?;
+    /// assert_eq!(root.metadata("secret.toml")?.permissions(), 0o600);
+    /// # Ok(()) }
+    /// ```
+    pub fn write_atomic(&self, path: impl AsRef<Path>, contents: impl AsRef<[u8]>) -> Result<()> {
+        let ctx = Ctx::new(Operation::WriteAtomic, path.as_ref());
+        let split = ctx.parse_entry()?;
+        if split.must_be_dir {
+            return Err(ctx.os(Errno::ISDIR));
+        }
+        let parent = self.parent(&split, &ctx)?;
+        let replaced = Metadata::statx_at(&parent, split.leaf, AtFlags::SYMLINK_NOFOLLOW)
+            .ok()
+            .filter(Metadata::is_file);
+        let mode = replaced.as_ref().map_or(0o666, |m| m.permissions() & 0o777);
+        let (tmp_name, file) = create_temp_file(&parent, mode).map_err(|e| ctx.os(e))?;
+        let result = match &replaced {
+            Some(old) => keep_attributes(&file, old, mode),
+            None => Ok(()),
+        }
+        .and_then(|()| write_and_sync(file, contents.as_ref()))
+        .and_then(|()| rustix::fs::renameat(&parent, tmp_name.as_str(), &parent, split.leaf));
+        if let Err(errno) = result {
+            // Best effort: the temporary name is ours alone (O_EXCL).
+            let _ = rustix::fs::unlinkat(&parent, tmp_name.as_str(), AtFlags::empty());
+            return Err(ctx.os(errno));
+        }
+        Ok(())
+    }
+}
+
+/// Gives `file` the exact mode (undoing the umask) and, where permitted,
+/// the owner and group of `old`.
+fn keep_attributes(file: &File, old: &Metadata, mode: u32) -> Result<(), Errno> {
+    rustix::fs::fchmod(file, Mode::from_raw_mode(mode))?;
+    match rustix::fs::fchown(
+        file,
+        Some(Uid::from_raw(old.uid())),
+        Some(Gid::from_raw(old.gid())),
+    ) {
+        Ok(()) | Err(Errno::PERM) => Ok(()),
+        Err(errno) => Err(errno),
+    }
+}
+
+/// Creates a fresh temporary file with `mode` (less the umask) in `dir`,
+/// returning its name.
+fn create_temp_file(dir: &impl AsFd, mode: u32) -> Result<(String, File), Errno> {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let pid = std::process::id();
+    loop {
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let name = format!(".openat2-root.{pid}.{n}.{nanos:08x}.tmp");
+        // A single component beneath `dir`; O_CREAT|O_EXCL never follows a
+        // symlink, so this creates a new file or fails.
+        match rustix::fs::openat(
+            dir,
+            name.as_str(),
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+            Mode::from_raw_mode(mode),
+        ) {
+            Ok(fd) => return Ok((name, File::from(fd))),
+            Err(Errno::EXIST) => continue,
+            Err(errno) => return Err(errno),
+        }
+    }
+}
+
+fn write_and_sync(mut file: File, contents: &[u8]) -> Result<(), Errno> {
+    let io_errno = |e: std::io::Error| Errno::from_io_error(&e).unwrap_or(Errno::IO);
+    file.write_all(contents).map_err(io_errno)?;
+    file.sync_data().map_err(io_errno)
+}

@@ -70,3 +70,40 @@ pub(crate) fn ensure(wanted: &[Package]) -> Result<(), String> {
             .env("DEBIAN_FRONTEND", "noninteractive"),
     )
 }
+
+/// The shell command that installs `names`.
+fn install_command(names: &[&str]) -> String {
+    format!(
+        "apt-get update && apt-get install -y --no-install-recommends {}",
+        names.join(" ")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_commands_on_the_path() {
+        assert!(have("sh"));
+        assert!(!have("no-such-command-for-xtask"));
+    }
+
+    #[test]
+    fn nothing_to_do_when_everything_is_there() {
+        let present = [Package {
+            name: "dash",
+            provides: "sh",
+            why: "test",
+        }];
+        assert_eq!(ensure(&present), Ok(()));
+    }
+
+    #[test]
+    fn tells_the_exact_install_command() {
+        assert_eq!(
+            install_command(&["gcc", "g++"]),
+            "apt-get update && apt-get install -y --no-install-recommends gcc g++"
+        );
+    }
+}

@@ -49,10 +49,7 @@ pub(crate) fn ensure(wanted: &[Package]) -> Result<(), String> {
         .output()
         .map(|o| o.stdout.starts_with(b"0\n"))
         .unwrap_or(false);
-    let install = format!(
-        "apt-get update && apt-get install -y --no-install-recommends {}",
-        names.join(" ")
-    );
+    let install = install_command(&names);
     if !is_root {
         return Err(format!(
             "run as root, or install them first:\n    sudo sh -c '{install}'"

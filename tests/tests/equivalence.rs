@@ -94,25 +94,14 @@ fn via_std(base: &Path, op: &Op) -> Outcome {
         s.push(rel);
         PathBuf::from(s)
     };
+    let ok = |r: std::io::Result<()>| r.map(|()| String::new()).map_err(std_errno);
     match op {
-        Op::CreateDir(a) => fs::create_dir(p(a))
-            .map(|()| String::new())
-            .map_err(std_errno),
-        Op::CreateDirAll(a) => fs::create_dir_all(p(a))
-            .map(|()| String::new())
-            .map_err(std_errno),
-        Op::RemoveFile(a) => fs::remove_file(p(a))
-            .map(|()| String::new())
-            .map_err(std_errno),
-        Op::RemoveDir(a) => fs::remove_dir(p(a))
-            .map(|()| String::new())
-            .map_err(std_errno),
-        Op::RemoveDirAll(a) => fs::remove_dir_all(p(a))
-            .map(|()| String::new())
-            .map_err(std_errno),
-        Op::Rename(a, b) => fs::rename(p(a), p(b))
-            .map(|()| String::new())
-            .map_err(std_errno),
+        Op::CreateDir(a) => ok(fs::create_dir(p(a))),
+        Op::CreateDirAll(a) => ok(fs::create_dir_all(p(a))),
+        Op::RemoveFile(a) => ok(fs::remove_file(p(a))),
+        Op::RemoveDir(a) => ok(fs::remove_dir(p(a))),
+        Op::RemoveDirAll(a) => ok(fs::remove_dir_all(p(a))),
+        Op::Rename(a, b) => ok(fs::rename(p(a), p(b))),
         Op::RenameNoReplace(a, b) => rustix::fs::renameat_with(
             rustix::fs::CWD,
             p(a).as_path(),
@@ -122,9 +111,7 @@ fn via_std(base: &Path, op: &Op) -> Outcome {
         )
         .map(|()| String::new())
         .map_err(|e| Some(e.raw_os_error())),
-        Op::HardLink(a, b) => fs::hard_link(p(a), p(b))
-            .map(|()| String::new())
-            .map_err(std_errno),
+        Op::HardLink(a, b) => ok(fs::hard_link(p(a), p(b))),
         Op::Write(a, d) => fs::write(p(a), d)
             .map(|()| String::new())
             .map_err(std_errno),

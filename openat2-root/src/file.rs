@@ -1,4 +1,4 @@
-//! Opening files: [`OpenOptions`], `open`, `copy` and `write_atomic`.
+//! Opening files: [`OpenOptions`], `open_file` and `copy`.
 
 use std::fs::File;
 use std::os::fd::OwnedFd;
@@ -23,7 +23,8 @@ use crate::resolve::Ctx;
 ///
 /// ```
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// /// use openat2_root::{OpenOptions, Root};
+/// use std::io::Write;
+/// use openat2_root::{OpenOptions, Root};
 /// # let dir = tempfile::tempdir()?;
 /// let root = Root::open(dir.path())?;
 /// let mut log = root.open_file("log", OpenOptions::new().append(true).create(true).mode(0o600))?;

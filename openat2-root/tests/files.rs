@@ -5,7 +5,6 @@ mod common;
 
 use std::fs;
 use std::io::{Read, Write};
-use std::os::unix::fs::PermissionsExt;
 
 use common::{errno, setup, umask_applied};
 use openat2_root::{Error, ErrorKind, FileType, OpenOptions, Root, RootOptions};
@@ -15,13 +14,10 @@ fn copy_regular_files_only() {
     let t = setup();
     let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
     fs::write(t.p("src"), &data).unwrap();
-    fs::set_permissions(t.p("src"), fs::Permissions::from_mode(0o640)).unwrap();
+    t.chmod("src", 0o640);
     assert_eq!(t.root.copy("src", "dst").unwrap(), data.len() as u64);
     assert_eq!(fs::read(t.p("dst")).unwrap(), data);
-    assert_eq!(
-        fs::metadata(t.p("dst")).unwrap().permissions().mode() & 0o777,
-        0o640
-    );
+    assert_eq!((t.mode("dst") & 0o777), 0o640);
     // Over an existing, longer file: replaced, not overlaid.
     t.file("small", "abc");
     t.root.copy("small", "dst").unwrap();
@@ -136,10 +132,7 @@ fn open_file_options() {
         .unwrap();
     f.write_all(b"abc").unwrap();
     drop(f);
-    assert_eq!(
-        fs::metadata(t.p("new")).unwrap().permissions().mode() & 0o777,
-        umask_applied(0o600)
-    );
+    assert_eq!((t.mode("new") & 0o777), umask_applied(0o600));
     let e = t
         .root
         .open_file("new", OpenOptions::new().write(true).create_new(true))
@@ -332,21 +325,15 @@ fn write_atomic_keeps_mode_and_owner_of_the_replaced_file() {
     use std::os::unix::fs::MetadataExt;
     let t = setup();
     t.file("secret", "old");
-    fs::set_permissions(t.p("secret"), fs::Permissions::from_mode(0o600)).unwrap();
+    t.chmod("secret", 0o600);
     t.root.write_atomic("secret", b"new").unwrap();
     assert_eq!(t.read("secret"), "new");
-    assert_eq!(
-        fs::metadata(t.p("secret")).unwrap().permissions().mode() & 0o7777,
-        0o600
-    );
+    assert_eq!(t.mode("secret"), 0o600);
     // Looser than the umask allows is kept exactly too; set-id bits are not
     // carried over to new contents.
-    fs::set_permissions(t.p("secret"), fs::Permissions::from_mode(0o4777)).unwrap();
+    t.chmod("secret", 0o4777);
     t.root.write_atomic("secret", b"newer").unwrap();
-    assert_eq!(
-        fs::metadata(t.p("secret")).unwrap().permissions().mode() & 0o7777,
-        0o777
-    );
+    assert_eq!(t.mode("secret"), 0o777);
     if rustix::process::geteuid().is_root() {
         std::os::unix::fs::chown(t.p("secret"), Some(65534), Some(65534)).unwrap();
         t.root.write_atomic("secret", b"newest").unwrap();
@@ -355,10 +342,7 @@ fn write_atomic_keeps_mode_and_owner_of_the_replaced_file() {
     }
     // A new file: 0o666 less the umask.
     t.root.write_atomic("fresh", b"x").unwrap();
-    assert_eq!(
-        fs::metadata(t.p("fresh")).unwrap().permissions().mode() & 0o777,
-        umask_applied(0o666)
-    );
+    assert_eq!((t.mode("fresh") & 0o777), umask_applied(0o666));
 }
 
 #[test]

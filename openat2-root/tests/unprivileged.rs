@@ -25,14 +25,11 @@ fn as_unprivileged_user() {
     );
     let t = setup();
     t.file("f", "data");
-    fs::set_permissions(t.p("f"), fs::Permissions::from_mode(0o000)).unwrap();
+    t.chmod("f", 0o000);
     // No read or write access is needed to change the mode of one's own file.
     t.root.set_permissions("f", 0o600).unwrap();
-    assert_eq!(
-        fs::metadata(t.p("f")).unwrap().permissions().mode() & 0o777,
-        0o600
-    );
-    fs::set_permissions(t.p("f"), fs::Permissions::from_mode(0o000)).unwrap();
+    assert_eq!((t.mode("f") & 0o777), 0o600);
+    t.chmod("f", 0o000);
     // Opening for read or write is refused by the kernel, as for std.
     let e = t
         .root
@@ -57,7 +54,7 @@ fn as_unprivileged_user() {
     );
     // A directory without search permission cannot be resolved through.
     t.dir("locked/inner");
-    fs::set_permissions(t.p("locked"), fs::Permissions::from_mode(0o000)).unwrap();
+    t.chmod("locked", 0o000);
     assert_eq!(
         errno(&t.root.metadata("locked/inner").unwrap_err()),
         libc::EACCES

@@ -36,6 +36,17 @@ impl T {
     pub(crate) fn read(&self, rel: &str) -> String {
         fs::read_to_string(self.p(rel)).unwrap()
     }
+    /// The permission bits of `rel` (not following a final symlink is not
+    /// needed: the tests ask about files and directories).
+    pub(crate) fn mode(&self, rel: &str) -> u32 {
+        use std::os::unix::fs::PermissionsExt;
+        fs::metadata(self.p(rel)).unwrap().permissions().mode() & 0o7777
+    }
+    /// Sets the permission bits of `rel` with std.
+    pub(crate) fn chmod(&self, rel: &str, mode: u32) {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(self.p(rel), fs::Permissions::from_mode(mode)).unwrap();
+    }
     pub(crate) fn exists(&self, rel: &str) -> bool {
         fs::symlink_metadata(self.p(rel)).is_ok()
     }

@@ -1,0 +1,389 @@
+//! The policy vocabulary: plain types, one per layer.
+//!
+//! Every field is optional: a policy document says only what it sets, and
+//! [`Policy::merge`](crate::Policy::merge) fills the rest from a base. A
+//! policy used on its own is first completed with
+//! [`Policy::resolved`](crate::Policy::resolved), which merges it onto
+//! [`Policy::default`] (the `default` profile).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::net_rule::NetRule;
+use crate::units::{ByteSize, Duration};
+
+/// A complete description of what a sandboxed run may do.
+///
+/// [`Policy::default()`] is the `default` profile; [`Policy::empty`] sets
+/// nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    /// What the process sees on disk.
+    #[serde(default, skip_serializing_if = "Filesystem::is_empty")]
+    pub filesystem: Filesystem,
+    /// Where it may connect.
+    #[serde(default, skip_serializing_if = "Network::is_empty")]
+    pub network: Network,
+    /// Who it runs as and what the kernel lets it do.
+    #[serde(default, skip_serializing_if = "Privilege::is_empty")]
+    pub privilege: Privilege,
+    /// Time, memory, processes, output.
+    #[serde(default, skip_serializing_if = "Resources::is_empty")]
+    pub resources: Resources,
+    /// The environment it gets.
+    #[serde(default, skip_serializing_if = "Env::is_empty")]
+    pub env: Env,
+    /// What to do when the host cannot enforce a layer as asked
+    /// (default: `fail`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_unavailable: Option<OnUnavailable>,
+}
+
+/// `filesystem`: what the process sees on disk.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Filesystem {
+    /// The base view.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<FsMode>,
+    /// Host paths bound into the sandbox.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub binds: Option<Vec<Bind>>,
+    /// Fresh in-memory filesystems.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tmpfs: Option<Vec<Tmpfs>>,
+    /// The working directory inside the sandbox (absolute).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workdir: Option<PathBuf>,
+    /// Paths hidden behind an empty mount.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mask: Option<Vec<PathBuf>>,
+}
+
+/// `filesystem.mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FsMode {
+    /// An empty root with read-only binds of the system directories a
+    /// dynamically linked binary needs.
+    Minimal,
+    /// The whole host filesystem, read-only.
+    HostReadonly,
+    /// No filesystem isolation: the host's view.
+    Off,
+}
+
+/// A host path bound into the sandbox.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Bind {
+    /// The host path (absolute).
+    pub source: PathBuf,
+    /// Where it appears in the sandbox (absolute).
+    pub target: PathBuf,
+    /// Whether the sandbox may write to it (default: read-only).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub writable: bool,
+}
+
+/// A fresh in-memory filesystem.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tmpfs {
+    /// Where it is mounted (absolute).
+    pub target: PathBuf,
+    /// Its size limit (default: the kernel's, half of memory).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<ByteSize>,
+}
+
+/// `network`: where the process may connect.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Network {
+    /// The kind of network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<NetMode>,
+    /// Destinations allowed in `allowlist` mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow: Option<Vec<NetRule>>,
+    /// Destinations refused even if allowed (deny wins).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deny: Option<Vec<NetRule>>,
+    /// Whether DNS queries to the gateway are relayed to the host's
+    /// resolver.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns: Option<bool>,
+    /// Whether link-local and cloud-metadata addresses may be reached.
+    /// They are blocked unless this is set to `true` explicitly.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_metadata: Option<bool>,
+}
+
+/// `network.mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NetMode {
+    /// A network namespace with only loopback: no way out.
+    None,
+    /// Egress to the `allow` rules only, through the userspace forwarder.
+    Allowlist,
+    /// The host's network, unfiltered.
+    Host,
+}
+
+/// `privilege`: who the process runs as and what the kernel lets it do.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Privilege {
+    /// The user inside the sandbox.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<User>,
+    /// The seccomp filter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seccomp: Option<SeccompMode>,
+    /// Landlock filesystem rules.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub landlock: Option<LandlockMode>,
+    /// Whether the process may create user namespaces of its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_nested_userns: Option<bool>,
+}
+
+/// `privilege.user`: `"nobody"`, `"root"` (root of the sandbox's user
+/// namespace, not of the host) or a numeric uid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum User {
+    /// The overflow user, 65534.
+    Nobody,
+    /// Uid 0 inside the sandbox's user namespace.
+    Root,
+    /// A numeric uid inside the sandbox.
+    Uid(u32),
+}
+
+/// `privilege.seccomp`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SeccompMode {
+    /// A denylist of dangerous syscalls (keyctl, bpf, mount, ptrace, …).
+    Default,
+    /// An allowlist suited to shell scripts and common interpreters.
+    Strict,
+    /// No filter.
+    Off,
+}
+
+/// `privilege.landlock`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LandlockMode {
+    /// Use Landlock where the kernel has it.
+    Auto,
+    /// Landlock must be enforced, or the layer is unavailable.
+    Require,
+    /// No Landlock rules.
+    Off,
+}
+
+/// `resources`: limits. Each is a value or `"unlimited"`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Resources {
+    /// Wall-clock time before the whole sandbox is killed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wall_time: Option<Limit<Duration>>,
+    /// CPU time (`RLIMIT_CPU`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_time: Option<Limit<Duration>>,
+    /// Memory (cgroup).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<Limit<ByteSize>>,
+    /// Bytes of stdout and of stderr kept, each; the rest is drained and
+    /// dropped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_output_bytes: Option<Limit<ByteSize>>,
+    /// Largest file the process may write (`RLIMIT_FSIZE`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_file_size: Option<Limit<ByteSize>>,
+    /// Processes and threads (cgroup `pids.max`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pids: Option<Limit<u64>>,
+    /// Open files (`RLIMIT_NOFILE`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub open_files: Option<Limit<u64>>,
+}
+
+/// A limit: a value, or `"unlimited"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Limit<T> {
+    /// No limit.
+    Unlimited,
+    /// At most this much.
+    Max(T),
+}
+
+/// `env`: the environment the process gets.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Env {
+    /// Names (globs with `*`) passed through from the caller's
+    /// environment. Names that look like secrets are never passed by a
+    /// glob, only by `set`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow: Option<Vec<String>>,
+    /// Variables set explicitly.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub set: Option<BTreeMap<String, String>>,
+}
+
+/// `on_unavailable`: what happens when the host cannot enforce a layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnUnavailable {
+    /// Refuse the run before anything is spawned.
+    Fail,
+    /// Run with what can be enforced, and report the downgrade.
+    Degrade,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+impl Filesystem {
+    fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+impl Network {
+    fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+impl Privilege {
+    fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+impl Resources {
+    fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+impl Env {
+    fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+impl<T> Limit<T> {
+    /// The value, or `None` for unlimited.
+    pub fn max(&self) -> Option<&T> {
+        match self {
+            Limit::Unlimited => None,
+            Limit::Max(v) => Some(v),
+        }
+    }
+}
+
+impl<T: std::fmt::Display> std::fmt::Display for Limit<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Limit::Unlimited => f.write_str("unlimited"),
+            Limit::Max(v) => v.fmt(f),
+        }
+    }
+}
+
+impl std::fmt::Display for User {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            User::Nobody => f.write_str("nobody"),
+            User::Root => f.write_str("root"),
+            User::Uid(uid) => write!(f, "{uid}"),
+        }
+    }
+}
+
+/// Serde forms of [`User`] and [`Limit`]: a keyword string or a value.
+mod serde_impls {
+    use super::{Limit, User};
+    use serde::de::{self, Deserializer, Visitor};
+    use serde::{Deserialize, Serialize, Serializer};
+    use std::fmt;
+
+    impl Serialize for User {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            match self {
+                User::Uid(uid) => s.serialize_u32(*uid),
+                other => s.collect_str(other),
+            }
+        }
+    }
+
+    impl<'de> Deserialize<'de> for User {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V;
+            impl Visitor<'_> for V {
+                type Value = User;
+                fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                    f.write_str("\"nobody\", \"root\" or a numeric uid")
+                }
+                fn visit_str<E: de::Error>(self, v: &str) -> Result<User, E> {
+                    match v {
+                        "nobody" => Ok(User::Nobody),
+                        "root" => Ok(User::Root),
+                        _ => Err(E::custom(format!(
+                            "invalid user {v:?}: expected \"nobody\", \"root\" or a numeric uid"
+                        ))),
+                    }
+                }
+                fn visit_u64<E: de::Error>(self, v: u64) -> Result<User, E> {
+                    u32::try_from(v)
+                        .ok()
+                        .filter(|&uid| uid != u32::MAX)
+                        .map(User::Uid)
+                        .ok_or_else(|| {
+                            E::custom(format!("invalid uid {v}: must be below 4294967295"))
+                        })
+                }
+                fn visit_i64<E: de::Error>(self, v: i64) -> Result<User, E> {
+                    u64::try_from(v)
+                        .map_err(|_| E::custom(format!("invalid uid {v}: must not be negative")))
+                        .and_then(|v| self.visit_u64(v))
+                }
+            }
+            d.deserialize_any(V)
+        }
+    }
+
+    impl<T: Serialize> Serialize for Limit<T> {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            match self {
+                Limit::Unlimited => s.serialize_str("unlimited"),
+                Limit::Max(v) => v.serialize(s),
+            }
+        }
+    }
+
+    impl<'de, T: Deserialize<'de>> Deserialize<'de> for Limit<T> {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            // Buffer the value once: "unlimited", or whatever T accepts.
+            let value = serde_json::Value::deserialize(d)?;
+            if value.as_str() == Some("unlimited") {
+                return Ok(Limit::Unlimited);
+            }
+            T::deserialize(value)
+                .map(Limit::Max)
+                .map_err(de::Error::custom)
+        }
+    }
+}

@@ -1,0 +1,199 @@
+//! Semantic validation: every problem of a well-formed policy, collected in
+//! one error.
+
+use std::collections::BTreeMap;
+use std::path::{Component, Path};
+
+use crate::error::{Error, Problem};
+use crate::model::{Limit, NetMode, Policy};
+use crate::units::ByteSize;
+
+/// The smallest memory limit a run can live with.
+const MIN_MEMORY: ByteSize = ByteSize::mib(1);
+
+impl Policy {
+    /// Checks what parsing cannot: absolute and distinct mount targets,
+    /// sensible limits, rules that fit the network mode, valid variable
+    /// names. Every problem is reported, not only the first.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Invalid`] with the list of problems.
+    pub fn validate(&self) -> Result<(), Error> {
+        let mut problems = Vec::new();
+        self.check_filesystem(&mut problems);
+        self.check_network(&mut problems);
+        self.check_resources(&mut problems);
+        self.check_env(&mut problems);
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Invalid { problems })
+        }
+    }
+
+    fn check_filesystem<'a>(&'a self, problems: &mut Vec<Problem>) {
+        let fs = &self.filesystem;
+        // Every mount target, by normalized path, with the field naming it.
+        let mut targets: BTreeMap<&'a Path, String> = BTreeMap::new();
+        let mut target = |field: String, path: &'a Path, problems: &mut Vec<Problem>| {
+            if let Some(why) = not_clean_absolute(path) {
+                problems.push(Problem::new(field, format!("{path:?} {why}")));
+            } else if let Some(first) = targets.get(path) {
+                problems.push(Problem::new(
+                    field,
+                    format!("{path:?} is already a target ({first})"),
+                ));
+            } else {
+                targets.insert(path, field);
+            }
+        };
+        for (i, bind) in fs.binds.iter().flatten().enumerate() {
+            if let Some(why) = not_clean_absolute(&bind.source) {
+                problems.push(Problem::new(
+                    format!("filesystem.binds[{i}].source"),
+                    format!("{:?} {why}", bind.source),
+                ));
+            }
+            target(
+                format!("filesystem.binds[{i}].target"),
+                &bind.target,
+                problems,
+            );
+        }
+        for (i, tmpfs) in fs.tmpfs.iter().flatten().enumerate() {
+            target(
+                format!("filesystem.tmpfs[{i}].target"),
+                &tmpfs.target,
+                problems,
+            );
+            if tmpfs.size.is_some_and(|s| s.bytes() < 4096) {
+                problems.push(Problem::new(
+                    format!("filesystem.tmpfs[{i}].size"),
+                    "must be at least 4KiB",
+                ));
+            }
+        }
+        for (i, mask) in fs.mask.iter().flatten().enumerate() {
+            target(format!("filesystem.mask[{i}]"), mask, problems);
+        }
+        if let Some(workdir) = &fs.workdir {
+            if let Some(why) = not_clean_absolute(workdir) {
+                problems.push(Problem::new(
+                    "filesystem.workdir",
+                    format!("{workdir:?} {why}"),
+                ));
+            }
+        }
+    }
+
+    fn check_network(&self, problems: &mut Vec<Problem>) {
+        let net = &self.network;
+        let has_allow = net.allow.as_ref().is_some_and(|a| !a.is_empty());
+        let has_deny = net.deny.as_ref().is_some_and(|d| !d.is_empty());
+        match net.mode {
+            Some(NetMode::None) if has_allow => problems.push(Problem::new(
+                "network.allow",
+                "allow rules need network.mode = \"allowlist\" (the mode is \"none\": nothing leaves the sandbox)",
+            )),
+            Some(NetMode::Host) if has_allow || has_deny => problems.push(Problem::new(
+                if has_allow { "network.allow" } else { "network.deny" },
+                "rules need network.mode = \"allowlist\" (the mode is \"host\", which is not filtered)",
+            )),
+            _ => {}
+        }
+        if net.dns == Some(true) && net.mode == Some(NetMode::None) {
+            problems.push(Problem::new(
+                "network.dns",
+                "DNS needs network.mode = \"allowlist\" (the mode is \"none\")",
+            ));
+        }
+    }
+
+    fn check_resources(&self, problems: &mut Vec<Problem>) {
+        let r = &self.resources;
+        for (field, limit) in [
+            ("resources.wall_time", &r.wall_time),
+            ("resources.cpu_time", &r.cpu_time),
+        ] {
+            if let Some(Limit::Max(d)) = limit {
+                if d.as_millis() == 0 {
+                    problems.push(Problem::new(
+                        field,
+                        "must be more than 0s (or \"unlimited\")",
+                    ));
+                }
+            }
+        }
+        if let Some(Limit::Max(m)) = r.memory {
+            if m < MIN_MEMORY {
+                problems.push(Problem::new(
+                    "resources.memory",
+                    format!("{m} is below the minimum of {MIN_MEMORY}"),
+                ));
+            }
+        }
+        if let Some(Limit::Max(0)) = r.pids {
+            problems.push(Problem::new(
+                "resources.pids",
+                "must be at least 1 (or \"unlimited\")",
+            ));
+        }
+        if let Some(Limit::Max(n)) = r.open_files {
+            if n < 3 {
+                problems.push(Problem::new(
+                    "resources.open_files",
+                    format!("{n} is below 3: stdin, stdout and stderr need fds"),
+                ));
+            }
+        }
+    }
+
+    fn check_env(&self, problems: &mut Vec<Problem>) {
+        for (i, glob) in self.env.allow.iter().flatten().enumerate() {
+            if glob.is_empty()
+                || !glob
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'*')
+            {
+                problems.push(Problem::new(
+                    format!("env.allow[{i}]"),
+                    format!(
+                        "{glob:?} is not a variable name or glob (letters, digits, '_' and '*')"
+                    ),
+                ));
+            }
+        }
+        for (name, value) in self.env.set.iter().flatten() {
+            if !crate::env::is_valid_name(name) {
+                problems.push(Problem::new(
+                    format!("env.set.{name}"),
+                    "is not a valid variable name (letters, digits and '_', not starting with a digit)",
+                ));
+            }
+            if value.contains('\0') {
+                problems.push(Problem::new(
+                    format!("env.set.{name}"),
+                    "the value contains a NUL byte",
+                ));
+            }
+        }
+    }
+}
+
+/// Why `path` is not a clean absolute path, if it is not one.
+fn not_clean_absolute(path: &Path) -> Option<&'static str> {
+    if !path.is_absolute() {
+        return Some("is not an absolute path");
+    }
+    if path
+        .components()
+        .any(|c| matches!(c, Component::ParentDir | Component::CurDir))
+    {
+        return Some("must not contain `.` or `..` components");
+    }
+    if path.as_os_str().as_encoded_bytes().contains(&0) {
+        return Some("contains a NUL byte");
+    }
+    None
+}

@@ -50,6 +50,7 @@ mod model;
 mod net_rule;
 mod policy;
 mod profiles;
+mod strictness;
 mod units;
 mod validate;
 

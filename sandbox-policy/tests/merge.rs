@@ -1,0 +1,141 @@
+//! Merging, the strictness order and the tighten-only merge.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a panic is a test failure
+
+use sandbox_policy::{Error, Policy};
+
+fn p(toml: &str) -> Policy {
+    Policy::from_toml_str(toml).unwrap()
+}
+
+fn loosened_fields(base: &Policy, over: &Policy) -> Vec<String> {
+    match base.merge_tighten_only(over).unwrap_err() {
+        Error::Loosens { problems } => problems.into_iter().map(|p| p.field).collect(),
+        other => panic!("{other}"),
+    }
+}
+
+#[test]
+fn tighten_only_lists_every_loosened_field() {
+    let base = p(r#"
+        on_unavailable = "fail"
+        [filesystem]
+        binds = [{ source = "/srv/data", target = "/data" }]
+        [network]
+        mode = "allowlist"
+        allow = ["198.51.100.0/24:443/tcp"]
+        [privilege]
+        seccomp = "strict"
+        [resources]
+        memory = "256MiB"
+    "#);
+    let over = p(r#"
+        on_unavailable = "degrade"
+        [filesystem]
+        binds = [{ source = "/srv/data", target = "/data", writable = true }]
+        [network]
+        allow = ["198.51.100.0/24:443/tcp", "203.0.113.0/24:443/tcp"]
+        allow_metadata = true
+        [privilege]
+        seccomp = "default"
+        [resources]
+        memory = "1GiB"
+    "#);
+    let fields = loosened_fields(&base, &over);
+    assert_eq!(
+        fields,
+        [
+            "filesystem.binds",
+            "network.allow",
+            "network.allow_metadata",
+            "privilege.seccomp",
+            "resources.memory",
+            "on_unavailable"
+        ]
+    );
+    let err = base.merge_tighten_only(&over).unwrap_err().to_string();
+    assert!(
+        err.starts_with("the override would loosen the base policy (6 fields):"),
+        "{err}"
+    );
+    assert!(
+        err.contains("203.0.113.0/24:443/tcp is not covered by the base's allow rules"),
+        "{err}"
+    );
+    assert!(
+        err.contains("resources.memory: 1GiB is higher than 256MiB"),
+        "{err}"
+    );
+    // A wider network mode.
+    assert_eq!(
+        loosened_fields(&base, &p("[network]\nmode = \"host\"\nallow = []\n")),
+        ["network.mode"]
+    );
+    // Unlimited is higher than any limit.
+    assert_eq!(
+        loosened_fields(&base, &p("[resources]\npids = \"unlimited\"\n")),
+        ["resources.pids"]
+    );
+}
+
+#[test]
+fn tighten_only_accepts_what_asks_for_less() {
+    let base = Policy::profile("networked").unwrap();
+    let job = p(r#"
+        [network]
+        allow = ["198.51.100.7/32:443/tcp"]
+        dns = false
+        [resources]
+        wall_time = "5s"
+        memory = "64MiB"
+        [privilege]
+        seccomp = "strict"
+        landlock = "require"
+        [filesystem]
+        mask = ["/home"]
+        [env]
+        allow = ["PATH"]
+        set = { MODE = "ci" }
+    "#);
+    let merged = base.merge_tighten_only(&job).unwrap();
+    assert!(merged.is_at_least_as_strict_as(&base));
+    assert_eq!(merged, base.merge(&job));
+    // The empty override is always fine, and changes nothing.
+    assert_eq!(base.merge_tighten_only(&Policy::empty()).unwrap(), base);
+}
+
+#[test]
+fn strictness_is_reflexive_and_orders_the_profiles() {
+    let default = Policy::default();
+    let strict = Policy::profile("strict").unwrap();
+    let networked = Policy::profile("networked").unwrap();
+    for p in [&default, &strict, &networked, &Policy::empty()] {
+        assert!(p.is_at_least_as_strict_as(p));
+    }
+    assert!(strict.is_at_least_as_strict_as(&default));
+    assert!(default.is_at_least_as_strict_as(&networked));
+    assert!(strict.is_at_least_as_strict_as(&networked));
+    assert!(!networked.is_at_least_as_strict_as(&default));
+    assert!(!default.is_at_least_as_strict_as(&strict));
+    // Unset fields read as the default profile's.
+    assert!(
+        Policy::empty().is_at_least_as_strict_as(&default)
+            && default.is_at_least_as_strict_as(&Policy::empty())
+    );
+}
+
+#[test]
+fn env_globs_compare_by_what_they_pass() {
+    let base = p("[env]\nallow = [\"LC_*\", \"PATH\"]\n");
+    assert!(
+        base.merge_tighten_only(&p("[env]\nallow = [\"LC_ALL\", \"LC_*\"]\n"))
+            .is_ok()
+    );
+    assert_eq!(
+        loosened_fields(&base, &p("[env]\nallow = [\"L*\"]\n")),
+        ["env.allow"]
+    );
+    assert_eq!(
+        loosened_fields(&base, &p("[env]\nallow = [\"HOME\"]\n")),
+        ["env.allow"]
+    );
+}

@@ -51,6 +51,7 @@ mod net_rule;
 mod policy;
 mod profiles;
 mod strictness;
+mod summary;
 mod units;
 mod validate;
 

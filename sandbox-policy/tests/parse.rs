@@ -309,3 +309,18 @@ fn merge_fills_unset_fields_from_the_base() {
         "a list is replaced, not concatenated"
     );
 }
+
+#[test]
+fn summary_fits_one_screen_and_says_what_is_set() {
+    for name in PROFILE_NAMES {
+        let text = Policy::profile(name).unwrap().to_string();
+        println!("--- {name}\n{text}");
+        assert_eq!(text.lines().count(), 6, "{text}");
+        assert!(!text.contains("(inherited)"), "{text}");
+    }
+    let partial = Policy::from_toml_str("[network]\nmode = \"none\"\n").unwrap().to_string();
+    assert!(partial.contains("network      none: loopback only"), "{partial}");
+    assert!(partial.contains("wall (inherited)"), "{partial}");
+    let networked = Policy::profile("networked").unwrap().to_string();
+    assert!(networked.contains("allowlist: 198.51.100.0/24:443/tcp, [2001:db8::/32]:443/tcp; denied: 198.51.100.13/32"), "{networked}");
+}

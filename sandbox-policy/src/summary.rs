@@ -1,0 +1,174 @@
+//! The one-screen human summary of a policy (`Display`), as
+//! `sbx policy explain` prints it.
+
+use std::fmt::{self, Display, Formatter, Write};
+
+use crate::model::*;
+
+impl Display for Policy {
+    /// One line per layer; unset fields show as `(inherited)`.
+    ///
+    /// ```
+    /// let text = sandbox_policy::Policy::default().to_string();
+    /// assert!(text.contains("network      none: loopback only, no way out"));
+    /// assert!(text.contains("wall 30s"));
+    /// ```
+    fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
+        writeln!(f, "filesystem   {}", FsLine(&self.filesystem))?;
+        writeln!(f, "network      {}", NetLine(&self.network))?;
+        writeln!(f, "privilege    {}", PrivLine(&self.privilege))?;
+        writeln!(f, "resources    {}", ResLine(&self.resources))?;
+        writeln!(f, "env          {}", EnvLine(&self.env))?;
+        let on = match self.on_unavailable {
+            Some(OnUnavailable::Fail) => "fail: refuse to run if a layer cannot be enforced",
+            Some(OnUnavailable::Degrade) => "degrade: run with what can be enforced, and report it",
+            None => "(inherited)",
+        };
+        write!(f, "unavailable  {on}")
+    }
+}
+
+const INHERITED: &str = "(inherited)";
+
+fn opt<T: Display>(value: &Option<T>) -> String {
+    value
+        .as_ref()
+        .map_or_else(|| INHERITED.to_string(), ToString::to_string)
+}
+
+fn list<T>(items: &Option<Vec<T>>, show: impl Fn(&T) -> String) -> String {
+    match items {
+        None => INHERITED.into(),
+        Some(v) if v.is_empty() => "none".into(),
+        Some(v) => v.iter().map(show).collect::<Vec<_>>().join(", "),
+    }
+}
+
+struct FsLine<'a>(&'a Filesystem);
+struct NetLine<'a>(&'a Network);
+struct PrivLine<'a>(&'a Privilege);
+struct ResLine<'a>(&'a Resources);
+struct EnvLine<'a>(&'a Env);
+
+impl Display for FsLine<'_> {
+    fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
+        let fs = self.0;
+        let mode = match fs.mode {
+            Some(FsMode::Minimal) => "minimal root (system directories read-only)",
+            Some(FsMode::HostReadonly) => "the host, read-only",
+            Some(FsMode::Off) => "the host, unconfined",
+            None => INHERITED,
+        };
+        let binds = list(&fs.binds, |b| {
+            format!(
+                "{} at {} ({})",
+                b.source.display(),
+                b.target.display(),
+                if b.writable { "rw" } else { "ro" }
+            )
+        });
+        let tmpfs = list(&fs.tmpfs, |t| match t.size {
+            Some(s) => format!("{} ({s})", t.target.display()),
+            None => t.target.display().to_string(),
+        });
+        let mask = list(&fs.mask, |m| m.display().to_string());
+        let workdir = fs
+            .workdir
+            .as_ref()
+            .map_or_else(|| INHERITED.to_string(), |w| w.display().to_string());
+        write!(
+            f,
+            "{mode}; binds: {binds}; tmpfs: {tmpfs}; masked: {mask}; workdir {workdir}"
+        )
+    }
+}
+
+impl Display for NetLine<'_> {
+    fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
+        let n = self.0;
+        match n.mode {
+            Some(NetMode::None) => f.write_str("none: loopback only, no way out")?,
+            Some(NetMode::Host) => f.write_str("host: the host's network, unfiltered")?,
+            Some(NetMode::Allowlist) => {
+                write!(f, "allowlist: {}", list(&n.allow, ToString::to_string))?;
+                if n.deny.as_ref().is_some_and(|d| !d.is_empty()) {
+                    write!(f, "; denied: {}", list(&n.deny, ToString::to_string))?;
+                }
+            }
+            None => f.write_str(INHERITED)?,
+        }
+        let yes_no = |b: Option<bool>, yes: &str, no: &str| {
+            b.map_or(INHERITED.to_string(), |b| {
+                if b { yes } else { no }.to_string()
+            })
+        };
+        write!(f, "; DNS {}", yes_no(n.dns, "relayed", "off"))?;
+        write!(
+            f,
+            "; metadata addresses {}",
+            yes_no(n.allow_metadata, "REACHABLE", "blocked")
+        )
+    }
+}
+
+impl Display for PrivLine<'_> {
+    fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
+        let p = self.0;
+        let seccomp = p.seccomp.map_or(INHERITED, |s| match s {
+            SeccompMode::Default => "default (dangerous syscalls denied)",
+            SeccompMode::Strict => "strict (allowlist)",
+            SeccompMode::Off => "off",
+        });
+        let landlock = p.landlock.map_or(INHERITED, |l| match l {
+            LandlockMode::Auto => "auto",
+            LandlockMode::Require => "required",
+            LandlockMode::Off => "off",
+        });
+        let nested = p
+            .allow_nested_userns
+            .map_or(INHERITED, |b| if b { "allowed" } else { "no" });
+        write!(
+            f,
+            "user {}; no capabilities; seccomp {seccomp}; landlock {landlock}; nested user namespaces {nested}",
+            opt(&p.user)
+        )
+    }
+}
+
+impl Display for ResLine<'_> {
+    fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
+        let r = self.0;
+        let mut out = String::new();
+        for (name, value) in [
+            ("wall", opt(&r.wall_time)),
+            ("cpu", opt(&r.cpu_time)),
+            ("memory", opt(&r.memory)),
+            ("output", opt(&r.max_output_bytes)),
+            ("file size", opt(&r.max_file_size)),
+            ("pids", opt(&r.pids)),
+            ("open files", opt(&r.open_files)),
+        ] {
+            if !out.is_empty() {
+                out.push_str(", ");
+            }
+            let _ = write!(out, "{name} {value}");
+        }
+        f.write_str(&out)
+    }
+}
+
+impl Display for EnvLine<'_> {
+    fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
+        let e = self.0;
+        let set = match &e.set {
+            None => INHERITED.to_string(),
+            Some(m) if m.is_empty() => "none".into(),
+            Some(m) => m.keys().cloned().collect::<Vec<_>>().join(", "),
+        };
+        write!(
+            f,
+            "passes {} (never secret-looking names); sets {set}",
+            list(&e.allow, Clone::clone)
+        )
+    }
+}

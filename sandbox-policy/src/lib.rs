@@ -50,6 +50,7 @@ mod model;
 mod net_rule;
 mod policy;
 mod profiles;
+mod schema;
 mod strictness;
 mod summary;
 mod units;

@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::net_rule::NetRule;
@@ -18,7 +19,7 @@ use crate::units::{ByteSize, Duration};
 ///
 /// [`Policy::default()`] is the `default` profile; [`Policy::empty`] sets
 /// nothing.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Policy {
     /// What the process sees on disk.
@@ -43,7 +44,7 @@ pub struct Policy {
 }
 
 /// `filesystem`: what the process sees on disk.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Filesystem {
     /// The base view.
@@ -64,7 +65,9 @@ pub struct Filesystem {
 }
 
 /// `filesystem.mode`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum FsMode {
     /// An empty root with read-only binds of the system directories a
@@ -77,7 +80,9 @@ pub enum FsMode {
 }
 
 /// A host path bound into the sandbox.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(deny_unknown_fields)]
 pub struct Bind {
     /// The host path (absolute).
@@ -90,7 +95,9 @@ pub struct Bind {
 }
 
 /// A fresh in-memory filesystem.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(deny_unknown_fields)]
 pub struct Tmpfs {
     /// Where it is mounted (absolute).
@@ -101,7 +108,7 @@ pub struct Tmpfs {
 }
 
 /// `network`: where the process may connect.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Network {
     /// The kind of network.
@@ -124,7 +131,9 @@ pub struct Network {
 }
 
 /// `network.mode`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum NetMode {
     /// A network namespace with only loopback: no way out.
@@ -136,7 +145,7 @@ pub enum NetMode {
 }
 
 /// `privilege`: who the process runs as and what the kernel lets it do.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Privilege {
     /// The user inside the sandbox.
@@ -166,7 +175,9 @@ pub enum User {
 }
 
 /// `privilege.seccomp`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum SeccompMode {
     /// A denylist of dangerous syscalls (keyctl, bpf, mount, ptrace, …).
@@ -178,7 +189,9 @@ pub enum SeccompMode {
 }
 
 /// `privilege.landlock`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum LandlockMode {
     /// Use Landlock where the kernel has it.
@@ -190,7 +203,7 @@ pub enum LandlockMode {
 }
 
 /// `resources`: limits. Each is a value or `"unlimited"`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Resources {
     /// Wall-clock time before the whole sandbox is killed.
@@ -227,7 +240,7 @@ pub enum Limit<T> {
 }
 
 /// `env`: the environment the process gets.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Env {
     /// Names (globs with `*`) passed through from the caller's
@@ -241,7 +254,9 @@ pub struct Env {
 }
 
 /// `on_unavailable`: what happens when the host cannot enforce a layer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum OnUnavailable {
     /// Refuse the run before anything is spawned.

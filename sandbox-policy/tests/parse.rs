@@ -318,9 +318,19 @@ fn summary_fits_one_screen_and_says_what_is_set() {
         assert_eq!(text.lines().count(), 6, "{text}");
         assert!(!text.contains("(inherited)"), "{text}");
     }
-    let partial = Policy::from_toml_str("[network]\nmode = \"none\"\n").unwrap().to_string();
-    assert!(partial.contains("network      none: loopback only"), "{partial}");
+    let partial = Policy::from_toml_str("[network]\nmode = \"none\"\n")
+        .unwrap()
+        .to_string();
+    assert!(
+        partial.contains("network      none: loopback only"),
+        "{partial}"
+    );
     assert!(partial.contains("wall (inherited)"), "{partial}");
     let networked = Policy::profile("networked").unwrap().to_string();
-    assert!(networked.contains("allowlist: 198.51.100.0/24:443/tcp, [2001:db8::/32]:443/tcp; denied: 198.51.100.13/32"), "{networked}");
+    assert!(
+        networked.contains(
+            "allowlist: 198.51.100.0/24:443/tcp, [2001:db8::/32]:443/tcp; denied: 198.51.100.13/32"
+        ),
+        "{networked}"
+    );
 }

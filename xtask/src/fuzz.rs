@@ -7,7 +7,13 @@ use std::process::Command;
 use crate::run;
 
 /// The fuzz targets in `fuzz/fuzz_targets/`.
-pub(crate) const TARGETS: [&str; 2] = ["path_parse", "root_ops"];
+pub(crate) const TARGETS: [&str; 5] = [
+    "path_parse",
+    "root_ops",
+    "policy_toml",
+    "policy_json",
+    "net_rule",
+];
 
 pub(crate) fn run(args: &[String]) -> Result<(), String> {
     let target = args
@@ -26,9 +32,16 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
     let fuzz_dir = run::workspace_root().join("fuzz");
     std::fs::create_dir_all(fuzz_dir.join("corpus").join(target))
         .map_err(|e| format!("corpus directory: {e}"))?;
+    // The growing corpus (ignored by git), then the committed seeds.
+    let mut corpora = vec![format!("corpus/{target}")];
+    if fuzz_dir.join("seeds").join(target).is_dir() {
+        corpora.push(format!("seeds/{target}"));
+    }
     run::status(
         Command::new(run::cargo_bin())
-            .args(["fuzz", "run", target, "--"])
+            .args(["fuzz", "run", target])
+            .args(&corpora)
+            .arg("--")
             .arg(format!("-max_total_time={seconds}"))
             .arg("-print_final_stats=1")
             .env("RUSTC_BOOTSTRAP", "1")

@@ -78,8 +78,3 @@ pub use read_dir::{DirEntry, ReadDir};
 pub use remove_all::RemoveOptions;
 pub use resolve::MAX_RESOLVE_ATTEMPTS;
 pub use root::{Root, RootOptions};
-
-/// The workspace README's examples, compiled and run as doctests.
-#[cfg(doctest)]
-#[doc = include_str!("../../README.md")]
-pub struct ReadmeDoctests;

@@ -6,3 +6,9 @@
 
 pub mod canary;
 pub mod race;
+
+/// The workspace README's examples, compiled and run as doctests (this crate
+/// depends on every crate the README shows).
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;

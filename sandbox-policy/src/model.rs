@@ -44,6 +44,10 @@ pub struct Policy {
 }
 
 /// `filesystem`: what the process sees on disk.
+///
+/// Targets must be distinct, absolute and other than `/`. They may nest
+/// (a bind inside a tmpfs, a mask inside a bind): mounts are made parents
+/// first, so a later mount never hides an earlier one.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Filesystem {

@@ -39,6 +39,11 @@ impl Policy {
         let mut target = |field: String, path: &'a Path, problems: &mut Vec<Problem>| {
             if let Some(why) = not_clean_absolute(path) {
                 problems.push(Problem::new(field, format!("{path:?} {why}")));
+            } else if path == Path::new("/") {
+                problems.push(Problem::new(
+                    field,
+                    "\"/\" is the sandbox's root: choose it with filesystem.mode",
+                ));
             } else if let Some(first) = targets.get(path) {
                 problems.push(Problem::new(
                     field,

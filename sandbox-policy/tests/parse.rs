@@ -180,6 +180,19 @@ fn validation_lists_every_problem() {
 }
 
 #[test]
+fn the_root_is_not_a_mount_target_but_nesting_is_fine() {
+    let found = problems("[filesystem]\nmask = [\"/\"]\n");
+    assert_eq!(
+        found,
+        ["filesystem.mask[0]: \"/\" is the sandbox's root: choose it with filesystem.mode"]
+    );
+    Policy::from_toml_str(
+        "[filesystem]\ntmpfs = [{ target = \"/data\" }]\nbinds = [{ source = \"/srv\", target = \"/data/srv\" }]\nmask = [\"/data/srv/secret\"]\n",
+    )
+    .unwrap();
+}
+
+#[test]
 fn host_mode_takes_no_rules() {
     let found = problems("[network]\nmode = \"host\"\ndeny = [\"10.0.0.0/8\"]\n");
     assert_eq!(

@@ -89,6 +89,16 @@ pub enum Error {
         /// The fields, and how each would loosen.
         problems: Vec<Problem>,
     },
+    /// A policy file could not be read.
+    #[error("cannot read policy file {}: {message}", path.display())]
+    Read {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What the OS said.
+        message: String,
+        /// The kind of I/O error.
+        kind: std::io::ErrorKind,
+    },
     /// No built-in profile has this name.
     #[error("unknown profile {name:?}: the built-in profiles are {known}")]
     UnknownProfile {

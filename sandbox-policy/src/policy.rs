@@ -91,6 +91,30 @@ impl Policy {
         Ok(policy)
     }
 
+    /// Reads a policy file: JSON if its name ends in `.json`, TOML
+    /// otherwise.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Read`] if the file cannot be read; otherwise as
+    /// [`Policy::from_toml_str`].
+    pub fn load(path: impl AsRef<std::path::Path>) -> Result<Self, Error> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|e| Error::Read {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+            kind: e.kind(),
+        })?;
+        if path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("json"))
+        {
+            Self::from_json_str(&text)
+        } else {
+            Self::from_toml_str(&text)
+        }
+    }
+
     /// The canonical TOML form: stable field order, canonical units and
     /// rules, unset fields left out. Parses back to an equal policy.
     pub fn to_toml_string(&self) -> String {

@@ -347,3 +347,30 @@ fn summary_fits_one_screen_and_says_what_is_set() {
         "{networked}"
     );
 }
+
+#[test]
+fn load_reads_toml_and_json_files() {
+    let dir = std::env::temp_dir().join(format!("sandbox-policy-load-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let strict = Policy::profile("strict").unwrap();
+    std::fs::write(dir.join("p.toml"), strict.to_toml_string()).unwrap();
+    std::fs::write(dir.join("p.JSON"), strict.to_json_string()).unwrap();
+    assert_eq!(Policy::load(dir.join("p.toml")).unwrap(), strict);
+    assert_eq!(Policy::load(dir.join("p.JSON")).unwrap(), strict);
+    let err = Policy::load(dir.join("missing.toml")).unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            Error::Read {
+                kind: std::io::ErrorKind::NotFound,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(
+        err.to_string().starts_with("cannot read policy file "),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

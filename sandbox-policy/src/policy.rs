@@ -47,7 +47,7 @@ impl Policy {
     /// let err = Policy::from_toml_str("[network]\nallow = [\"10.0.0.0/33\"]\n").unwrap_err();
     /// assert_eq!(
     ///     err.to_string(),
-    ///     "TOML policy, network.allow[0] (line 2, column 9): invalid CIDR \"10.0.0.0/33\": prefix length must be at most 32"
+    ///     "TOML policy, network.allow[0] (line 2, column 10): invalid CIDR \"10.0.0.0/33\": prefix length must be at most 32"
     /// );
     /// # Ok::<(), Error>(())
     /// ```
@@ -63,8 +63,17 @@ impl Policy {
             }
         };
         let de = toml::Deserializer::parse(text).map_err(|e| parse_error(".".into(), &e))?;
-        let policy: Policy = serde_path_to_error::deserialize(de)
-            .map_err(|e| parse_error(e.path().to_string(), e.inner()))?;
+        let policy: Policy = serde_path_to_error::deserialize(de).map_err(|e| {
+            let mut err = parse_error(e.path().to_string(), e.inner());
+            // The deserializer may point at the enclosing array or table;
+            // the path names the exact value, so point at that.
+            if let (Error::Parse { line, column, .. }, Some(start)) =
+                (&mut err, toml_value_start(text, e.path()))
+            {
+                (*line, *column) = line_column(text, start);
+            }
+            err
+        })?;
         policy.validate()?;
         Ok(policy)
     }
@@ -196,6 +205,35 @@ impl Policy {
     pub fn resolved(&self) -> Policy {
         Policy::default().merge(self)
     }
+}
+
+/// Where the value at `path` starts in the TOML `text`.
+fn toml_value_start(text: &str, path: &serde_path_to_error::Path) -> Option<usize> {
+    use serde_path_to_error::Segment;
+    use toml::de::{DeTable, DeValue};
+    let root = DeTable::parse(text).ok()?;
+    let mut table = root.get_ref();
+    let mut found: Option<&toml::Spanned<DeValue<'_>>> = None;
+    for segment in path.iter() {
+        let value = match (segment, found.map(toml::Spanned::get_ref)) {
+            (Segment::Map { key }, None) => {
+                table
+                    .iter()
+                    .find(|(k, _)| k.get_ref().as_ref() == key.as_str())?
+                    .1
+            }
+            (Segment::Map { key }, Some(DeValue::Table(t))) => {
+                table = t;
+                t.iter()
+                    .find(|(k, _)| k.get_ref().as_ref() == key.as_str())?
+                    .1
+            }
+            (Segment::Seq { index }, Some(DeValue::Array(a))) => a.get(*index)?,
+            _ => return found.map(|v| v.span().start),
+        };
+        found = Some(value);
+    }
+    found.map(|v| v.span().start)
 }
 
 fn pick<T: Clone>(over: &Option<T>, base: &Option<T>) -> Option<T> {

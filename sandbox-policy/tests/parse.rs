@@ -65,6 +65,11 @@ fn value_errors_name_field_line_and_expectation() {
         parse_err("[network]\nallow = [\"10.0.0.0/8\", \"198.51.100.0/24\", \"10.0.0.0/8:0\"]\n");
     assert_eq!(field, "network.allow[2]");
     assert!(message.starts_with("invalid port 0"), "{message}");
+    // The position is the offending element's, not its array's.
+    let (_, line, column, _) = parse_err("[network]\nallow = [\n  \"10.0.0.0/8\",\n  \"10.0.0.0/8:0\",\n]\n");
+    assert_eq!((line, column), (4, 3));
+    let (_, line, column, _) = parse_err("[[filesystem.binds]]\nsource = \"/a\"\ntarget = 5\n");
+    assert_eq!((line, column), (3, 10));
     let (field, _, _, message) = parse_err("[privilege]\nuser = \"bob\"\n");
     assert_eq!(field, "privilege.user");
     assert!(

@@ -228,10 +228,10 @@ pub struct Resources {
     pub max_file_size: Option<Limit<ByteSize>>,
     /// Processes and threads (cgroup `pids.max`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pids: Option<Limit<u64>>,
+    pub pids: Option<Limit<u32>>,
     /// Open files (`RLIMIT_NOFILE`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub open_files: Option<Limit<u64>>,
+    pub open_files: Option<Limit<u32>>,
 }
 
 /// A limit: a value, or `"unlimited"`.

@@ -127,10 +127,12 @@ impl Policy {
     /// The canonical TOML form: stable field order, canonical units and
     /// rules, unset fields left out. Parses back to an equal policy.
     pub fn to_toml_string(&self) -> String {
-        // Serializing this model cannot fail: every map key is a string and
-        // every value has a TOML form. Should it ever fail, say so in the
-        // output rather than panic.
-        toml::to_string(self).unwrap_or_else(|e| format!("# cannot write policy as TOML: {e}\n"))
+        // Every value of this model has a TOML form (integers are u32,
+        // durations and sizes are strings, map keys are strings), so this
+        // cannot fail; if it ever did, the output says so rather than
+        // passing for a policy.
+        toml::to_string(self)
+            .unwrap_or_else(|e| format!("# error: this policy has no TOML form: {e}\n"))
     }
 
     /// The canonical JSON form (pretty-printed). Parses back to an equal

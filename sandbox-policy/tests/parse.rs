@@ -66,7 +66,8 @@ fn value_errors_name_field_line_and_expectation() {
     assert_eq!(field, "network.allow[2]");
     assert!(message.starts_with("invalid port 0"), "{message}");
     // The position is the offending element's, not its array's.
-    let (_, line, column, _) = parse_err("[network]\nallow = [\n  \"10.0.0.0/8\",\n  \"10.0.0.0/8:0\",\n]\n");
+    let (_, line, column, _) =
+        parse_err("[network]\nallow = [\n  \"10.0.0.0/8\",\n  \"10.0.0.0/8:0\",\n]\n");
     assert_eq!((line, column), (4, 3));
     let (_, line, column, _) = parse_err("[[filesystem.binds]]\nsource = \"/a\"\ntarget = 5\n");
     assert_eq!((line, column), (3, 10));

@@ -160,8 +160,8 @@ fn resources() -> impl Strategy<Value = Resources> {
         limit(size(1 << 20)),
         limit(size(0)),
         limit(size(0)),
-        limit(1u64..100_000),
-        limit(3u64..100_000),
+        limit(1u32..=u32::MAX),
+        limit(3u32..=u32::MAX),
     )
         .prop_map(
             |(wall_time, cpu_time, memory, max_output_bytes, max_file_size, pids, open_files)| {
@@ -269,8 +269,14 @@ fn tightening() -> impl Strategy<Value = Policy> {
                     Limit::Max(v) => Limit::Max(ByteSize::from_bytes(v)),
                     Limit::Unlimited => Limit::Unlimited,
                 });
-                p.resources.open_files = files;
-                p.resources.pids = pids;
+                let narrow = |l: Option<Limit<u64>>| {
+                    l.map(|l| match l {
+                        Limit::Max(v) => Limit::Max(u32::try_from(v).unwrap_or(u32::MAX)),
+                        Limit::Unlimited => Limit::Unlimited,
+                    })
+                };
+                p.resources.open_files = narrow(files);
+                p.resources.pids = narrow(pids);
                 p.on_unavailable = on;
                 p
             },

@@ -68,7 +68,8 @@ pub struct Filesystem {
     pub mask: Option<Vec<PathBuf>>,
 }
 
-/// `filesystem.mode`.
+/// `filesystem.mode`, declared strictest first (the derived order is the
+/// strictness order).
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
 )]
@@ -134,7 +135,7 @@ pub struct Network {
     pub allow_metadata: Option<bool>,
 }
 
-/// `network.mode`.
+/// `network.mode`, declared strictest first.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
 )]
@@ -178,30 +179,31 @@ pub enum User {
     Uid(u32),
 }
 
-/// `privilege.seccomp`.
+/// `privilege.seccomp`, declared strictest first (the derived order is the
+/// strictness order).
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
 )]
 #[serde(rename_all = "kebab-case")]
 pub enum SeccompMode {
-    /// A denylist of dangerous syscalls (keyctl, bpf, mount, ptrace, …).
-    Default,
     /// An allowlist suited to shell scripts and common interpreters.
     Strict,
+    /// A denylist of dangerous syscalls (keyctl, bpf, mount, ptrace, …).
+    Default,
     /// No filter.
     Off,
 }
 
-/// `privilege.landlock`.
+/// `privilege.landlock`, declared strictest first.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
 )]
 #[serde(rename_all = "kebab-case")]
 pub enum LandlockMode {
-    /// Use Landlock where the kernel has it.
-    Auto,
     /// Landlock must be enforced, or the layer is unavailable.
     Require,
+    /// Use Landlock where the kernel has it.
+    Auto,
     /// No Landlock rules.
     Off,
 }
@@ -257,7 +259,8 @@ pub struct Env {
     pub set: Option<BTreeMap<String, String>>,
 }
 
-/// `on_unavailable`: what happens when the host cannot enforce a layer.
+/// `on_unavailable`: what happens when the host cannot enforce a layer;
+/// declared strictest first.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
 )]

@@ -68,7 +68,7 @@ impl Policy {
         let (fa, fb) = (&a.filesystem, &b.filesystem);
         check(
             "filesystem.mode",
-            rank_fs(fa.mode) > rank_fs(fb.mode),
+            looser(fa.mode, fb.mode),
             format!("{} is looser than {}", show(&fa.mode), show(&fb.mode)),
         );
         for bind in fa.binds.iter().flatten() {
@@ -112,7 +112,7 @@ impl Policy {
         let (na, nb) = (&a.network, &b.network);
         check(
             "network.mode",
-            rank_net(na.mode) > rank_net(nb.mode),
+            looser(na.mode, nb.mode),
             format!("{} is looser than {}", show(&na.mode), show(&nb.mode)),
         );
         if na.mode == Some(NetMode::Allowlist) {
@@ -154,12 +154,12 @@ impl Policy {
         );
         check(
             "privilege.seccomp",
-            rank_seccomp(pa.seccomp) > rank_seccomp(pb.seccomp),
+            looser(pa.seccomp, pb.seccomp),
             format!("{} is weaker than {}", show(&pa.seccomp), show(&pb.seccomp)),
         );
         check(
             "privilege.landlock",
-            rank_landlock(pa.landlock) > rank_landlock(pb.landlock),
+            looser(pa.landlock, pb.landlock),
             format!(
                 "{} is weaker than {}",
                 show(&pa.landlock),
@@ -209,8 +209,7 @@ impl Policy {
         }
         check(
             "on_unavailable",
-            a.on_unavailable == Some(OnUnavailable::Degrade)
-                && b.on_unavailable != Some(OnUnavailable::Degrade),
+            looser(a.on_unavailable, b.on_unavailable),
             "degrade is looser than fail".into(),
         );
         out
@@ -284,35 +283,13 @@ fn is_root(u: Option<User>) -> bool {
     matches!(u, Some(User::Root | User::Uid(0)))
 }
 
-fn rank_fs(m: Option<FsMode>) -> u8 {
-    match m {
-        Some(FsMode::Minimal) => 0,
-        Some(FsMode::HostReadonly) => 1,
-        Some(FsMode::Off) | None => 2,
-    }
-}
-
-fn rank_net(m: Option<NetMode>) -> u8 {
-    match m {
-        Some(NetMode::None) => 0,
-        Some(NetMode::Allowlist) => 1,
-        Some(NetMode::Host) | None => 2,
-    }
-}
-
-fn rank_seccomp(m: Option<SeccompMode>) -> u8 {
-    match m {
-        Some(SeccompMode::Strict) => 0,
-        Some(SeccompMode::Default) => 1,
-        Some(SeccompMode::Off) | None => 2,
-    }
-}
-
-fn rank_landlock(m: Option<LandlockMode>) -> u8 {
-    match m {
-        Some(LandlockMode::Require) => 0,
-        Some(LandlockMode::Auto) => 1,
-        Some(LandlockMode::Off) | None => 2,
+/// Whether `a` is looser than `b` in an enum declared strictest first.
+/// (Both are set in resolved policies; unset counts as loosest.)
+fn looser<T: Ord>(a: Option<T>, b: Option<T>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => a > b,
+        (None, Some(_)) => true,
+        _ => false,
     }
 }
 

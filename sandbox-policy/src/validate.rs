@@ -167,6 +167,11 @@ impl Policy {
                         "{glob:?} is not a variable name or glob (letters, digits, '_' and '*')"
                     ),
                 ));
+            } else if !glob.contains('*') && crate::env::looks_secret(glob) {
+                problems.push(Problem::new(
+                    format!("env.allow[{i}]"),
+                    format!("{glob:?} looks like a secret and is never passed through; give its value in env.set"),
+                ));
             }
         }
         for (name, value) in self.env.set.iter().flatten() {

@@ -199,6 +199,23 @@ fn the_root_is_not_a_mount_target_but_nesting_is_fine() {
 }
 
 #[test]
+fn a_secret_named_in_allow_is_refused_not_dropped() {
+    let found = problems("[env]\nallow = [\"PATH\", \"GITHUB_TOKEN\"]\n");
+    assert_eq!(
+        found,
+        [
+            "env.allow[1]: \"GITHUB_TOKEN\" looks like a secret and is never passed through; give its value in env.set"
+        ]
+    );
+    // A glob may match secrets: those are filtered out at run time, by design.
+    let env =
+        Policy::from_toml_str("[env]\nallow = [\"GITHUB_*\"]\nset = { GITHUB_TOKEN = \"t\" }\n")
+            .unwrap()
+            .env;
+    assert!(env.passes("GITHUB_SHA") && !env.passes("GITHUB_TOKEN"));
+}
+
+#[test]
 fn host_mode_takes_no_rules() {
     let found = problems("[network]\nmode = \"host\"\ndeny = [\"10.0.0.0/8\"]\n");
     assert_eq!(

@@ -180,7 +180,13 @@ fn resources() -> impl Strategy<Value = Resources> {
 
 fn env() -> impl Strategy<Value = Env> {
     (
-        prop::option::of(prop::collection::vec("[A-Z_*][A-Z0-9_*]{0,7}", 0..4)),
+        prop::option::of(prop::collection::vec(
+            "[A-Z_*][A-Z0-9_*]{0,7}"
+                .prop_filter("a secret named exactly is invalid", |g: &String| {
+                    g.contains('*') || !looks_secret(g)
+                }),
+            0..4,
+        )),
         prop::option::of(prop::collection::btree_map(
             "[A-Z_][A-Z0-9_]{0,7}",
             "[^\u{0}]{0,12}",

@@ -1,0 +1,21 @@
+//! Run a command in a native Linux namespace sandbox, with an honest report
+//! of which layers were enforced.
+//!
+//! This crate is being built (issue 4): so far it has the host capability
+//! [`probe`], which finds what this host can enforce by trying it —
+//! user namespaces (in a throwaway child), openat2, Landlock, seccomp
+//! filters, cgroups (v2, or v1 on hybrid hosts, beneath the caller's own
+//! cgroup), `/dev/net/tun`.
+//!
+//! ```
+//! let host = sandbox_core::probe();
+//! assert!(!host.kernel.is_empty());
+//! ```
+#![deny(missing_docs)]
+
+mod cgroups;
+mod probe;
+mod sys;
+
+pub use cgroups::{CgroupSupport, UnifiedHierarchy, V1Hierarchy};
+pub use probe::{Capability, HostCapabilities, probe, probe_now};

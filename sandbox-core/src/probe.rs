@@ -1,0 +1,261 @@
+//! What this host can enforce, found by trying (not guessed from sysctls),
+//! once per process.
+
+use std::ffi::CString;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use rustix::fs::{Mode, OFlags, ResolveFlags};
+use serde::Serialize;
+
+use crate::cgroups::{self, CgroupSupport, UnifiedHierarchy, V1Hierarchy};
+use crate::sys::{self, TrialStep};
+
+/// Whether a kernel facility is usable here, and if not, why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "status", rename_all = "kebab-case")]
+pub enum Capability {
+    /// Tried, and it works.
+    Available,
+    /// Tried, and it does not work; the reason says what failed.
+    Unavailable {
+        /// What failed, with the errno.
+        reason: String,
+    },
+    /// Not tried (yet): the reason says why.
+    Unknown {
+        /// Why it was not tried.
+        reason: String,
+    },
+}
+
+impl Capability {
+    /// Whether it is available.
+    pub fn is_available(&self) -> bool {
+        matches!(self, Capability::Available)
+    }
+
+    fn from_result<E: std::fmt::Display>(what: &str, result: Result<(), E>) -> Self {
+        match result {
+            Ok(()) => Capability::Available,
+            Err(e) => Capability::Unavailable {
+                reason: format!("{what}: {e}"),
+            },
+        }
+    }
+}
+
+/// The host's sandboxing facilities, as [`probe`] found them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HostCapabilities {
+    /// The kernel release (`uname -r`).
+    pub kernel: String,
+    /// The effective uid of the caller.
+    pub euid: u32,
+    /// A user namespace can be created, mapped, and used to mount (tried in
+    /// a child process: unshare, uid/gid maps, a private mount namespace, a
+    /// tmpfs mount).
+    pub user_namespaces: Capability,
+    /// `openat2(2)` with `RESOLVE_*` flags.
+    pub openat2: Capability,
+    /// The Landlock ABI version, if Landlock is enabled.
+    pub landlock_abi: Option<u32>,
+    /// Landlock, with the reason when it is not usable.
+    pub landlock: Capability,
+    /// seccomp filters that return an errno.
+    pub seccomp_filter: Capability,
+    /// The cgroup hierarchies and whether the caller can create cgroups
+    /// beneath its own.
+    pub cgroups: CgroupSupport,
+    /// `/dev/net/tun` can be opened.
+    pub tun: Capability,
+    /// nf_tables usable inside a user namespace.
+    pub nftables_in_userns: Capability,
+}
+
+/// Probes the host once and caches the result for the life of the process.
+///
+/// # Examples
+///
+/// ```
+/// let host = sandbox_core::probe();
+/// println!("kernel {}, user namespaces: {:?}", host.kernel, host.user_namespaces);
+/// ```
+pub fn probe() -> &'static HostCapabilities {
+    static HOST: OnceLock<HostCapabilities> = OnceLock::new();
+    HOST.get_or_init(probe_now)
+}
+
+/// Probes the host now, without the cache.
+pub fn probe_now() -> HostCapabilities {
+    let euid = rustix::process::geteuid().as_raw();
+    let (landlock_abi, landlock) = match sys::landlock_abi_version() {
+        Ok(abi) => (Some(abi), Capability::Available),
+        Err(errno) => (
+            None,
+            Capability::Unavailable {
+                reason: match errno {
+                    rustix::io::Errno::NOSYS => {
+                        "landlock_create_ruleset: not built into this kernel (ENOSYS)".into()
+                    }
+                    rustix::io::Errno::OPNOTSUPP => {
+                        "landlock_create_ruleset: disabled at boot (EOPNOTSUPP)".into()
+                    }
+                    e => format!("landlock_create_ruleset: {e}"),
+                },
+            },
+        ),
+    };
+    HostCapabilities {
+        kernel: rustix::system::uname()
+            .release()
+            .to_string_lossy()
+            .into_owned(),
+        euid,
+        user_namespaces: probe_user_namespaces(euid, rustix::process::getegid().as_raw()),
+        openat2: Capability::from_result(
+            "openat2",
+            rustix::fs::openat2(
+                rustix::fs::CWD,
+                "/",
+                OFlags::PATH | OFlags::CLOEXEC,
+                Mode::empty(),
+                ResolveFlags::NO_SYMLINKS,
+            )
+            .map(drop),
+        ),
+        landlock_abi,
+        landlock,
+        seccomp_filter: Capability::from_result(
+            "seccomp(SECCOMP_GET_ACTION_AVAIL)",
+            sys::seccomp_errno_action_available(),
+        ),
+        cgroups: probe_cgroups(),
+        tun: Capability::from_result(
+            "open /dev/net/tun",
+            rustix::fs::open(
+                "/dev/net/tun",
+                OFlags::RDWR | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .map(drop),
+        ),
+        nftables_in_userns: Capability::Unknown {
+            reason: "probed by sandbox-net, which this build does not include yet".into(),
+        },
+    }
+}
+
+/// Tries, in a throwaway child: a new user and mount namespace, the uid and
+/// gid maps, a private propagation, and a tmpfs mount.
+fn probe_user_namespaces(euid: u32, egid: u32) -> Capability {
+    let c = |s: &str| CString::new(s).unwrap_or_default();
+    let (setgroups, uid_map, gid_map) = (
+        c("/proc/self/setgroups"),
+        c("/proc/self/uid_map"),
+        c("/proc/self/gid_map"),
+    );
+    let (uid_line, gid_line) = (format!("0 {euid} 1\n"), format!("0 {egid} 1\n"));
+    let (none, root, tmpfs, tmp) = (c("none"), c("/"), c("tmpfs"), c("/tmp"));
+    let steps = [
+        TrialStep::Unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNS),
+        TrialStep::WriteFile(&setgroups, b"deny"),
+        TrialStep::WriteFile(&uid_map, uid_line.as_bytes()),
+        TrialStep::WriteFile(&gid_map, gid_line.as_bytes()),
+        TrialStep::Mount(&none, &root, None, libc::MS_REC | libc::MS_PRIVATE),
+        TrialStep::Mount(&tmpfs, &tmp, Some(&tmpfs), 0),
+    ];
+    const NAMES: [&str; 6] = [
+        "unshare(CLONE_NEWUSER|CLONE_NEWNS)",
+        "write /proc/self/setgroups",
+        "write /proc/self/uid_map",
+        "write /proc/self/gid_map",
+        "make / private",
+        "mount tmpfs",
+    ];
+    match sys::run_trial_in_child(&steps) {
+        Ok(()) => Capability::Available,
+        Err(f) => Capability::Unavailable {
+            reason: format!(
+                "{}: {}",
+                NAMES.get(f.step).copied().unwrap_or("fork"),
+                f.errno
+            ),
+        },
+    }
+}
+
+/// Finds the hierarchies and tries to create a cgroup beneath the caller's
+/// own in each (through `openat2-root`, then removes it).
+fn probe_cgroups() -> CgroupSupport {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let own = cgroups::parse_proc_cgroup(
+        &std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default(),
+    );
+    let mounts = cgroups::parse_mountinfo(&mountinfo);
+    let mut support = CgroupSupport {
+        unified: None,
+        v1: Vec::new(),
+    };
+    for m in mounts {
+        if m.v2 {
+            let Some(own_path) = own
+                .iter()
+                .find(|o| o.controllers.is_empty())
+                .map(|o| o.path.clone())
+            else {
+                continue;
+            };
+            let Some(rel) = cgroups::relative_to_mount(&own_path, &m.root) else {
+                continue;
+            };
+            let controllers =
+                std::fs::read_to_string(m.mount_point.join(&rel).join("cgroup.controllers"))
+                    .map(|t| t.split_whitespace().map(String::from).collect())
+                    .unwrap_or_default();
+            let writable = can_create_beneath(&m.mount_point, &rel);
+            support.unified.get_or_insert(UnifiedHierarchy {
+                mount: m.mount_point,
+                own: rel,
+                controllers,
+                writable,
+            });
+        } else {
+            let Some(own_path) = own
+                .iter()
+                .find(|o| {
+                    !o.controllers.is_empty()
+                        && o.controllers.iter().all(|c| m.controllers.contains(c))
+                })
+                .map(|o| o.path.clone())
+            else {
+                continue;
+            };
+            let Some(rel) = cgroups::relative_to_mount(&own_path, &m.root) else {
+                continue;
+            };
+            let writable = can_create_beneath(&m.mount_point, &rel);
+            if !support.v1.iter().any(|h| h.controllers == m.controllers) {
+                support.v1.push(V1Hierarchy {
+                    controllers: m.controllers,
+                    mount: m.mount_point,
+                    own: rel,
+                    writable,
+                });
+            }
+        }
+    }
+    support
+}
+
+/// Whether a cgroup can be created (and removed) beneath `mount/own`.
+fn can_create_beneath(mount: &Path, own: &Path) -> bool {
+    let Ok(root) = openat2_root::Root::open(mount) else {
+        return false;
+    };
+    let probe: PathBuf = own.join(format!("sandbox-probe-{}", std::process::id()));
+    match root.create_dir(&probe, 0o755) {
+        Ok(()) => root.remove_dir(&probe).is_ok(),
+        Err(_) => false,
+    }
+}

@@ -1,0 +1,194 @@
+//! The raw syscalls rustix does not wrap, and the one place this crate uses
+//! `fork`: trying a namespace setup in a throwaway child.
+//!
+//! This is the only module of the crate allowed to use `unsafe`.
+#![allow(unsafe_code)]
+
+use std::ffi::CStr;
+use std::os::fd::AsRawFd;
+
+use rustix::io::Errno;
+
+fn last_errno() -> Errno {
+    Errno::from_io_error(&std::io::Error::last_os_error()).unwrap_or(Errno::IO)
+}
+
+/// `landlock_create_ruleset(NULL, 0, LANDLOCK_CREATE_RULESET_VERSION)`—The
+/// Landlock ABI version the kernel offers.
+///
+/// # References
+///  - [Linux](https://man7.org/linux/man-pages/man2/landlock_create_ruleset.2.html)
+pub(crate) fn landlock_abi_version() -> Result<u32, Errno> {
+    const LANDLOCK_CREATE_RULESET_VERSION: libc::c_long = 1;
+    // SAFETY: with a NULL attribute pointer, size 0 and the VERSION flag the
+    // kernel reads no memory and returns the ABI version (or an error); no
+    // fd is created.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_landlock_create_ruleset,
+            std::ptr::null::<libc::c_void>(),
+            0 as libc::size_t,
+            LANDLOCK_CREATE_RULESET_VERSION,
+        )
+    };
+    if ret < 0 {
+        Err(last_errno())
+    } else {
+        u32::try_from(ret).map_err(|_| Errno::OVERFLOW)
+    }
+}
+
+/// `seccomp(SECCOMP_GET_ACTION_AVAIL, 0, &SECCOMP_RET_ERRNO)`—Whether the
+/// kernel supports seccomp filters returning an errno.
+///
+/// # References
+///  - [Linux](https://man7.org/linux/man-pages/man2/seccomp.2.html)
+pub(crate) fn seccomp_errno_action_available() -> Result<(), Errno> {
+    const SECCOMP_GET_ACTION_AVAIL: libc::c_long = 2;
+    const SECCOMP_RET_ERRNO: u32 = 0x0005_0000;
+    let action: u32 = SECCOMP_RET_ERRNO;
+    // SAFETY: the kernel reads one u32 through the pointer, which points at
+    // a live local for the duration of the call.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            SECCOMP_GET_ACTION_AVAIL,
+            0,
+            &action as *const u32,
+        )
+    };
+    if ret < 0 { Err(last_errno()) } else { Ok(()) }
+}
+
+/// One step of a child trial: a syscall with arguments prepared before the
+/// fork, so that the child allocates nothing.
+pub(crate) enum TrialStep<'a> {
+    /// `unshare(flags)`.
+    Unshare(libc::c_int),
+    /// `open(path, O_WRONLY)`, `write(contents)`, `close`.
+    WriteFile(&'a CStr, &'a [u8]),
+    /// `mount(source, target, fstype, flags, NULL)`.
+    Mount(&'a CStr, &'a CStr, Option<&'a CStr>, libc::c_ulong),
+}
+
+/// Why a child trial failed: the index of the failing step and its errno.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct TrialFailure {
+    pub(crate) step: usize,
+    pub(crate) errno: Errno,
+}
+
+/// Forks a child that runs `steps` and exits; returns the first failing
+/// step and its errno. The child only makes raw syscalls on buffers built
+/// before the fork, so this is safe to call from a multithreaded process.
+pub(crate) fn run_trial_in_child(steps: &[TrialStep<'_>]) -> Result<(), TrialFailure> {
+    let fork_failed = |errno| TrialFailure {
+        step: usize::MAX,
+        errno,
+    };
+    let (read_end, write_end) =
+        rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(fork_failed)?;
+    // SAFETY: fork(2) in a possibly multithreaded process: the child below
+    // calls only async-signal-safe syscalls (unshare, open, write, close,
+    // mount, _exit) on memory prepared before the fork, and never returns.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(fork_failed(last_errno()));
+    }
+    if pid == 0 {
+        drop(read_end);
+        let report = |step: usize, errno: libc::c_int| -> ! {
+            let record = [step as u32, errno as u32];
+            // SAFETY: write(2) of 8 bytes from a live local array to our own
+            // pipe fd, then _exit(2): both async-signal-safe.
+            unsafe {
+                libc::write(write_end.as_raw_fd(), record.as_ptr().cast(), 8);
+                libc::_exit(1)
+            }
+        };
+        for (i, step) in steps.iter().enumerate() {
+            // SAFETY: each call passes NUL-terminated strings and byte slices
+            // that live in the parent's (copied) memory for the whole child.
+            let ok = unsafe {
+                match step {
+                    TrialStep::Unshare(flags) => libc::unshare(*flags) == 0,
+                    TrialStep::WriteFile(path, contents) => {
+                        let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+                        fd >= 0
+                            && libc::write(fd, contents.as_ptr().cast(), contents.len())
+                                == contents.len() as isize
+                            && libc::close(fd) == 0
+                    }
+                    TrialStep::Mount(source, target, fstype, flags) => {
+                        libc::mount(
+                            source.as_ptr(),
+                            target.as_ptr(),
+                            fstype.map_or(std::ptr::null(), |f| f.as_ptr()),
+                            *flags,
+                            std::ptr::null(),
+                        ) == 0
+                    }
+                }
+            };
+            if !ok {
+                // SAFETY: reading errno is async-signal-safe.
+                report(i, unsafe { *libc::__errno_location() });
+            }
+        }
+        // SAFETY: _exit(2) is async-signal-safe and does not return.
+        unsafe { libc::_exit(0) }
+    }
+    drop(write_end);
+    let mut status = 0;
+    // SAFETY: waitpid(2) on the child we just forked, with a live local for
+    // the status.
+    while unsafe { libc::waitpid(pid, &mut status, 0) } < 0 {
+        let errno = last_errno();
+        if errno != Errno::INTR {
+            return Err(fork_failed(errno));
+        }
+    }
+    let mut record = [0u8; 8];
+    let read = rustix::io::read(&read_end, &mut record).unwrap_or(0);
+    if read == 8 {
+        let step = u32::from_ne_bytes([record[0], record[1], record[2], record[3]]) as usize;
+        let errno = i32::from_ne_bytes([record[4], record[5], record[6], record[7]]);
+        return Err(TrialFailure {
+            step,
+            errno: Errno::from_raw_os_error(errno),
+        });
+    }
+    if libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0 {
+        Ok(())
+    } else {
+        Err(TrialFailure {
+            step: usize::MAX,
+            errno: Errno::CHILD,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_trial_reports_its_first_failing_step_and_errno() {
+        let ok = c"/proc/self/comm";
+        let missing = c"/nonexistent/file";
+        let steps = [
+            TrialStep::WriteFile(ok, b"probe-test"),
+            TrialStep::WriteFile(missing, b"x"),
+            TrialStep::WriteFile(ok, b"never"),
+        ];
+        assert_eq!(
+            run_trial_in_child(&steps),
+            Err(TrialFailure {
+                step: 1,
+                errno: Errno::NOENT
+            })
+        );
+        assert_eq!(run_trial_in_child(&steps[..1]), Ok(()));
+        assert_eq!(run_trial_in_child(&[]), Ok(()));
+    }
+}

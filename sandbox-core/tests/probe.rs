@@ -1,0 +1,114 @@
+//! The host probe against the real kernel: as root (as CI runs), and as an
+//! unprivileged user in a child process.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a panic is a test failure
+
+use sandbox_core::{Capability, probe, probe_now};
+
+fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
+#[test]
+fn probe_finds_what_this_machine_kind_has() {
+    let host = probe();
+    println!("{}", serde_json::to_string_pretty(host).unwrap());
+    assert!(!host.kernel.is_empty());
+    // This machine kind (and CI) has these; a failure here names the reason.
+    assert_eq!(host.openat2, Capability::Available);
+    assert_eq!(host.seccomp_filter, Capability::Available);
+    assert_eq!(host.landlock, Capability::Available);
+    assert!(host.landlock_abi.is_some_and(|abi| abi >= 1));
+    if is_root() {
+        assert_eq!(host.user_namespaces, Capability::Available);
+        assert_eq!(host.tun, Capability::Available);
+        // Hybrid cgroups: controllers on v1, the unified hierarchy without them.
+        assert!(
+            host.cgroups
+                .v1
+                .iter()
+                .any(|h| h.controllers.iter().any(|c| c == "memory")),
+            "{:?}",
+            host.cgroups
+        );
+        assert!(
+            host.cgroups.can_limit("pids") && host.cgroups.can_limit("memory"),
+            "{:?}",
+            host.cgroups
+        );
+    }
+    // Cached: the same object every time.
+    assert!(std::ptr::eq(probe(), host));
+    // Nothing left behind by the cgroup trial.
+    for h in &host.cgroups.v1 {
+        let leftover = std::fs::read_dir(h.mount.join(&h.own))
+            .unwrap()
+            .filter_map(Result::ok)
+            .any(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with("sandbox-probe-")
+            });
+        assert!(!leftover, "probe cgroup left in {}", h.mount.display());
+    }
+}
+
+/// Run by `probe_as_an_unprivileged_user` as `nobody`.
+#[test]
+#[ignore = "run by probe_as_an_unprivileged_user in a child process"]
+fn probe_unprivileged_child() {
+    if std::env::var_os("SANDBOX_CORE_UNPRIVILEGED_CHILD").is_none() {
+        return;
+    }
+    let host = probe_now();
+    assert_eq!(host.euid, 65534);
+    // nobody owns no cgroup: nothing can be created beneath the caller's.
+    assert!(
+        !host.cgroups.can_limit("memory") && !host.cgroups.can_limit("pids"),
+        "{:?}",
+        host.cgroups
+    );
+    // Whatever the answer on user namespaces, it is a tried one with a reason.
+    if let Capability::Unavailable { reason } = &host.user_namespaces {
+        assert!(!reason.is_empty());
+    }
+    assert_eq!(host.openat2, Capability::Available);
+    println!(
+        "UNPRIVILEGED-PROBE-OK {}",
+        serde_json::to_string(&host.user_namespaces).unwrap()
+    );
+}
+
+#[test]
+fn probe_as_an_unprivileged_user() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    if !is_root() {
+        eprintln!("skipped: needs root to switch to nobody (CI runs as root)");
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("sandbox-core-probe-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let exe = dir.join("probe-test");
+    std::fs::copy(std::env::current_exe().unwrap(), &exe).unwrap();
+    let out = std::process::Command::new(&exe)
+        .args([
+            "--exact",
+            "probe_unprivileged_child",
+            "--include-ignored",
+            "--nocapture",
+        ])
+        .env("SANDBOX_CORE_UNPRIVILEGED_CHILD", "1")
+        .current_dir("/")
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("UNPRIVILEGED-PROBE-OK"),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

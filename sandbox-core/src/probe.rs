@@ -178,7 +178,10 @@ fn probe_user_namespaces(euid: u32, egid: u32) -> Capability {
         Err(f) => Capability::Unavailable {
             reason: format!(
                 "{}: {}",
-                NAMES.get(f.step).copied().unwrap_or("fork"),
+                NAMES
+                    .get(f.step)
+                    .copied()
+                    .unwrap_or("the trial child (fork, or it died)"),
                 f.errno
             ),
         },

@@ -86,6 +86,22 @@ fn root_errno(e: openat2_root::Error) -> Option<i32> {
     e.raw_os_error()
 }
 
+/// What a metadata call is compared on.
+fn render_metadata(is_dir: bool, len: u64, mode: u32) -> String {
+    format!("{is_dir:?} {} {mode:o}", if is_dir { 0 } else { len })
+}
+
+/// A directory listing as compared: sorted `name:is_dir` entries.
+fn render_listing<E>(
+    entries: impl Iterator<Item = Result<(std::ffi::OsString, bool), E>>,
+) -> Result<String, E> {
+    let mut v = entries
+        .map(|e| e.map(|(name, is_dir)| format!("{}:{is_dir}", name.to_string_lossy())))
+        .collect::<Result<Vec<_>, _>>()?;
+    v.sort();
+    Ok(v.join(","))
+}
+
 fn via_std(base: &Path, op: &Op) -> Outcome {
     let p = |rel: &str| -> PathBuf {
         // Join keeping a trailing slash.
@@ -135,30 +151,13 @@ fn via_std(base: &Path, op: &Op) -> Outcome {
             .map(|n| n.to_string())
             .map_err(std_errno),
         Op::Metadata(a) => fs::metadata(p(a))
-            .map(|m| {
-                format!(
-                    "{:?} {} {:o}",
-                    m.file_type().is_dir(),
-                    if m.is_dir() { 0 } else { m.len() },
-                    m.permissions().mode()
-                )
-            })
+            .map(|m| render_metadata(m.is_dir(), m.len(), m.permissions().mode()))
             .map_err(std_errno),
         Op::ReadDir(a) => fs::read_dir(p(a))
             .and_then(|rd| {
-                let mut v: Vec<String> = rd
-                    .map(|e| {
-                        e.map(|e| {
-                            format!(
-                                "{}:{}",
-                                e.file_name().to_string_lossy(),
-                                e.file_type().map(|t| t.is_dir()).unwrap_or(false)
-                            )
-                        })
-                    })
-                    .collect::<Result<_, _>>()?;
-                v.sort();
-                Ok(v.join(","))
+                render_listing(
+                    rd.map(|e| e.map(|e| (e.file_name(), e.file_type().is_ok_and(|t| t.is_dir())))),
+                )
             })
             .map_err(std_errno),
         Op::Read(a) => fs::read(p(a)).map(|d| format!("{d:?}")).map_err(std_errno),
@@ -195,31 +194,14 @@ fn via_root(root: &Root, op: &Op) -> Outcome {
         Op::Copy(a, b) => root.copy(a, b).map(|n| n.to_string()).map_err(root_errno),
         Op::Metadata(a) => root
             .metadata(a)
-            .map(|m| {
-                format!(
-                    "{:?} {} {:o}",
-                    m.is_dir(),
-                    if m.is_dir() { 0 } else { m.len() },
-                    m.mode()
-                )
-            })
+            .map(|m| render_metadata(m.is_dir(), m.len(), m.mode()))
             .map_err(root_errno),
         Op::ReadDir(a) => root
             .read_dir(a)
             .and_then(|rd| {
-                let mut v: Vec<String> = rd
-                    .map(|e| {
-                        e.map(|e| {
-                            format!(
-                                "{}:{}",
-                                e.file_name().to_string_lossy(),
-                                e.file_type().is_dir()
-                            )
-                        })
-                    })
-                    .collect::<Result<_, _>>()?;
-                v.sort();
-                Ok(v.join(","))
+                render_listing(
+                    rd.map(|e| e.map(|e| (e.file_name().to_owned(), e.file_type().is_dir()))),
+                )
             })
             .map_err(root_errno),
         Op::Read(a) => root

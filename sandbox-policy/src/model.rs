@@ -23,19 +23,19 @@ use crate::units::{ByteSize, Duration};
 #[serde(deny_unknown_fields)]
 pub struct Policy {
     /// What the process sees on disk.
-    #[serde(default, skip_serializing_if = "Filesystem::is_empty")]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub filesystem: Filesystem,
     /// Where it may connect.
-    #[serde(default, skip_serializing_if = "Network::is_empty")]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub network: Network,
     /// Who it runs as and what the kernel lets it do.
-    #[serde(default, skip_serializing_if = "Privilege::is_empty")]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub privilege: Privilege,
     /// Time, memory, processes, output.
-    #[serde(default, skip_serializing_if = "Resources::is_empty")]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub resources: Resources,
     /// The environment it gets.
-    #[serde(default, skip_serializing_if = "Env::is_empty")]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub env: Env,
     /// What to do when the host cannot enforce a layer as asked
     /// (default: `fail`).
@@ -276,34 +276,9 @@ fn is_false(b: &bool) -> bool {
     !*b
 }
 
-impl Filesystem {
-    fn is_empty(&self) -> bool {
-        *self == Self::default()
-    }
-}
-
-impl Network {
-    fn is_empty(&self) -> bool {
-        *self == Self::default()
-    }
-}
-
-impl Privilege {
-    fn is_empty(&self) -> bool {
-        *self == Self::default()
-    }
-}
-
-impl Resources {
-    fn is_empty(&self) -> bool {
-        *self == Self::default()
-    }
-}
-
-impl Env {
-    fn is_empty(&self) -> bool {
-        *self == Self::default()
-    }
+/// Whether a section sets nothing (and so is left out of the output).
+fn is_default<T: Default + PartialEq>(value: &T) -> bool {
+    *value == T::default()
 }
 
 impl<T> Limit<T> {

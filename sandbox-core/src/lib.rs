@@ -15,7 +15,9 @@
 
 mod cgroups;
 mod probe;
+mod seccomp;
 mod sys;
 
 pub use cgroups::{CgroupSupport, UnifiedHierarchy, V1Hierarchy};
 pub use probe::{Capability, HostCapabilities, probe, probe_now};
+pub use seccomp::{DEFAULT_DENIED, SeccompError, SeccompProgram};

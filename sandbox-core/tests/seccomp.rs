@@ -50,6 +50,17 @@ fn observe(filter: Option<SeccompProgram>) -> Vec<(&'static str, i32)> {
                         &byte as *const u8,
                     )),
                 ),
+                // CVE-2019-10063: high bits set in the request, which the
+                // kernel truncates to 32 bits.
+                (
+                    "ioctl(TIOCSTI|hi)",
+                    errno(libc::syscall(
+                        libc::SYS_ioctl,
+                        999,
+                        0xdead_beef_0000_0000u64 | libc::TIOCSTI as u64,
+                        &byte as *const u8,
+                    )),
+                ),
                 (
                     "mount",
                     errno(libc::syscall(

@@ -57,7 +57,7 @@ fn observe(filter: Option<SeccompProgram>) -> Vec<(&'static str, i32)> {
                     errno(libc::syscall(
                         libc::SYS_ioctl,
                         999,
-                        0xdead_beef_0000_0000u64 | libc::TIOCSTI as u64,
+                        0xdead_beef_0000_5412u64, // TIOCSTI is 0x5412
                         &byte as *const u8,
                     )),
                 ),

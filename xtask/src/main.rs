@@ -35,8 +35,7 @@ fn main() -> ExitCode {
     }
 }
 
-const USAGE: &str =
-    "usage: cargo xtask <test | demo | race [--ops N] | fuzz TARGET [--seconds N] | bench fs>";
+const USAGE: &str = "usage: cargo xtask <test | demo | race [--ops N] | fuzz TARGET [--seconds N] | bench fs [--disk] [--criterion]>";
 
 /// What CI runs: system packages, formatting, lints, every test.
 fn test() -> Result<(), String> {

@@ -9,6 +9,9 @@
 use std::fs;
 use std::path::Path;
 
+mod common;
+
+use common::run_child_test;
 use openat2_root::{Error, ErrorKind, Root};
 
 fn is_root() -> bool {
@@ -114,22 +117,12 @@ fn deep_tree_with_few_fds() {
 
 #[test]
 fn remove_dir_all_deeper_than_the_fd_limit() {
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "deep_tree_with_few_fds",
-            "--include-ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("OPENAT2_ROOT_FD_LIMIT_CHILD", "1")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && stdout.contains("DEEP-TREE-REMOVED"),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    run_child_test(
+        &std::env::current_exe().unwrap(),
+        "deep_tree_with_few_fds",
+        "OPENAT2_ROOT_FD_LIMIT_CHILD",
+        "DEEP-TREE-REMOVED",
+        |_| {},
     );
 }
 

@@ -8,7 +8,7 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, UNIX_EPOCH};
 
-use common::{errno, setup};
+use common::{errno, run_child_test, setup};
 use openat2_root::{OpenOptions, Root};
 
 /// The checks that only mean something without root's DAC override. Run by
@@ -70,20 +70,12 @@ fn unprivileged_paths() {
     use std::os::unix::process::CommandExt;
     if !rustix::process::geteuid().is_root() {
         // Already unprivileged: run the checks in a child all the same.
-        let out = std::process::Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "as_unprivileged_user",
-                "--include-ignored",
-                "--nocapture",
-            ])
-            .env("OPENAT2_ROOT_UNPRIVILEGED_CHILD", "1")
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success() && stdout.contains("UNPRIVILEGED-CHECKS-PASSED"),
-            "{stdout}"
+        run_child_test(
+            &std::env::current_exe().unwrap(),
+            "as_unprivileged_user",
+            "OPENAT2_ROOT_UNPRIVILEGED_CHILD",
+            "UNPRIVILEGED-CHECKS-PASSED",
+            |_| {},
         );
         return;
     }
@@ -94,25 +86,17 @@ fn unprivileged_paths() {
     let exe = bin_dir.path().join("ops-test");
     fs::copy(std::env::current_exe().unwrap(), &exe).unwrap();
     fs::set_permissions(&exe, fs::Permissions::from_mode(0o755)).unwrap();
-    let out = std::process::Command::new(&exe)
-        .args([
-            "--exact",
-            "as_unprivileged_user",
-            "--include-ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("OPENAT2_ROOT_UNPRIVILEGED_CHILD", "1")
-        .env("TMPDIR", "/tmp")
-        .current_dir("/")
-        .uid(65534)
-        .gid(65534) // std also drops supplementary groups when root sets a uid
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success() && stdout.contains("UNPRIVILEGED-CHECKS-PASSED"),
-        "as nobody:\n{stdout}\n{stderr}"
+    run_child_test(
+        &exe,
+        "as_unprivileged_user",
+        "OPENAT2_ROOT_UNPRIVILEGED_CHILD",
+        "UNPRIVILEGED-CHECKS-PASSED",
+        |cmd| {
+            // std also drops supplementary groups when root sets a uid.
+            cmd.env("TMPDIR", "/tmp")
+                .current_dir("/")
+                .uid(65534)
+                .gid(65534);
+        },
     );
 }

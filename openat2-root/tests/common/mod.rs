@@ -64,3 +64,32 @@ pub(crate) fn umask_applied(mode: u32) -> u32 {
     let umask = u32::from_str_radix(line["Umask:".len()..].trim(), 8).unwrap();
     mode & !umask
 }
+
+/// Runs the ignored test `test` of this test binary in a child process,
+/// with `env_var` set so that it does its work, after `configure` (uid,
+/// working directory…), and asserts it succeeded and printed `marker`.
+pub(crate) fn run_child_test(
+    exe: &std::path::Path,
+    test: &str,
+    env_var: &str,
+    marker: &str,
+    configure: impl FnOnce(&mut std::process::Command),
+) {
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args([
+        "--exact",
+        test,
+        "--include-ignored",
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .env(env_var, "1");
+    configure(&mut cmd);
+    let out = cmd.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains(marker),
+        "{test} in a child process:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

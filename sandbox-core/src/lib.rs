@@ -20,4 +20,4 @@ mod sys;
 
 pub use cgroups::{CgroupSupport, UnifiedHierarchy, V1Hierarchy};
 pub use probe::{Capability, HostCapabilities, probe, probe_now};
-pub use seccomp::{DEFAULT_DENIED, SeccompError, SeccompProgram};
+pub use seccomp::{DEFAULT_DENIED, STRICT_ALLOWED, SeccompError, SeccompProgram};

@@ -4,12 +4,14 @@
 //! This is the only module of the crate allowed to use `unsafe`.
 #![allow(unsafe_code)]
 
+pub(crate) mod child;
+
 use std::ffi::CStr;
 use std::os::fd::AsRawFd;
 
 use rustix::io::Errno;
 
-fn last_errno() -> Errno {
+pub(crate) fn last_errno() -> Errno {
     Errno::from_io_error(&std::io::Error::last_os_error()).unwrap_or(Errno::IO)
 }
 

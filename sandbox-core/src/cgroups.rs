@@ -219,3 +219,237 @@ mod tests {
         );
     }
 }
+
+/// The hierarchy a run's cgroup for one controller goes in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ChosenHierarchy {
+    pub(crate) v2: bool,
+    pub(crate) mount: PathBuf,
+    pub(crate) own: PathBuf,
+}
+
+impl ChosenHierarchy {
+    /// How a limit on `controller` is enforced, for the report.
+    pub(crate) fn describe(&self, controller: &str) -> String {
+        let file = match (self.v2, controller) {
+            (true, "memory") => "memory.max, memory.swap.max 0",
+            (false, "memory") => "memory.limit_in_bytes (and memory.memsw.limit_in_bytes)",
+            (_, "pids") => "pids.max",
+            _ => controller,
+        };
+        format!(
+            "cgroup {} {file}, in a per-run cgroup beneath {}",
+            if self.v2 { "v2" } else { "v1" },
+            self.mount.join(&self.own).display()
+        )
+    }
+}
+
+impl CgroupSupport {
+    /// Where a per-run cgroup limiting `controller` would go: the unified
+    /// hierarchy if it has the controller and is writable, else a writable
+    /// v1 hierarchy carrying it.
+    pub(crate) fn hierarchy_for(&self, controller: &str) -> Option<ChosenHierarchy> {
+        if let Some(u) = &self.unified
+            && u.writable
+            && u.controllers.iter().any(|c| c == controller)
+        {
+            return Some(ChosenHierarchy {
+                v2: true,
+                mount: u.mount.clone(),
+                own: u.own.clone(),
+            });
+        }
+        self.v1
+            .iter()
+            .find(|h| h.writable && h.controllers.iter().any(|c| c == controller))
+            .map(|h| ChosenHierarchy {
+                v2: false,
+                mount: h.mount.clone(),
+                own: h.own.clone(),
+            })
+    }
+}
+
+/// One per-run cgroup directory, reached through `openat2-root` beneath
+/// its hierarchy's mount.
+#[derive(Debug)]
+struct RunCgroupDir {
+    root: openat2_root::Root,
+    path: PathBuf,
+    v2: bool,
+    controllers: Vec<&'static str>,
+}
+
+/// The cgroups of one run, beneath the caller's own cgroup in each
+/// hierarchy; removed on drop.
+#[derive(Debug, Default)]
+pub(crate) struct RunCgroups {
+    dirs: Vec<RunCgroupDir>,
+}
+
+fn cgroup_error(what: String) -> impl FnOnce(openat2_root::Error) -> crate::Error {
+    move |e| crate::Error::Prepare {
+        what,
+        source: e.into(),
+    }
+}
+
+impl RunCgroups {
+    /// Creates the cgroups and writes the limits.
+    pub(crate) fn create(
+        support: &CgroupSupport,
+        memory: Option<u64>,
+        pids: Option<u32>,
+    ) -> crate::Result<Self> {
+        static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let name = format!(
+            "sandbox-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        let mut run = RunCgroups::default();
+        let wanted = [("memory", memory.is_some()), ("pids", pids.is_some())];
+        for (controller, _) in wanted.iter().filter(|(_, w)| *w) {
+            let Some(h) = support.hierarchy_for(controller) else {
+                return Err(crate::Error::Prepare {
+                    what: format!("a cgroup for the {controller} controller"),
+                    source: std::io::ErrorKind::NotFound.into(),
+                });
+            };
+            if let Some(dir) = run
+                .dirs
+                .iter_mut()
+                .find(|d| d.v2 && h.v2 && d.path.starts_with(&h.own))
+            {
+                dir.controllers.push(controller);
+                continue;
+            }
+            let root = openat2_root::Root::open(&h.mount)
+                .map_err(cgroup_error(format!("open {}", h.mount.display())))?;
+            let path = h.own.join(&name);
+            root.create_dir(&path, 0o755).map_err(cgroup_error(format!(
+                "create cgroup {}",
+                h.mount.join(&path).display()
+            )))?;
+            run.dirs.push(RunCgroupDir {
+                root,
+                path,
+                v2: h.v2,
+                controllers: vec![controller],
+            });
+        }
+        for dir in &run.dirs {
+            for controller in &dir.controllers {
+                match (*controller, dir.v2) {
+                    ("memory", v2) => {
+                        let bytes = memory.unwrap_or(u64::MAX).to_string();
+                        if v2 {
+                            dir.write("memory.max", &bytes)?;
+                            dir.write_if_present("memory.swap.max", "0")?;
+                        } else {
+                            dir.write("memory.limit_in_bytes", &bytes)?;
+                            dir.write_if_present("memory.memsw.limit_in_bytes", &bytes)?;
+                        }
+                    }
+                    ("pids", _) => dir.write("pids.max", &pids.unwrap_or(u32::MAX).to_string())?,
+                    _ => {}
+                }
+            }
+        }
+        Ok(run)
+    }
+
+    /// Moves `pid` into every cgroup of the run.
+    pub(crate) fn attach(&self, pid: i32) -> crate::Result<()> {
+        for dir in &self.dirs {
+            dir.write("cgroup.procs", &pid.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// The memory high-water mark, where the hierarchy keeps one.
+    pub(crate) fn peak_memory(&self) -> Option<u64> {
+        let dir = self
+            .dirs
+            .iter()
+            .find(|d| d.controllers.contains(&"memory"))?;
+        let file = if dir.v2 {
+            "memory.peak"
+        } else {
+            "memory.max_usage_in_bytes"
+        };
+        dir.read(file)?.trim().parse().ok()
+    }
+
+    /// Whether the kernel's OOM killer killed a process of the run.
+    pub(crate) fn oom_killed(&self) -> bool {
+        let Some(dir) = self.dirs.iter().find(|d| d.controllers.contains(&"memory")) else {
+            return false;
+        };
+        let file = if dir.v2 {
+            "memory.events"
+        } else {
+            "memory.oom_control"
+        };
+        dir.read(file).is_some_and(|text| {
+            text.lines().any(|line| {
+                line.strip_prefix("oom_kill ")
+                    .and_then(|n| n.trim().parse::<u64>().ok())
+                    .is_some_and(|n| n > 0)
+            })
+        })
+    }
+}
+
+impl RunCgroupDir {
+    fn write(&self, file: &str, value: &str) -> crate::Result<()> {
+        use std::io::Write;
+        let path = self.path.join(file);
+        let what = || format!("write {value:?} to {}", path.display());
+        let mut f = self
+            .root
+            .open_file(&path, openat2_root::OpenOptions::new().write(true))
+            .map_err(cgroup_error(what()))?;
+        f.write_all(value.as_bytes())
+            .map_err(crate::Error::prepare(what()))
+    }
+
+    fn write_if_present(&self, file: &str, value: &str) -> crate::Result<()> {
+        match self.root.symlink_metadata(self.path.join(file)) {
+            Ok(_) => self.write(file, value),
+            Err(_) => Ok(()),
+        }
+    }
+
+    fn read(&self, file: &str) -> Option<String> {
+        use std::io::Read;
+        let mut text = String::new();
+        self.root
+            .open_file(
+                self.path.join(file),
+                openat2_root::OpenOptions::new().read(true),
+            )
+            .ok()?
+            .read_to_string(&mut text)
+            .ok()?;
+        Some(text)
+    }
+}
+
+impl Drop for RunCgroups {
+    fn drop(&mut self) {
+        for dir in &self.dirs {
+            // The run's processes are gone (their pid namespace is), but
+            // the kernel may take a moment to let go of the cgroup.
+            for attempt in 0..100 {
+                match dir.root.remove_dir(&dir.path) {
+                    Err(e) if e.kind() == openat2_root::ErrorKind::Os(libc::EBUSY) => {
+                        std::thread::sleep(std::time::Duration::from_millis(1 + attempt / 10));
+                    }
+                    _ => break,
+                }
+            }
+        }
+    }
+}

@@ -14,10 +14,21 @@
 #![deny(missing_docs)]
 
 mod cgroups;
+mod decide;
+mod error;
+mod outcome;
+mod plan;
 mod probe;
+mod report;
+mod run;
+mod sandbox;
 mod seccomp;
 mod sys;
 
 pub use cgroups::{CgroupSupport, UnifiedHierarchy, V1Hierarchy};
+pub use error::{Error, Result};
+pub use outcome::{ExitStatus, RunOutcome};
 pub use probe::{Capability, HostCapabilities, probe, probe_now};
+pub use report::{Downgrade, EffectiveSandbox, Layer, LayerReport, Note};
+pub use sandbox::{Sandbox, SandboxChild, SandboxCommand, Stdio};
 pub use seccomp::{DEFAULT_DENIED, STRICT_ALLOWED, SeccompError, SeccompProgram};

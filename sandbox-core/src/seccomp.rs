@@ -106,7 +106,9 @@ fn flag_rule(flag: libc::c_int, set: bool) -> Result<SeccompRule, SeccompError> 
 fn clone3_enosys(arch: TargetArch) -> Result<BpfProgram, SeccompError> {
     compile(
         SeccompFilter::new(
-            [(nr_key(libc::SYS_clone3), Vec::new())].into_iter().collect(),
+            [(nr_key(libc::SYS_clone3), Vec::new())]
+                .into_iter()
+                .collect(),
             SeccompAction::Allow,
             SeccompAction::Errno(libc::ENOSYS as u32),
             arch,

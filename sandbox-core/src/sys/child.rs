@@ -36,7 +36,7 @@ pub(crate) enum TargetKind {
 /// points into.
 #[derive(Debug)]
 pub(crate) struct CStringArray {
-    strings: Vec<CString>,
+    _strings: Vec<CString>,
     pointers: Vec<*const c_char>,
 }
 
@@ -49,11 +49,10 @@ impl CStringArray {
     pub(crate) fn new(strings: Vec<CString>) -> Self {
         let mut pointers: Vec<*const c_char> = strings.iter().map(|s| s.as_ptr()).collect();
         pointers.push(std::ptr::null());
-        Self { strings, pointers }
-    }
-
-    pub(crate) fn strings(&self) -> &[CString] {
-        &self.strings
+        Self {
+            _strings: strings,
+            pointers,
+        }
     }
 }
 
@@ -169,11 +168,7 @@ pub(crate) enum Step {
     /// `chdir(path)`.
     Chdir(CString),
     /// `setrlimit(resource, soft, hard)`.
-    Rlimit {
-        resource: u32,
-        soft: u64,
-        hard: u64,
-    },
+    Rlimit { resource: u32, soft: u64, hard: u64 },
     /// `landlock_create_ruleset`, one path-beneath rule per path, then
     /// `landlock_restrict_self`.
     Landlock {
@@ -363,7 +358,11 @@ fn openat2_beneath(dir: c_int, name: &CString, flags: c_int) -> Result<c_int, c_
             std::mem::size_of::<OpenHow>(),
         )
     };
-    if fd < 0 { Err(errno()) } else { Ok(fd as c_int) }
+    if fd < 0 {
+        Err(errno())
+    } else {
+        Ok(fd as c_int)
+    }
 }
 
 const OPEN_TREE_CLONE: libc::c_uint = 1;
@@ -566,7 +565,12 @@ fn run_step(step: &Step, registers: &[Cell<c_int>]) -> Result<(), c_int> {
                         std::ptr::null::<c_char>(),
                         0,
                     ))?;
-                    check(libc::syscall(libc::SYS_fsmount, fs, FSMOUNT_CLOEXEC, *attrs))
+                    check(libc::syscall(
+                        libc::SYS_fsmount,
+                        fs,
+                        FSMOUNT_CLOEXEC,
+                        *attrs,
+                    ))
                 })();
                 libc::close(fs);
                 set_reg(registers, *out, result?);
@@ -706,10 +710,11 @@ fn run_step(step: &Step, registers: &[Cell<c_int>]) -> Result<(), c_int> {
                 let mut req: libc::ifreq = std::mem::zeroed();
                 req.ifr_name[0] = b'l' as c_char;
                 req.ifr_name[1] = b'o' as c_char;
-                let result = check(libc::ioctl(sock, libc::SIOCGIFFLAGS, &mut req)).and_then(|_| {
-                    req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
-                    check(libc::ioctl(sock, libc::SIOCSIFFLAGS, &req))
-                });
+                let result =
+                    check(libc::ioctl(sock, libc::SIOCGIFFLAGS, &mut req)).and_then(|_| {
+                        req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+                        check(libc::ioctl(sock, libc::SIOCSIFFLAGS, &req))
+                    });
                 libc::close(sock);
                 result?;
             }
@@ -732,7 +737,8 @@ fn run_step(step: &Step, registers: &[Cell<c_int>]) -> Result<(), c_int> {
                 // SECBIT_NOROOT, SECBIT_NO_CAP_AMBIENT_RAISE and
                 // SECBIT_KEEP_CAPS_LOCKED, each locked: exec as uid 0
                 // grants nothing, ever again.
-                const SECURE_BITS: libc::c_ulong = (1 << 0) | (1 << 1) | (1 << 5) | (1 << 6) | (1 << 7);
+                const SECURE_BITS: libc::c_ulong =
+                    (1 << 0) | (1 << 1) | (1 << 5) | (1 << 6) | (1 << 7);
                 check(libc::prctl(libc::PR_SET_SECUREBITS, SECURE_BITS, 0, 0, 0))?;
             }
             Step::ClearGroups => {
@@ -894,7 +900,11 @@ fn run_step(step: &Step, registers: &[Cell<c_int>]) -> Result<(), c_int> {
                             return Err(e);
                         }
                     }
-                    check(libc::syscall(libc::SYS_landlock_restrict_self, ruleset, 0u32))
+                    check(libc::syscall(
+                        libc::SYS_landlock_restrict_self,
+                        ruleset,
+                        0u32,
+                    ))
                 })();
                 libc::close(ruleset);
                 result?;
@@ -921,7 +931,11 @@ fn run_step(step: &Step, registers: &[Cell<c_int>]) -> Result<(), c_int> {
             } => {
                 let mut result = libc::ENOENT;
                 for path in candidates {
-                    libc::execve(path.as_ptr(), argv.pointers.as_ptr(), envp.pointers.as_ptr());
+                    libc::execve(
+                        path.as_ptr(),
+                        argv.pointers.as_ptr(),
+                        envp.pointers.as_ptr(),
+                    );
                     match errno() {
                         libc::ENOENT | libc::ENOTDIR => {}
                         libc::EACCES => result = libc::EACCES,

@@ -194,3 +194,45 @@ mod tests {
         assert_eq!(run_trial_in_child(&[]), Ok(()));
     }
 }
+
+/// What `wait4(2)` reports of a reaped child and its reaped descendants.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Usage {
+    /// User plus system CPU time.
+    pub(crate) cpu_time: std::time::Duration,
+    /// The largest resident set of any one process, in bytes.
+    pub(crate) max_rss: Option<u64>,
+}
+
+/// `wait4(pid, &status, 0, &rusage)`—Reaps our child `pid` (retrying on
+/// `EINTR`) and returns its resource usage.
+///
+/// # References
+///  - [Linux](https://man7.org/linux/man-pages/man2/wait4.2.html)
+pub(crate) fn wait4(pid: i32) -> Result<Usage, Errno> {
+    let mut status = 0;
+    // SAFETY: rusage is plain data; zero is a valid value.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    loop {
+        // SAFETY: wait4(2) with live locals for the status and the usage.
+        let ret = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+        if ret >= 0 {
+            break;
+        }
+        let errno = last_errno();
+        if errno != Errno::INTR {
+            return Err(errno);
+        }
+    }
+    let tv = |t: libc::timeval| {
+        std::time::Duration::from_secs(t.tv_sec as u64)
+            + std::time::Duration::from_micros(t.tv_usec as u64)
+    };
+    Ok(Usage {
+        cpu_time: tv(usage.ru_utime) + tv(usage.ru_stime),
+        max_rss: u64::try_from(usage.ru_maxrss)
+            .ok()
+            .filter(|&kib| kib > 0)
+            .map(|kib| kib * 1024),
+    })
+}

@@ -1,0 +1,344 @@
+//! Deciding, per layer, what this host can enforce of a policy: enforce,
+//! downgrade (with the reason), or (in fail mode) refuse.
+
+use sandbox_policy::{
+    FsMode, LandlockMode, Limit, NetMode, OnUnavailable, Policy, SeccompMode, User,
+};
+use serde::Serialize;
+
+use crate::probe::{Capability, HostCapabilities};
+use crate::report::{Downgrade, EffectiveSandbox, Layer, LayerReport, Note};
+
+/// What the run will do, layer by layer.
+#[derive(Debug, Clone)]
+pub(crate) struct Decisions {
+    /// New user, mount, pid, ipc, uts and cgroup namespaces.
+    pub(crate) namespaces: bool,
+    /// The filesystem view actually built.
+    pub(crate) fs_mode: FsMode,
+    /// A new network namespace with loopback only.
+    pub(crate) new_netns: bool,
+    /// The seccomp filter installed.
+    pub(crate) seccomp: SeccompMode,
+    /// The Landlock ABI used, if Landlock is applied.
+    pub(crate) landlock_abi: Option<u32>,
+    /// Memory limit (bytes) enforced through a cgroup.
+    pub(crate) memory: Option<u64>,
+    /// Process limit enforced through a cgroup.
+    pub(crate) pids: Option<u32>,
+    /// The uid and gid inside the sandbox.
+    pub(crate) uid: u32,
+    pub(crate) gid: u32,
+    /// `on_unavailable = "fail"`.
+    pub(crate) fail_closed: bool,
+}
+
+/// The kebab-case name serde gives a policy enum value.
+pub(crate) fn name_of(value: &impl Serialize) -> String {
+    serde_json::to_value(value)
+        .ok()
+        .and_then(|v| v.as_str().map(String::from))
+        .unwrap_or_default()
+}
+
+fn reason(capability: &Capability) -> &str {
+    match capability {
+        Capability::Available => "available",
+        Capability::Unavailable { reason } | Capability::Unknown { reason } => reason,
+    }
+}
+
+/// Decides what of `policy` (resolved) this host enforces.
+pub(crate) fn decide(policy: &Policy, host: &HostCapabilities) -> (Decisions, EffectiveSandbox) {
+    let mut report = EffectiveSandbox {
+        policy: policy.clone(),
+        filesystem: LayerReport::default(),
+        network: LayerReport::default(),
+        privilege: LayerReport::default(),
+        resources: LayerReport::default(),
+        downgrades: Vec::new(),
+        notes: Vec::new(),
+        host: host.clone(),
+    };
+    let mut downgrades: Vec<Downgrade> = Vec::new();
+    let mut down = |layer, reason: String| downgrades.push(Downgrade { layer, reason });
+    let mut notes: Vec<Note> = Vec::new();
+    let mut note = |layer, message: String| notes.push(Note { layer, message });
+    let mut mechanisms: [Vec<String>; 4] = Default::default();
+    let [fs_mech, net_mech, priv_mech, res_mech] = &mut mechanisms;
+
+    let namespaces = host.user_namespaces.is_available();
+    let userns_why = reason(&host.user_namespaces);
+
+    // filesystem
+    let fs = &policy.filesystem;
+    let fs_asked = fs.mode.unwrap_or(FsMode::Minimal);
+    let fs_mode = if namespaces { fs_asked } else { FsMode::Off };
+    let has_mounts = fs.binds.as_ref().is_some_and(|v| !v.is_empty())
+        || fs.tmpfs.as_ref().is_some_and(|v| !v.is_empty())
+        || fs.mask.as_ref().is_some_and(|v| !v.is_empty());
+    if !namespaces && (fs_asked != FsMode::Off || has_mounts) {
+        down(
+            Layer::Filesystem,
+            format!(
+                "filesystem.mode = \"{}\" with its binds, tmpfs and masks needs a mount namespace, and user namespaces are unusable here ({userns_why}): the host filesystem would be visible",
+                name_of(&fs_asked)
+            ),
+        );
+    }
+    match fs_mode {
+        FsMode::Minimal => fs_mech.push(
+            "minimal root on a read-only tmpfs: system directories bound read-only, nosuid, nodev; pivot_root, old root detached".into(),
+        ),
+        FsMode::HostReadonly => fs_mech.push(
+            "the host's tree, bound recursively read-only, nosuid, nodev; pivot_root, old root detached".into(),
+        ),
+        FsMode::Off => fs_mech.push("the host's filesystem, as the caller sees it".into()),
+    }
+    if namespaces {
+        fs_mech.push("fresh /proc of the sandbox's pid namespace".into());
+        if fs_mode != FsMode::Off {
+            fs_mech.push(
+                "minimal /dev (null, zero, full, random, urandom, tty, a private devpts, shm)"
+                    .into(),
+            );
+        }
+        let binds = fs.binds.as_deref().unwrap_or_default();
+        let tmpfs = fs.tmpfs.as_deref().unwrap_or_default();
+        let masks = fs.mask.as_deref().unwrap_or_default();
+        for b in binds {
+            fs_mech.push(format!(
+                "{} from {} ({})",
+                b.target.display(),
+                b.source.display(),
+                if b.writable { "writable" } else { "read-only" }
+            ));
+        }
+        for t in tmpfs {
+            fs_mech.push(format!(
+                "{}: tmpfs{}",
+                t.target.display(),
+                t.size.map(|s| format!(" of {s}")).unwrap_or_default()
+            ));
+        }
+        for m in masks {
+            fs_mech.push(format!("{}: masked", m.display()));
+        }
+        fs_mech.push("every mount target resolved beneath the new root with openat2 (no symlinks), mounted by fd".into());
+    }
+
+    // network
+    let net_asked = policy.network.mode.unwrap_or(NetMode::None);
+    let mut new_netns = false;
+    match net_asked {
+        NetMode::None | NetMode::Allowlist => {
+            if net_asked == NetMode::Allowlist {
+                down(
+                    Layer::Network,
+                    "network.mode = \"allowlist\": the egress forwarder is not part of this build yet, so the run gets no network at all (loopback only)".into(),
+                );
+            }
+            if namespaces {
+                new_netns = true;
+                net_mech.push("a new network namespace with only loopback: no route out".into());
+            } else {
+                down(
+                    Layer::Network,
+                    format!(
+                        "no network namespace without a user namespace ({userns_why}): the host network would be reachable"
+                    ),
+                );
+                net_mech.push("the host's network".into());
+            }
+        }
+        NetMode::Host => net_mech.push("the host's network, shared, unfiltered (as asked)".into()),
+    }
+
+    // privilege
+    let p = &policy.privilege;
+    let (uid, gid) = match p.user.unwrap_or(User::Nobody) {
+        User::Nobody => (65534, 65534),
+        User::Root => (0, 0),
+        User::Uid(uid) => (uid, uid),
+    };
+    if namespaces {
+        let host_uid = if host.euid == 0 { 65534 } else { host.euid };
+        priv_mech.push(format!(
+            "user namespace: uid {uid} inside, host uid {host_uid} outside; no other id mapped but the setup's"
+        ));
+        priv_mech.push("pid, ipc, uts (hostname \"sandbox\") and cgroup namespaces".into());
+        if host.euid != 0 {
+            note(
+                Layer::Privilege,
+                "unprivileged caller: the caller's supplementary groups stay (setgroups is denied in an unprivileged user namespace)".into(),
+            );
+        }
+    } else {
+        down(
+            Layer::Privilege,
+            format!(
+                "privilege.user = {}: no user namespace ({userns_why}); the command runs as the caller, uid {}",
+                p.user.unwrap_or(User::Nobody),
+                host.euid
+            ),
+        );
+    }
+    priv_mech.push(
+        "no capabilities (effective, permitted, inheritable, ambient and bounding sets empty; securebits locked), no_new_privs, new session (setsid), parent-death signal, fds above 2 closed".into(),
+    );
+    let seccomp_asked = p.seccomp.unwrap_or(SeccompMode::Default);
+    let seccomp = if seccomp_asked == SeccompMode::Off {
+        SeccompMode::Off
+    } else if host.seccomp_filter.is_available() {
+        priv_mech.push(match seccomp_asked {
+            SeccompMode::Strict => format!(
+                "seccomp strict: an allowlist of {} syscalls, the rest fail with EPERM",
+                crate::seccomp::STRICT_ALLOWED.len() + 3
+            ),
+            _ => format!(
+                "seccomp default: {} dangerous syscalls, TIOCSTI/TIOCLINUX and new user namespaces refused",
+                crate::seccomp::DEFAULT_DENIED.len()
+            ),
+        });
+        seccomp_asked
+    } else {
+        down(
+            Layer::Privilege,
+            format!(
+                "privilege.seccomp = \"{}\": {}",
+                name_of(&seccomp_asked),
+                reason(&host.seccomp_filter)
+            ),
+        );
+        SeccompMode::Off
+    };
+    let landlock_abi = match (p.landlock.unwrap_or(LandlockMode::Auto), host.landlock_abi) {
+        (LandlockMode::Off, _) => None,
+        (_, Some(abi)) => {
+            priv_mech.push(format!(
+                "Landlock ABI {abi}: writes only beneath the writable mounts{}",
+                if abi >= 6 {
+                    "; signals and abstract unix sockets scoped to the sandbox"
+                } else {
+                    ""
+                }
+            ));
+            Some(abi)
+        }
+        (LandlockMode::Require, None) => {
+            down(
+                Layer::Privilege,
+                format!(
+                    "privilege.landlock = \"require\": {}",
+                    reason(&host.landlock)
+                ),
+            );
+            None
+        }
+        (LandlockMode::Auto, None) => {
+            note(
+                Layer::Privilege,
+                format!(
+                    "Landlock not applied (landlock = \"auto\"): {}",
+                    reason(&host.landlock)
+                ),
+            );
+            None
+        }
+    };
+
+    // resources
+    let r = &policy.resources;
+    if let Some(Limit::Max(t)) = r.wall_time {
+        res_mech.push(format!(
+            "wall_time {t}: {}",
+            if namespaces {
+                "SIGKILL to the sandbox's pid namespace"
+            } else {
+                "SIGKILL to the sandbox's first process"
+            }
+        ));
+    }
+    if let Some(Limit::Max(t)) = r.cpu_time {
+        res_mech.push(format!("cpu_time {t} per process: RLIMIT_CPU"));
+    }
+    if let Some(Limit::Max(n)) = r.max_file_size {
+        res_mech.push(format!("max_file_size {n}: RLIMIT_FSIZE"));
+    }
+    if let Some(Limit::Max(n)) = r.open_files {
+        res_mech.push(format!("open_files {n}: RLIMIT_NOFILE"));
+    }
+    res_mech.push("no core dumps: RLIMIT_CORE 0".into());
+    match r.max_output_bytes {
+        Some(Limit::Max(n)) => res_mech.push(format!(
+            "stdout and stderr kept up to {n} each, the rest drained and dropped"
+        )),
+        _ => res_mech.push("stdout and stderr kept whole (max_output_bytes unlimited)".into()),
+    }
+    let cgroup_limit = |controller: &str,
+                        asked: String,
+                        res_mech: &mut Vec<String>,
+                        down: &mut dyn FnMut(Layer, String)| {
+        match host.cgroups.hierarchy_for(controller) {
+            Some(h) => {
+                res_mech.push(format!("{asked}: {}", h.describe(controller)));
+                true
+            }
+            None => {
+                down(
+                    Layer::Resources,
+                    format!(
+                        "{asked}: no writable cgroup with the {controller} controller beneath the caller's own cgroup{}",
+                        if host.euid != 0 {
+                            " (cgroupfs is root's: run as root, or delegate a subtree)"
+                        } else {
+                            ""
+                        }
+                    ),
+                );
+                false
+            }
+        }
+    };
+    let memory = match r.memory {
+        Some(Limit::Max(m)) => {
+            cgroup_limit("memory", format!("memory {m}"), res_mech, &mut down).then_some(m.bytes())
+        }
+        _ => None,
+    };
+    let pids = match r.pids {
+        Some(Limit::Max(n)) => {
+            cgroup_limit("pids", format!("pids {n}"), res_mech, &mut down).then_some(n)
+        }
+        _ => None,
+    };
+
+    report.downgrades = downgrades;
+    report.notes = notes;
+    let [fs_mech, net_mech, priv_mech, res_mech] = mechanisms;
+    for (layer, mech) in [
+        (Layer::Filesystem, fs_mech),
+        (Layer::Network, net_mech),
+        (Layer::Privilege, priv_mech),
+        (Layer::Resources, res_mech),
+    ] {
+        let enforced = !report.downgrades.iter().any(|d| d.layer == layer);
+        *report.layer_mut(layer) = LayerReport {
+            enforced,
+            mechanisms: mech,
+        };
+    }
+    let decisions = Decisions {
+        namespaces,
+        fs_mode,
+        new_netns,
+        seccomp,
+        landlock_abi,
+        memory,
+        pids,
+        uid,
+        gid,
+        fail_closed: policy.on_unavailable.unwrap_or(OnUnavailable::Fail) == OnUnavailable::Fail,
+    };
+    (decisions, report)
+}

@@ -1,0 +1,89 @@
+//! The one error type of the crate.
+
+use std::io;
+
+use crate::report::Downgrade;
+
+/// Why a sandboxed run could not be prepared, started or supervised.
+///
+/// A run that fails *inside* the sandbox (the command exits non-zero, is
+/// killed, times out) is not an error: it is a [`RunOutcome`](crate::RunOutcome).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The policy is invalid.
+    #[error("invalid policy: {0}")]
+    Policy(#[from] sandbox_policy::Error),
+    /// The host cannot enforce the policy as asked and the policy says
+    /// `on_unavailable = "fail"`: nothing was spawned.
+    #[error(
+        "this host cannot enforce the policy as asked, and on_unavailable = \"fail\", so nothing was run: {}",
+        Downgrade::list(downgrades)
+    )]
+    Unavailable {
+        /// What could not be enforced, and why.
+        downgrades: Vec<Downgrade>,
+    },
+    /// The command is unusable (an empty program, a NUL byte in an argument,
+    /// a relative working directory, …).
+    #[error("invalid command: {reason}")]
+    InvalidCommand {
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Preparing the run in the parent failed (a bind source missing, a
+    /// pipe or a cgroup that could not be made, …). Nothing was left
+    /// running.
+    #[error("cannot prepare the sandbox: {what}: {source}")]
+    Prepare {
+        /// What was being prepared.
+        what: String,
+        /// The underlying error.
+        source: io::Error,
+    },
+    /// A setup step in the sandbox failed before the command started (a
+    /// mount, the privilege drop, `execve` of the program). The sandbox was
+    /// torn down; nothing of the command ran.
+    #[error("sandbox setup failed at `{step}`: {source}")]
+    Setup {
+        /// The step, as `what (details)`.
+        step: String,
+        /// The errno it failed with.
+        source: io::Error,
+    },
+    /// Supervising a running sandbox failed.
+    #[error("supervising the sandbox: {what}: {source}")]
+    Supervise {
+        /// What failed.
+        what: &'static str,
+        /// The underlying error.
+        source: io::Error,
+    },
+}
+
+impl Error {
+    pub(crate) fn prepare(what: impl Into<String>) -> impl FnOnce(io::Error) -> Error {
+        let what = what.into();
+        move |source| Error::Prepare { what, source }
+    }
+
+    pub(crate) fn prepare_errno(
+        what: impl Into<String>,
+    ) -> impl FnOnce(rustix::io::Errno) -> Error {
+        let what = what.into();
+        move |errno| Error::Prepare {
+            what,
+            source: errno.into(),
+        }
+    }
+
+    pub(crate) fn supervise(what: &'static str) -> impl FnOnce(rustix::io::Errno) -> Error {
+        move |errno| Error::Supervise {
+            what,
+            source: errno.into(),
+        }
+    }
+}
+
+/// Results of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,349 @@
+//! Starting a run (the parent's half of the clone) and supervising it to
+//! the end: output capture with caps, the wall-clock timeout, the exit
+//! status, resource usage, and cleanup on every path.
+
+use std::fs::File;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rustix::event::{PollFd, PollFlags};
+use rustix::fs::{Mode, OFlags};
+use rustix::io::Errno;
+use rustix::pipe::PipeFlags;
+use sandbox_policy::Limit;
+
+use crate::cgroups::RunCgroups;
+use crate::error::{Error, Result};
+use crate::outcome::{ExitStatus, RunOutcome};
+use crate::plan::{self, CommandSpec, PlanFds};
+use crate::sandbox::{Inner, Stdio};
+use crate::sys::child::{
+    NO_FD, RECORD_COMMAND_STATUS, RECORD_LEN, RECORD_STEP_FAILED, decode_record, spawn_init,
+};
+
+/// A sandbox whose command has started (its `execve` succeeded).
+#[derive(Debug)]
+pub(crate) struct Started {
+    pub(crate) pid: i32,
+    pub(crate) pidfd: Arc<OwnedFd>,
+    pub(crate) stdin: Option<File>,
+    stdout: Option<OwnedFd>,
+    stderr: Option<OwnedFd>,
+    status: OwnedFd,
+    cgroups: RunCgroups,
+    started: Instant,
+    reaped: bool,
+}
+
+/// The three stdio choices of a command.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct StdioChoice {
+    pub(crate) stdin: Stdio,
+    pub(crate) stdout: Stdio,
+    pub(crate) stderr: Stdio,
+}
+
+fn pipe(what: &'static str) -> Result<(OwnedFd, OwnedFd)> {
+    rustix::pipe::pipe_with(PipeFlags::CLOEXEC).map_err(Error::prepare_errno(what))
+}
+
+/// The child's end (and the parent's, if piped) of one stdio stream.
+fn stdio_fds(choice: Stdio, is_input: bool) -> Result<(Option<OwnedFd>, Option<OwnedFd>)> {
+    match choice {
+        Stdio::Inherit => Ok((None, None)),
+        Stdio::Null => {
+            let flags = if is_input {
+                OFlags::RDONLY
+            } else {
+                OFlags::WRONLY
+            };
+            let null = rustix::fs::open("/dev/null", flags | OFlags::CLOEXEC, Mode::empty())
+                .map_err(Error::prepare_errno("open /dev/null"))?;
+            Ok((Some(null), None))
+        }
+        Stdio::Piped => {
+            let (read, write) = pipe("a stdio pipe")?;
+            Ok(if is_input {
+                (Some(read), Some(write))
+            } else {
+                (Some(write), Some(read))
+            })
+        }
+    }
+}
+
+fn raw(fd: &Option<OwnedFd>) -> i32 {
+    fd.as_ref().map_or(NO_FD, |fd| fd.as_raw_fd())
+}
+
+/// Kills a sandbox that will not be handed to the caller, and reaps it.
+fn abandon(pid: i32, pidfd: &OwnedFd) {
+    let _ = rustix::process::pidfd_send_signal(pidfd, rustix::process::Signal::KILL);
+    let _ = crate::sys::wait4(pid);
+}
+
+/// Clones the sandbox and runs its setup; returns once the command has
+/// exec'd, or with the step that failed.
+pub(crate) fn start(inner: &Inner, spec: &CommandSpec, stdio: StdioChoice) -> Result<Started> {
+    if inner.decisions.fail_closed && !inner.report.downgrades.is_empty() {
+        return Err(Error::Unavailable {
+            downgrades: inner.report.downgrades.clone(),
+        });
+    }
+    let (sync_read, sync_write) = pipe("the sync pipe")?;
+    let (setup_read, setup_write) = pipe("the setup pipe")?;
+    let (status_read, status_write) = pipe("the status pipe")?;
+    let (child_in, parent_in) = stdio_fds(stdio.stdin, true)?;
+    let (child_out, parent_out) = stdio_fds(stdio.stdout, false)?;
+    let (child_err, parent_err) = stdio_fds(stdio.stderr, false)?;
+    let cgroups = if inner.decisions.memory.is_some() || inner.decisions.pids.is_some() {
+        RunCgroups::create(
+            &inner.report.host.cgroups,
+            inner.decisions.memory,
+            inner.decisions.pids,
+        )?
+    } else {
+        RunCgroups::default()
+    };
+    let fds = PlanFds {
+        sync_read: sync_read.as_raw_fd(),
+        setup_write: setup_write.as_raw_fd(),
+        status_write: status_write.as_raw_fd(),
+        stdio: [raw(&child_in), raw(&child_out), raw(&child_err)],
+    };
+    let host = &inner.report.host;
+    let egid = rustix::process::getegid().as_raw();
+    let plan = plan::build(
+        &inner.policy,
+        &inner.decisions,
+        inner.seccomp.as_ref(),
+        spec,
+        fds,
+        host.euid,
+        egid,
+    )?;
+    let started = Instant::now();
+    let (pid, pidfd) = spawn_init(plan.namespaces, &plan.child)
+        .map_err(Error::prepare_errno("clone the sandbox"))?;
+    drop((sync_read, setup_write, status_write));
+    drop((child_in, child_out, child_err));
+
+    // The parent's half: id maps, cgroups, then let the child go.
+    let parent_setup = || -> Result<()> {
+        if plan.namespaces != 0 {
+            let write = |file: &str, contents: &str| -> Result<()> {
+                let path = format!("/proc/{pid}/{file}");
+                std::fs::write(&path, contents)
+                    .map_err(Error::prepare(format!("write {contents:?} to {path}")))
+            };
+            if plan.deny_setgroups {
+                write("setgroups", "deny")?;
+            }
+            write("uid_map", &plan.uid_map)?;
+            write("gid_map", &plan.gid_map)?;
+        }
+        cgroups.attach(pid)?;
+        rustix::io::write(&sync_write, &[1]).map_err(Error::prepare_errno("start the sandbox"))?;
+        Ok(())
+    };
+    if let Err(e) = parent_setup() {
+        abandon(pid, &pidfd);
+        return Err(e);
+    }
+    drop(sync_write);
+
+    // Setup failures arrive as a record; EOF means the command exec'd.
+    let mut record = [0u8; RECORD_LEN];
+    let mut filled = 0;
+    while filled < RECORD_LEN {
+        match rustix::io::read(&setup_read, &mut record[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(Errno::INTR) => {}
+            Err(e) => {
+                abandon(pid, &pidfd);
+                return Err(Error::supervise("read the setup pipe")(e));
+            }
+        }
+    }
+    if filled == RECORD_LEN {
+        let (kind, index, errno) = decode_record(&record);
+        abandon(pid, &pidfd);
+        if kind == RECORD_STEP_FAILED {
+            let step = plan
+                .descriptions
+                .get(index as usize)
+                .cloned()
+                .unwrap_or_else(|| format!("step {index}"));
+            return Err(Error::Setup {
+                step,
+                source: std::io::Error::from_raw_os_error(errno),
+            });
+        }
+    }
+    Ok(Started {
+        pid,
+        pidfd: Arc::new(pidfd),
+        stdin: parent_in.map(File::from),
+        stdout: parent_out,
+        stderr: parent_err,
+        status: status_read,
+        cgroups,
+        started,
+        reaped: false,
+    })
+}
+
+/// One captured stream: the bytes kept, and whether some were dropped.
+#[derive(Debug, Default)]
+struct Capture {
+    kept: Vec<u8>,
+    truncated: bool,
+}
+
+impl Capture {
+    /// Reads what is available; returns false at EOF.
+    fn read_from(&mut self, fd: &OwnedFd, cap: u64, scratch: &mut [u8]) -> Result<bool> {
+        loop {
+            match rustix::io::read(fd, &mut *scratch) {
+                Ok(0) => return Ok(false),
+                Ok(n) => {
+                    let room = usize::try_from(cap)
+                        .unwrap_or(usize::MAX)
+                        .saturating_sub(self.kept.len());
+                    let keep = n.min(room);
+                    self.kept.extend_from_slice(&scratch[..keep]);
+                    if keep < n {
+                        self.truncated = true;
+                    }
+                }
+                Err(Errno::AGAIN) => return Ok(true),
+                Err(Errno::INTR) => {}
+                Err(e) => return Err(Error::supervise("read the command's output")(e)),
+            }
+        }
+    }
+}
+
+impl Started {
+    /// Runs the sandbox to its end: drains stdout and stderr (keeping at
+    /// most `max_output_bytes` of each), kills it at the wall-clock limit,
+    /// and collects the status and usage.
+    pub(crate) fn supervise(mut self, inner: &Inner) -> Result<RunOutcome> {
+        drop(self.stdin.take());
+        let resources = &inner.policy.resources;
+        let cap = match resources.max_output_bytes {
+            Some(Limit::Max(n)) => n.bytes(),
+            _ => u64::MAX,
+        };
+        let deadline = match resources.wall_time {
+            Some(Limit::Max(t)) => Some(self.started + t.to_std()),
+            _ => None,
+        };
+        for fd in [&self.stdout, &self.stderr].into_iter().flatten() {
+            rustix::fs::fcntl_setfl(fd, OFlags::NONBLOCK)
+                .map_err(Error::supervise("make the output pipes non-blocking"))?;
+        }
+        let mut captures = [Capture::default(), Capture::default()];
+        let mut scratch = vec![0u8; 64 * 1024];
+        let mut timed_out = false;
+        let mut exited = false;
+        let mut exited_at: Option<Instant> = None;
+        let mut streams: [Option<OwnedFd>; 2] = [self.stdout.take(), self.stderr.take()];
+        loop {
+            let open: Vec<usize> = (0..2).filter(|&i| streams[i].is_some()).collect();
+            if exited && open.is_empty() {
+                break;
+            }
+            // After the sandbox is gone, its pipes close at once unless a
+            // concurrent spawn elsewhere in this process briefly holds a
+            // copy; do not wait on that for long.
+            if let Some(at) = exited_at
+                && at.elapsed() > Duration::from_secs(2)
+            {
+                break;
+            }
+            let timeout = if exited {
+                Some(Duration::from_millis(100))
+            } else {
+                deadline.map(|d| d.saturating_duration_since(Instant::now()))
+            };
+            let timespec = timeout.map(|t| rustix::time::Timespec {
+                tv_sec: t.as_secs() as i64,
+                tv_nsec: i64::from(t.subsec_nanos()),
+            });
+            let ready: Vec<bool> = {
+                let mut pollfds: Vec<PollFd<'_>> = streams
+                    .iter()
+                    .flatten()
+                    .map(|fd| PollFd::new(fd, PollFlags::IN))
+                    .collect();
+                if !exited {
+                    pollfds.push(PollFd::new(&*self.pidfd, PollFlags::IN));
+                }
+                match rustix::event::poll(&mut pollfds, timespec.as_ref()) {
+                    Ok(_) | Err(Errno::INTR) => {}
+                    Err(e) => return Err(Error::supervise("poll")(e)),
+                }
+                pollfds.iter().map(|p| !p.revents().is_empty()).collect()
+            };
+            for (slot, &i) in open.iter().enumerate() {
+                if ready[slot]
+                    && let Some(fd) = &streams[i]
+                    && !captures[i].read_from(fd, cap, &mut scratch)?
+                {
+                    streams[i] = None;
+                }
+            }
+            if !exited && ready.get(open.len()).copied().unwrap_or(false) {
+                exited = true;
+                exited_at = Some(Instant::now());
+            }
+            if !exited
+                && !timed_out
+                && let Some(d) = deadline
+                && Instant::now() >= d
+            {
+                timed_out = true;
+                let _ =
+                    rustix::process::pidfd_send_signal(&*self.pidfd, rustix::process::Signal::KILL);
+            }
+        }
+        let usage =
+            crate::sys::wait4(self.pid).map_err(Error::supervise("wait for the sandbox"))?;
+        self.reaped = true;
+        let wall_time = self.started.elapsed();
+        let mut record = [0u8; RECORD_LEN];
+        let status = match rustix::io::read(&self.status, &mut record) {
+            Ok(RECORD_LEN) => match decode_record(&record) {
+                (RECORD_COMMAND_STATUS, _, raw) => ExitStatus::from_wait_status(raw),
+                _ => ExitStatus::Signaled(libc::SIGKILL),
+            },
+            // PID 1 was killed (timeout, kill()) before the command ended.
+            _ => ExitStatus::Signaled(libc::SIGKILL),
+        };
+        let [stdout, stderr] = captures;
+        Ok(RunOutcome {
+            status,
+            timed_out,
+            oom_killed: self.cgroups.oom_killed(),
+            stdout: stdout.kept,
+            stdout_truncated: stdout.truncated,
+            stderr: stderr.kept,
+            stderr_truncated: stderr.truncated,
+            wall_time,
+            cpu_time: usage.cpu_time,
+            peak_memory: self.cgroups.peak_memory().or(usage.max_rss),
+            report: inner.report.clone(),
+        })
+    }
+}
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        if !self.reaped {
+            abandon(self.pid, &self.pidfd);
+        }
+    }
+}

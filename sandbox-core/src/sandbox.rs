@@ -1,0 +1,378 @@
+//! The public face: `Sandbox`, a command builder in the shape of
+//! `std::process::Command`, and `SandboxChild`.
+
+use std::ffi::OsStr;
+use std::fs::File;
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use sandbox_policy::{Policy, SeccompMode};
+
+use crate::decide::{Decisions, decide};
+use crate::error::{Error, Result};
+use crate::outcome::RunOutcome;
+use crate::plan::CommandSpec;
+use crate::probe::{HostCapabilities, probe};
+use crate::report::EffectiveSandbox;
+use crate::run::{self, StdioChoice};
+use crate::seccomp::SeccompProgram;
+
+/// What a command's stdin, stdout or stderr is connected to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stdio {
+    /// `/dev/null`.
+    Null,
+    /// The caller's own stream. (The command still runs in a new session,
+    /// so it cannot push input into the caller's terminal.)
+    Inherit,
+    /// A pipe: for stdout and stderr, captured into the
+    /// [`RunOutcome`] up to `max_output_bytes`; for stdin, given to the
+    /// caller as [`SandboxChild::stdin`].
+    Piped,
+}
+
+/// What every run of one sandbox shares: the resolved policy, the
+/// decisions, the report and the compiled seccomp filter.
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub(crate) policy: Policy,
+    pub(crate) decisions: Decisions,
+    pub(crate) report: EffectiveSandbox,
+    pub(crate) seccomp: Option<Arc<SeccompProgram>>,
+}
+
+/// A policy, checked against this host and ready to run commands.
+///
+/// Making a `Sandbox` resolves the policy, probes the host (once per
+/// process) and compiles the seccomp filter; each
+/// [`command`](Sandbox::command) then only builds its plan and clones.
+/// A `Sandbox` is cheap to clone and may be shared between threads.
+///
+/// # Examples
+///
+/// ```no_run
+/// use sandbox_core::Sandbox;
+///
+/// let sandbox = Sandbox::from_profile("default")?;
+/// let outcome = sandbox.command("sh").args(["-c", "id -u; hostname"]).output()?;
+/// assert!(outcome.success());
+/// assert_eq!(outcome.stdout, b"65534\nsandbox\n");
+/// println!("{}", outcome.report);
+/// # Ok::<(), sandbox_core::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct Sandbox {
+    inner: Arc<Inner>,
+}
+
+impl Sandbox {
+    /// A sandbox for `policy`, completed with the `default` profile for
+    /// whatever it leaves unset.
+    ///
+    /// This does not refuse a policy the host cannot enforce: see
+    /// [`report`](Sandbox::report); a run of it returns
+    /// [`Error::Unavailable`] (with `on_unavailable = "fail"`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Policy`] if the policy is invalid; [`Error::Prepare`] if
+    /// the seccomp filter cannot be compiled for this architecture.
+    pub fn new(policy: Policy) -> Result<Self> {
+        Self::with_host(policy, probe())
+    }
+
+    /// A sandbox for a built-in profile: `default`, `strict` or
+    /// `networked`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Policy`] for an unknown name.
+    pub fn from_profile(name: &str) -> Result<Self> {
+        Self::new(Policy::profile(name)?)
+    }
+
+    /// Like [`new`](Sandbox::new), against given host capabilities (to
+    /// see what a policy would get on another host, or in tests).
+    ///
+    /// # Errors
+    ///
+    /// As for [`new`](Sandbox::new).
+    pub fn with_host(policy: Policy, host: &HostCapabilities) -> Result<Self> {
+        let policy = policy.resolved();
+        policy.validate()?;
+        let (decisions, report) = decide(&policy, host);
+        let allow_nested = policy.privilege.allow_nested_userns.unwrap_or(false);
+        let compiled = match decisions.seccomp {
+            SeccompMode::Off => None,
+            SeccompMode::Default => Some(SeccompProgram::default_filter(allow_nested)),
+            SeccompMode::Strict => Some(SeccompProgram::strict_filter(allow_nested)),
+        };
+        let seccomp = compiled
+            .transpose()
+            .map_err(|e| Error::Prepare {
+                what: "compile the seccomp filter".into(),
+                source: std::io::Error::other(e),
+            })?
+            .map(Arc::new);
+        Ok(Self {
+            inner: Arc::new(Inner {
+                policy,
+                decisions,
+                report,
+                seccomp,
+            }),
+        })
+    }
+
+    /// What a run would be confined by here: per layer, enforced or not
+    /// and by what, with the downgrades and notes.
+    pub fn report(&self) -> &EffectiveSandbox {
+        &self.inner.report
+    }
+
+    /// The resolved policy.
+    pub fn policy(&self) -> &Policy {
+        &self.inner.policy
+    }
+
+    /// A command to run in this sandbox. Like [`std::process::Command`],
+    /// a program without a `/` is looked up in the sandbox's `PATH`.
+    pub fn command(&self, program: impl AsRef<OsStr>) -> SandboxCommand {
+        SandboxCommand {
+            inner: Arc::clone(&self.inner),
+            spec: CommandSpec {
+                program: program.as_ref().to_owned(),
+                args: Vec::new(),
+                env: Vec::new(),
+                current_dir: None,
+            },
+            stdin: None,
+            stdout: None,
+            stderr: None,
+        }
+    }
+}
+
+/// A command to run in a [`Sandbox`], built like
+/// [`std::process::Command`].
+#[derive(Debug, Clone)]
+pub struct SandboxCommand {
+    inner: Arc<Inner>,
+    spec: CommandSpec,
+    stdin: Option<Stdio>,
+    stdout: Option<Stdio>,
+    stderr: Option<Stdio>,
+}
+
+impl SandboxCommand {
+    /// Adds an argument.
+    pub fn arg(&mut self, arg: impl AsRef<OsStr>) -> &mut Self {
+        self.spec.args.push(arg.as_ref().to_owned());
+        self
+    }
+
+    /// Adds arguments.
+    pub fn args<I, S>(&mut self, args: I) -> &mut Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        self.spec
+            .args
+            .extend(args.into_iter().map(|a| a.as_ref().to_owned()));
+        self
+    }
+
+    /// Sets an environment variable for the command (on top of what the
+    /// policy's `env` section passes and sets).
+    pub fn env(&mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> &mut Self {
+        self.spec
+            .env
+            .push((key.as_ref().to_owned(), value.as_ref().to_owned()));
+        self
+    }
+
+    /// Sets environment variables.
+    pub fn envs<I, K, V>(&mut self, vars: I) -> &mut Self
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: AsRef<OsStr>,
+        V: AsRef<OsStr>,
+    {
+        for (k, v) in vars {
+            self.env(k, v);
+        }
+        self
+    }
+
+    /// The working directory, a path inside the sandbox (default: the
+    /// policy's `filesystem.workdir`).
+    pub fn current_dir(&mut self, dir: impl Into<PathBuf>) -> &mut Self {
+        self.spec.current_dir = Some(dir.into());
+        self
+    }
+
+    /// Where stdin comes from (default: [`Stdio::Null`]).
+    pub fn stdin(&mut self, stdio: Stdio) -> &mut Self {
+        self.stdin = Some(stdio);
+        self
+    }
+
+    /// Where stdout goes (default: [`Stdio::Piped`], except for
+    /// [`status`](SandboxCommand::status)).
+    pub fn stdout(&mut self, stdio: Stdio) -> &mut Self {
+        self.stdout = Some(stdio);
+        self
+    }
+
+    /// Where stderr goes (default: [`Stdio::Piped`], except for
+    /// [`status`](SandboxCommand::status)).
+    pub fn stderr(&mut self, stdio: Stdio) -> &mut Self {
+        self.stderr = Some(stdio);
+        self
+    }
+
+    fn choice(&self, default_out: Stdio) -> StdioChoice {
+        StdioChoice {
+            stdin: self.stdin.unwrap_or(Stdio::Null),
+            stdout: self.stdout.unwrap_or(default_out),
+            stderr: self.stderr.unwrap_or(default_out),
+        }
+    }
+
+    /// Runs the command to its end in the calling thread and returns the
+    /// outcome, with stdout and stderr captured (capped at
+    /// `max_output_bytes` each).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unavailable`] before anything is spawned if the policy
+    /// cannot be enforced here and says `on_unavailable = "fail"`;
+    /// [`Error::InvalidCommand`], [`Error::Prepare`] or [`Error::Setup`] if
+    /// the sandbox could not be made or the program could not be executed.
+    /// Nothing is left running in any case.
+    pub fn output(&self) -> Result<RunOutcome> {
+        self.run(Stdio::Piped)
+    }
+
+    /// Like [`output`](SandboxCommand::output), but stdout and stderr are
+    /// inherited unless set: the outcome's output fields are empty.
+    ///
+    /// # Errors
+    ///
+    /// As for [`output`](SandboxCommand::output).
+    pub fn status(&self) -> Result<RunOutcome> {
+        self.run(Stdio::Inherit)
+    }
+
+    fn run(&self, default_out: Stdio) -> Result<RunOutcome> {
+        let mut choice = self.choice(default_out);
+        if choice.stdin == Stdio::Piped {
+            // Nobody could write to it: give the command EOF.
+            choice.stdin = Stdio::Null;
+        }
+        run::start(&self.inner, &self.spec, choice)?.supervise(&self.inner)
+    }
+
+    /// Starts the command and returns at once (once it has exec'd). A
+    /// supervisor thread drains its output and enforces the wall-clock
+    /// limit while it runs, whether or not the caller waits; the sandbox is
+    /// tied to that thread's life, not the caller's.
+    ///
+    /// # Errors
+    ///
+    /// As for [`output`](SandboxCommand::output).
+    pub fn spawn(&self) -> Result<SandboxChild> {
+        let choice = self.choice(Stdio::Piped);
+        let inner = Arc::clone(&self.inner);
+        let spec = self.spec.clone();
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let handle = std::thread::Builder::new()
+            .name("sandbox-supervisor".into())
+            .spawn(move || -> Result<RunOutcome> {
+                match run::start(&inner, &spec, choice) {
+                    Ok(mut started) => {
+                        let stdin = started.stdin.take();
+                        let _ = tx.send(Ok((started.pid, Arc::clone(&started.pidfd), stdin)));
+                        started.supervise(&inner)
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                        Err(Error::Supervise {
+                            what: "start",
+                            source: std::io::ErrorKind::Other.into(),
+                        })
+                    }
+                }
+            })
+            .map_err(Error::prepare("start the supervisor thread"))?;
+        match rx.recv() {
+            Ok(Ok((pid, pidfd, stdin))) => Ok(SandboxChild {
+                pid,
+                pidfd,
+                stdin,
+                handle: Some(handle),
+            }),
+            Ok(Err(e)) => {
+                let _ = handle.join();
+                Err(e)
+            }
+            Err(_) => Err(Error::Supervise {
+                what: "the supervisor thread ended early",
+                source: std::io::ErrorKind::Other.into(),
+            }),
+        }
+    }
+}
+
+/// A running sandbox, from [`SandboxCommand::spawn`].
+///
+/// Dropping it without [`wait`](SandboxChild::wait) leaves the sandbox
+/// running under its supervisor thread until it ends or times out.
+#[derive(Debug)]
+pub struct SandboxChild {
+    pid: i32,
+    pidfd: Arc<OwnedFd>,
+    /// The command's stdin, if it was [`Stdio::Piped`]. Drop it to send
+    /// EOF.
+    pub stdin: Option<File>,
+    handle: Option<JoinHandle<Result<RunOutcome>>>,
+}
+
+impl SandboxChild {
+    /// The host pid of the sandbox's first process (PID 1 inside it).
+    pub fn id(&self) -> u32 {
+        self.pid as u32
+    }
+
+    /// Kills the whole sandbox (`SIGKILL` to its PID 1, which takes its pid
+    /// namespace with it). Killing one that has ended is not an error.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Supervise`] if the signal could not be sent.
+    pub fn kill(&self) -> Result<()> {
+        match rustix::process::pidfd_send_signal(&*self.pidfd, rustix::process::Signal::KILL) {
+            Ok(()) | Err(rustix::io::Errno::SRCH) => Ok(()),
+            Err(e) => Err(Error::supervise("kill the sandbox")(e)),
+        }
+    }
+
+    /// Waits for the sandbox to end and returns the outcome.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Supervise`] if supervision failed.
+    pub fn wait(mut self) -> Result<RunOutcome> {
+        drop(self.stdin.take());
+        match self.handle.take().map(JoinHandle::join) {
+            Some(Ok(result)) => result,
+            _ => Err(Error::Supervise {
+                what: "the supervisor thread panicked",
+                source: std::io::ErrorKind::Other.into(),
+            }),
+        }
+    }
+}

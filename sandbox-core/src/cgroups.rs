@@ -240,7 +240,12 @@ impl ChosenHierarchy {
         format!(
             "cgroup {} {file}, in a per-run cgroup beneath {}",
             if self.v2 { "v2" } else { "v1" },
-            self.mount.join(&self.own).display()
+            if self.own.as_os_str().is_empty() || self.own == Path::new(".") {
+                self.mount.clone()
+            } else {
+                self.mount.join(&self.own)
+            }
+            .display()
         )
     }
 }

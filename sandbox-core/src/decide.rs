@@ -162,10 +162,16 @@ pub(crate) fn decide(policy: &Policy, host: &HostCapabilities) -> (Decisions, Ef
         User::Uid(uid) => (uid, uid),
     };
     if namespaces {
-        let host_uid = if host.euid == 0 { 65534 } else { host.euid };
-        priv_mech.push(format!(
-            "user namespace: uid {uid} inside, host uid {host_uid} outside; no other id mapped but the setup's"
-        ));
+        priv_mech.push(if host.euid == 0 {
+            format!(
+                "user namespace: runs as uid {uid} inside, the host's nobody (65534) outside; setup ran as the namespace's root and gave it up"
+            )
+        } else {
+            format!(
+                "user namespace: runs as uid {uid} inside, the caller's uid {} outside",
+                host.euid
+            )
+        });
         priv_mech.push("pid, ipc, uts (hostname \"sandbox\") and cgroup namespaces".into());
         if host.euid != 0 {
             note(

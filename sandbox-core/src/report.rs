@@ -151,15 +151,16 @@ impl fmt::Display for EffectiveSandbox {
             let report = self.layer(layer);
             writeln!(
                 f,
-                "  {:<11} {:<11} {}",
-                layer.to_string(),
+                "  {layer}: {}",
                 if report.enforced {
                     "enforced"
                 } else {
-                    "DOWNGRADED"
-                },
-                report.mechanisms.join("; ")
+                    "NOT ENFORCED AS ASKED"
+                }
             )?;
+            for mechanism in &report.mechanisms {
+                writeln!(f, "    - {mechanism}")?;
+            }
         }
         for d in &self.downgrades {
             writeln!(f, "  downgrade: {d}")?;

@@ -287,6 +287,7 @@ pub const STRICT_ALLOWED: &[(&str, libc::c_long)] = &[
     ("rseq", libc::SYS_rseq),
     ("restart_syscall", libc::SYS_restart_syscall),
     ("prctl", libc::SYS_prctl),
+    ("seccomp", libc::SYS_seccomp),
     ("membarrier", libc::SYS_membarrier),
     ("memfd_create", libc::SYS_memfd_create),
     ("sendfile", libc::SYS_sendfile),

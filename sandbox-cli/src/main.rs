@@ -1,0 +1,307 @@
+//! `sbx`: run a command in a native Linux sandbox (`sbx run`), see what this
+//! host can enforce (`sbx check`), and validate, explain, merge or describe
+//! policies (`sbx policy`). A thin front end over `sandbox-core` and
+//! `sandbox-policy`.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use sandbox_core::{Sandbox, Stdio};
+use sandbox_policy::{PROFILE_NAMES, Policy};
+
+#[derive(Parser)]
+#[command(name = "sbx", version, about = "Run commands in a native Linux sandbox")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a command in the sandbox; the exit code mirrors the command's
+    /// (128 + signal if it was killed), and the report goes to stderr.
+    Run(RunArgs),
+    /// Show what this host can enforce, and what each profile gets here.
+    Check {
+        /// Print JSON instead of a summary.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Work with policy files.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+}
+
+#[derive(Args)]
+struct PolicySource {
+    /// A policy file (TOML, or JSON if it ends in .json); unset fields come
+    /// from the default profile.
+    #[arg(long, conflicts_with = "profile")]
+    policy: Option<PathBuf>,
+    /// A built-in profile: default, strict or networked.
+    #[arg(long)]
+    profile: Option<String>,
+}
+
+impl PolicySource {
+    fn load(&self) -> Result<Policy, String> {
+        match (&self.policy, &self.profile) {
+            (Some(path), _) => Policy::load(path).map_err(|e| e.to_string()),
+            (None, Some(name)) => Policy::profile(name).map_err(|e| e.to_string()),
+            (None, None) => Ok(Policy::default()),
+        }
+    }
+}
+
+#[derive(Args)]
+struct RunArgs {
+    #[command(flatten)]
+    source: PolicySource,
+    /// Print the outcome and report as JSON on stderr.
+    #[arg(long)]
+    json: bool,
+    /// The command and its arguments.
+    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+    command: Vec<String>,
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Check policy files; print each problem with its location.
+    Validate {
+        /// Policy files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Describe a policy in words, completed with the default profile.
+    Explain {
+        #[command(flatten)]
+        source: PolicySource,
+    },
+    /// Merge policies onto a base (later files override earlier ones);
+    /// with --tighten-only, refuse an override that loosens the base.
+    Merge {
+        /// The base policy file.
+        base: PathBuf,
+        /// Overrides, applied in order.
+        #[arg(required = true)]
+        overrides: Vec<PathBuf>,
+        /// Refuse any override that loosens what it overrides.
+        #[arg(long)]
+        tighten_only: bool,
+        /// Print JSON instead of TOML.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the JSON Schema of policy files.
+    Schema,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(args) => run(args),
+        Command::Check { json } => check(json),
+        Command::Policy(cmd) => policy(cmd),
+    };
+    match result {
+        Ok(code) => code,
+        Err(message) => {
+            eprintln!("sbx: {message}");
+            ExitCode::from(125)
+        }
+    }
+}
+
+fn run(args: RunArgs) -> Result<ExitCode, String> {
+    let sandbox = Sandbox::new(args.source.load()?).map_err(|e| e.to_string())?;
+    let (program, rest) = args
+        .command
+        .split_first()
+        .ok_or("no command given (usage: sbx run [--policy FILE | --profile NAME] -- CMD ARGS…)")?;
+    let outcome = sandbox
+        .command(program)
+        .args(rest)
+        .stdin(Stdio::Inherit)
+        .output()
+        .map_err(|e| e.to_string())?;
+    // The command's output first, then the report (so that a pipeline
+    // reading our stdout gets only the command's).
+    let _ = std::io::stdout().write_all(&outcome.stdout);
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().write_all(&outcome.stderr);
+    if args.json {
+        eprintln!(
+            "{}",
+            serde_json::to_string_pretty(&outcome).map_err(|e| e.to_string())?
+        );
+    } else {
+        let mut notes = Vec::new();
+        if outcome.stdout_truncated {
+            notes.push("stdout truncated at max_output_bytes".to_string());
+        }
+        if outcome.stderr_truncated {
+            notes.push("stderr truncated at max_output_bytes".to_string());
+        }
+        if outcome.timed_out {
+            notes.push("killed at the wall_time limit".to_string());
+        }
+        if outcome.oom_killed {
+            notes.push("a process was killed for exceeding the memory limit".to_string());
+        }
+        eprintln!(
+            "sbx: {} after {:.3}s wall, {:.3}s CPU{}{}",
+            outcome.status,
+            outcome.wall_time.as_secs_f64(),
+            outcome.cpu_time.as_secs_f64(),
+            outcome
+                .peak_memory
+                .map(|m| format!(", peak memory {:.1} MiB", m as f64 / 1048576.0))
+                .unwrap_or_default(),
+            if notes.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", notes.join("; "))
+            }
+        );
+        eprint!("{}", outcome.report);
+    }
+    let code = outcome.status.shell_code();
+    Ok(ExitCode::from(u8::try_from(code).unwrap_or(255)))
+}
+
+fn check(json: bool) -> Result<ExitCode, String> {
+    let host = sandbox_core::probe();
+    let mut profiles = Vec::new();
+    for name in PROFILE_NAMES {
+        let sandbox = Sandbox::from_profile(name).map_err(|e| e.to_string())?;
+        profiles.push((name, sandbox));
+    }
+    if json {
+        let value = serde_json::json!({
+            "host": host,
+            "profiles": profiles.iter().map(|(name, s)| {
+                let r = s.report();
+                serde_json::json!({
+                    "name": name,
+                    "runs": r.fully_enforced() || !fails_closed(s),
+                    "filesystem": r.filesystem, "network": r.network,
+                    "privilege": r.privilege, "resources": r.resources,
+                    "downgrades": r.downgrades, "notes": r.notes,
+                })
+            }).collect::<Vec<_>>(),
+        });
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&value).map_err(|e| e.to_string())?
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("host: Linux {}, uid {}", host.kernel, host.euid);
+    let show = |name: &str, c: &sandbox_core::Capability| {
+        println!(
+            "  {name:<22} {}",
+            match c {
+                sandbox_core::Capability::Available => "yes".to_string(),
+                sandbox_core::Capability::Unavailable { reason } => format!("no: {reason}"),
+                sandbox_core::Capability::Unknown { reason } => format!("unknown: {reason}"),
+            }
+        )
+    };
+    show("user namespaces", &host.user_namespaces);
+    show("openat2", &host.openat2);
+    show("landlock", &host.landlock);
+    if let Some(abi) = host.landlock_abi {
+        println!("  {:<22} {abi}", "landlock ABI");
+    }
+    show("seccomp filters", &host.seccomp_filter);
+    show("/dev/net/tun", &host.tun);
+    show("nftables in a userns", &host.nftables_in_userns);
+    for controller in ["memory", "pids"] {
+        println!(
+            "  {:<22} {}",
+            format!("cgroup {controller}"),
+            if host.cgroups.can_limit(controller) {
+                "yes (writable beneath our cgroup)"
+            } else {
+                "no"
+            }
+        );
+    }
+    for (name, sandbox) in &profiles {
+        let r = sandbox.report();
+        let verdict = if r.fully_enforced() {
+            "fully enforced"
+        } else if fails_closed(sandbox) {
+            "REFUSED here (on_unavailable = \"fail\")"
+        } else {
+            "runs degraded"
+        };
+        println!("profile {name}: {verdict}");
+        for d in &r.downgrades {
+            println!("  downgrade: {d}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn fails_closed(sandbox: &Sandbox) -> bool {
+    sandbox.policy().on_unavailable != Some(sandbox_policy::OnUnavailable::Degrade)
+}
+
+fn policy(cmd: PolicyCommand) -> Result<ExitCode, String> {
+    match cmd {
+        PolicyCommand::Validate { files } => {
+            let mut ok = true;
+            for file in files {
+                match Policy::load(&file) {
+                    Ok(_) => println!("{}: ok", file.display()),
+                    Err(e) => {
+                        ok = false;
+                        eprintln!("{e}");
+                    }
+                }
+            }
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        PolicyCommand::Explain { source } => {
+            let policy = source.load()?.resolved();
+            print!("{policy}");
+            Ok(ExitCode::SUCCESS)
+        }
+        PolicyCommand::Merge {
+            base,
+            overrides,
+            tighten_only,
+            json,
+        } => {
+            let mut merged = Policy::load(&base).map_err(|e| e.to_string())?;
+            for file in overrides {
+                let over = Policy::load(&file).map_err(|e| e.to_string())?;
+                merged = if tighten_only {
+                    merged
+                        .merge_tighten_only(&over)
+                        .map_err(|e| format!("{}: {e}", file.display()))?
+                } else {
+                    merged.merge(&over)
+                };
+            }
+            if json {
+                println!("{}", merged.to_json_string());
+            } else {
+                print!("{}", merged.to_toml_string());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        PolicyCommand::Schema => {
+            println!("{}", Policy::json_schema());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

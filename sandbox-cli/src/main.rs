@@ -12,7 +12,11 @@ use sandbox_core::{Sandbox, Stdio};
 use sandbox_policy::{PROFILE_NAMES, Policy};
 
 #[derive(Parser)]
-#[command(name = "sbx", version, about = "Run commands in a native Linux sandbox")]
+#[command(
+    name = "sbx",
+    version,
+    about = "Run commands in a native Linux sandbox"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -167,8 +167,10 @@ impl Builder {
         target: &Path,
     ) -> Result<Reg> {
         let out = self.register();
-        let options = options
+        let source = [("source".to_string(), Some(fstype.to_string()))];
+        let options = source
             .iter()
+            .chain(options)
             .map(|(k, v)| {
                 Ok((
                     cstring("mount option", k.as_bytes())?,

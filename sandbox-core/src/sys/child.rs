@@ -597,26 +597,27 @@ fn run_step(step: &Step, registers: &[Cell<c_int>]) -> Result<(), c_int> {
                 let mut owned = NO_FD;
                 for (i, name) in components.iter().enumerate() {
                     let last = i + 1 == components.len();
-                    if *create {
-                        let made = if last && *kind == TargetKind::File {
-                            libc::mknodat(dir, name.as_ptr(), libc::S_IFREG | 0o644, 0)
-                        } else {
-                            libc::mkdirat(dir, name.as_ptr(), 0o755)
-                        };
-                        if made < 0 && errno() != libc::EEXIST {
-                            let e = errno();
-                            if owned >= 0 {
-                                libc::close(owned);
-                            }
-                            return Err(e);
-                        }
-                    }
                     let flags = if !last || *kind == TargetKind::Dir {
                         libc::O_PATH | libc::O_DIRECTORY
                     } else {
                         libc::O_PATH
                     };
-                    let opened = openat2_beneath(dir, name, flags);
+                    // Open what is there; create it only if it is missing
+                    // (a read-only mount refuses even an mkdir of an
+                    // existing name with EROFS).
+                    let mut opened = openat2_beneath(dir, name, flags);
+                    if *create && opened == Err(libc::ENOENT) {
+                        let made = if last && *kind == TargetKind::File {
+                            libc::mknodat(dir, name.as_ptr(), libc::S_IFREG | 0o644, 0)
+                        } else {
+                            libc::mkdirat(dir, name.as_ptr(), 0o755)
+                        };
+                        opened = if made < 0 && errno() != libc::EEXIST {
+                            Err(errno())
+                        } else {
+                            openat2_beneath(dir, name, flags)
+                        };
+                    }
                     if owned >= 0 {
                         libc::close(owned);
                     }

@@ -1,132 +1,100 @@
-//! `cargo xtask demo`: the main job on the embedded default — a `Root` on a
-//! fresh tree, real operations, and escapes refused with their errors.
+//! `cargo xtask demo`: the main job on the embedded default profile — real
+//! commands in a native sandbox, each layer visible from inside, then the
+//! report. `cargo xtask demo root` shows `openat2-root` on its own.
 
-use std::io::Read;
+use sandbox_core::{Error, Sandbox};
 
-use openat2_root::{OpenOptions, RemoveOptions, Root};
-
-pub(crate) fn run() -> Result<(), String> {
-    let tmp = tempfile::tempdir().map_err(|e| format!("temporary directory: {e}"))?;
-    let base = tmp.path();
-    let project = base.join("project");
-    let secret = base.join("secret");
-    std::fs::create_dir_all(&project).map_err(|e| e.to_string())?;
-    std::fs::create_dir_all(&secret).map_err(|e| e.to_string())?;
-    std::fs::write(secret.join("credentials"), "outside the root\n").map_err(|e| e.to_string())?;
-
-    println!("openat2-root demo: a Root on {}", project.display());
-    println!(
-        "(a sibling directory {} holds a file the root must never reach)\n",
-        secret.display()
-    );
-    let root = Root::open(&project).map_err(|e| e.to_string())?;
-
-    let step = |what: &str, r: openat2_root::Result<String>| match r {
-        Ok(s) if s.is_empty() => println!("  ok       {what}"),
-        Ok(s) => println!("  ok       {what} -> {s}"),
-        Err(e) => println!("  refused  {what}\n           {e} [{:?}]", e.kind()),
-    };
-
-    println!("Ordinary operations, resolved beneath the root by openat2:");
-    step(
-        "create_dir_all(\"src/bin\", 0o755)",
-        root.create_dir_all("src/bin", 0o755)
-            .map(|()| String::new()),
-    );
-    step(
-        "write_atomic(\"src/main.rs\")",
-        root.write_atomic("src/main.rs", b"fn main() {}\n")
-            .map(|()| String::new()),
-    );
-    step(
-        "rename_noreplace(\"src/main.rs\", \"src/bin/app.rs\")",
-        root.rename_noreplace("src/main.rs", "src/bin/app.rs")
-            .map(|()| String::new()),
-    );
-    step(
-        "copy(\"src/bin/app.rs\", \"backup.rs\")",
-        root.copy("src/bin/app.rs", "backup.rs")
-            .map(|n| format!("{n} bytes")),
-    );
-    step(
-        "set_permissions(\"backup.rs\", 0o600)",
-        root.set_permissions("backup.rs", 0o600)
-            .map(|()| String::new()),
-    );
-    step(
-        "metadata(\"backup.rs\")",
-        root.metadata("backup.rs")
-            .map(|m| format!("{} bytes, mode {:o}", m.len(), m.permissions())),
-    );
-    step(
-        "open_file(\"src/bin/app.rs\", read)",
-        root.open_file("src/bin/app.rs", OpenOptions::new().read(true))
-            .map(|mut f| {
-                let mut s = String::new();
-                let _ = f.read_to_string(&mut s);
-                format!("{:?}", s)
-            }),
-    );
-    step(
-        "read_dir(\"src/bin\")",
-        root.read_dir("src/bin").and_then(|rd| {
-            rd.map(|e| {
-                e.map(|e| format!("{} ({})", e.file_name().to_string_lossy(), e.file_type()))
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .map(|v| v.join(", "))
-        }),
-    );
-
-    println!("\nAn attacker plants symlinks inside the project:");
-    std::os::unix::fs::symlink(&secret, project.join("docs")).map_err(|e| e.to_string())?;
-    std::os::unix::fs::symlink("../secret/credentials", project.join("notes.txt"))
-        .map_err(|e| e.to_string())?;
-    println!("  docs      -> {}", secret.display());
-    println!("  notes.txt -> ../secret/credentials\n");
-    step(
-        "open_file(\"notes.txt\", read)",
-        root.open_file("notes.txt", OpenOptions::new().read(true))
-            .map(|_| "opened!".into()),
-    );
-    step(
-        "set_len(\"notes.txt\", 0)",
-        root.set_len("notes.txt", 0).map(|()| String::new()),
-    );
-    step(
-        "write_atomic(\"docs/credentials\")",
-        root.write_atomic("docs/credentials", b"pwned")
-            .map(|()| String::new()),
-    );
-    step(
-        "remove_dir_all(\"docs/\")",
-        root.remove_dir_all("docs/").map(|()| String::new()),
-    );
-    step(
-        "metadata(\"../secret/credentials\")",
-        root.metadata("../secret/credentials")
-            .map(|_| "reached!".into()),
-    );
-    step(
-        "metadata(\"/etc/passwd\")",
-        root.metadata("/etc/passwd").map(|_| "reached!".into()),
-    );
-    step(
-        "remove(\"docs\", -r) removes the link itself",
-        root.remove(
-            "docs",
-            RemoveOptions {
-                recursive: true,
-                force: false,
-            },
-        )
-        .map(|()| String::new()),
-    );
-
-    let after = std::fs::read_to_string(secret.join("credentials")).map_err(|e| e.to_string())?;
-    println!("\nThe file outside the root still reads {after:?}.");
-    if after != "outside the root\n" {
-        return Err("the file outside the root changed".into());
+pub(crate) fn run(args: &[String]) -> Result<(), String> {
+    match args.first().map(String::as_str) {
+        None => sandbox(),
+        Some("root") => crate::demo_root::run(),
+        Some(other) => Err(format!(
+            "unknown demo {other:?}: `cargo xtask demo` or `cargo xtask demo root`"
+        )),
     }
+}
+
+fn sandbox() -> Result<(), String> {
+    let sandbox = Sandbox::from_profile("default").map_err(|e| e.to_string())?;
+    println!("sandbox-core demo: the embedded `default` profile, no helper binaries\n");
+    if !sandbox.report().fully_enforced() {
+        println!("This host cannot enforce the default profile as asked:\n");
+        print!("{}", sandbox.report());
+        println!("\nThe run is refused (on_unavailable = \"fail\"), as it should be.");
+        let err = sandbox.command("true").output().map_err(|e| e.to_string());
+        return match err {
+            Err(message) => {
+                println!("  {message}");
+                Ok(())
+            }
+            Ok(_) => Err("a run that cannot be enforced was not refused".into()),
+        };
+    }
+    let bash = std::path::Path::new("/bin/bash").exists();
+    let mut steps: Vec<(&str, String)> = vec![
+        ("who am I", "id".into()),
+        ("which host", "hostname".into()),
+        ("what is on disk", "ls /".into()),
+        (
+            "which processes",
+            "ls -d /proc/[0-9]* | tr '\\n' ' '; echo".into(),
+        ),
+        (
+            "which privileges",
+            "grep -E '^(CapEff|CapBnd|NoNewPrivs|Seccomp):' /proc/self/status".into(),
+        ),
+        ("write to /etc", "echo x > /etc/motd-by-sandbox".into()),
+        (
+            "write to /tmp (a private tmpfs)",
+            "echo x > /tmp/ok && ls -l /tmp/ok".into(),
+        ),
+        (
+            "which network",
+            "cat /proc/net/dev | tail -n +3 | cut -d: -f1".into(),
+        ),
+    ];
+    if bash {
+        // 192.0.2.1 is TEST-NET-1, never routed; the sandbox has no route
+        // at all, so no packet is sent anywhere. The control connects to
+        // the sandbox's own loopback: refused, not unreachable, because
+        // the network stack is there and only the way out is missing.
+        steps.push((
+            "reach 192.0.2.1:80 (outside)",
+            "bash -c 'echo > /dev/tcp/192.0.2.1/80'".into(),
+        ));
+        steps.push((
+            "control: reach 127.0.0.1:9 (its own loopback)",
+            "bash -c 'echo > /dev/tcp/127.0.0.1/9'".into(),
+        ));
+    }
+    for (what, script) in steps {
+        println!("# {what}\n$ {script}");
+        let outcome = sandbox
+            .command("sh")
+            .args(["-c", &script])
+            .output()
+            .map_err(|e: Error| e.to_string())?;
+        let text = String::from_utf8_lossy(&outcome.stdout);
+        let err = String::from_utf8_lossy(&outcome.stderr);
+        for line in text.lines().chain(err.lines()) {
+            println!("  {line}");
+        }
+        if !outcome.success() {
+            println!("  [{}]", outcome.status);
+        }
+        println!();
+    }
+    let outcome = sandbox
+        .command("true")
+        .output()
+        .map_err(|e| e.to_string())?;
+    println!(
+        "A whole run of `true` took {:.1} ms. The report every run carries:\n",
+        outcome.wall_time.as_secs_f64() * 1000.0
+    );
+    print!("{}", outcome.report);
+    println!(
+        "\nTry it yourself: cargo run -p sandbox-cli -- run --profile default -- sh -c 'id; ls /; echo x > /etc/y'"
+    );
     Ok(())
 }

@@ -3,13 +3,16 @@
 //!
 //! - `cargo xtask test` — install missing system packages, then fmt, clippy
 //!   and the whole test suite (what CI runs);
-//! - `cargo xtask demo` — the main job on the embedded default;
+//! - `cargo xtask demo` — the main job on the embedded default profile: real
+//!   commands in a sandbox, each layer seen from inside, and the report
+//!   (`cargo xtask demo root`: `openat2-root` on its own);
 //! - `cargo xtask race [--ops N]` — a longer race campaign;
 //! - `cargo xtask fuzz TARGET [--seconds N]` — run a cargo-fuzz target;
 //! - `cargo xtask bench fs` — the filesystem benchmarks and their ratio table.
 
 mod bench;
 mod demo;
+mod demo_root;
 mod fuzz;
 mod packages;
 mod run;
@@ -20,7 +23,7 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("test") => test(),
-        Some("demo") => demo::run(),
+        Some("demo") => demo::run(&args[1..]),
         Some("race") => race(&args[1..]),
         Some("fuzz") => fuzz::run(&args[1..]),
         Some("bench") => bench::run(&args[1..]),
@@ -35,7 +38,7 @@ fn main() -> ExitCode {
     }
 }
 
-const USAGE: &str = "usage: cargo xtask <test | demo | race [--ops N] | fuzz TARGET [--seconds N] | bench fs [--disk] [--criterion]>";
+const USAGE: &str = "usage: cargo xtask <test | demo [root] | race [--ops N] | fuzz TARGET [--seconds N] | bench fs [--disk] [--criterion]>";
 
 /// What CI runs: system packages, formatting, lints, every test.
 fn test() -> Result<(), String> {

@@ -28,7 +28,9 @@ pub struct V1Hierarchy {
     pub mount: PathBuf,
     /// The caller's cgroup in it, relative to the mount.
     pub own: PathBuf,
-    /// Whether a child cgroup can be created beneath the caller's own.
+    /// Whether a child cgroup can be created beneath the caller's own
+    /// (tried only for hierarchies carrying `memory`, `pids` or `cpu`, the
+    /// controllers a sandbox uses; `false` for the others).
     pub writable: bool,
 }
 

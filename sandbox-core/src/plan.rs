@@ -239,7 +239,13 @@ pub(crate) fn build(
     keep.dedup();
     b.push(Step::CloseFdsExcept(keep), "close the caller's fds");
     b.push(Step::ParentDeathSignal, "prctl(PR_SET_PDEATHSIG)");
-    b.push(Step::WaitForParent(fds.sync_read), "wait for the id maps");
+    b.push(
+        Step::WaitForParent {
+            fd: fds.sync_read,
+            close: false,
+        },
+        "wait for the id maps",
+    );
     let root_caller = euid == 0;
     let writable_paths = writable_paths(policy, decisions.fs_mode);
     if decisions.namespaces {
@@ -256,6 +262,16 @@ pub(crate) fn build(
         if decisions.new_netns {
             b.push(Step::LoopbackUp, "bring loopback up");
         }
+        // The parent moved us into our cgroups meanwhile (a cgroup v1
+        // migration can take milliseconds: it overlaps the mounts).
+        b.push(
+            Step::WaitForParent {
+                fd: fds.sync_read,
+                close: true,
+            },
+            "wait to be placed in the run's cgroups",
+        );
+        b.push(Step::UnshareCgroup, "unshare(CLONE_NEWCGROUP)");
         b.push(
             Step::DropBoundingAndAmbient,
             "drop the bounding and ambient capability sets",

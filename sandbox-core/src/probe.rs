@@ -188,6 +188,9 @@ fn probe_user_namespaces(euid: u32, egid: u32) -> Capability {
     }
 }
 
+/// The v1 controllers a sandbox creates cgroups in.
+const USED_CONTROLLERS: [&str; 3] = ["memory", "pids", "cpu"];
+
 /// Finds the hierarchies and tries to create a cgroup beneath the caller's
 /// own in each (through `openat2-root`, then removes it).
 fn probe_cgroups() -> CgroupSupport {
@@ -237,7 +240,13 @@ fn probe_cgroups() -> CgroupSupport {
             let Some(rel) = cgroups::relative_to_mount(&own_path, &m.root) else {
                 continue;
             };
-            let writable = can_create_beneath(&m.mount_point, &rel);
+            // Trying costs a mkdir and an rmdir (slow on some v1
+            // controllers): only where a sandbox would create cgroups.
+            let writable = m
+                .controllers
+                .iter()
+                .any(|c| USED_CONTROLLERS.contains(&c.as_str()))
+                && can_create_beneath(&m.mount_point, &rel);
             if !support.v1.iter().any(|h| h.controllers == m.controllers) {
                 support.v1.push(V1Hierarchy {
                     controllers: m.controllers,

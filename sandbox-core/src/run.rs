@@ -143,34 +143,35 @@ pub(crate) fn start(inner: &Inner, spec: &CommandSpec, stdio: StdioChoice) -> Re
             write("uid_map", &plan.uid_map)?;
             write("gid_map", &plan.gid_map)?;
         }
-        cgroups.attach(pid)?;
-        rustix::io::write(&sync_write, &[1]).map_err(Error::prepare_errno("start the sandbox"))?;
-        Ok(())
-    };
-    if let Err(e) = parent_setup() {
-        abandon(pid, &pidfd);
-        return Err(e);
-    }
-    drop(sync_write);
-
-    // Setup failures arrive as a record; EOF means the command exec'd.
-    let mut record = [0u8; RECORD_LEN];
-    let mut filled = 0;
-    while filled < RECORD_LEN {
-        match rustix::io::read(&setup_read, &mut record[filled..]) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(Errno::INTR) => {}
-            Err(e) => {
-                abandon(pid, &pidfd);
-                return Err(Error::supervise("read the setup pipe")(e));
-            }
+        let go = || {
+            rustix::io::write(&sync_write, &[1])
+                .map(drop)
+                .map_err(Error::prepare_errno("start the sandbox"))
+        };
+        if plan.namespaces != 0 {
+            // The child builds its root while we move it into its cgroups;
+            // it waits for the second byte before it forks the command.
+            go()?;
+            cgroups.attach(pid)?;
+        } else {
+            cgroups.attach(pid)?;
         }
-    }
-    if filled == RECORD_LEN {
-        let (kind, index, errno) = decode_record(&record);
+        go()
+    };
+    let parent_result = parent_setup();
+    drop(sync_write);
+    if parent_result.is_err() {
+        // The child may have failed first (and so refused our bytes): its
+        // report explains more than our broken pipe.
         abandon(pid, &pidfd);
-        if kind == RECORD_STEP_FAILED {
+    }
+    // Setup failures arrive as a record; EOF means the command exec'd.
+    let record = read_record(&setup_read);
+    if parent_result.is_ok() && matches!(record, Ok(Some(_))) {
+        abandon(pid, &pidfd);
+    }
+    match record {
+        Ok(Some((RECORD_STEP_FAILED, index, errno))) => {
             let step = plan
                 .descriptions
                 .get(index as usize)
@@ -181,6 +182,11 @@ pub(crate) fn start(inner: &Inner, spec: &CommandSpec, stdio: StdioChoice) -> Re
                 source: std::io::Error::from_raw_os_error(errno),
             });
         }
+        Err(e) if parent_result.is_ok() => {
+            abandon(pid, &pidfd);
+            return Err(e);
+        }
+        _ => parent_result?,
     }
     Ok(Started {
         pid,
@@ -193,6 +199,21 @@ pub(crate) fn start(inner: &Inner, spec: &CommandSpec, stdio: StdioChoice) -> Re
         started,
         reaped: false,
     })
+}
+
+/// Reads one record from a pipe, or `None` at EOF.
+fn read_record(pipe: &OwnedFd) -> Result<Option<(u32, u32, i32)>> {
+    let mut record = [0u8; RECORD_LEN];
+    let mut filled = 0;
+    while filled < RECORD_LEN {
+        match rustix::io::read(pipe, &mut record[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(Errno::INTR) => {}
+            Err(e) => return Err(Error::supervise("read the setup pipe")(e)),
+        }
+    }
+    Ok((filled == RECORD_LEN).then(|| decode_record(&record)))
 }
 
 /// One captured stream: the bytes kept, and whether some were dropped.

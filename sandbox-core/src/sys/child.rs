@@ -75,8 +75,10 @@ pub(crate) enum Step {
     CloseFdsExcept(Vec<c_int>),
     /// `prctl(PR_SET_PDEATHSIG, SIGKILL)`.
     ParentDeathSignal,
-    /// Block until the parent has written the id maps (one byte on `fd`).
-    WaitForParent(c_int),
+    /// Block until the parent says go (one byte on `fd`): after the id
+    /// maps, and again after placing us in our cgroups. The last wait
+    /// closes the fd.
+    WaitForParent { fd: c_int, close: bool },
     /// `unshare(CLONE_NEWCGROUP)`, after the parent placed us in our cgroups.
     UnshareCgroup,
     /// `mount(NULL, "/", NULL, MS_REC | MS_PRIVATE)`.
@@ -464,7 +466,7 @@ fn run_step(step: &Step, registers: &[Cell<c_int>]) -> Result<(), c_int> {
             Step::ParentDeathSignal => {
                 check(libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0))?;
             }
-            Step::WaitForParent(fd) => {
+            Step::WaitForParent { fd, close } => {
                 let mut byte = 0u8;
                 loop {
                     let n = libc::read(*fd, (&mut byte as *mut u8).cast(), 1);
@@ -476,7 +478,9 @@ fn run_step(step: &Step, registers: &[Cell<c_int>]) -> Result<(), c_int> {
                     }
                     return Err(libc::ECANCELED);
                 }
-                libc::close(*fd);
+                if *close {
+                    libc::close(*fd);
+                }
             }
             Step::UnshareCgroup => {
                 check(libc::unshare(libc::CLONE_NEWCGROUP))?;

@@ -1,0 +1,118 @@
+//! Spawning `/bin/true` in a full sandbox (all namespaces, minimal root, no
+//! network), against bubblewrap and a plain spawn, in interleaved rounds so
+//! that the machine's drift hits every variant alike. `cargo xtask bench
+//! spawn` builds `sbx` in release mode, installs bubblewrap if missing, and
+//! runs this; `SPAWN_ROUNDS` sets the number of rounds.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use sandbox_core::Sandbox;
+use sandbox_policy::Policy;
+
+type Run = Box<dyn Fn() -> bool>;
+
+fn quiet(mut cmd: Command) -> Run {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let cmd = std::cell::RefCell::new(cmd);
+    Box::new(move || cmd.borrow_mut().status().is_ok_and(|s| s.success()))
+}
+
+fn library(sandbox: Sandbox) -> Run {
+    Box::new(move || {
+        sandbox
+            .command("/bin/true")
+            .output()
+            .is_ok_and(|o| o.success())
+    })
+}
+
+fn main() {
+    let rounds: usize = std::env::var("SPAWN_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
+    let sbx = std::env::var("SBX_BIN")
+        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../target/release/sbx").into());
+    let default = Sandbox::from_profile("default").unwrap_or_else(|e| panic!("{e}"));
+    if !default.report().fully_enforced() {
+        panic!(
+            "the default profile is not enforceable here:\n{}",
+            default.report()
+        );
+    }
+    let no_cgroups =
+        Policy::from_toml_str("[resources]\nmemory = \"unlimited\"\npids = \"unlimited\"\n")
+            .map_err(|e| e.to_string())
+            .and_then(|p| Sandbox::new(p).map_err(|e| e.to_string()))
+            .unwrap_or_else(|e| panic!("{e}"));
+    let mut bwrap = Command::new("bwrap");
+    bwrap.args([
+        "--unshare-all",
+        "--ro-bind",
+        "/",
+        "/",
+        "--dev",
+        "/dev",
+        "--proc",
+        "/proc",
+        "/bin/true",
+    ]);
+    let mut sbx_cmd = Command::new(&sbx);
+    sbx_cmd.args(["run", "--profile", "default", "--", "/bin/true"]);
+    let variants: Vec<(&str, Run)> = vec![
+        (
+            "plain /bin/true (std::process)",
+            quiet(Command::new("/bin/true")),
+        ),
+        (
+            "bwrap --unshare-all --ro-bind / / --dev /dev --proc /proc",
+            quiet(bwrap),
+        ),
+        ("sbx run --profile default (CLI)", quiet(sbx_cmd)),
+        ("Sandbox default profile (library)", library(default)),
+        (
+            "Sandbox default, no cgroup limits (library)",
+            library(no_cgroups),
+        ),
+    ];
+    for (name, run) in &variants {
+        if !run() {
+            panic!("{name} does not run /bin/true successfully here");
+        }
+    }
+    let mut samples: Vec<Vec<Duration>> = vec![Vec::with_capacity(rounds); variants.len()];
+    for round in 0..rounds {
+        for k in 0..variants.len() {
+            let i = (round + k) % variants.len();
+            let start = Instant::now();
+            let ok = (variants[i].1)();
+            samples[i].push(start.elapsed());
+            assert!(ok, "{} failed in round {round}", variants[i].0);
+        }
+    }
+    let stats: Vec<(f64, f64, f64)> = samples
+        .iter_mut()
+        .map(|s| {
+            s.sort();
+            let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+            let mean = s.iter().map(|d| ms(*d)).sum::<f64>() / s.len() as f64;
+            (ms(s[s.len() / 2]), mean, ms(s[s.len() * 9 / 10]))
+        })
+        .collect();
+    let bwrap_median = stats[1].0;
+    println!("\nspawn /bin/true, {rounds} interleaved rounds (ms)\n");
+    println!(
+        "{:<58} {:>8} {:>8} {:>8} {:>9}",
+        "variant", "median", "mean", "p90", "vs bwrap"
+    );
+    for ((name, _), (median, mean, p90)) in variants.iter().zip(&stats) {
+        println!(
+            "{name:<58} {median:>8.2} {mean:>8.2} {p90:>8.2} {:>8.2}x",
+            median / bwrap_median
+        );
+    }
+    println!("\n(target: the sandboxed spawn at most 0.5x bwrap's median wall time)");
+}

@@ -1,5 +1,7 @@
 //! `cargo xtask bench fs [--disk] [--criterion]`: the filesystem hot paths,
 //! `Root` against `std::fs` and `cap-std` measured in the same run.
+//! `cargo xtask bench spawn [--rounds N]`: `/bin/true` in a full sandbox
+//! (`sbx` and the library) against bubblewrap and a plain spawn.
 //!
 //! By default it runs `benches/fs_pairwise.rs`, which interleaves the three
 //! implementations in rounds and prints the ratio table; `--criterion` runs
@@ -12,7 +14,10 @@ use crate::run;
 pub(crate) fn run(args: &[String]) -> Result<(), String> {
     match args.first().map(String::as_str) {
         Some("fs") => fs(&args[1..]),
-        _ => Err("usage: cargo xtask bench fs [--disk] [--criterion]".into()),
+        Some("spawn") => spawn(&args[1..]),
+        _ => Err(
+            "usage: cargo xtask bench fs [--disk] [--criterion] | bench spawn [--rounds N]".into(),
+        ),
     }
 }
 
@@ -40,4 +45,17 @@ fn fs(args: &[String]) -> Result<(), String> {
         }
     );
     Ok(())
+}
+
+fn spawn(args: &[String]) -> Result<(), String> {
+    crate::packages::ensure(crate::packages::FOR_SPAWN_BENCH)?;
+    run::cargo(&["build", "-q", "--release", "-p", "sandbox-cli"])?;
+    let mut cmd = Command::new(run::cargo_bin());
+    cmd.args(["bench", "-q", "-p", "benches", "--bench", "spawn"])
+        .env("SBX_BIN", run::workspace_root().join("target/release/sbx"))
+        .current_dir(run::workspace_root());
+    if let Some(rounds) = run::flag_value(args, "--rounds")? {
+        cmd.env("SPAWN_ROUNDS", rounds.to_string());
+    }
+    run::status(&mut cmd)
 }

@@ -8,7 +8,8 @@
 //!   (`cargo xtask demo root`: `openat2-root` on its own);
 //! - `cargo xtask race [--ops N]` — a longer race campaign;
 //! - `cargo xtask fuzz TARGET [--seconds N]` — run a cargo-fuzz target;
-//! - `cargo xtask bench fs` — the filesystem benchmarks and their ratio table.
+//! - `cargo xtask bench fs` — the filesystem benchmarks and their ratio table;
+//! - `cargo xtask bench spawn` — a sandboxed `/bin/true` against bubblewrap.
 
 mod bench;
 mod demo;
@@ -38,7 +39,7 @@ fn main() -> ExitCode {
     }
 }
 
-const USAGE: &str = "usage: cargo xtask <test | demo [root] | race [--ops N] | fuzz TARGET [--seconds N] | bench fs [--disk] [--criterion]>";
+const USAGE: &str = "usage: cargo xtask <test | demo [root] | race [--ops N] | fuzz TARGET [--seconds N] | bench fs [--disk] [--criterion] | bench spawn [--rounds N]>";
 
 /// What CI runs: system packages, formatting, lints, every test.
 fn test() -> Result<(), String> {

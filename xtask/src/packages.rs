@@ -26,6 +26,14 @@ pub(crate) const FOR_TESTS: &[Package] = &[
     },
 ];
 
+/// The peers `cargo xtask bench spawn` measures against (benchmark-only:
+/// nothing else uses them).
+pub(crate) const FOR_SPAWN_BENCH: &[Package] = &[Package {
+    name: "bubblewrap",
+    provides: "bwrap",
+    why: "the peer of the spawn benchmark",
+}];
+
 /// Whether `command` is on the PATH.
 pub(crate) fn have(command: &str) -> bool {
     std::env::var_os("PATH")

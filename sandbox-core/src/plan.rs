@@ -239,13 +239,7 @@ pub(crate) fn build(
     keep.dedup();
     b.push(Step::CloseFdsExcept(keep), "close the caller's fds");
     b.push(Step::ParentDeathSignal, "prctl(PR_SET_PDEATHSIG)");
-    b.push(
-        Step::WaitForParent {
-            fd: fds.sync_read,
-            close: false,
-        },
-        "wait for the id maps",
-    );
+    b.push(Step::WaitForParent(fds.sync_read), "wait for the id maps");
     let root_caller = euid == 0;
     let writable_paths = writable_paths(policy, decisions.fs_mode);
     if decisions.namespaces {
@@ -265,10 +259,7 @@ pub(crate) fn build(
         // The parent moved us into our cgroups meanwhile (a cgroup v1
         // migration can take milliseconds: it overlaps the mounts).
         b.push(
-            Step::WaitForParent {
-                fd: fds.sync_read,
-                close: true,
-            },
+            Step::WaitForParent(fds.sync_read),
             "wait to be placed in the run's cgroups",
         );
         b.push(Step::UnshareCgroup, "unshare(CLONE_NEWCGROUP)");
@@ -290,6 +281,13 @@ pub(crate) fn build(
     }
     b.push(Step::ClearCapabilities, "capset(0)");
     b.push(Step::NoNewPrivs, "prctl(PR_SET_NO_NEW_PRIVS)");
+    // Changing credentials cleared the parent-death signal: set it again,
+    // then make sure the parent did not die in between.
+    b.push(Step::ParentDeathSignal, "prctl(PR_SET_PDEATHSIG) again");
+    b.push(
+        Step::CheckParentAlive(fds.sync_read),
+        "check that the parent is alive",
+    );
     let init_steps = std::mem::take(&mut b.steps);
 
     // The command's side.
@@ -821,4 +819,91 @@ fn filesystem_steps(b: &mut Builder, policy: &Policy, mode: FsMode) -> Result<()
         b.push(Step::Close(root), "close /");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(program: &str) -> CommandSpec {
+        CommandSpec {
+            program: program.into(),
+            args: Vec::new(),
+            env: Vec::new(),
+            current_dir: None,
+        }
+    }
+
+    #[test]
+    fn program_lookup_follows_the_sandbox_path() {
+        let env = vec![(OsString::from("PATH"), OsString::from("/a:relative:/b"))];
+        let found = exec_candidates(OsStr::new("sh"), &env).unwrap();
+        assert_eq!(found, [c"/a/sh".to_owned(), c"/b/sh".to_owned()]);
+        let direct = exec_candidates(OsStr::new("./x"), &env).unwrap();
+        assert_eq!(direct, [c"./x".to_owned()]);
+        let default = exec_candidates(OsStr::new("true"), &[]).unwrap();
+        assert_eq!(default.len(), 3);
+        assert!(exec_candidates(OsStr::new(""), &env).is_err());
+    }
+
+    #[test]
+    fn environment_layers_caller_policy_and_command() {
+        let policy =
+            Policy::from_toml_str("[env]\nallow = []\nset = { A = \"policy\", B = \"policy\" }\n")
+                .unwrap();
+        let mut s = spec("true");
+        s.env.push(("B".into(), "command".into()));
+        let env = environment(&policy, &s).unwrap();
+        assert_eq!(
+            env,
+            [
+                (OsString::from("A"), OsString::from("policy")),
+                (OsString::from("B"), OsString::from("command"))
+            ]
+        );
+        s.env.push(("C=D".into(), "x".into()));
+        assert!(environment(&policy, &s).is_err());
+    }
+
+    #[test]
+    fn paths_with_dotdot_are_refused() {
+        assert!(components(Path::new("/a/../b")).is_err());
+        assert_eq!(components(Path::new("/a/./b/")).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn rlimits_follow_the_policy_and_core_dumps_are_off() {
+        let policy = Policy::from_toml_str(
+            "[resources]\ncpu_time = \"1500ms\"\nmax_file_size = \"unlimited\"\nopen_files = 9\n",
+        )
+        .unwrap();
+        let limits = rlimits(&policy);
+        assert_eq!(limits[0], (libc::RLIMIT_CORE, 0, 0, "RLIMIT_CORE"));
+        assert!(limits.contains(&(libc::RLIMIT_CPU, 2, 3, "RLIMIT_CPU")));
+        assert!(limits.contains(&(libc::RLIMIT_NOFILE, 9, 9, "RLIMIT_NOFILE")));
+        assert!(!limits.iter().any(|l| l.0 == libc::RLIMIT_FSIZE));
+    }
+
+    #[test]
+    fn landlock_rights_match_the_abi() {
+        let Step::Landlock {
+            handled,
+            attr_size,
+            rules,
+        } = landlock_step(1, &[(PathBuf::from("/tmp"), true)]).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(handled, [(1 << 13) - 1, 0, 0]);
+        assert_eq!(attr_size, 8);
+        assert!(rules.iter().all(|(_, access)| access & !handled[0] == 0));
+        let Step::Landlock { handled, rules, .. } =
+            landlock_step(7, &[(PathBuf::from("/out/file"), false)]).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(handled[2], 0b11, "signals and abstract sockets scoped");
+        // A rule on a file carries file rights only.
+        assert_eq!(rules[2].1 & landlock_access::READ_DIR, 0);
+    }
 }

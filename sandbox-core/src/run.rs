@@ -31,6 +31,9 @@ pub(crate) struct Started {
     stdout: Option<OwnedFd>,
     stderr: Option<OwnedFd>,
     status: OwnedFd,
+    /// Our end of the sync pipe, open while we supervise: the child checks
+    /// it to know we are alive.
+    _parent_alive: OwnedFd,
     cgroups: RunCgroups,
     started: Instant,
     reaped: bool,
@@ -159,7 +162,6 @@ pub(crate) fn start(inner: &Inner, spec: &CommandSpec, stdio: StdioChoice) -> Re
         go()
     };
     let parent_result = parent_setup();
-    drop(sync_write);
     if parent_result.is_err() {
         // The child may have failed first (and so refused our bytes): its
         // report explains more than our broken pipe.
@@ -195,6 +197,7 @@ pub(crate) fn start(inner: &Inner, spec: &CommandSpec, stdio: StdioChoice) -> Re
         stdout: parent_out,
         stderr: parent_err,
         status: status_read,
+        _parent_alive: sync_write,
         cgroups,
         started,
         reaped: false,

@@ -238,7 +238,8 @@ fn output_is_capped_and_the_command_is_never_blocked() {
     assert!(!small.stdout_truncated);
 }
 
-fn processes_with(marker: &str) -> usize {
+/// The pids of processes whose command line contains `marker`.
+fn pids_with(marker: &str) -> Vec<i32> {
     std::fs::read_dir("/proc")
         .unwrap()
         .filter_map(|e| e.ok())
@@ -247,7 +248,12 @@ fn processes_with(marker: &str) -> usize {
                 .map(|c| String::from_utf8_lossy(&c).contains(marker))
                 .unwrap_or(false)
         })
-        .count()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect()
+}
+
+fn processes_with(marker: &str) -> usize {
+    pids_with(marker).len()
 }
 
 #[test]
@@ -562,4 +568,116 @@ fn unprivileged_child() {
     );
     assert!(lines[2].ends_with("0000000000000000"));
     println!("UNPRIVILEGED OK");
+}
+
+#[test]
+fn host_readonly_shows_the_host_tree_read_only() {
+    require_root!();
+    let sb = sandbox("[filesystem]\nmode = \"host-readonly\"\n");
+    let out = sh(
+        &sb,
+        "ls /; echo ---; { echo x > /var/tmp/sbx-test; } 2>&1; ls -d /proc/[0-9]* | wc -l; ls /dev | wc -l",
+    );
+    assert!(out.success(), "{out:?}");
+    let text = stdout(&out);
+    let (root, rest) = text.split_once("---\n").unwrap();
+    let host_root: Vec<String> = std::fs::read_dir("/")
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    for name in root.lines() {
+        assert!(host_root.iter().any(|h| h == name), "{name} is the host's");
+    }
+    assert!(root.lines().count() >= host_root.len() - 1, "{root}");
+    let lines: Vec<&str> = rest.lines().collect();
+    assert!(lines[0].contains("Read-only file system"), "{rest}");
+    assert!(!Path::new("/var/tmp/sbx-test").exists());
+    let procs: usize = lines[1].trim().parse().unwrap();
+    assert!(procs <= 4, "only the sandbox's processes: {procs}");
+    let devs: usize = lines[2].trim().parse().unwrap();
+    assert!(devs < 20, "a minimal /dev: {devs} entries");
+}
+
+#[test]
+fn filesystem_off_shares_the_host_view_with_a_fresh_proc() {
+    require_root!();
+    let sb = sandbox("[filesystem]\nmode = \"off\"\ntmpfs = []\nworkdir = \"/\"\n");
+    let out = sh(
+        &sb,
+        "test -d /root && echo host-root; ls -d /proc/[0-9]* | wc -l",
+    );
+    assert!(out.success(), "{out:?}");
+    let text = stdout(&out);
+    assert!(text.starts_with("host-root\n"), "{text}");
+    let procs: usize = text.lines().nth(1).unwrap().trim().parse().unwrap();
+    assert!(procs <= 4, "the sandbox's own pid namespace: {procs}");
+}
+
+#[test]
+fn landlock_scopes_abstract_unix_sockets_to_the_sandbox() {
+    require_root!();
+    use std::os::linux::net::SocketAddrExt;
+    let host = sandbox_core::probe();
+    if host.landlock_abi.unwrap_or(0) < 6 || !Path::new("/usr/bin/python3").exists() {
+        eprintln!("skipped: needs Landlock ABI 6 and /usr/bin/python3");
+        return;
+    }
+    let name = format!("sbx-landlock-test-{}", std::process::id());
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+    let listener = std::os::unix::net::UnixListener::bind_addr(&addr).unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let script = format!(
+        "import socket\ns = socket.socket(socket.AF_UNIX)\ntry:\n    s.connect('\\0{name}')\n    print('connected')\nexcept OSError as e:\n    print('refused', e.errno)"
+    );
+    // The host network, so that the abstract namespace is the host's.
+    let base = "[network]\nmode = \"host\"\n";
+    let scoped = sandbox(base);
+    let out = scoped
+        .command("python3")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&out), "refused 1\n", "{out:?}");
+    // Control: without Landlock the same connect reaches the host's socket.
+    let control = sandbox(&format!("{base}[privilege]\nlandlock = \"off\"\n"));
+    let out = control
+        .command("python3")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&out), "connected\n", "{out:?}");
+}
+
+#[test]
+fn parent_death_kills_the_sandbox() {
+    if std::env::var_os("SBX_CHILD_PARENT_DEATH").is_some() {
+        let sb = Sandbox::from_profile("default").unwrap();
+        let _child = sb.command("sleep").arg("4646.5").spawn().unwrap();
+        println!("READY");
+        std::thread::sleep(Duration::from_secs(60));
+        return;
+    }
+    require_root!();
+    use std::io::{BufRead, BufReader};
+    let exe = std::env::current_exe().unwrap();
+    let mut child = std::process::Command::new(exe)
+        .args(["--exact", "parent_death_kills_the_sandbox", "--nocapture"])
+        .env("SBX_CHILD_PARENT_DEATH", "1")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    assert!(lines.any(|l| l.unwrap().contains("READY")));
+    assert_eq!(processes_with("4646.5"), 1, "the sandbox runs");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while processes_with("4646.5") > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        processes_with("4646.5"),
+        0,
+        "the sandbox died with its parent"
+    );
 }

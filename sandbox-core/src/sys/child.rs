@@ -76,9 +76,14 @@ pub(crate) enum Step {
     /// `prctl(PR_SET_PDEATHSIG, SIGKILL)`.
     ParentDeathSignal,
     /// Block until the parent says go (one byte on `fd`): after the id
-    /// maps, and again after placing us in our cgroups. The last wait
-    /// closes the fd.
-    WaitForParent { fd: c_int, close: bool },
+    /// maps, and again after placing us in our cgroups. The parent keeps
+    /// its end open for the whole run (see `CheckParentAlive`).
+    WaitForParent(c_int),
+    /// Fails with `ECANCELED` if the parent has closed its end of `fd`
+    /// (it died): after the credentials change, which clears the
+    /// parent-death signal, the signal is set again and this closes the
+    /// window in which the parent could have died unnoticed.
+    CheckParentAlive(c_int),
     /// `unshare(CLONE_NEWCGROUP)`, after the parent placed us in our cgroups.
     UnshareCgroup,
     /// `mount(NULL, "/", NULL, MS_REC | MS_PRIVATE)`.
@@ -466,7 +471,7 @@ fn run_step(step: &Step, registers: &[Cell<c_int>]) -> Result<(), c_int> {
             Step::ParentDeathSignal => {
                 check(libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0))?;
             }
-            Step::WaitForParent { fd, close } => {
+            Step::WaitForParent(fd) => {
                 let mut byte = 0u8;
                 loop {
                     let n = libc::read(*fd, (&mut byte as *mut u8).cast(), 1);
@@ -478,8 +483,16 @@ fn run_step(step: &Step, registers: &[Cell<c_int>]) -> Result<(), c_int> {
                     }
                     return Err(libc::ECANCELED);
                 }
-                if *close {
-                    libc::close(*fd);
+            }
+            Step::CheckParentAlive(fd) => {
+                let mut poll = libc::pollfd {
+                    fd: *fd,
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
+                check(libc::poll(&mut poll, 1, 0))?;
+                if poll.revents & libc::POLLHUP != 0 {
+                    return Err(libc::ECANCELED);
                 }
             }
             Step::UnshareCgroup => {

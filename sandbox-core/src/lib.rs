@@ -1,11 +1,59 @@
 //! Run a command in a native Linux namespace sandbox, with an honest report
-//! of which layers were enforced.
+//! of which layers were enforced. No helper binary: the library clones the
+//! sandbox itself.
 //!
-//! This crate is being built (issue 4): so far it has the host capability
-//! [`probe`], which finds what this host can enforce by trying it —
-//! user namespaces (in a throwaway child), openat2, Landlock, seccomp
-//! filters, cgroups (v2, or v1 on hybrid hosts, beneath the caller's own
-//! cgroup), `/dev/net/tun`.
+//! A [`Sandbox`] is a [`Policy`](sandbox_policy::Policy) checked against
+//! this host ([`probe`]); [`Sandbox::command`] builds a command in the shape
+//! of [`std::process::Command`], and [`output`](SandboxCommand::output),
+//! [`status`](SandboxCommand::status) or [`spawn`](SandboxCommand::spawn)
+//! run it. Every run returns a [`RunOutcome`]: exit status, `timed_out`,
+//! stdout and stderr capped at `max_output_bytes` (the rest drained, never
+//! blocking the command), wall and CPU time, peak memory, and the
+//! [`EffectiveSandbox`] report.
+//!
+//! The pipeline, per run:
+//!
+//! 1. **Decide** (once per `Sandbox`): per layer, enforce, downgrade with a
+//!    reason, or — with `on_unavailable = "fail"` — refuse the run with
+//!    [`Error::Unavailable`] before anything is spawned.
+//! 2. **Plan in the parent**: mount list, id maps, rlimits, Landlock rules,
+//!    the seccomp BPF, argv and env, all as prebuilt buffers.
+//! 3. **Clone** PID 1 of the sandbox into new user, mount, pid, ipc, uts
+//!    and (for `network.mode = "none"`) network namespaces; the parent writes
+//!    its uid/gid maps and places it in per-run cgroups (memory, pids)
+//!    beneath the caller's own. The child runs the plan with raw syscalls
+//!    and no allocation — safe from a multithreaded program: a minimal root
+//!    on tmpfs with read-only binds, a fresh `/proc`, a minimal `/dev`,
+//!    every mount target resolved beneath the new root with `openat2` and
+//!    mounted by fd (`open_tree`, `fsmount`, `move_mount`), `pivot_root`;
+//!    then hostname, loopback, the privilege drop (groups, uid/gid, every
+//!    capability set including bounding and ambient, `no_new_privs`).
+//! 4. PID 1 forks the command, which starts a new session, keeps only fds
+//!    0–2, sets its rlimits, applies Landlock, installs the seccomp filter
+//!    last, and execs. PID 1 stays as a reaper; when the command ends it
+//!    exits, and the kernel kills whatever is left in the pid namespace.
+//!    The wall-clock limit is a `SIGKILL` to PID 1; the parent's death
+//!    kills it too (`PR_SET_PDEATHSIG`).
+//!
+//! A setup step that fails comes back as [`Error::Setup`] naming the step
+//! and its errno; nothing of the command has run.
+//!
+//! ```no_run
+//! use sandbox_core::Sandbox;
+//!
+//! let sandbox = Sandbox::from_profile("default")?;
+//! let outcome = sandbox
+//!     .command("sh")
+//!     .args(["-c", "id -u; echo x > /etc/y"])
+//!     .output()?;
+//! assert_eq!(outcome.stdout, b"65534\n");
+//! assert!(String::from_utf8_lossy(&outcome.stderr).contains("Read-only file system"));
+//! assert!(outcome.report.fully_enforced());
+//! println!("{}", outcome.report); // what confined it, layer by layer
+//! # Ok::<(), sandbox_core::Error>(())
+//! ```
+//!
+//! The host probe on its own:
 //!
 //! ```
 //! let host = sandbox_core::probe();

@@ -1,0 +1,164 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! `sbx` as a user runs it: exit codes, the report on stderr, JSON, policy
+//! subcommands. The `run` cases need root (as CI has).
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+fn sbx(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_sbx"))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
+#[test]
+fn run_mirrors_the_exit_code_and_reports_on_stderr() {
+    if !is_root() {
+        return;
+    }
+    let out = sbx(&["run", "--", "sh", "-c", "id -u; echo x > /etc/y; exit 7"]);
+    assert_eq!(out.status.code(), Some(7));
+    assert_eq!(
+        text(&out.stdout),
+        "65534\n",
+        "only the command's output on stdout"
+    );
+    let err = text(&out.stderr);
+    assert!(err.contains("Read-only file system"), "{err}");
+    assert!(err.contains("sbx: exit code 7"), "{err}");
+    for layer in [
+        "filesystem: enforced",
+        "network: enforced",
+        "privilege: enforced",
+        "resources: enforced",
+    ] {
+        assert!(err.contains(layer), "{layer} in {err}");
+    }
+    let killed = sbx(&["run", "--", "sh", "-c", "kill -9 $$"]);
+    assert_eq!(killed.status.code(), Some(128 + 9));
+}
+
+#[test]
+fn run_json_and_stdin() {
+    if !is_root() {
+        return;
+    }
+    let out = sbx(&["run", "--json", "--profile", "strict", "--", "true"]);
+    assert!(out.status.success());
+    let json: serde_json::Value = serde_json::from_slice(&out.stderr).unwrap();
+    assert_eq!(json["status"]["exited"], 0);
+    assert_eq!(json["report"]["privilege"]["enforced"], true);
+    assert_eq!(json["report"]["policy"]["privilege"]["seccomp"], "strict");
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sbx"))
+        .args(["run", "--", "tr", "a-z", "A-Z"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"piped in\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(text(&out.stdout), "PIPED IN\n");
+}
+
+#[test]
+fn run_refuses_an_unenforceable_policy_and_names_why() {
+    if !is_root() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("egress.toml");
+    std::fs::write(&policy, "[network]\nmode = \"allowlist\"\n").unwrap();
+    let out = sbx(&["run", "--policy", policy.to_str().unwrap(), "--", "true"]);
+    assert_eq!(out.status.code(), Some(125));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("nothing was run") && err.contains("allowlist"),
+        "{err}"
+    );
+    let missing = sbx(&["run", "--", "no-such-program"]);
+    assert_eq!(missing.status.code(), Some(125));
+    assert!(text(&missing.stderr).contains("execve no-such-program"));
+}
+
+#[test]
+fn check_lists_host_and_profiles() {
+    let out = sbx(&["check"]);
+    assert!(out.status.success());
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("user namespaces") && stdout.contains("profile default:"),
+        "{stdout}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_slice(&sbx(&["check", "--json"]).stdout).unwrap();
+    assert_eq!(json["profiles"].as_array().unwrap().len(), 3);
+    assert!(json["host"]["kernel"].is_string());
+}
+
+#[test]
+fn policy_subcommands() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[resources]\nwall_time = \"soon\"\n").unwrap();
+    let out = sbx(&["policy", "validate", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("wall_time"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let good = dir.path().join("good.toml");
+    std::fs::write(&good, "[resources]\nwall_time = \"5s\"\n").unwrap();
+    assert!(
+        sbx(&["policy", "validate", good.to_str().unwrap()])
+            .status
+            .success()
+    );
+    let explain = sbx(&["policy", "explain", "--policy", good.to_str().unwrap()]);
+    assert!(text(&explain.stdout).contains("5s"));
+
+    let loose = dir.path().join("loose.toml");
+    std::fs::write(&loose, "[network]\nmode = \"host\"\n").unwrap();
+    let merged = sbx(&[
+        "policy",
+        "merge",
+        "--tighten-only",
+        good.to_str().unwrap(),
+        loose.to_str().unwrap(),
+    ]);
+    assert_eq!(merged.status.code(), Some(125));
+    assert!(
+        text(&merged.stderr).contains("network.mode"),
+        "{}",
+        text(&merged.stderr)
+    );
+    let merged = sbx(&[
+        "policy",
+        "merge",
+        good.to_str().unwrap(),
+        loose.to_str().unwrap(),
+    ]);
+    assert!(text(&merged.stdout).contains("mode = \"host\""));
+
+    let schema: serde_json::Value =
+        serde_json::from_slice(&sbx(&["policy", "schema"]).stdout).unwrap();
+    assert!(schema["properties"]["filesystem"].is_object());
+}

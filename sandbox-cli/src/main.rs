@@ -276,7 +276,8 @@ fn policy(cmd: PolicyCommand) -> Result<ExitCode, String> {
         }
         PolicyCommand::Explain { source } => {
             let policy = source.load()?.resolved();
-            print!("{policy}");
+            let text = policy.to_string();
+            println!("{}", text.trim_end());
             Ok(ExitCode::SUCCESS)
         }
         PolicyCommand::Merge {

@@ -135,7 +135,7 @@ pub(crate) fn decide(policy: &Policy, host: &HostCapabilities) -> (Decisions, Ef
             if net_asked == NetMode::Allowlist {
                 down(
                     Layer::Network,
-                    "network.mode = \"allowlist\": the egress forwarder is not part of this build yet, so the run gets no network at all (loopback only)".into(),
+                    "network.mode = \"allowlist\": the egress forwarder is not part of this build yet (degraded, a run gets no network at all: loopback only)".into(),
                 );
             }
             if namespaces {

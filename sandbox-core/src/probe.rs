@@ -69,7 +69,9 @@ pub struct HostCapabilities {
     pub cgroups: CgroupSupport,
     /// `/dev/net/tun` can be opened.
     pub tun: Capability,
-    /// nf_tables usable inside a user namespace.
+    /// nf_tables usable inside a user namespace: a table created over
+    /// netlink in a new network namespace of a new user namespace (tried in
+    /// the same throwaway child as `user_namespaces`).
     pub nftables_in_userns: Capability,
 }
 
@@ -106,13 +108,15 @@ pub fn probe_now() -> HostCapabilities {
             },
         ),
     };
+    let (user_namespaces, nftables_in_userns) =
+        probe_user_namespaces(euid, rustix::process::getegid().as_raw());
     HostCapabilities {
         kernel: rustix::system::uname()
             .release()
             .to_string_lossy()
             .into_owned(),
         euid,
-        user_namespaces: probe_user_namespaces(euid, rustix::process::getegid().as_raw()),
+        user_namespaces,
         openat2: Capability::from_result(
             "openat2",
             rustix::fs::openat2(
@@ -140,15 +144,15 @@ pub fn probe_now() -> HostCapabilities {
             )
             .map(drop),
         ),
-        nftables_in_userns: Capability::Unknown {
-            reason: "probed by sandbox-net, which this build does not include yet".into(),
-        },
+        nftables_in_userns,
     }
 }
 
-/// Tries, in a throwaway child: a new user and mount namespace, the uid and
-/// gid maps, a private propagation, and a tmpfs mount.
-fn probe_user_namespaces(euid: u32, egid: u32) -> Capability {
+/// Tries, in one throwaway child: a new user, mount and network namespace,
+/// the uid and gid maps, a private propagation and a tmpfs mount (user
+/// namespaces usable), then an nftables table created over netlink in that
+/// network namespace (nf_tables usable in a user namespace).
+fn probe_user_namespaces(euid: u32, egid: u32) -> (Capability, Capability) {
     let c = |s: &str| CString::new(s).unwrap_or_default();
     let (setgroups, uid_map, gid_map) = (
         c("/proc/self/setgroups"),
@@ -157,35 +161,110 @@ fn probe_user_namespaces(euid: u32, egid: u32) -> Capability {
     );
     let (uid_line, gid_line) = (format!("0 {euid} 1\n"), format!("0 {egid} 1\n"));
     let (none, root, tmpfs, tmp) = (c("none"), c("/"), c("tmpfs"), c("/tmp"));
+    let batch = nftables_probe_batch();
     let steps = [
-        TrialStep::Unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNS),
+        TrialStep::Unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNS | libc::CLONE_NEWNET),
         TrialStep::WriteFile(&setgroups, b"deny"),
         TrialStep::WriteFile(&uid_map, uid_line.as_bytes()),
         TrialStep::WriteFile(&gid_map, gid_line.as_bytes()),
         TrialStep::Mount(&none, &root, None, libc::MS_REC | libc::MS_PRIVATE),
         TrialStep::Mount(&tmpfs, &tmp, Some(&tmpfs), 0),
+        TrialStep::NetlinkAck(libc::NETLINK_NETFILTER, &batch),
     ];
-    const NAMES: [&str; 6] = [
-        "unshare(CLONE_NEWUSER|CLONE_NEWNS)",
+    const NAMES: [&str; 7] = [
+        "unshare(CLONE_NEWUSER|CLONE_NEWNS|CLONE_NEWNET)",
         "write /proc/self/setgroups",
         "write /proc/self/uid_map",
         "write /proc/self/gid_map",
         "make / private",
         "mount tmpfs",
+        "create an nftables table in the new network namespace",
     ];
+    const NFT_STEP: usize = 6;
     match sys::run_trial_in_child(&steps) {
-        Ok(()) => Capability::Available,
-        Err(f) => Capability::Unavailable {
-            reason: format!(
+        Ok(()) => (Capability::Available, Capability::Available),
+        Err(f) if f.step == NFT_STEP => (
+            Capability::Available,
+            Capability::Unavailable {
+                reason: format!("{}: {}", NAMES[NFT_STEP], f.errno),
+            },
+        ),
+        Err(f) => {
+            let reason = format!(
                 "{}: {}",
                 NAMES
                     .get(f.step)
                     .copied()
                     .unwrap_or("the trial child (fork, or it died)"),
                 f.errno
-            ),
-        },
+            );
+            (
+                Capability::Unavailable {
+                    reason: reason.clone(),
+                },
+                Capability::Unknown {
+                    reason: format!("needs a user namespace, which failed: {reason}"),
+                },
+            )
+        }
     }
+}
+
+/// An nfnetlink batch creating table `inet sandbox_probe`, with an ACK
+/// asked for the table.
+fn nftables_probe_batch() -> Vec<u8> {
+    const NFNL_SUBSYS_NFTABLES: u16 = 10;
+    const NFNL_MSG_BATCH_BEGIN: u16 = 0x10;
+    const NFNL_MSG_BATCH_END: u16 = 0x11;
+    const NFT_MSG_NEWTABLE: u16 = 0;
+    const NFTA_TABLE_NAME: u16 = 1;
+    const NFPROTO_INET: u8 = 1;
+    let flags_request = libc::NLM_F_REQUEST as u16;
+    let mut out = Vec::new();
+    let mut message = |kind: u16, flags: u16, seq: u32, family: u8, res_id: u16, attrs: &[u8]| {
+        let len = 16 + 4 + attrs.len();
+        out.extend_from_slice(&(len as u32).to_ne_bytes());
+        out.extend_from_slice(&kind.to_ne_bytes());
+        out.extend_from_slice(&flags.to_ne_bytes());
+        out.extend_from_slice(&seq.to_ne_bytes());
+        out.extend_from_slice(&0u32.to_ne_bytes());
+        out.extend_from_slice(&[family, 0]);
+        out.extend_from_slice(&res_id.to_be_bytes());
+        out.extend_from_slice(attrs);
+    };
+    let name = b"sandbox_probe\0";
+    let mut attr = Vec::new();
+    attr.extend_from_slice(&((4 + name.len()) as u16).to_ne_bytes());
+    attr.extend_from_slice(&NFTA_TABLE_NAME.to_ne_bytes());
+    attr.extend_from_slice(name);
+    while attr.len() % 4 != 0 {
+        attr.push(0);
+    }
+    message(
+        NFNL_MSG_BATCH_BEGIN,
+        flags_request,
+        1,
+        0,
+        NFNL_SUBSYS_NFTABLES,
+        &[],
+    );
+    message(
+        (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWTABLE,
+        flags_request | (libc::NLM_F_CREATE | libc::NLM_F_ACK) as u16,
+        2,
+        NFPROTO_INET,
+        0,
+        &attr,
+    );
+    message(
+        NFNL_MSG_BATCH_END,
+        flags_request,
+        3,
+        0,
+        NFNL_SUBSYS_NFTABLES,
+        &[],
+    );
+    out
 }
 
 /// The v1 controllers a sandbox creates cgroups in.
@@ -269,5 +348,39 @@ fn can_create_beneath(mount: &Path, own: &Path) -> bool {
     match root.create_dir(&probe, 0o755) {
         Ok(()) => root.remove_dir(&probe).is_ok(),
         Err(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The nftables step tells a working nf_tables from a refused request:
+    /// the probe's batch is acknowledged, the same batch for a protocol
+    /// family nf_tables does not have is refused.
+    #[test]
+    fn the_nftables_trial_discriminates() {
+        if !rustix::process::geteuid().is_root() {
+            return;
+        }
+        let (uid_map, gid_map) = (c"/proc/self/uid_map", c"/proc/self/gid_map");
+        let good = nftables_probe_batch();
+        let mut bad = good.clone();
+        // The NEWTABLE message's nfgenmsg family byte: 16 bytes of batch
+        // begin header, 4 of its nfgenmsg, 16 of the table's header.
+        bad[20 + 16] = 0xfe;
+        let trial = |batch: &[u8]| {
+            sys::run_trial_in_child(&[
+                TrialStep::Unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNET),
+                TrialStep::WriteFile(c"/proc/self/setgroups", b"deny"),
+                TrialStep::WriteFile(uid_map, b"0 0 1\n"),
+                TrialStep::WriteFile(gid_map, b"0 0 1\n"),
+                TrialStep::NetlinkAck(libc::NETLINK_NETFILTER, batch),
+            ])
+        };
+        assert_eq!(trial(&good), Ok(()));
+        let refused = trial(&bad).unwrap_err();
+        assert_eq!(refused.step, 4, "{refused:?}");
+        assert_eq!(refused.errno, rustix::io::Errno::OPNOTSUPP, "{refused:?}");
     }
 }

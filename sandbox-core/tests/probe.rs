@@ -20,6 +20,7 @@ fn probe_finds_what_this_machine_kind_has() {
     assert!(host.landlock_abi.is_some_and(|abi| abi >= 1));
     if is_root() {
         assert_eq!(host.user_namespaces, Capability::Available);
+        assert_eq!(host.nftables_in_userns, Capability::Available);
         assert_eq!(host.tun, Capability::Available);
         // Hybrid cgroups: controllers on v1, the unified hierarchy without them.
         assert!(

@@ -108,8 +108,11 @@ pub fn probe_now() -> HostCapabilities {
             },
         ),
     };
-    let (user_namespaces, nftables_in_userns) =
-        probe_user_namespaces(euid, rustix::process::getegid().as_raw());
+    // The namespace trial runs in a child while this thread probes the
+    // rest (the cgroup trials cost about as much).
+    let namespaces = probe_user_namespaces(euid, rustix::process::getegid().as_raw());
+    let cgroups = probe_cgroups();
+    let (user_namespaces, nftables_in_userns) = namespaces();
     HostCapabilities {
         kernel: rustix::system::uname()
             .release()
@@ -134,7 +137,7 @@ pub fn probe_now() -> HostCapabilities {
             "seccomp(SECCOMP_GET_ACTION_AVAIL)",
             sys::seccomp_errno_action_available(),
         ),
-        cgroups: probe_cgroups(),
+        cgroups,
         tun: Capability::from_result(
             "open /dev/net/tun",
             rustix::fs::open(
@@ -152,7 +155,7 @@ pub fn probe_now() -> HostCapabilities {
 /// the uid and gid maps, a private propagation and a tmpfs mount (user
 /// namespaces usable), then an nftables table created over netlink in that
 /// network namespace (nf_tables usable in a user namespace).
-fn probe_user_namespaces(euid: u32, egid: u32) -> (Capability, Capability) {
+fn probe_user_namespaces(euid: u32, egid: u32) -> impl FnOnce() -> (Capability, Capability) {
     let c = |s: &str| CString::new(s).unwrap_or_default();
     let (setgroups, uid_map, gid_map) = (
         c("/proc/self/setgroups"),
@@ -181,7 +184,8 @@ fn probe_user_namespaces(euid: u32, egid: u32) -> (Capability, Capability) {
         "create an nftables table in the new network namespace",
     ];
     const NFT_STEP: usize = 6;
-    match sys::run_trial_in_child(&steps) {
+    let trial = sys::start_trial(&steps);
+    move || match trial.and_then(sys::RunningTrial::finish) {
         Ok(()) => (Capability::Available, Capability::Available),
         Err(f) if f.step == NFT_STEP => (
             Capability::Available,

@@ -142,7 +142,21 @@ pub(crate) struct TrialFailure {
 /// Forks a child that runs `steps` and exits; returns the first failing
 /// step and its errno. The child only makes raw syscalls on buffers built
 /// before the fork, so this is safe to call from a multithreaded process.
+#[cfg(test)]
 pub(crate) fn run_trial_in_child(steps: &[TrialStep<'_>]) -> Result<(), TrialFailure> {
+    start_trial(steps)?.finish()
+}
+
+/// A trial child that is running; [`RunningTrial::finish`] waits for it.
+#[derive(Debug)]
+pub(crate) struct RunningTrial {
+    pid: libc::pid_t,
+    read_end: std::os::fd::OwnedFd,
+}
+
+/// Starts [`run_trial_in_child`]'s child and returns at once, so that the
+/// caller can do other work while it runs.
+pub(crate) fn start_trial(steps: &[TrialStep<'_>]) -> Result<RunningTrial, TrialFailure> {
     let fork_failed = |errno| TrialFailure {
         step: usize::MAX,
         errno,
@@ -209,32 +223,44 @@ pub(crate) fn run_trial_in_child(steps: &[TrialStep<'_>]) -> Result<(), TrialFai
         unsafe { libc::_exit(0) }
     }
     drop(write_end);
-    let mut status = 0;
-    // SAFETY: waitpid(2) on the child we just forked, with a live local for
-    // the status.
-    while unsafe { libc::waitpid(pid, &mut status, 0) } < 0 {
-        let errno = last_errno();
-        if errno != Errno::INTR {
-            return Err(fork_failed(errno));
-        }
-    }
-    let mut record = [0u8; 8];
-    let read = rustix::io::read(&read_end, &mut record).unwrap_or(0);
-    if read == 8 {
-        let step = u32::from_ne_bytes([record[0], record[1], record[2], record[3]]) as usize;
-        let errno = i32::from_ne_bytes([record[4], record[5], record[6], record[7]]);
-        return Err(TrialFailure {
-            step,
-            errno: Errno::from_raw_os_error(errno),
-        });
-    }
-    if libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0 {
-        Ok(())
-    } else {
-        Err(TrialFailure {
+    Ok(RunningTrial { pid, read_end })
+}
+
+impl RunningTrial {
+    /// Waits for the trial child; its first failing step, if any.
+    pub(crate) fn finish(self) -> Result<(), TrialFailure> {
+        let RunningTrial { pid, read_end } = self;
+        let fork_failed = |errno| TrialFailure {
             step: usize::MAX,
-            errno: Errno::CHILD,
-        })
+            errno,
+        };
+        let mut status = 0;
+        // SAFETY: waitpid(2) on the child we just forked, with a live local for
+        // the status.
+        while unsafe { libc::waitpid(pid, &mut status, 0) } < 0 {
+            let errno = last_errno();
+            if errno != Errno::INTR {
+                return Err(fork_failed(errno));
+            }
+        }
+        let mut record = [0u8; 8];
+        let read = rustix::io::read(&read_end, &mut record).unwrap_or(0);
+        if read == 8 {
+            let step = u32::from_ne_bytes([record[0], record[1], record[2], record[3]]) as usize;
+            let errno = i32::from_ne_bytes([record[4], record[5], record[6], record[7]]);
+            return Err(TrialFailure {
+                step,
+                errno: Errno::from_raw_os_error(errno),
+            });
+        }
+        if libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0 {
+            Ok(())
+        } else {
+            Err(TrialFailure {
+                step: usize::MAX,
+                errno: Errno::CHILD,
+            })
+        }
     }
 }
 

@@ -239,6 +239,15 @@ pub(crate) fn build(
     keep.dedup();
     b.push(Step::CloseFdsExcept(keep), "close the caller's fds");
     b.push(Step::ParentDeathSignal, "prctl(PR_SET_PDEATHSIG)");
+    let (arg_start, arg_len) = argument_area();
+    b.push(
+        Step::HideCallerIdentity {
+            arg_start,
+            arg_len,
+            name: cstring("process name", b"sandbox-init")?,
+        },
+        "hide the caller's command line",
+    );
     b.push(Step::WaitForParent(fds.sync_read), "wait for the id maps");
     let root_caller = euid == 0;
     let writable_paths = writable_paths(policy, decisions.fs_mode);
@@ -406,6 +415,26 @@ pub(crate) fn build(
         uid_map: id_map(uid, euid),
         gid_map: id_map(gid, egid),
         deny_setgroups: !root_caller,
+    })
+}
+
+/// Where this process's argv lives (`/proc/self/stat` fields 48 and 49),
+/// read once: PID 1 of a sandbox zeroes its copy. `(0, 0)` if unknown.
+fn argument_area() -> (usize, usize) {
+    static AREA: std::sync::OnceLock<(usize, usize)> = std::sync::OnceLock::new();
+    *AREA.get_or_init(|| {
+        let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+        // Fields after the command name (which may hold spaces and
+        // parentheses) start at field 3.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.split_whitespace().collect())
+            .unwrap_or_default();
+        let field = |n: usize| fields.get(n - 3).and_then(|f| f.parse::<usize>().ok());
+        match (field(48), field(49)) {
+            (Some(start), Some(end)) if end > start => (start, end - start),
+            _ => (0, 0),
+        }
     })
 }
 

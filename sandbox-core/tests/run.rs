@@ -50,7 +50,9 @@ fn privilege_layer_seen_from_inside() {
     require_root!();
     let out = sh(
         &Sandbox::from_profile("default").unwrap(),
-        "cat /proc/self/status; echo ---; cat /proc/self/uid_map; echo ---; id -u; id -g; hostname",
+        "cat /proc/self/status; echo ---; cat /proc/self/uid_map; echo ---; id -u; id -g; hostname; \
+         tr -d '\\0' < /proc/1/cmdline | wc -c; cat /proc/1/comm; \
+         cat /proc/1/environ > /dev/null 2>&1 && echo readable || echo denied",
     );
     assert!(out.success(), "{out:?}");
     let text = stdout(&out);
@@ -75,7 +77,15 @@ fn privilege_layer_seen_from_inside() {
         "single ids only: {uid_map}"
     );
     let rest: Vec<&str> = parts.next().unwrap().lines().collect();
-    assert_eq!(rest, ["65534", "65534", "sandbox"]);
+    assert_eq!(rest[..3], ["65534", "65534", "sandbox"]);
+    // PID 1 is a copy of the caller: its command line is zeroed, its name
+    // is its own, its environment unreadable.
+    assert_eq!(
+        rest[3], "0",
+        "no byte of the caller's argv in /proc/1/cmdline"
+    );
+    assert_eq!(rest[4], "sandbox-init");
+    assert_eq!(rest[5], "denied");
     assert!(out.report.fully_enforced(), "{}", out.report);
 }
 

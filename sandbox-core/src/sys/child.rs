@@ -140,6 +140,15 @@ pub(crate) enum Step {
     },
     /// `close(reg)`.
     Close(Reg),
+    /// Zero the memory holding this process's argv (`/proc/self/stat`
+    /// fields `arg_start`, `arg_end`), so that `/proc/1/cmdline` in the
+    /// sandbox does not show the caller's command line; and name the
+    /// process (`PR_SET_NAME`).
+    HideCallerIdentity {
+        arg_start: usize,
+        arg_len: usize,
+        name: CString,
+    },
     /// `fchdir(root)`, `pivot_root(".", ".")`, `umount2(".", MNT_DETACH)`,
     /// `chdir("/")`.
     PivotRoot { root: Reg },
@@ -702,6 +711,20 @@ fn run_step(step: &Step, registers: &[Cell<c_int>]) -> Result<(), c_int> {
                 ))?;
             }
             Step::Close(r) => close_reg(registers, *r),
+            Step::HideCallerIdentity {
+                arg_start,
+                arg_len,
+                name,
+            } => {
+                // SAFETY (beyond the block's): the range is this process's
+                // own copy of the argument area at the top of its initial
+                // stack, as the kernel reports it; nothing in this process
+                // reads it again.
+                if *arg_start != 0 {
+                    std::ptr::write_bytes(*arg_start as *mut u8, 0, *arg_len);
+                }
+                check(libc::prctl(libc::PR_SET_NAME, name.as_ptr(), 0, 0, 0))?;
+            }
             Step::PivotRoot { root } => {
                 check(libc::fchdir(reg(registers, *root)))?;
                 check(libc::syscall(

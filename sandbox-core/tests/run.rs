@@ -691,3 +691,20 @@ fn parent_death_kills_the_sandbox() {
         "the sandbox died with its parent"
     );
 }
+
+#[test]
+fn status_inherits_the_output_and_still_reports() {
+    require_root!();
+    let sb = Sandbox::from_profile("default").unwrap();
+    let out = sb.command("sh").args(["-c", "exit 4"]).status().unwrap();
+    assert_eq!(out.status, ExitStatus::Exited(4));
+    assert!(out.stdout.is_empty() && out.stderr.is_empty());
+    assert!(out.report.fully_enforced());
+    let captured = sb
+        .command("echo")
+        .arg("hi")
+        .stdout(Stdio::Piped)
+        .status()
+        .unwrap();
+    assert_eq!(captured.stdout, b"hi\n", "an explicit Piped is captured");
+}

@@ -1,0 +1,46 @@
+//! Sandbox egress, kernel side: a tap device made through `/dev/net/tun`
+//! and configured over rtnetlink, and a default-drop nftables ruleset built
+//! with libnftnl and installed over netlink — no `ip`, no `nft`.
+//!
+//! - [`create_tap`], [`send_fd`]/[`recv_fd`] and [`FdPassBuffer`]: the tap
+//!   and its fd's way out of the sandbox.
+//! - [`Requests`] and [`Rtnetlink`]: link, address and route configuration,
+//!   as direct calls or as prebuilt bytes a forked child sends with
+//!   [`send_prebuilt`].
+//! - [`Ruleset`]: the egress ruleset a policy's `network` section asks for,
+//!   as one atomic batch ([`Ruleset::install`], or
+//!   [`Ruleset::batch`] bytes for [`send_nft_batch`] in a child), read back
+//!   from the kernel with [`Ruleset::read_back`].
+//!
+//! ```
+//! use sandbox_net::{Gateway, Ruleset};
+//! use sandbox_policy::Policy;
+//!
+//! let policy = Policy::profile("networked")?;
+//! let ruleset = Ruleset::from_network(&policy.network, &Gateway::default());
+//! let batch = ruleset.batch().expect("libnftnl builds the batch");
+//! assert!(batch.acks() > 5);
+//! println!("{ruleset}"); // the same ruleset in nft syntax
+//! # Ok::<(), sandbox_policy::Error>(())
+//! ```
+#![deny(missing_docs)]
+
+mod error;
+mod namespace;
+mod nft;
+mod rtnl;
+mod sys;
+mod tap;
+
+pub use error::{Error, Result};
+pub use namespace::{
+    current_network_namespace, enter_network_namespace, unshare_network_namespace,
+};
+pub use nft::{
+    Gateway, KernelRuleset, METADATA_BLOCKS, Match, NftBatch, RuleSpec, Ruleset, TABLE, Verdict,
+    ipv4_mapped, send_nft_batch,
+};
+pub use rtnl::{
+    AddressState, Link, LinkChange, LinkState, Requests, RouteState, Rtnetlink, send_prebuilt,
+};
+pub use tap::{FdPassBuffer, MAX_NAME_LEN, TapOptions, create_tap, recv_fd, send_fd};

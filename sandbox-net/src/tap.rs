@@ -1,0 +1,159 @@
+//! Tap devices through `/dev/net/tun`, and passing their fds over a unix
+//! socket (`SCM_RIGHTS`).
+
+use std::os::fd::{AsFd, OwnedFd};
+
+use rustix::fs::{Mode, OFlags};
+
+use crate::error::{Error, Result};
+use crate::sys;
+
+/// How a tap device is created.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TapOptions {
+    /// `IFF_VNET_HDR`: frames carry a `virtio_net_hdr` (for offloads).
+    pub vnet_hdr: bool,
+    /// `IFF_MULTI_QUEUE`: more queues can be attached with the same name.
+    pub multi_queue: bool,
+}
+
+/// The longest interface name the kernel takes (`IFNAMSIZ` - 1).
+pub const MAX_NAME_LEN: usize = 15;
+
+pub(crate) fn check_name(name: &str) -> Result<()> {
+    if name.is_empty()
+        || name.len() > MAX_NAME_LEN
+        || name
+            .bytes()
+            .any(|b| b == 0 || b == b'/' || b.is_ascii_whitespace())
+    {
+        return Err(Error::Invalid {
+            what: "interface name",
+            detail: format!("{name:?}: 1 to {MAX_NAME_LEN} bytes, no NUL, '/' or whitespace"),
+        });
+    }
+    Ok(())
+}
+
+/// `open("/dev/net/tun")` + `ioctl(TUNSETIFF, IFF_TAP | IFF_NO_PI)`—Creates
+/// (or attaches to) tap device `name` in the caller's network namespace and
+/// returns its queue fd (`O_CLOEXEC`, blocking).
+///
+/// The caller needs `CAP_NET_ADMIN` over the network namespace (root, or
+/// root of a user namespace owning it).
+///
+/// # Errors
+///
+/// [`Error::Invalid`] for a bad name; [`Error::Os`] with the errno of the
+/// open or the ioctl.
+///
+/// # References
+///  - [Linux](https://docs.kernel.org/networking/tuntap.html)
+#[doc(alias = "TUNSETIFF")]
+pub fn create_tap(name: &str, options: TapOptions) -> Result<OwnedFd> {
+    check_name(name)?;
+    let tun = rustix::fs::open(
+        "/dev/net/tun",
+        OFlags::RDWR | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(Error::os("open /dev/net/tun"))?;
+    let mut flags = libc::IFF_TAP | libc::IFF_NO_PI;
+    if options.vnet_hdr {
+        flags |= libc::IFF_VNET_HDR;
+    }
+    if options.multi_queue {
+        flags |= libc::IFF_MULTI_QUEUE;
+    }
+    sys::tun_set_iff(tun.as_fd(), name, flags as libc::c_short)
+        .map_err(Error::os(format!("TUNSETIFF {name}")))?;
+    Ok(tun)
+}
+
+/// Sends `fd` over the unix socket `socket` (`SCM_RIGHTS`, one byte of
+/// payload).
+///
+/// # Errors
+///
+/// [`Error::Os`] with the errno of `sendmsg`.
+pub fn send_fd(socket: impl AsFd, fd: impl AsFd) -> Result<()> {
+    use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags, sendmsg};
+    let fds = [fd.as_fd()];
+    let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut control = SendAncillaryBuffer::new(&mut space);
+    if !control.push(SendAncillaryMessage::ScmRights(&fds)) {
+        return Err(Error::Invalid {
+            what: "control buffer",
+            detail: "too small for one fd".into(),
+        });
+    }
+    sendmsg(
+        socket,
+        &[std::io::IoSlice::new(&[0])],
+        &mut control,
+        SendFlags::empty(),
+    )
+    .map_err(Error::os("sendmsg(SCM_RIGHTS)"))?;
+    Ok(())
+}
+
+/// Receives one fd sent by [`send_fd`] (or by a child with
+/// [`FdPassBuffer`]); it comes `O_CLOEXEC`.
+///
+/// # Errors
+///
+/// [`Error::Os`] with the errno of `recvmsg`; [`Error::Malformed`] if the
+/// message carried no fd.
+pub fn recv_fd(socket: impl AsFd) -> Result<OwnedFd> {
+    use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, recvmsg};
+    let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut control = RecvAncillaryBuffer::new(&mut space);
+    let mut byte = [0u8; 1];
+    recvmsg(
+        socket,
+        &mut [std::io::IoSliceMut::new(&mut byte)],
+        &mut control,
+        RecvFlags::CMSG_CLOEXEC,
+    )
+    .map_err(Error::os("recvmsg(SCM_RIGHTS)"))?;
+    for message in control.drain() {
+        if let RecvAncillaryMessage::ScmRights(mut fds) = message
+            && let Some(fd) = fds.next()
+        {
+            return Ok(fd);
+        }
+    }
+    Err(Error::Malformed {
+        request: "recvmsg(SCM_RIGHTS)".into(),
+        detail: "no fd in the message".into(),
+    })
+}
+
+/// A prebuilt `SCM_RIGHTS` control buffer for a forked child: it fills in
+/// the fd number and calls `sendmsg` with no allocation
+/// ([`FdPassBuffer::send_raw`]).
+#[derive(Debug, Clone)]
+pub struct FdPassBuffer {
+    control: Vec<u8>,
+}
+
+impl Default for FdPassBuffer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl FdPassBuffer {
+    /// A buffer for one fd.
+    pub fn new() -> Self {
+        Self {
+            control: sys::scm_rights_template(),
+        }
+    }
+
+    /// Sends raw fd `fd` over raw socket `socket`: for a child process that
+    /// must not allocate. Returns the errno on failure.
+    pub fn send_raw(&mut self, socket: i32, fd: i32) -> Result<(), i32> {
+        sys::send_fd_raw(socket, fd, &mut self.control)
+    }
+}

@@ -25,6 +25,7 @@
 //! ```
 #![deny(missing_docs)]
 
+mod egress;
 mod error;
 mod namespace;
 mod nft;
@@ -32,6 +33,7 @@ mod rtnl;
 mod sys;
 mod tap;
 
+pub use egress::{EgressAddressing, EgressNamespace};
 pub use error::{Error, Result};
 pub use namespace::{
     current_network_namespace, enter_network_namespace, unshare_network_namespace,

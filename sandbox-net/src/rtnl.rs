@@ -13,7 +13,7 @@ use netlink_packet_core::{
     NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage,
     NetlinkPayload,
 };
-use netlink_packet_route::address::{AddressAttribute, AddressMessage};
+use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressMessage};
 use netlink_packet_route::link::{
     InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
 };
@@ -162,6 +162,13 @@ impl Requests {
         message.header.index = index;
         message.attributes.push(AddressAttribute::Local(addr));
         message.attributes.push(AddressAttribute::Address(addr));
+        if addr.is_ipv6() {
+            // No duplicate address detection: the link is the sandbox's
+            // own, and DAD would leave the address unusable for a second.
+            message
+                .attributes
+                .push(AddressAttribute::Flags(AddressFlags::Nodad));
+        }
         self.push(
             RouteNetlinkMessage::NewAddress(message),
             NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,

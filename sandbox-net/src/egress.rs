@@ -102,7 +102,11 @@ impl EgressNamespace {
                 txqueuelen: Some(addressing.txqueuelen),
             },
         )?;
-        setup.add_address(Link::Index(index), IpAddr::V4(addressing.v4.0), addressing.v4.1)?;
+        setup.add_address(
+            Link::Index(index),
+            IpAddr::V4(addressing.v4.0),
+            addressing.v4.1,
+        )?;
         if let Some((v6, prefix)) = addressing.v6 {
             setup.add_address(Link::Index(index), IpAddr::V6(v6), prefix)?;
         }

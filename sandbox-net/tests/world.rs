@@ -81,9 +81,10 @@ fn serve_udp(addr: SocketAddr, stop: Arc<AtomicBool>) {
 /// Connects and reads the server's greeting: `Ok(greeting)` or the error.
 fn reach_tcp(target: &str) -> Result<String, String> {
     let addr: SocketAddr = target.parse().unwrap();
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(400))
-        .map_err(|e| e.to_string())?;
-    s.set_read_timeout(Some(Duration::from_millis(400))).unwrap();
+    let mut s =
+        TcpStream::connect_timeout(&addr, Duration::from_millis(400)).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_millis(400)))
+        .unwrap();
     let mut text = String::new();
     s.read_to_string(&mut text).map_err(|e| e.to_string())?;
     Ok(text)
@@ -99,7 +100,8 @@ fn reach_udp(target: &str) -> Result<(), String> {
     .parse()
     .unwrap();
     let s = UdpSocket::bind(local).unwrap();
-    s.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
     s.send_to(b"ping", addr).map_err(|e| e.to_string())?;
     let mut buf = [0u8; 16];
     let (n, _) = s.recv_from(&mut buf).map_err(|e| e.to_string())?;
@@ -236,7 +238,10 @@ fn world_test() {
     ruleset.install().unwrap();
     ruleset.read_back().unwrap();
     let kernel = KernelRuleset::read().unwrap();
-    assert_eq!(kernel.rules.len(), ruleset.output.len() + ruleset.input.len());
+    assert_eq!(
+        kernel.rules.len(),
+        ruleset.output.len() + ruleset.input.len()
+    );
 
     let mut results = Vec::new();
     for target in TCP_TARGETS {

@@ -202,8 +202,8 @@ impl Ruleset {
         }
     }
 
-    /// The ruleset as one nf_tables batch (begin, table create-or-replace,
-    /// chains, rules, end), ready to send on a `NETLINK_NETFILTER` socket:
+    /// The ruleset as one nf_tables batch (begin, destroy the table if it
+    /// exists (Linux ≥ 6.3), create it, chains, rules, end), ready to send on a `NETLINK_NETFILTER` socket:
     /// the same bytes [`install`](Ruleset::install) sends, for a child that
     /// must not allocate.
     pub fn batch(&self) -> Result<NftBatch> {
@@ -221,10 +221,9 @@ impl Ruleset {
         input.set_hook(Hook::In, 0);
         input.set_policy(ChainPolicy::Drop);
         let mut batch = Batch::new();
-        // Create-or-replace, atomically: add (creates it if missing),
-        // delete (with whatever it held), add again.
-        batch.add(&table, MsgType::Add);
-        batch.add(&table, MsgType::Del);
+        // Create-or-replace, atomically: destroy (a no-op when there is no
+        // table, as in a fresh namespace), then create.
+        batch.add(&sys::DestroyTable::new(name(TABLE)?), MsgType::Del);
         batch.add(&table, MsgType::Add);
         batch.add(&output, MsgType::Add);
         batch.add(&input, MsgType::Add);

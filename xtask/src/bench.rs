@@ -2,6 +2,8 @@
 //! `Root` against `std::fs` and `cap-std` measured in the same run.
 //! `cargo xtask bench spawn [--rounds N]`: `/bin/true` in a full sandbox
 //! (`sbx` and the library) against bubblewrap and a plain spawn.
+//! `cargo xtask bench nft [--rounds N]`: the egress ruleset installed with
+//! libnftnl against `nft -f`.
 //!
 //! By default it runs `benches/fs_pairwise.rs`, which interleaves the three
 //! implementations in rounds and prints the ratio table; `--criterion` runs
@@ -15,8 +17,9 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
     match args.first().map(String::as_str) {
         Some("fs") => fs(&args[1..]),
         Some("spawn") => spawn(&args[1..]),
+        Some("nft") => nft(&args[1..]),
         _ => Err(
-            "usage: cargo xtask bench fs [--disk] [--criterion] | bench spawn [--rounds N]".into(),
+            "usage: cargo xtask bench fs [--disk] [--criterion] | bench spawn [--rounds N] | bench nft [--rounds N]".into(),
         ),
     }
 }
@@ -56,6 +59,17 @@ fn spawn(args: &[String]) -> Result<(), String> {
         .current_dir(run::workspace_root());
     if let Some(rounds) = run::flag_value(args, "--rounds")? {
         cmd.env("SPAWN_ROUNDS", rounds.to_string());
+    }
+    run::status(&mut cmd)
+}
+
+fn nft(args: &[String]) -> Result<(), String> {
+    crate::packages::ensure(crate::packages::FOR_NFT_BENCH)?;
+    let mut cmd = Command::new(run::cargo_bin());
+    cmd.args(["bench", "-q", "-p", "benches", "--bench", "nft"])
+        .current_dir(run::workspace_root());
+    if let Some(rounds) = run::flag_value(args, "--rounds")? {
+        cmd.env("NFT_ROUNDS", rounds.to_string());
     }
     run::status(&mut cmd)
 }

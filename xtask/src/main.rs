@@ -9,7 +9,8 @@
 //! - `cargo xtask race [--ops N]` — a longer race campaign;
 //! - `cargo xtask fuzz TARGET [--seconds N]` — run a cargo-fuzz target;
 //! - `cargo xtask bench fs` — the filesystem benchmarks and their ratio table;
-//! - `cargo xtask bench spawn` — a sandboxed `/bin/true` against bubblewrap.
+//! - `cargo xtask bench spawn` — a sandboxed `/bin/true` against bubblewrap;
+//! - `cargo xtask bench nft` — the ruleset through libnftnl against `nft -f`.
 
 mod bench;
 mod demo;
@@ -39,7 +40,7 @@ fn main() -> ExitCode {
     }
 }
 
-const USAGE: &str = "usage: cargo xtask <test | demo [root] | race [--ops N] | fuzz TARGET [--seconds N] | bench fs [--disk] [--criterion] | bench spawn [--rounds N]>";
+const USAGE: &str = "usage: cargo xtask <test | demo [root] | race [--ops N] | fuzz TARGET [--seconds N] | bench fs [--disk] [--criterion] | bench spawn [--rounds N] | bench nft [--rounds N]>";
 
 /// What CI runs: system packages, formatting, lints, every test.
 fn test() -> Result<(), String> {

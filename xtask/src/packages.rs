@@ -4,7 +4,8 @@ use std::process::Command;
 
 use crate::run;
 
-/// A Debian package, and the command whose presence shows it installed.
+/// A Debian package, and what shows it installed: a command on the PATH,
+/// or (for a library) an absolute path to one of its files.
 pub(crate) struct Package {
     pub(crate) name: &'static str,
     pub(crate) provides: &'static str,
@@ -24,7 +25,24 @@ pub(crate) const FOR_TESTS: &[Package] = &[
         provides: "pkg-config",
         why: "locating system libraries",
     },
+    Package {
+        name: "libnftnl-dev",
+        provides: "/usr/include/libnftnl/table.h",
+        why: "sandbox-net builds nftables rulesets with libnftnl",
+    },
+    Package {
+        name: "libmnl-dev",
+        provides: "/usr/include/libmnl/libmnl.h",
+        why: "libnftnl's netlink library",
+    },
 ];
+
+/// The peer of `cargo xtask bench nft` (benchmark-only).
+pub(crate) const FOR_NFT_BENCH: &[Package] = &[Package {
+    name: "nftables",
+    provides: "nft",
+    why: "the peer of the nftables benchmark (nft -f)",
+}];
 
 /// The peers `cargo xtask bench spawn` measures against (benchmark-only:
 /// nothing else uses them).
@@ -34,8 +52,17 @@ pub(crate) const FOR_SPAWN_BENCH: &[Package] = &[Package {
     why: "the peer of the spawn benchmark",
 }];
 
+/// Whether `provides` (a command, or an absolute path) is there.
+fn present(provides: &str) -> bool {
+    if provides.starts_with('/') {
+        std::path::Path::new(provides).exists()
+    } else {
+        have(provides)
+    }
+}
+
 /// Whether `command` is on the PATH.
-pub(crate) fn have(command: &str) -> bool {
+fn have(command: &str) -> bool {
     std::env::var_os("PATH")
         .map(|paths| std::env::split_paths(&paths).any(|dir| dir.join(command).is_file()))
         .unwrap_or(false)
@@ -44,7 +71,7 @@ pub(crate) fn have(command: &str) -> bool {
 /// Installs the packages of `wanted` whose command is missing: with apt-get
 /// as root, otherwise by telling the exact command and failing.
 pub(crate) fn ensure(wanted: &[Package]) -> Result<(), String> {
-    let missing: Vec<&Package> = wanted.iter().filter(|p| !have(p.provides)).collect();
+    let missing: Vec<&Package> = wanted.iter().filter(|p| !present(p.provides)).collect();
     if missing.is_empty() {
         return Ok(());
     }
@@ -89,9 +116,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn finds_commands_on_the_path() {
+    fn finds_commands_on_the_path_and_files_by_path() {
         assert!(have("sh"));
         assert!(!have("no-such-command-for-xtask"));
+        assert!(present("/bin/sh"));
+        assert!(!present("/no/such/header.h"));
     }
 
     #[test]

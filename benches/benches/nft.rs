@@ -76,7 +76,7 @@ fn main() {
             let (mut replace_ours, mut replace_theirs) = (Vec::new(), Vec::new());
             let fresh_text = rs.to_string();
             for round in 0..rounds {
-                let mut timed = |f: &mut dyn FnMut(), out: &mut Vec<Duration>, fresh: bool| {
+                let timed = |f: &mut dyn FnMut(), out: &mut Vec<Duration>, fresh: bool| {
                     if fresh {
                         sandbox_net::unshare_network_namespace().unwrap_or_else(|e| panic!("{e}"));
                     }

@@ -49,7 +49,15 @@ pub(crate) fn netlink_socket(protocol: libc::c_int) -> Result<OwnedFd, Errno> {
         return Err(Errno::from_raw_os_error(errno()));
     }
     // SAFETY: a fresh fd nobody else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // A reply that never comes (a kernel that ACKs less than we count)
+    // must not hang the caller: receives time out after 5 s (EAGAIN).
+    rustix::net::sockopt::set_socket_timeout(
+        &fd,
+        rustix::net::sockopt::Timeout::Recv,
+        Some(std::time::Duration::from_secs(5)),
+    )?;
+    Ok(fd)
 }
 
 /// The first `NLMSG_ERROR` of a reply: `(sequence, errno)` (errno 0: an

@@ -151,6 +151,11 @@ impl FdPassBuffer {
         }
     }
 
+    /// The control buffer's bytes (for a plan built before a fork).
+    pub(crate) fn into_bytes(self) -> Vec<u8> {
+        self.control
+    }
+
     /// Sends raw fd `fd` over raw socket `socket`: for a child process that
     /// must not allocate. Returns the errno on failure.
     pub fn send_raw(&mut self, socket: i32, fd: i32) -> Result<(), i32> {

@@ -74,14 +74,7 @@ impl EgressNamespace {
     pub fn create(network: &Network, addressing: &EgressAddressing) -> Result<Self> {
         unshare_network_namespace()?;
         let rtnl = Rtnetlink::open()?;
-        let mut lo = Requests::new();
-        lo.set_link(
-            Link::Name("lo"),
-            LinkChange {
-                up: Some(true),
-                ..LinkChange::default()
-            },
-        )?;
+        let lo = link_up(Link::Name("lo"))?;
         rtnl.execute(&lo)?;
         let ruleset = Ruleset::from_network(network, &addressing.gateway);
         ruleset.install()?;
@@ -121,14 +114,7 @@ impl EgressNamespace {
         // In a fresh namespace loopback is link 1 and the first device made
         // is link 2; the child checks.
         const TAP_INDEX: u32 = 2;
-        let mut lo = Requests::new();
-        lo.set_link(
-            Link::Name("lo"),
-            LinkChange {
-                up: Some(true),
-                ..LinkChange::default()
-            },
-        )?;
+        let lo = link_up(Link::Name("lo"))?;
         let ruleset = Ruleset::from_network(network, &addressing.gateway);
         let batch = ruleset.batch()?;
         let setup = tap_setup(addressing, TAP_INDEX)?;
@@ -201,6 +187,19 @@ impl EgressNamespace {
             ruleset,
         })
     }
+}
+
+/// A request that brings `link` up.
+fn link_up(link: Link<'_>) -> Result<Requests> {
+    let mut requests = Requests::new();
+    requests.set_link(
+        link,
+        LinkChange {
+            up: Some(true),
+            ..LinkChange::default()
+        },
+    )?;
+    Ok(requests)
 }
 
 /// The requests that configure the tap (by index): MTU, queue length,

@@ -27,6 +27,7 @@
 
 mod egress;
 mod error;
+pub mod forward;
 mod namespace;
 mod nft;
 mod rtnl;

@@ -7,12 +7,13 @@ use std::process::Command;
 use crate::run;
 
 /// The fuzz targets in `fuzz/fuzz_targets/`.
-pub(crate) const TARGETS: [&str; 5] = [
+pub(crate) const TARGETS: [&str; 6] = [
     "path_parse",
     "root_ops",
     "policy_toml",
     "policy_json",
     "net_rule",
+    "guest_frames",
 ];
 
 pub(crate) fn run(args: &[String]) -> Result<(), String> {

@@ -1,0 +1,15 @@
+//! The userspace egress forwarder's building blocks (issue 6, in
+//! progress): a bounds-checked classifier of guest frames and builders of
+//! the frames the gateway answers with ([`classify`], [`arp_reply`],
+//! [`neighbor_advert`], [`udp_frame`]), and the second enforcement point
+//! ([`EgressPolicy`]), which decides every new flow before a host socket is
+//! opened for it.
+
+mod frame;
+mod policy;
+
+pub use frame::{
+    BROADCAST, GuestPacket, Mac, TcpFlags, arp_reply, classify, internet_checksum, neighbor_advert,
+    udp_frame,
+};
+pub use policy::{EgressPolicy, Refusal, Verdict, canonical};

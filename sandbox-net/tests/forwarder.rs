@@ -136,11 +136,12 @@ fn udp_and_dns_through_the_forwarder_with_both_enforcement_points() {
     // The guest.
     let guest = std::thread::spawn(move || {
         enter_network_namespace(&sandbox_ns).unwrap();
-        let mut results = Vec::new();
-        results.push(("allowed", ask("198.18.1.1:5353", b"hi")));
-        results.push(("dns", ask("10.0.2.2:53", b"query")));
-        results.push(("other host", ask("198.18.2.2:5353", b"hi")));
-        results.push(("metadata", ask("169.254.169.254:53", b"hi")));
+        let mut results = vec![
+            ("allowed", ask("198.18.1.1:5353", b"hi")),
+            ("dns", ask("10.0.2.2:53", b"query")),
+            ("other host", ask("198.18.2.2:5353", b"hi")),
+            ("metadata", ask("169.254.169.254:53", b"hi")),
+        ];
         // Now without the ruleset (everything accepted in the kernel): the
         // forwarder alone must still refuse.
         let open = Ruleset {

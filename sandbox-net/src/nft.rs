@@ -36,6 +36,10 @@ pub enum Match {
     Loopback,
     /// `ct state established,related`.
     EstablishedRelated,
+    /// IPv6 neighbour discovery (ICMPv6 types 133–136: router and
+    /// neighbour solicitations and advertisements). Without it a default
+    /// drop would leave IPv6 unable to find its gateway.
+    NeighborDiscovery,
     /// A destination network, optionally one transport protocol and a
     /// destination port range (ports without a protocol: make one rule per
     /// protocol).
@@ -151,17 +155,22 @@ fn destination_rules(
 
 impl Ruleset {
     /// The ruleset a policy's `network` section asks for. In `output`:
-    /// loopback and established/related accepted; then the metadata blocks
+    /// loopback, established/related and IPv6 neighbour discovery accepted;
+    /// then the metadata blocks
     /// (with IPv4-mapped forms) unless `allow_metadata`; then `deny` rules
     /// (with IPv4-mapped forms); then DNS to the gateway if `dns`; then
-    /// `allow` rules; everything else dropped. In `input`: loopback and
-    /// established/related; everything else dropped.
+    /// `allow` rules; everything else dropped. In `input`: loopback,
+    /// established/related and neighbour discovery; everything else dropped.
     pub fn from_network(network: &Network, gateway: &Gateway) -> Ruleset {
         let accept = |matches| RuleSpec {
             matches,
             verdict: Verdict::Accept,
         };
-        let mut output = vec![accept(Match::Loopback), accept(Match::EstablishedRelated)];
+        let mut output = vec![
+            accept(Match::Loopback),
+            accept(Match::EstablishedRelated),
+            accept(Match::NeighborDiscovery),
+        ];
         let block = |n: IpNet, protocol, ports, output: &mut Vec<RuleSpec>| {
             output.extend(destination_rules(n, protocol, ports, Verdict::Drop));
             if let Some(mapped) = ipv4_mapped(n) {
@@ -198,7 +207,11 @@ impl Ruleset {
         }
         Ruleset {
             output,
-            input: vec![accept(Match::Loopback), accept(Match::EstablishedRelated)],
+            input: vec![
+                accept(Match::Loopback),
+                accept(Match::EstablishedRelated),
+                accept(Match::NeighborDiscovery),
+            ],
         }
     }
 
@@ -336,6 +349,18 @@ fn add_expressions(rule: &mut Rule<'_>, spec: &RuleSpec, outbound: bool) {
             rule.add_expr(&Conntrack::State);
             rule.add_expr(&Bitwise::new(&states.to_ne_bytes()[..], &[0u8; 4][..]));
             rule.add_expr(&Cmp::new(CmpOp::Neq, &[0u8; 4][..]));
+        }
+        Match::NeighborDiscovery => {
+            use nftnl::expr::{Icmpv6HeaderField, TransportHeaderField};
+            rule.add_expr(&Meta::NfProto);
+            rule.add_expr(&Cmp::new(CmpOp::Eq, &[libc::NFPROTO_IPV6 as u8][..]));
+            rule.add_expr(&Meta::L4Proto);
+            rule.add_expr(&Cmp::new(CmpOp::Eq, &[libc::IPPROTO_ICMPV6 as u8][..]));
+            rule.add_expr(&Payload::Transport(TransportHeaderField::Icmpv6(
+                Icmpv6HeaderField::Type,
+            )));
+            rule.add_expr(&Cmp::new(CmpOp::Gte, &[133u8][..]));
+            rule.add_expr(&Cmp::new(CmpOp::Lte, &[136u8][..]));
         }
         Match::Destination {
             net,
@@ -520,6 +545,7 @@ fn rule_text(rule: &RuleSpec, outbound: bool) -> String {
     let matches = match rule.matches {
         Match::Loopback => format!("{} \"lo\"", if outbound { "oifname" } else { "iifname" }),
         Match::EstablishedRelated => "ct state established,related".to_string(),
+        Match::NeighborDiscovery => "icmpv6 type { nd-router-solicit, nd-router-advert, nd-neighbor-solicit, nd-neighbor-advert }".to_string(),
         Match::Destination {
             net,
             protocol,
@@ -573,6 +599,7 @@ mod tests {
         let text: Vec<String> = rs.output.iter().map(|r| rule_text(r, true)).collect();
         assert_eq!(text[0], "oifname \"lo\" accept");
         assert_eq!(text[1], "ct state established,related accept");
+        assert!(text[2].starts_with("icmpv6 type {"), "{}", text[2]);
         let position = |needle: &str| {
             text.iter()
                 .position(|t| t.contains(needle))
@@ -587,7 +614,7 @@ mod tests {
         assert!(metadata < mapped_metadata && mapped_metadata < deny);
         assert!(deny < mapped_deny && mapped_deny < dns && dns < allow);
         assert_eq!(text.last().map(String::as_str), Some(text[allow].as_str()));
-        assert_eq!(rs.input.len(), 2);
+        assert_eq!(rs.input.len(), 3);
     }
 
     #[test]
@@ -596,10 +623,10 @@ mod tests {
         let lifted = ruleset("[network]\nmode = \"allowlist\"\nallow_metadata = true\n");
         assert_eq!(
             blocked.output.len(),
-            2 + 6,
+            3 + 6,
             "4 blocks + 2 IPv4-mapped forms"
         );
-        assert_eq!(lifted.output.len(), 2);
+        assert_eq!(lifted.output.len(), 3);
     }
 
     #[test]
@@ -607,7 +634,7 @@ mod tests {
         let rs = ruleset("[network]\nallow_metadata = true\nallow = [\"192.0.2.1/32:80-90\"]\n");
         let text: Vec<String> = rs.output.iter().map(|r| rule_text(r, true)).collect();
         assert_eq!(
-            text[2..],
+            text[3..],
             [
                 "ip daddr 192.0.2.1/32 tcp dport 80-90 accept",
                 "ip daddr 192.0.2.1/32 udp dport 80-90 accept"

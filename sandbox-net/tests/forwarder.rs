@@ -9,13 +9,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use sandbox_net::forward::{EgressForwarder, EgressPolicy, ForwarderLimits};
-use sandbox_net::{
-    EgressAddressing, EgressNamespace, Gateway, Link, Match, Requests, Rtnetlink, RuleSpec,
-    Ruleset, Verdict, current_network_namespace, enter_network_namespace,
-    unshare_network_namespace,
-};
-use sandbox_policy::{IpNet, Policy};
+use sandbox_policy::Policy;
+
+mod common;
+use common::open_ruleset;
 
 fn echo_server(addr: &str, prefix: &'static [u8], stop: Arc<AtomicBool>) {
     let socket = UdpSocket::bind(addr).unwrap_or_else(|e| panic!("bind {addr}: {e}"));
@@ -62,80 +59,29 @@ fn udp_and_dns_through_the_forwarder_with_both_enforcement_points() {
     if !rustix::process::geteuid().is_root() {
         return;
     }
-    let stop = Arc::new(AtomicBool::new(false));
-
-    // The world: servers on its loopback.
-    let (world_tx, world_rx) = std::sync::mpsc::channel();
-    {
-        let stop = Arc::clone(&stop);
-        std::thread::spawn(move || {
-            unshare_network_namespace().unwrap();
-            let rtnl = Rtnetlink::open().unwrap();
-            let mut setup = Requests::new();
-            setup
-                .set_link(
-                    Link::Name("lo"),
-                    sandbox_net::LinkChange {
-                        up: Some(true),
-                        ..Default::default()
-                    },
-                )
-                .unwrap();
-            for addr in ["198.18.1.1", "198.18.2.2", "198.18.9.9", "169.254.169.254"] {
-                setup
-                    .add_address(Link::Index(1), addr.parse().unwrap(), 32)
-                    .unwrap();
-            }
-            rtnl.execute(&setup).unwrap();
-            echo_server("198.18.1.1:5353", b"echo:", Arc::clone(&stop));
-            echo_server("198.18.2.2:5353", b"echo:", Arc::clone(&stop));
-            echo_server("169.254.169.254:53", b"metadata:", Arc::clone(&stop));
-            echo_server("198.18.9.9:53", b"dns:", Arc::clone(&stop));
-            // Controls, from the world itself: every server answers.
-            for target in ["198.18.1.1:5353", "198.18.2.2:5353", "169.254.169.254:53"] {
-                assert!(ask(target, b"control").is_ok(), "control: {target}");
-            }
-            world_tx.send(current_network_namespace().unwrap()).unwrap();
-            while !stop.load(Ordering::Relaxed) {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        });
-    }
-    let world = world_rx.recv().unwrap();
-
-    // The sandbox's namespace, rootless-style (the calling thread stays).
     let network = Policy::from_toml_str(
         "[network]\nmode = \"allowlist\"\ndns = true\nallow = [\"198.18.1.1/32:5353/udp\"]\n",
     )
     .unwrap()
     .network;
-    let addressing = EgressAddressing::default();
-    let egress = EgressNamespace::create_rootless(&network, &addressing).unwrap();
-    let sandbox_ns = egress.netns;
-
-    // The forwarder runs in the world (where the host sockets live).
-    let forwarder = {
-        let stop = Arc::clone(&stop);
-        let policy = EgressPolicy::from_network(&network, Gateway::default());
-        let tap = egress.tap;
-        std::thread::spawn(move || {
-            enter_network_namespace(&world).unwrap();
-            let mut forwarder = EgressForwarder::new(
-                tap,
-                policy,
-                &addressing,
-                Some("198.18.9.9:53".parse().unwrap()),
-                ForwarderLimits::default(),
-            )
-            .unwrap();
-            forwarder.run(&stop).unwrap();
-            forwarder.counters()
-        })
-    };
-
-    // The guest.
-    let guest = std::thread::spawn(move || {
-        enter_network_namespace(&sandbox_ns).unwrap();
+    let world = common::World::new(
+        &["198.18.1.1", "198.18.2.2", "198.18.9.9", "169.254.169.254"],
+        |stop| {
+            echo_server("198.18.1.1:5353", b"echo:", Arc::clone(&stop));
+            echo_server("198.18.2.2:5353", b"echo:", Arc::clone(&stop));
+            echo_server("169.254.169.254:53", b"metadata:", Arc::clone(&stop));
+            echo_server("198.18.9.9:53", b"dns:", Arc::clone(&stop));
+        },
+        &network,
+        Some("198.18.9.9:53"),
+    );
+    // Controls, from the world itself: every server answers.
+    world.in_world(|| {
+        for target in ["198.18.1.1:5353", "198.18.2.2:5353", "169.254.169.254:53"] {
+            assert!(ask(target, b"control").is_ok(), "control: {target}");
+        }
+    });
+    let guest = world.in_sandbox(|| {
         let mut results = vec![
             ("allowed", ask("198.18.1.1:5353", b"hi")),
             ("dns", ask("10.0.2.2:53", b"query")),
@@ -144,37 +90,13 @@ fn udp_and_dns_through_the_forwarder_with_both_enforcement_points() {
         ];
         // Now without the ruleset (everything accepted in the kernel): the
         // forwarder alone must still refuse.
-        let open = Ruleset {
-            output: ["0.0.0.0/0", "::/0"]
-                .iter()
-                .map(|n| RuleSpec {
-                    matches: Match::Destination {
-                        net: IpNet::new(n.split('/').next().unwrap().parse().unwrap(), 0).unwrap(),
-                        protocol: None,
-                        ports: None,
-                    },
-                    verdict: Verdict::Accept,
-                })
-                .chain([RuleSpec {
-                    matches: Match::EstablishedRelated,
-                    verdict: Verdict::Accept,
-                }])
-                .collect(),
-            input: vec![RuleSpec {
-                matches: Match::EstablishedRelated,
-                verdict: Verdict::Accept,
-            }],
-        };
-        open.install().unwrap();
+        open_ruleset().install().unwrap();
         results.push(("other host, no ruleset", ask("198.18.2.2:5353", b"hi")));
         results.push(("metadata, no ruleset", ask("169.254.169.254:53", b"hi")));
         results.push(("allowed, no ruleset", ask("198.18.1.1:5353", b"again")));
         results
-    })
-    .join()
-    .unwrap();
-    stop.store(true, Ordering::Relaxed);
-    let counters = forwarder.join().unwrap();
+    });
+    let counters = world.finish();
 
     let get = |name: &str| guest.iter().find(|(n, _)| *n == name).unwrap().1.clone();
     assert_eq!(get("allowed"), Ok(b"echo:hi".to_vec()));

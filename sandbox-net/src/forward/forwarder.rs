@@ -1,8 +1,8 @@
-//! `EgressForwarder`: reads the sandbox's frames from the tap fd, answers
-//! ARP and neighbour discovery for the gateway, and relays each allowed
-//! UDP flow (and DNS to the gateway) through a host socket of its own.
-//! TCP and ICMP echo are not relayed yet (issue 6 continues): their frames
-//! are counted and dropped.
+//! `EgressForwarder`: reads the sandbox's frames from the tap fd and
+//! relays each allowed flow through a host socket of its own: TCP through a
+//! userspace stack ([`super::tcp`]), UDP datagram by datagram, DNS to the
+//! gateway to the host's resolver. ARP and neighbour discovery for the
+//! gateway are answered by the stack. ICMP echo is not relayed yet.
 
 use std::collections::HashMap;
 use std::io;
@@ -16,8 +16,9 @@ use sandbox_policy::Protocol;
 
 use crate::egress::EgressAddressing;
 use crate::error::{Error, Result};
-use crate::forward::frame::{GuestPacket, Mac, arp_reply, classify, neighbor_advert, udp_frame};
+use crate::forward::frame::{GuestPacket, Mac, classify, neighbor_advert, udp_frame};
 use crate::forward::policy::{EgressPolicy, Refusal, Verdict};
+use crate::forward::tcp::{TcpCounters, TcpRelay};
 
 /// The gateway's MAC address on the tap (locally administered).
 pub const GATEWAY_MAC: Mac = [0x02, 0x53, 0x42, 0x58, 0x00, 0x02];
@@ -29,6 +30,9 @@ pub struct ForwarderLimits {
     pub max_udp_flows: usize,
     /// A UDP flow with no traffic for this long is closed.
     pub udp_idle: Duration,
+    /// TCP connections open (or opening) at once; new SYNs beyond are
+    /// dropped and counted.
+    pub max_tcp_flows: usize,
 }
 
 impl Default for ForwarderLimits {
@@ -36,6 +40,7 @@ impl Default for ForwarderLimits {
         Self {
             max_udp_flows: 256,
             udp_idle: Duration::from_secs(60),
+            max_tcp_flows: 1024,
         }
     }
 }
@@ -47,7 +52,7 @@ pub struct Counters {
     pub frames_in: u64,
     /// Frames written to the tap.
     pub frames_out: u64,
-    /// ARP and neighbour solicitations answered.
+    /// ARP and neighbour discovery frames handled.
     pub neighbours_answered: u64,
     /// UDP datagrams relayed out.
     pub udp_out: u64,
@@ -61,8 +66,10 @@ pub struct Counters {
     pub refused_metadata: u64,
     /// New flows refused because a limit was reached.
     pub over_limit: u64,
-    /// TCP segments dropped (TCP is not relayed yet).
+    /// New TCP connections refused or over the limit (their SYNs dropped).
     pub tcp_dropped: u64,
+    /// The TCP relay's own counters.
+    pub tcp: TcpCounters,
     /// Frames not handled (other protocols, malformed).
     pub ignored: u64,
 }
@@ -80,12 +87,12 @@ struct UdpFlow {
 pub struct EgressForwarder {
     tap: OwnedFd,
     policy: EgressPolicy,
-    gateway_v4: Ipv4Addr,
-    gateway_v6: Option<Ipv6Addr>,
     guest_mac: Option<Mac>,
     dns_upstream: Option<SocketAddr>,
     limits: ForwarderLimits,
+    gateway_v6: Option<Ipv6Addr>,
     flows: HashMap<(SocketAddr, SocketAddr), UdpFlow>,
+    tcp: TcpRelay,
     counters: Counters,
 }
 
@@ -134,19 +141,22 @@ impl EgressForwarder {
         Ok(Self {
             tap,
             policy,
-            gateway_v4: addressing.gateway.v4,
-            gateway_v6: addressing.gateway.v6,
             guest_mac: None,
             dns_upstream,
             limits,
+            gateway_v6: addressing.gateway.v6,
             flows: HashMap::new(),
+            tcp: TcpRelay::new(GATEWAY_MAC, addressing),
             counters: Counters::default(),
         })
     }
 
     /// What it has done so far.
     pub fn counters(&self) -> Counters {
-        self.counters
+        Counters {
+            tcp: self.tcp.counters,
+            ..self.counters
+        }
     }
 
     /// Runs until `stop` is set (checked at least every 100 ms) or the tap
@@ -159,6 +169,11 @@ impl EgressForwarder {
         let mut frame = vec![0u8; 65536 + 64];
         while !stop.load(Ordering::Relaxed) {
             let keys: Vec<(SocketAddr, SocketAddr)> = self.flows.keys().copied().collect();
+            let timer = self
+                .tcp
+                .next_timer()
+                .unwrap_or(Duration::from_millis(100))
+                .min(Duration::from_millis(100));
             let ready: Vec<bool> = {
                 let mut fds: Vec<PollFd<'_>> = Vec::with_capacity(1 + keys.len());
                 fds.push(PollFd::new(&self.tap, PollFlags::IN));
@@ -167,9 +182,18 @@ impl EgressForwarder {
                         fds.push(PollFd::new(&flow.socket, PollFlags::IN));
                     }
                 }
+                let host_fds = self.tcp.host_fds();
+                for (fd, wants_write) in &host_fds {
+                    let flags = if *wants_write {
+                        PollFlags::IN | PollFlags::OUT
+                    } else {
+                        PollFlags::IN
+                    };
+                    fds.push(PollFd::from_borrowed_fd(*fd, flags));
+                }
                 let timeout = rustix::time::Timespec {
                     tv_sec: 0,
-                    tv_nsec: 100_000_000,
+                    tv_nsec: timer.as_nanos() as i64,
                 };
                 match rustix::event::poll(&mut fds, Some(&timeout)) {
                     Ok(_) | Err(rustix::io::Errno::INTR) => {}
@@ -184,7 +208,7 @@ impl EgressForwarder {
                         Ok(n) => {
                             self.counters.frames_in += 1;
                             let copy = frame[..n].to_vec();
-                            self.handle_frame(&copy);
+                            self.handle_frame(copy);
                         }
                         Err(rustix::io::Errno::AGAIN) => break,
                         Err(rustix::io::Errno::INTR) => {}
@@ -196,6 +220,9 @@ impl EgressForwarder {
                 if *is_ready {
                     self.relay_in(*key, &mut frame);
                 }
+            }
+            for out in self.tcp.pump() {
+                self.send_frame(&out);
             }
             let idle = self.limits.udp_idle;
             self.flows.retain(|_, flow| flow.last.elapsed() < idle);
@@ -209,27 +236,33 @@ impl EgressForwarder {
         }
     }
 
-    fn handle_frame(&mut self, frame: &[u8]) {
-        match classify(frame) {
-            GuestPacket::ArpRequest {
-                sender_mac,
-                sender_ip,
-                target,
-            } if target == self.gateway_v4 => {
+    fn handle_frame(&mut self, frame: Vec<u8>) {
+        enum Action {
+            Stack,
+            Udp(SocketAddr, SocketAddr, Vec<u8>),
+            NewTcp((SocketAddr, SocketAddr)),
+            Drop,
+        }
+        let action = match classify(&frame) {
+            GuestPacket::ArpRequest { sender_mac, .. } => {
                 self.guest_mac = Some(sender_mac);
-                let reply = arp_reply(GATEWAY_MAC, target, sender_mac, sender_ip);
                 self.counters.neighbours_answered += 1;
-                self.send_frame(&reply);
+                Action::Stack
             }
             GuestPacket::NeighborSolicit {
                 src_mac,
                 src_ip,
                 target,
-            } if Some(target) == self.gateway_v6 && !src_ip.is_unspecified() => {
+            } => {
                 self.guest_mac = Some(src_mac);
-                let reply = neighbor_advert(GATEWAY_MAC, target, src_mac, src_ip);
                 self.counters.neighbours_answered += 1;
-                self.send_frame(&reply);
+                // Answer for the gateway ourselves too (the stack learns
+                // the sandbox's address from the solicitation it is given).
+                if Some(target) == self.gateway_v6 && !src_ip.is_unspecified() {
+                    let advert = neighbor_advert(GATEWAY_MAC, target, src_mac, src_ip);
+                    self.send_frame(&advert);
+                }
+                Action::Stack
             }
             GuestPacket::Udp {
                 src_mac,
@@ -238,11 +271,57 @@ impl EgressForwarder {
                 payload,
             } => {
                 self.guest_mac = Some(src_mac);
-                self.relay_out(src, dst, payload);
+                Action::Udp(src, dst, payload.to_vec())
             }
-            GuestPacket::Tcp { .. } => self.counters.tcp_dropped += 1,
-            _ => self.counters.ignored += 1,
+            GuestPacket::Tcp {
+                src, dst, flags, ..
+            } => {
+                if flags.syn && !flags.ack && !self.tcp.knows(&(src, dst)) {
+                    Action::NewTcp((src, dst))
+                } else {
+                    Action::Stack
+                }
+            }
+            // The stack would answer echo requests for any address (AnyIP):
+            // that would fake reachability, so they go nowhere for now.
+            GuestPacket::EchoRequest { .. } => Action::Drop,
+            // ARP replies, neighbour advertisements and the like: the
+            // stack's business.
+            GuestPacket::Ignored(_) => Action::Stack,
+        };
+        match action {
+            Action::Stack => self.tcp.feed(frame),
+            Action::Udp(src, dst, payload) => self.relay_out(src, dst, &payload),
+            Action::NewTcp(key) => self.open_tcp(key, frame),
+            Action::Drop => self.counters.ignored += 1,
         }
+    }
+
+    fn open_tcp(&mut self, key: (SocketAddr, SocketAddr), syn: Vec<u8>) {
+        let dst = key.1;
+        let target = match self.policy.decide(dst.ip(), dst.port(), Protocol::Tcp) {
+            Verdict::Forward => dst,
+            Verdict::Dns => match self.dns_upstream {
+                Some(upstream) => {
+                    self.counters.dns_queries += 1;
+                    upstream
+                }
+                None => {
+                    self.counters.tcp_dropped += 1;
+                    return self.refuse(Refusal::Gateway);
+                }
+            },
+            Verdict::Refuse(refusal) => {
+                self.counters.tcp_dropped += 1;
+                return self.refuse(refusal);
+            }
+        };
+        if self.tcp.flows() >= self.limits.max_tcp_flows {
+            self.counters.over_limit += 1;
+            self.counters.tcp_dropped += 1;
+            return;
+        }
+        self.tcp.open(key, target, syn);
     }
 
     fn refuse(&mut self, refusal: Refusal) {

@@ -9,6 +9,7 @@
 mod forwarder;
 mod frame;
 mod policy;
+mod tcp;
 
 pub use forwarder::{Counters, EgressForwarder, ForwarderLimits, GATEWAY_MAC, resolver_from};
 pub use frame::{
@@ -16,3 +17,4 @@ pub use frame::{
     udp_frame,
 };
 pub use policy::{EgressPolicy, Refusal, Verdict, canonical};
+pub use tcp::TcpCounters;

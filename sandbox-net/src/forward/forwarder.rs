@@ -40,7 +40,7 @@ impl Default for ForwarderLimits {
         Self {
             max_udp_flows: 256,
             udp_idle: Duration::from_secs(60),
-            max_tcp_flows: 1024,
+            max_tcp_flows: 256,
         }
     }
 }

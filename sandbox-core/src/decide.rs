@@ -16,8 +16,10 @@ pub(crate) struct Decisions {
     pub(crate) namespaces: bool,
     /// The filesystem view actually built.
     pub(crate) fs_mode: FsMode,
-    /// A new network namespace with loopback only.
+    /// A new network namespace (loopback, and the egress tap if `egress`).
     pub(crate) new_netns: bool,
+    /// Allowlisted egress: tap0, the ruleset, the forwarder.
+    pub(crate) egress: bool,
     /// The seccomp filter installed.
     pub(crate) seccomp: SeccompMode,
     /// The Landlock ABI used, if Landlock is applied.
@@ -130,12 +132,39 @@ pub(crate) fn decide(policy: &Policy, host: &HostCapabilities) -> (Decisions, Ef
     // network
     let net_asked = policy.network.mode.unwrap_or(NetMode::None);
     let mut new_netns = false;
+    let mut egress = false;
     match net_asked {
+        NetMode::Allowlist
+            if namespaces && host.tun.is_available() && host.nftables_in_userns.is_available() =>
+        {
+            new_netns = true;
+            egress = true;
+            let rules = sandbox_net::Ruleset::from_network(
+                &policy.network,
+                &sandbox_net::Gateway::default(),
+            );
+            net_mech.push(format!(
+                "a new network namespace: tap0 10.0.2.100/24 and fd00:0:2::100/64 via the gateway 10.0.2.2 / fd00:0:2::2, MTU 65520; a default-drop nftables ruleset (table inet sandbox, {} output rules) loaded before the link came up",
+                rules.output.len()
+            ));
+            net_mech.push(
+                "a userspace forwarder in the caller relays each allowed flow through a host socket of its own, enforcing the policy a second time (metadata blocked, deny over allow, IPv4-mapped forms)".into(),
+            );
+        }
         NetMode::None | NetMode::Allowlist => {
             if net_asked == NetMode::Allowlist {
+                let why = if !namespaces {
+                    format!("no user namespace ({userns_why})")
+                } else if !host.tun.is_available() {
+                    reason(&host.tun).to_string()
+                } else {
+                    reason(&host.nftables_in_userns).to_string()
+                };
                 down(
                     Layer::Network,
-                    "network.mode = \"allowlist\": the egress forwarder is not part of this build yet (degraded, a run gets no network at all: loopback only)".into(),
+                    format!(
+                        "network.mode = \"allowlist\": {why} (degraded, a run gets no network at all: loopback only)"
+                    ),
                 );
             }
             if namespaces {
@@ -338,6 +367,7 @@ pub(crate) fn decide(policy: &Policy, host: &HostCapabilities) -> (Decisions, Ef
         namespaces,
         fs_mode,
         new_netns,
+        egress,
         seccomp,
         landlock_abi,
         memory,

@@ -37,6 +37,9 @@ pub(crate) struct PlanFds {
     pub(crate) status_write: c_int,
     /// The command's stdin, stdout, stderr (`NO_FD`: inherit the caller's).
     pub(crate) stdio: [c_int; 3],
+    /// The child's end of the socket the tap fd goes out on (`NO_FD`
+    /// without allowlisted egress).
+    pub(crate) egress_socket: c_int,
 }
 
 /// What to run, as the command builder collected it.
@@ -230,11 +233,16 @@ pub(crate) fn build(
     egid: u32,
 ) -> Result<Plan> {
     let mut b = Builder::default();
-    let mut keep: Vec<c_int> = [fds.sync_read, fds.setup_write, fds.status_write]
-        .into_iter()
-        .chain(fds.stdio)
-        .filter(|&fd| fd >= 3)
-        .collect();
+    let mut keep: Vec<c_int> = [
+        fds.sync_read,
+        fds.setup_write,
+        fds.status_write,
+        fds.egress_socket,
+    ]
+    .into_iter()
+    .chain(fds.stdio)
+    .filter(|&fd| fd >= 3)
+    .collect();
     keep.sort_unstable();
     keep.dedup();
     b.push(Step::CloseFdsExcept(keep), "close the caller's fds");
@@ -257,14 +265,19 @@ pub(crate) fn build(
             Step::MakeMountsPrivate,
             "make / private (MS_REC|MS_PRIVATE)",
         );
+        // The network first: /dev/net/tun is reachable only before the
+        // new root replaces the host's /dev.
+        if decisions.new_netns {
+            b.push(Step::LoopbackUp, "bring loopback up");
+        }
+        if decisions.egress {
+            egress_steps(&mut b, policy, fds.egress_socket)?;
+        }
         filesystem_steps(&mut b, policy, decisions.fs_mode)?;
         b.push(
             Step::SetHostname(cstring("hostname", b"sandbox")?),
             "sethostname",
         );
-        if decisions.new_netns {
-            b.push(Step::LoopbackUp, "bring loopback up");
-        }
         // The parent moved us into our cgroups meanwhile (a cgroup v1
         // migration can take milliseconds: it overlaps the mounts).
         b.push(
@@ -416,6 +429,61 @@ pub(crate) fn build(
         gid_map: id_map(gid, egid),
         deny_setgroups: !root_caller,
     })
+}
+
+/// The egress network: the ruleset first, then the tap (link 2 of the new
+/// namespace) configured and up, and its fd handed to the parent.
+fn egress_steps(b: &mut Builder, policy: &Policy, socket: c_int) -> Result<()> {
+    use sandbox_net::{EgressAddressing, FdPassBuffer, Gateway, Ruleset, tap_setup};
+    let prepare = |what: &str| {
+        let what = what.to_string();
+        move |e: sandbox_net::Error| Error::Prepare {
+            what,
+            source: std::io::Error::other(e.to_string()),
+        }
+    };
+    const TAP_INDEX: u32 = 2;
+    let addressing = EgressAddressing::default();
+    let batch = Ruleset::from_network(&policy.network, &Gateway::default())
+        .batch()
+        .map_err(prepare("build the nftables batch"))?;
+    b.push(
+        Step::NftBatch {
+            bytes: batch.as_bytes().to_vec(),
+            acks: batch.acks(),
+        },
+        "install the egress ruleset (nftables)",
+    );
+    let tap = b.register();
+    b.push(
+        Step::CreateTap {
+            name: cstring("interface name", addressing.name.as_bytes())?,
+            index: TAP_INDEX as c_int,
+            out: tap,
+        },
+        format!("create {} (/dev/net/tun, TUNSETIFF)", addressing.name),
+    );
+    let setup = tap_setup(&addressing, TAP_INDEX).map_err(prepare("build the tap's requests"))?;
+    b.push(
+        Step::Netlink {
+            bytes: setup.as_bytes().to_vec(),
+            count: setup.len() as u32,
+        },
+        format!(
+            "configure {} (MTU, queue, addresses, up, routes)",
+            addressing.name
+        ),
+    );
+    b.push(
+        Step::SendFd {
+            socket,
+            reg: tap,
+            buffer: std::cell::RefCell::new(FdPassBuffer::new()),
+        },
+        "pass the tap fd to the parent",
+    );
+    b.push(Step::Close(tap), "close the tap");
+    Ok(())
 }
 
 /// Where this process's argv lives (`/proc/self/stat` fields 48 and 49),

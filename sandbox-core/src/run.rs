@@ -34,9 +34,59 @@ pub(crate) struct Started {
     /// Our end of the sync pipe, open while we supervise: the child checks
     /// it to know we are alive.
     _parent_alive: OwnedFd,
+    egress: Option<EgressRun>,
     cgroups: RunCgroups,
     started: Instant,
     reaped: bool,
+}
+
+/// The forwarder of a run with allowlisted egress.
+#[derive(Debug)]
+struct EgressRun {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl EgressRun {
+    fn stop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn start_forwarder(inner: &Inner, socket: &OwnedFd) -> Result<EgressRun> {
+    use sandbox_net::forward::{EgressForwarder, EgressPolicy, ForwarderLimits};
+    use sandbox_net::{EgressAddressing, Gateway};
+    let fail = |what: &'static str| {
+        move |e: sandbox_net::Error| Error::Supervise {
+            what,
+            source: std::io::Error::other(e.to_string()),
+        }
+    };
+    let tap = sandbox_net::recv_fd(socket).map_err(fail("receive the tap fd"))?;
+    let policy = EgressPolicy::from_network(&inner.policy.network, Gateway::default());
+    let mut forwarder = EgressForwarder::new(
+        tap,
+        policy,
+        &EgressAddressing::default(),
+        None,
+        ForwarderLimits::default(),
+    )
+    .map_err(fail("start the egress forwarder"))?;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = Arc::clone(&stop);
+    let thread = std::thread::Builder::new()
+        .name("sandbox-egress".into())
+        .spawn(move || {
+            let _ = forwarder.run(&flag);
+        })
+        .map_err(Error::prepare("start the egress forwarder thread"))?;
+    Ok(EgressRun {
+        stop,
+        thread: Some(thread),
+    })
 }
 
 /// The three stdio choices of a command.
@@ -100,6 +150,19 @@ pub(crate) fn start(inner: &Inner, spec: &CommandSpec, stdio: StdioChoice) -> Re
     let (child_in, parent_in) = stdio_fds(stdio.stdin, true)?;
     let (child_out, parent_out) = stdio_fds(stdio.stdout, false)?;
     let (child_err, parent_err) = stdio_fds(stdio.stderr, false)?;
+    let egress_sockets = if inner.decisions.egress {
+        Some(
+            rustix::net::socketpair(
+                rustix::net::AddressFamily::UNIX,
+                rustix::net::SocketType::STREAM,
+                rustix::net::SocketFlags::CLOEXEC,
+                None,
+            )
+            .map_err(Error::prepare_errno("the egress socket pair"))?,
+        )
+    } else {
+        None
+    };
     let cgroups = if inner.decisions.memory.is_some() || inner.decisions.pids.is_some() {
         RunCgroups::create(
             &inner.report.host.cgroups,
@@ -114,6 +177,9 @@ pub(crate) fn start(inner: &Inner, spec: &CommandSpec, stdio: StdioChoice) -> Re
         setup_write: setup_write.as_raw_fd(),
         status_write: status_write.as_raw_fd(),
         stdio: [raw(&child_in), raw(&child_out), raw(&child_err)],
+        egress_socket: egress_sockets
+            .as_ref()
+            .map_or(NO_FD, |(_, child)| child.as_raw_fd()),
     };
     let host = &inner.report.host;
     let egid = rustix::process::getegid().as_raw();
@@ -131,6 +197,7 @@ pub(crate) fn start(inner: &Inner, spec: &CommandSpec, stdio: StdioChoice) -> Re
         .map_err(Error::prepare_errno("clone the sandbox"))?;
     drop((sync_read, setup_write, status_write));
     drop((child_in, child_out, child_err));
+    let egress_parent = egress_sockets.map(|(parent, _child)| parent);
 
     // The parent's half: id maps, cgroups, then let the child go.
     let parent_setup = || -> Result<()> {
@@ -190,6 +257,18 @@ pub(crate) fn start(inner: &Inner, spec: &CommandSpec, stdio: StdioChoice) -> Re
         }
         _ => parent_result?,
     }
+    // The child handed over the tap before it exec'd: the forwarder runs in
+    // a thread of the caller's, in the caller's network namespace.
+    let egress = match egress_parent {
+        Some(socket) => match start_forwarder(inner, &socket) {
+            Ok(egress) => Some(egress),
+            Err(e) => {
+                abandon(pid, &pidfd);
+                return Err(e);
+            }
+        },
+        None => None,
+    };
     Ok(Started {
         pid,
         pidfd: Arc::new(pidfd),
@@ -198,6 +277,7 @@ pub(crate) fn start(inner: &Inner, spec: &CommandSpec, stdio: StdioChoice) -> Re
         stderr: parent_err,
         status: status_read,
         _parent_alive: sync_write,
+        egress,
         cgroups,
         started,
         reaped: false,
@@ -368,6 +448,9 @@ impl Drop for Started {
     fn drop(&mut self) {
         if !self.reaped {
             abandon(self.pid, &self.pidfd);
+        }
+        if let Some(egress) = self.egress.as_mut() {
+            egress.stop();
         }
     }
 }

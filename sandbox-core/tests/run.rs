@@ -14,6 +14,16 @@ fn sandbox(toml: &str) -> Sandbox {
     Sandbox::new(Policy::from_toml_str(toml).unwrap()).unwrap()
 }
 
+/// A sandbox decided against this host with `/dev/net/tun` unusable (as on
+/// hosts where it is root's only and the caller is not).
+fn sandbox_without_tun(toml: &str) -> Sandbox {
+    let mut host = sandbox_core::probe().clone();
+    host.tun = sandbox_core::Capability::Unavailable {
+        reason: "open /dev/net/tun: Permission denied (as on a host without tun)".into(),
+    };
+    Sandbox::with_host(Policy::from_toml_str(toml).unwrap(), &host).unwrap()
+}
+
 fn sh(sandbox: &Sandbox, script: &str) -> RunOutcome {
     sandbox.command("sh").args(["-c", script]).output().unwrap()
 }
@@ -339,8 +349,9 @@ fn fail_closed_refuses_before_anything_runs() {
     );
     let marker = dir.path().join("ran");
     let script = "touch /out/ran";
-    // Refused: allowlist egress is not available in this build.
-    let refused = sandbox(&format!("{binds}[network]\nmode = \"allowlist\"\n"));
+    // Refused: allowlisted egress on a host without /dev/net/tun (this
+    // host's probe, with tun marked unavailable).
+    let refused = sandbox_without_tun(&format!("{binds}[network]\nmode = \"allowlist\"\n"));
     assert!(!refused.report().fully_enforced());
     let err = refused
         .command("sh")
@@ -351,7 +362,10 @@ fn fail_closed_refuses_before_anything_runs() {
         panic!("{err}")
     };
     assert_eq!(downgrades[0].layer, Layer::Network);
-    assert!(err.to_string().contains("allowlist"), "{err}");
+    assert!(
+        err.to_string().contains("allowlist") && err.to_string().contains("tun"),
+        "{err}"
+    );
     assert!(!marker.exists(), "nothing ran");
     // Control: the same policy without the unavailable layer runs it.
     let control = sandbox(&binds);
@@ -364,7 +378,7 @@ fn fail_closed_refuses_before_anything_runs() {
 #[test]
 fn degrade_runs_and_lists_the_downgrade() {
     require_root!();
-    let sb = sandbox("on_unavailable = \"degrade\"\n[network]\nmode = \"allowlist\"\n");
+    let sb = sandbox_without_tun("on_unavailable = \"degrade\"\n[network]\nmode = \"allowlist\"\n");
     let out = sh(&sb, "tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '");
     assert!(out.success());
     assert_eq!(
@@ -707,4 +721,66 @@ fn status_inherits_the_output_and_still_reports() {
         .status()
         .unwrap();
     assert_eq!(captured.stdout, b"hi\n", "an explicit Piped is captured");
+}
+
+#[test]
+fn allowlisted_egress_reaches_only_what_is_allowed() {
+    require_root!();
+    use std::io::{Read, Write};
+    // Everything happens in a network namespace this test makes (the
+    // forwarder's host sockets live where the caller is): servers on
+    // 198.18.1.1 and 198.18.2.2 on its loopback.
+    std::thread::spawn(|| {
+        sandbox_net::unshare_network_namespace().unwrap();
+        let rtnl = sandbox_net::Rtnetlink::open().unwrap();
+        let mut setup = sandbox_net::Requests::new();
+        setup
+            .set_link(
+                sandbox_net::Link::Name("lo"),
+                sandbox_net::LinkChange {
+                    up: Some(true),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        for addr in ["198.18.1.1", "198.18.2.2"] {
+            setup
+                .add_address(sandbox_net::Link::Index(1), addr.parse().unwrap(), 32)
+                .unwrap();
+        }
+        rtnl.execute(&setup).unwrap();
+        for addr in ["198.18.1.1:80", "198.18.2.2:80"] {
+            let listener = std::net::TcpListener::bind(addr).unwrap();
+            std::thread::spawn(move || {
+                for mut stream in listener.incoming().flatten() {
+                    let mut buf = [0u8; 512];
+                    let _ = stream.read(&mut buf);
+                    let _ = stream.write_all(b"HTTP/1.0 200 OK\r\n\r\nhello from the world\n");
+                }
+            });
+        }
+        // Control: both answer here.
+        for addr in ["198.18.1.1:80", "198.18.2.2:80"] {
+            let mut s = std::net::TcpStream::connect(addr).unwrap();
+            s.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+            let mut reply = String::new();
+            s.read_to_string(&mut reply).unwrap();
+            assert!(reply.contains("hello from the world"), "control {addr}");
+        }
+        let sb = sandbox(
+            "[network]\nmode = \"allowlist\"\nallow = [\"198.18.1.1/32:80/tcp\"]\n",
+        );
+        assert!(sb.report().network.enforced, "{}", sb.report());
+        let script = "for h in 198.18.1.1 198.18.2.2; do \
+            if out=$(timeout 3 bash -c \"exec 3<>/dev/tcp/$h/80; printf 'GET / HTTP/1.0\\r\\n\\r\\n' >&3; cat <&3\" 2>&1); \
+            then echo \"$h: $(echo \"$out\" | tail -n 1)\"; else echo \"$h: blocked\"; fi; done; \
+            ip=$(cat /proc/net/fib_trie | grep -c 10.0.2.100); echo addr=$ip";
+        let out = sb.command("bash").args(["-c", script]).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(text.contains("198.18.1.1: hello from the world"), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+        assert!(text.contains("198.18.2.2: blocked"), "{text}");
+        assert!(!text.contains("addr=0"), "tap0 has 10.0.2.100: {text}");
+    })
+    .join()
+    .unwrap();
 }

@@ -203,8 +203,12 @@ fn link_up(link: Link<'_>) -> Result<Requests> {
 }
 
 /// The requests that configure the tap (by index): MTU, queue length,
-/// addresses, up, default routes.
-fn tap_setup(addressing: &EgressAddressing, index: u32) -> Result<Requests> {
+/// addresses, up, default routes — for a child that sends them prebuilt.
+///
+/// # Errors
+///
+/// [`Error::Invalid`] for an addressing the kernel would refuse.
+pub fn tap_setup(addressing: &EgressAddressing, index: u32) -> Result<Requests> {
     let mut setup = Requests::new();
     setup.set_link(
         Link::Index(index),

@@ -34,7 +34,7 @@ mod rtnl;
 mod sys;
 mod tap;
 
-pub use egress::{EgressAddressing, EgressNamespace};
+pub use egress::{EgressAddressing, EgressNamespace, tap_setup};
 pub use error::{Error, Result};
 pub use namespace::{
     current_network_namespace, enter_network_namespace, unshare_network_namespace,

@@ -158,6 +158,24 @@ pub(crate) enum Step {
     SetHostname(CString),
     /// `ioctl(SIOCSIFFLAGS)` on `lo` with `IFF_UP`.
     LoopbackUp,
+    /// Send a prebuilt nf_tables batch on a `NETLINK_NETFILTER` socket and
+    /// check its ACKs.
+    NftBatch { bytes: Vec<u8>, acks: u32 },
+    /// `open("/dev/net/tun")` + `TUNSETIFF` (tap, no packet info); the tap
+    /// must come out as link `index` (the requests that follow assume it).
+    CreateTap {
+        name: CString,
+        index: c_int,
+        out: Reg,
+    },
+    /// Send prebuilt rtnetlink requests, checking every ACK.
+    Netlink { bytes: Vec<u8>, count: u32 },
+    /// Pass the fd in `reg` to the parent over `socket` (`SCM_RIGHTS`).
+    SendFd {
+        socket: c_int,
+        reg: Reg,
+        buffer: std::cell::RefCell<sandbox_net::FdPassBuffer>,
+    },
     /// Empty the bounding and ambient sets, lock the securebits.
     DropBoundingAndAmbient,
     /// `setgroups(0, NULL)`.
@@ -758,6 +776,66 @@ fn run_step(step: &Step, registers: &[Cell<c_int>]) -> Result<(), c_int> {
                     });
                 libc::close(sock);
                 result?;
+            }
+            Step::NftBatch { bytes, acks } => {
+                let fd = check(libc::socket(
+                    libc::AF_NETLINK,
+                    libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+                    libc::NETLINK_NETFILTER,
+                ))? as c_int;
+                let sent = sandbox_net::send_nft_batch(fd, bytes, *acks);
+                libc::close(fd);
+                sent.map_err(|(_, e)| e)?;
+            }
+            Step::CreateTap { name, index, out } => {
+                let tun = check(libc::open(
+                    c"/dev/net/tun".as_ptr(),
+                    libc::O_RDWR | libc::O_CLOEXEC,
+                ))? as c_int;
+                set_reg(registers, *out, i64::from(tun));
+                let mut request: libc::ifreq = std::mem::zeroed();
+                for (slot, byte) in request.ifr_name.iter_mut().zip(name.as_bytes()) {
+                    *slot = *byte as c_char;
+                }
+                request.ifr_ifru.ifru_flags = (libc::IFF_TAP | libc::IFF_NO_PI) as libc::c_short;
+                check(libc::ioctl(tun, libc::TUNSETIFF as _, &mut request))?;
+                check(libc::ioctl(tun, libc::SIOCGIFINDEX as _, &mut request)).or_else(|_| {
+                    // SIOCGIFINDEX wants a socket on some kernels.
+                    let sock = check(libc::socket(
+                        libc::AF_INET,
+                        libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
+                        0,
+                    ))? as c_int;
+                    let r = check(libc::ioctl(sock, libc::SIOCGIFINDEX as _, &mut request));
+                    libc::close(sock);
+                    r
+                })?;
+                if request.ifr_ifru.ifru_ifindex != *index {
+                    return Err(libc::ENXIO);
+                }
+            }
+            Step::Netlink { bytes, count } => {
+                let fd = check(libc::socket(
+                    libc::AF_NETLINK,
+                    libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+                    libc::NETLINK_ROUTE,
+                ))? as c_int;
+                let sent = sandbox_net::send_prebuilt(
+                    std::os::fd::BorrowedFd::borrow_raw(fd),
+                    bytes,
+                    *count,
+                );
+                libc::close(fd);
+                sent.map_err(|(_, e)| e)?;
+            }
+            Step::SendFd {
+                socket,
+                reg: r,
+                buffer,
+            } => {
+                let fd = reg(registers, *r);
+                let mut buffer = buffer.try_borrow_mut().map_err(|_| libc::EBUSY)?;
+                buffer.send_raw(*socket, fd)?;
             }
             Step::DropBoundingAndAmbient => {
                 for cap in 0..64 {

@@ -19,7 +19,7 @@
 //! 2. **Plan in the parent**: mount list, id maps, rlimits, Landlock rules,
 //!    the seccomp BPF, argv and env, all as prebuilt buffers.
 //! 3. **Clone** PID 1 of the sandbox into new user, mount, pid, ipc, uts
-//!    and (for `network.mode = "none"`) network namespaces; the parent writes
+//!    and (unless `network.mode = "host"`) network namespaces; the parent writes
 //!    its uid/gid maps and places it in per-run cgroups (memory, pids)
 //!    beneath the caller's own. The child runs the plan with raw syscalls
 //!    and no allocation — safe from a multithreaded program: a minimal root
@@ -27,7 +27,10 @@
 //!    every mount target resolved beneath the new root with `openat2` and
 //!    mounted by fd (`open_tree`, `fsmount`, `move_mount`), `pivot_root`;
 //!    then hostname, loopback, the privilege drop (groups, uid/gid, every
-//!    capability set including bounding and ambient, `no_new_privs`).
+//!    capability set including bounding and ambient, `no_new_privs`). For
+//!    `network.mode = "allowlist"` the child first loads the egress
+//!    ruleset and makes `tap0` (from bytes built here), hands the tap fd
+//!    over, and the caller runs `sandbox-net`'s forwarder for the run.
 //! 4. PID 1 forks the command, which starts a new session, keeps only fds
 //!    0–2, sets its rlimits, applies Landlock, installs the seccomp filter
 //!    last, and execs. PID 1 stays as a reaper; when the command ends it

@@ -70,7 +70,8 @@ pub struct Counters {
     pub tcp_dropped: u64,
     /// The TCP relay's own counters.
     pub tcp: TcpCounters,
-    /// Frames not handled (other protocols, malformed).
+    /// Frames the classifier did not handle itself (other protocols,
+    /// malformed, ARP replies and the like), left to the TCP stack.
     pub ignored: u64,
 }
 
@@ -286,8 +287,11 @@ impl EgressForwarder {
             // that would fake reachability, so they go nowhere for now.
             GuestPacket::EchoRequest { .. } => Action::Drop,
             // ARP replies, neighbour advertisements and the like: the
-            // stack's business.
-            GuestPacket::Ignored(_) => Action::Stack,
+            // stack's business (it drops what it has no use for).
+            GuestPacket::Ignored(_) => {
+                self.counters.ignored += 1;
+                Action::Stack
+            }
         };
         match action {
             Action::Stack => self.tcp.feed(frame),

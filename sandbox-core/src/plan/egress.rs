@@ -1,0 +1,65 @@
+//! The allowlisted network's steps.
+
+use std::ffi::c_int;
+
+use sandbox_policy::Policy;
+
+use crate::error::{Error, Result};
+use crate::sys::child::Step;
+
+use super::{Builder, cstring};
+
+/// The egress network: the ruleset first, then the tap (link 2 of the new
+/// namespace) configured and up, and its fd handed to the parent.
+pub(super) fn egress_steps(b: &mut Builder, policy: &Policy, socket: c_int) -> Result<()> {
+    use sandbox_net::{EgressAddressing, FdPassBuffer, Gateway, Ruleset, tap_setup};
+    let prepare = |what: &str| {
+        let what = what.to_string();
+        move |e: sandbox_net::Error| Error::Prepare {
+            what,
+            source: std::io::Error::other(e.to_string()),
+        }
+    };
+    const TAP_INDEX: u32 = 2;
+    let addressing = EgressAddressing::default();
+    let batch = Ruleset::from_network(&policy.network, &Gateway::default())
+        .batch()
+        .map_err(prepare("build the nftables batch"))?;
+    b.push(
+        Step::NftBatch {
+            bytes: batch.as_bytes().to_vec(),
+            acks: batch.acks(),
+        },
+        "install the egress ruleset (nftables)",
+    );
+    let tap = b.register();
+    b.push(
+        Step::CreateTap {
+            name: cstring("interface name", addressing.name.as_bytes())?,
+            index: TAP_INDEX as c_int,
+            out: tap,
+        },
+        format!("create {} (/dev/net/tun, TUNSETIFF)", addressing.name),
+    );
+    let setup = tap_setup(&addressing, TAP_INDEX).map_err(prepare("build the tap's requests"))?;
+    b.push(
+        Step::Netlink {
+            bytes: setup.as_bytes().to_vec(),
+            count: setup.len() as u32,
+        },
+        format!(
+            "configure {} (MTU, queue, addresses, up, routes)",
+            addressing.name
+        ),
+    );
+    b.push(
+        Step::SendFd {
+            socket,
+            reg: tap,
+            buffer: std::cell::RefCell::new(FdPassBuffer::new()),
+        },
+        "pass the tap fd to the parent",
+    );
+    b.push(Step::Close(tap), "close the tap");
+    Ok(())
+}

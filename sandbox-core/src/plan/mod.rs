@@ -1,0 +1,492 @@
+//! Building the child's plan in the parent (DESIGN principle 2): every
+//! path, string, map and filter is made here, before the clone.
+//!
+//! `mod.rs` assembles the steps; `filesystem.rs` builds the new root,
+//! `command.rs` the command's side (environment, program lookup, rlimits,
+//! Landlock), `egress.rs` the allowlisted network.
+
+use std::ffi::{CString, OsString, c_int};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+
+use sandbox_policy::{Policy, SeccompMode};
+
+use crate::decide::Decisions;
+use crate::error::{Error, Result};
+use crate::seccomp::SeccompProgram;
+use crate::sys::child::{CStringArray, ChildPlan, Reg, Step, TargetKind};
+
+mod command;
+mod egress;
+mod filesystem;
+
+pub(crate) use command::environment;
+use command::{argument_area, exec_candidates, landlock_step, rlimits, writable_paths};
+use egress::egress_steps;
+use filesystem::filesystem_steps;
+
+/// The fds the parent made for the child.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PlanFds {
+    pub(crate) sync_read: c_int,
+    pub(crate) setup_write: c_int,
+    pub(crate) status_write: c_int,
+    /// The command's stdin, stdout, stderr (`NO_FD`: inherit the caller's).
+    pub(crate) stdio: [c_int; 3],
+    /// The child's end of the socket the tap fd goes out on (`NO_FD`
+    /// without allowlisted egress).
+    pub(crate) egress_socket: c_int,
+}
+
+/// What to run, as the command builder collected it.
+#[derive(Debug, Clone)]
+pub(crate) struct CommandSpec {
+    pub(crate) program: OsString,
+    pub(crate) args: Vec<OsString>,
+    pub(crate) env: Vec<(OsString, OsString)>,
+    pub(crate) current_dir: Option<PathBuf>,
+}
+
+/// The plan, with what the parent needs to run it.
+#[derive(Debug)]
+pub(crate) struct Plan {
+    pub(crate) child: ChildPlan,
+    /// One description per step, PID 1's then the command's, then the
+    /// fork itself.
+    pub(crate) descriptions: Vec<String>,
+    /// `CLONE_NEW*` flags for the clone.
+    pub(crate) namespaces: c_int,
+    /// Written by the parent to `/proc/<pid>/…` (if namespaces).
+    pub(crate) uid_map: String,
+    pub(crate) gid_map: String,
+    pub(crate) deny_setgroups: bool,
+}
+
+fn cstring(what: &str, bytes: &[u8]) -> Result<CString> {
+    CString::new(bytes).map_err(|_| Error::InvalidCommand {
+        reason: format!("{what} contains a NUL byte"),
+    })
+}
+
+fn path_cstring(path: &Path) -> Result<CString> {
+    cstring(
+        &format!("path {}", path.display()),
+        path.as_os_str().as_bytes(),
+    )
+}
+
+/// The normal components of an absolute sandbox path.
+fn components(path: &Path) -> Result<Vec<CString>> {
+    let mut out = Vec::new();
+    for c in path.components() {
+        match c {
+            Component::RootDir | Component::CurDir => {}
+            Component::Normal(name) => out.push(path_cstring(Path::new(name))?),
+            Component::ParentDir | Component::Prefix(_) => {
+                return Err(Error::InvalidCommand {
+                    reason: format!("{} must not contain `..`", path.display()),
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Collects steps and their descriptions.
+#[derive(Debug, Default)]
+struct Builder {
+    steps: Vec<Step>,
+    descriptions: Vec<String>,
+    registers: usize,
+}
+
+impl Builder {
+    fn push(&mut self, step: Step, description: impl Into<String>) {
+        self.steps.push(step);
+        self.descriptions.push(description.into());
+    }
+
+    fn register(&mut self) -> Reg {
+        self.registers += 1;
+        self.registers - 1
+    }
+
+    fn host_tree(&mut self, path: &Path, recursive: bool, attrs: u64) -> Result<Reg> {
+        let out = self.register();
+        self.push(
+            Step::OpenTree {
+                path: path_cstring(path)?,
+                recursive,
+                out,
+            },
+            format!("open_tree {}", path.display()),
+        );
+        self.push(
+            Step::SetMountAttrs {
+                mount: out,
+                set: attrs,
+                recursive,
+            },
+            format!("mount_setattr {}", path.display()),
+        );
+        Ok(out)
+    }
+
+    fn new_fs(
+        &mut self,
+        fstype: &'static str,
+        options: &[(String, Option<String>)],
+        attrs: u64,
+        target: &Path,
+    ) -> Result<Reg> {
+        let out = self.register();
+        let source = [("source".to_string(), Some(fstype.to_string()))];
+        let options = source
+            .iter()
+            .chain(options)
+            .map(|(k, v)| {
+                Ok((
+                    cstring("mount option", k.as_bytes())?,
+                    v.as_deref()
+                        .map(|v| cstring("mount option", v.as_bytes()))
+                        .transpose()?,
+                ))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        self.push(
+            Step::NewFilesystem {
+                fstype: cstring("fstype", fstype.as_bytes())?,
+                options,
+                attrs,
+                out,
+            },
+            format!("{fstype} for {}", target.display()),
+        );
+        Ok(out)
+    }
+
+    fn resolve(
+        &mut self,
+        base: Reg,
+        target: &Path,
+        kind: TargetKind,
+        create: bool,
+        optional: bool,
+    ) -> Result<Reg> {
+        let out = self.register();
+        self.push(
+            Step::Resolve {
+                base,
+                components: components(target)?,
+                kind,
+                create,
+                optional,
+                out,
+            },
+            format!(
+                "mount target {} (resolved beneath the new root, no symlinks)",
+                target.display()
+            ),
+        );
+        Ok(out)
+    }
+}
+
+/// Builds the plan for one run.
+pub(crate) fn build(
+    policy: &Policy,
+    decisions: &Decisions,
+    seccomp: Option<&Arc<SeccompProgram>>,
+    spec: &CommandSpec,
+    fds: PlanFds,
+    euid: u32,
+    egid: u32,
+) -> Result<Plan> {
+    let mut b = Builder::default();
+    let mut keep: Vec<c_int> = [
+        fds.sync_read,
+        fds.setup_write,
+        fds.status_write,
+        fds.egress_socket,
+    ]
+    .into_iter()
+    .chain(fds.stdio)
+    .filter(|&fd| fd >= 3)
+    .collect();
+    keep.sort_unstable();
+    keep.dedup();
+    b.push(Step::CloseFdsExcept(keep), "close the caller's fds");
+    b.push(Step::ParentDeathSignal, "prctl(PR_SET_PDEATHSIG)");
+    let (arg_start, arg_len) = argument_area();
+    b.push(
+        Step::HideCallerIdentity {
+            arg_start,
+            arg_len,
+            name: cstring("process name", b"sandbox-init")?,
+        },
+        "hide the caller's command line",
+    );
+    b.push(Step::WaitForParent(fds.sync_read), "wait for the id maps");
+    let root_caller = euid == 0;
+    let writable_paths = writable_paths(policy, decisions.fs_mode);
+    if decisions.namespaces {
+        b.push(Step::UnshareCgroup, "unshare(CLONE_NEWCGROUP)");
+        b.push(
+            Step::MakeMountsPrivate,
+            "make / private (MS_REC|MS_PRIVATE)",
+        );
+        // The network first: /dev/net/tun is reachable only before the
+        // new root replaces the host's /dev.
+        if decisions.new_netns {
+            b.push(Step::LoopbackUp, "bring loopback up");
+        }
+        if decisions.egress {
+            egress_steps(&mut b, policy, fds.egress_socket)?;
+        }
+        filesystem_steps(&mut b, policy, decisions.fs_mode)?;
+        b.push(
+            Step::SetHostname(cstring("hostname", b"sandbox")?),
+            "sethostname",
+        );
+        // The parent moved us into our cgroups meanwhile (a cgroup v1
+        // migration can take milliseconds: it overlaps the mounts).
+        b.push(
+            Step::WaitForParent(fds.sync_read),
+            "wait to be placed in the run's cgroups",
+        );
+        b.push(Step::UnshareCgroup, "unshare(CLONE_NEWCGROUP)");
+        b.push(
+            Step::DropBoundingAndAmbient,
+            "drop the bounding and ambient capability sets",
+        );
+        if root_caller {
+            b.push(Step::ClearGroups, "setgroups(0)");
+        }
+        b.push(
+            Step::SetGid(decisions.gid),
+            format!("setresgid({})", decisions.gid),
+        );
+        b.push(
+            Step::SetUid(decisions.uid),
+            format!("setresuid({})", decisions.uid),
+        );
+    }
+    b.push(Step::ClearCapabilities, "capset(0)");
+    b.push(Step::NoNewPrivs, "prctl(PR_SET_NO_NEW_PRIVS)");
+    // Changing credentials cleared the parent-death signal: set it again,
+    // then make sure the parent did not die in between.
+    b.push(Step::ParentDeathSignal, "prctl(PR_SET_PDEATHSIG) again");
+    b.push(
+        Step::CheckParentAlive(fds.sync_read),
+        "check that the parent is alive",
+    );
+    let init_steps = std::mem::take(&mut b.steps);
+
+    // The command's side.
+    b.push(Step::ResetSignals, "reset signal mask and dispositions");
+    b.push(Step::NewSession, "setsid");
+    b.push(Step::Stdio(fds.stdio), "dup2 stdin, stdout, stderr");
+    b.push(Step::CloseOnExecAbove2, "close_range(3.., CLOEXEC)");
+    let workdir = match &spec.current_dir {
+        Some(dir) => dir.clone(),
+        None => policy
+            .filesystem
+            .workdir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("/")),
+    };
+    if !workdir.is_absolute() {
+        return Err(Error::InvalidCommand {
+            reason: format!(
+                "the working directory {} must be an absolute path inside the sandbox",
+                workdir.display()
+            ),
+        });
+    }
+    b.push(
+        Step::Chdir(path_cstring(&workdir)?),
+        format!("chdir {}", workdir.display()),
+    );
+    for (resource, soft, hard, name) in rlimits(policy) {
+        b.push(
+            Step::Rlimit {
+                resource,
+                soft,
+                hard,
+            },
+            format!("setrlimit({name})"),
+        );
+    }
+    if let Some(abi) = decisions.landlock_abi {
+        b.push(
+            landlock_step(abi, &writable_paths)?,
+            format!("Landlock (ABI {abi})"),
+        );
+    }
+    if let (Some(program), true) = (seccomp, decisions.seccomp != SeccompMode::Off) {
+        b.push(
+            Step::Seccomp {
+                filters: program.raw_filters(),
+                _owner: Arc::clone(program),
+            },
+            "install the seccomp filter",
+        );
+    }
+    let envp = environment(policy, spec)?;
+    let candidates = exec_candidates(&spec.program, &envp)?;
+    let program_display = spec.program.to_string_lossy().into_owned();
+    let argv = std::iter::once(&spec.program)
+        .chain(&spec.args)
+        .map(|a| cstring("an argument", a.as_bytes()))
+        .collect::<Result<Vec<_>>>()?;
+    let envp = envp
+        .iter()
+        .map(|(k, v)| {
+            let mut kv = k.as_bytes().to_vec();
+            kv.push(b'=');
+            kv.extend_from_slice(v.as_bytes());
+            cstring("an environment variable", &kv)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    b.push(
+        Step::Exec {
+            candidates,
+            argv: CStringArray::new(argv),
+            envp: CStringArray::new(envp),
+        },
+        format!("execve {program_display}"),
+    );
+    let command_steps = std::mem::take(&mut b.steps);
+    b.descriptions.push("fork the command process".into());
+
+    let mut namespaces = 0;
+    if decisions.namespaces {
+        namespaces = libc::CLONE_NEWUSER
+            | libc::CLONE_NEWNS
+            | libc::CLONE_NEWPID
+            | libc::CLONE_NEWIPC
+            | libc::CLONE_NEWUTS;
+        if decisions.new_netns {
+            namespaces |= libc::CLONE_NEWNET;
+        }
+    }
+    let (uid, gid) = (decisions.uid, decisions.gid);
+    let id_map = |inside: u32, host: u32| {
+        if !root_caller {
+            format!("{inside} {host} 1\n")
+        } else if inside == 0 {
+            // The sandbox's root is the host's nobody, setup included.
+            "0 65534 1\n".to_string()
+        } else {
+            // Setup runs as root of the namespace (host root, no
+            // capabilities outside it); the command as the host's nobody.
+            format!("0 0 1\n{inside} 65534 1\n")
+        }
+    };
+    let close_after_fork = fds.stdio.into_iter().filter(|&fd| fd >= 3).collect();
+    Ok(Plan {
+        child: ChildPlan {
+            init_steps,
+            command_steps,
+            registers: b.registers,
+            setup_fd: fds.setup_write,
+            status_fd: fds.status_write,
+            close_after_fork,
+        },
+        descriptions: b.descriptions,
+        namespaces,
+        uid_map: id_map(uid, euid),
+        gid_map: id_map(gid, egid),
+        deny_setgroups: !root_caller,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::command::landlock_access;
+    use super::*;
+    use std::ffi::OsStr;
+
+    fn spec(program: &str) -> CommandSpec {
+        CommandSpec {
+            program: program.into(),
+            args: Vec::new(),
+            env: Vec::new(),
+            current_dir: None,
+        }
+    }
+
+    #[test]
+    fn program_lookup_follows_the_sandbox_path() {
+        let env = vec![(OsString::from("PATH"), OsString::from("/a:relative:/b"))];
+        let found = exec_candidates(OsStr::new("sh"), &env).unwrap();
+        assert_eq!(found, [c"/a/sh".to_owned(), c"/b/sh".to_owned()]);
+        let direct = exec_candidates(OsStr::new("./x"), &env).unwrap();
+        assert_eq!(direct, [c"./x".to_owned()]);
+        let default = exec_candidates(OsStr::new("true"), &[]).unwrap();
+        assert_eq!(default.len(), 3);
+        assert!(exec_candidates(OsStr::new(""), &env).is_err());
+    }
+
+    #[test]
+    fn environment_layers_caller_policy_and_command() {
+        let policy =
+            Policy::from_toml_str("[env]\nallow = []\nset = { A = \"policy\", B = \"policy\" }\n")
+                .unwrap();
+        let mut s = spec("true");
+        s.env.push(("B".into(), "command".into()));
+        let env = environment(&policy, &s).unwrap();
+        assert_eq!(
+            env,
+            [
+                (OsString::from("A"), OsString::from("policy")),
+                (OsString::from("B"), OsString::from("command"))
+            ]
+        );
+        s.env.push(("C=D".into(), "x".into()));
+        assert!(environment(&policy, &s).is_err());
+    }
+
+    #[test]
+    fn paths_with_dotdot_are_refused() {
+        assert!(components(Path::new("/a/../b")).is_err());
+        assert_eq!(components(Path::new("/a/./b/")).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn rlimits_follow_the_policy_and_core_dumps_are_off() {
+        let policy = Policy::from_toml_str(
+            "[resources]\ncpu_time = \"1500ms\"\nmax_file_size = \"unlimited\"\nopen_files = 9\n",
+        )
+        .unwrap();
+        let limits = rlimits(&policy);
+        assert_eq!(limits[0], (libc::RLIMIT_CORE, 0, 0, "RLIMIT_CORE"));
+        assert!(limits.contains(&(libc::RLIMIT_CPU, 2, 3, "RLIMIT_CPU")));
+        assert!(limits.contains(&(libc::RLIMIT_NOFILE, 9, 9, "RLIMIT_NOFILE")));
+        assert!(!limits.iter().any(|l| l.0 == libc::RLIMIT_FSIZE));
+    }
+
+    #[test]
+    fn landlock_rights_match_the_abi() {
+        let Step::Landlock {
+            handled,
+            attr_size,
+            rules,
+        } = landlock_step(1, &[(PathBuf::from("/tmp"), true)]).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(handled, [(1 << 13) - 1, 0, 0]);
+        assert_eq!(attr_size, 8);
+        assert!(rules.iter().all(|(_, access)| access & !handled[0] == 0));
+        let Step::Landlock { handled, rules, .. } =
+            landlock_step(7, &[(PathBuf::from("/out/file"), false)]).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(handled[2], 0b11, "signals and abstract sockets scoped");
+        // A rule on a file carries file rights only.
+        assert_eq!(rules[2].1 & landlock_access::READ_DIR, 0);
+    }
+}

@@ -5,6 +5,8 @@
 #![allow(unsafe_code)]
 
 pub(crate) mod child;
+mod mounts;
+mod steps;
 
 use std::ffi::CStr;
 use std::os::fd::AsRawFd;

@@ -3,7 +3,6 @@
 //! `nftnl` crate), installed over netlink, and read back from the kernel.
 
 use std::ffi::CString;
-use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::AsRawFd;
 
@@ -15,6 +14,10 @@ use sandbox_policy::{IpNet, Network, PortRange, Protocol};
 
 use crate::error::{Error, Result};
 use crate::sys;
+
+mod text;
+#[cfg(test)]
+use text::rule_text;
 
 /// The table every sandbox ruleset lives in (family `inet`).
 pub const TABLE: &str = "sandbox";
@@ -515,69 +518,6 @@ impl KernelRuleset {
         // The dump lists chains in creation order (output, input): keep it.
         rules.retain(|r| !r.is_empty());
         Ok(Self { chains, rules })
-    }
-}
-
-impl fmt::Display for Ruleset {
-    /// The ruleset in `nft -f` syntax (what the benchmark feeds `nft`).
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "table inet {TABLE} {{")?;
-        for (name, hook, rules) in [
-            ("output", "output", &self.output),
-            ("input", "input", &self.input),
-        ] {
-            writeln!(f, "  chain {name} {{")?;
-            writeln!(f, "    type filter hook {hook} priority 0; policy drop;")?;
-            for rule in rules {
-                writeln!(f, "    {}", rule_text(rule, name == "output"))?;
-            }
-            writeln!(f, "  }}")?;
-        }
-        writeln!(f, "}}")
-    }
-}
-
-fn rule_text(rule: &RuleSpec, outbound: bool) -> String {
-    let verdict = match rule.verdict {
-        Verdict::Accept => "accept",
-        Verdict::Drop => "drop",
-    };
-    let matches = match rule.matches {
-        Match::Loopback => format!("{} \"lo\"", if outbound { "oifname" } else { "iifname" }),
-        Match::EstablishedRelated => "ct state established,related".to_string(),
-        Match::NeighborDiscovery => "icmpv6 type { nd-router-solicit, nd-router-advert, nd-neighbor-solicit, nd-neighbor-advert }".to_string(),
-        Match::Destination {
-            net,
-            protocol,
-            ports,
-        } => {
-            let family = if net.addr().is_ipv4() { "ip" } else { "ip6" };
-            let mut text = format!("{family} daddr {}/{}", net.addr(), net.prefix());
-            match (protocol, ports) {
-                (Some(p), Some(r)) if r.start() == r.end() => {
-                    text.push_str(&format!(" {} dport {}", proto_name(p), r.start()));
-                }
-                (Some(p), Some(r)) => {
-                    text.push_str(&format!(
-                        " {} dport {}-{}",
-                        proto_name(p),
-                        r.start(),
-                        r.end()
-                    ));
-                }
-                (Some(p), None) => text.push_str(&format!(" meta l4proto {}", proto_name(p))),
-                (None, _) => {}
-            }
-            text
-        }
-    };
-    format!("{matches} {verdict}")
-}
-
-fn proto_name(p: Protocol) -> &'static str {
-    match p {
-        Protocol::Tcp => "tcp",
-        Protocol::Udp => "udp",
     }
 }
 

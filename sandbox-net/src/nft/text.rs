@@ -1,0 +1,71 @@
+//! The ruleset in `nft -f` syntax (for people, and for the benchmark's
+//! peer).
+
+use std::fmt;
+
+use sandbox_policy::Protocol;
+
+use super::{Match, RuleSpec, Ruleset, TABLE, Verdict};
+
+impl fmt::Display for Ruleset {
+    /// The ruleset in `nft -f` syntax (what the benchmark feeds `nft`).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "table inet {TABLE} {{")?;
+        for (name, hook, rules) in [
+            ("output", "output", &self.output),
+            ("input", "input", &self.input),
+        ] {
+            writeln!(f, "  chain {name} {{")?;
+            writeln!(f, "    type filter hook {hook} priority 0; policy drop;")?;
+            for rule in rules {
+                writeln!(f, "    {}", rule_text(rule, name == "output"))?;
+            }
+            writeln!(f, "  }}")?;
+        }
+        writeln!(f, "}}")
+    }
+}
+
+pub(super) fn rule_text(rule: &RuleSpec, outbound: bool) -> String {
+    let verdict = match rule.verdict {
+        Verdict::Accept => "accept",
+        Verdict::Drop => "drop",
+    };
+    let matches = match rule.matches {
+        Match::Loopback => format!("{} \"lo\"", if outbound { "oifname" } else { "iifname" }),
+        Match::EstablishedRelated => "ct state established,related".to_string(),
+        Match::NeighborDiscovery => "icmpv6 type { nd-router-solicit, nd-router-advert, nd-neighbor-solicit, nd-neighbor-advert }".to_string(),
+        Match::Destination {
+            net,
+            protocol,
+            ports,
+        } => {
+            let family = if net.addr().is_ipv4() { "ip" } else { "ip6" };
+            let mut text = format!("{family} daddr {}/{}", net.addr(), net.prefix());
+            match (protocol, ports) {
+                (Some(p), Some(r)) if r.start() == r.end() => {
+                    text.push_str(&format!(" {} dport {}", proto_name(p), r.start()));
+                }
+                (Some(p), Some(r)) => {
+                    text.push_str(&format!(
+                        " {} dport {}-{}",
+                        proto_name(p),
+                        r.start(),
+                        r.end()
+                    ));
+                }
+                (Some(p), None) => text.push_str(&format!(" meta l4proto {}", proto_name(p))),
+                (None, _) => {}
+            }
+            text
+        }
+    };
+    format!("{matches} {verdict}")
+}
+
+fn proto_name(p: Protocol) -> &'static str {
+    match p {
+        Protocol::Tcp => "tcp",
+        Protocol::Udp => "udp",
+    }
+}

@@ -172,7 +172,7 @@ fn probe_user_namespaces(euid: u32, egid: u32) -> impl FnOnce() -> (Capability, 
         TrialStep::WriteFile(&gid_map, gid_line.as_bytes()),
         TrialStep::Mount(&none, &root, None, libc::MS_REC | libc::MS_PRIVATE),
         TrialStep::Mount(&tmpfs, &tmp, Some(&tmpfs), 0),
-        TrialStep::NetlinkAck(libc::NETLINK_NETFILTER, &batch),
+        TrialStep::NetlinkAck(libc::NETLINK_NETFILTER, &batch, 1),
     ];
     const NAMES: [&str; 7] = [
         "unshare(CLONE_NEWUSER|CLONE_NEWNS|CLONE_NEWNET)",
@@ -379,7 +379,7 @@ mod tests {
                 TrialStep::WriteFile(c"/proc/self/setgroups", b"deny"),
                 TrialStep::WriteFile(uid_map, b"0 0 1\n"),
                 TrialStep::WriteFile(gid_map, b"0 0 1\n"),
-                TrialStep::NetlinkAck(libc::NETLINK_NETFILTER, batch),
+                TrialStep::NetlinkAck(libc::NETLINK_NETFILTER, batch, 1),
             ])
         };
         assert_eq!(trial(&good), Ok(()));

@@ -73,65 +73,31 @@ pub(crate) enum TrialStep<'a> {
     WriteFile(&'a CStr, &'a [u8]),
     /// `mount(source, target, fstype, flags, NULL)`.
     Mount(&'a CStr, &'a CStr, Option<&'a CStr>, libc::c_ulong),
-    /// Send `request` on a netlink socket of `protocol` and wait for the
-    /// first `NLMSG_ERROR` (an ACK when its error is 0).
-    NetlinkAck(libc::c_int, &'a [u8]),
+    /// Send the nf_tables batch `request` on a netlink socket of
+    /// `protocol` and wait for its `acks` ACKs.
+    NetlinkAck(libc::c_int, &'a [u8], u32),
 }
 
-/// The first `NLMSG_ERROR` in a netlink reply: `Some(0)` is an ACK,
-/// `Some(errno)` a refusal.
-fn first_netlink_error(reply: &[u8]) -> Option<i32> {
-    let mut offset = 0;
-    while offset + 20 <= reply.len() {
-        let word = |at: usize| [reply[at], reply[at + 1], reply[at + 2], reply[at + 3]];
-        let len = u32::from_ne_bytes(word(offset)) as usize;
-        let kind = u16::from_ne_bytes([reply[offset + 4], reply[offset + 5]]);
-        if kind == libc::NLMSG_ERROR as u16 {
-            return Some(-i32::from_ne_bytes(word(offset + 16)));
-        }
-        if len < 16 {
-            return None;
-        }
-        offset += (len + 3) & !3;
-    }
-    None
-}
-
-/// The child side of [`TrialStep::NetlinkAck`]: raw syscalls on a stack
-/// buffer. Returns the errno on failure.
-fn netlink_ack(protocol: libc::c_int, request: &[u8]) -> Result<(), libc::c_int> {
-    // SAFETY: socket, send, recv and close on our own fd with buffers that
-    // live for the calls.
-    unsafe {
-        let fd = libc::socket(
+/// The child side of [`TrialStep::NetlinkAck`]: an nf_tables batch sent
+/// with `sandbox-net`'s allocation-free sender. Returns the errno on
+/// failure.
+fn netlink_ack(protocol: libc::c_int, request: &[u8], acks: u32) -> Result<(), libc::c_int> {
+    // SAFETY: socket(2) and close(2) on our own fd.
+    let fd = unsafe {
+        libc::socket(
             libc::AF_NETLINK,
             libc::SOCK_RAW | libc::SOCK_CLOEXEC,
             protocol,
-        );
-        if fd < 0 {
-            return Err(*libc::__errno_location());
-        }
-        let result = (|| {
-            if libc::send(fd, request.as_ptr().cast(), request.len(), 0) != request.len() as isize {
-                return Err(*libc::__errno_location());
-            }
-            let mut reply = [0u8; 4096];
-            loop {
-                let n = libc::recv(fd, reply.as_mut_ptr().cast(), reply.len(), 0);
-                if n < 0 {
-                    return Err(*libc::__errno_location());
-                }
-                match first_netlink_error(&reply[..n as usize]) {
-                    Some(0) => return Ok(()),
-                    Some(errno) => return Err(errno),
-                    None if n == 0 => return Err(libc::EPROTO),
-                    None => {}
-                }
-            }
-        })();
-        libc::close(fd);
-        result
+        )
+    };
+    if fd < 0 {
+        // SAFETY: reading errno.
+        return Err(unsafe { *libc::__errno_location() });
     }
+    let result = sandbox_net::send_nft_batch(fd, request, acks).map_err(|(_, e)| e);
+    // SAFETY: closing the fd opened above.
+    unsafe { libc::close(fd) };
+    result
 }
 
 /// Why a child trial failed: the index of the failing step and its errno.
@@ -196,8 +162,8 @@ pub(crate) fn start_trial(steps: &[TrialStep<'_>]) -> Result<RunningTrial, Trial
                                 == contents.len() as isize
                             && libc::close(fd) == 0
                     }
-                    TrialStep::NetlinkAck(protocol, request) => {
-                        match netlink_ack(*protocol, request) {
+                    TrialStep::NetlinkAck(protocol, request, acks) => {
+                        match netlink_ack(*protocol, request, *acks) {
                             Ok(()) => true,
                             Err(errno) => {
                                 *libc::__errno_location() = errno;

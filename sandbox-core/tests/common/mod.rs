@@ -1,0 +1,70 @@
+//! Helpers shared by the sandbox test binaries.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use sandbox_core::{RunOutcome, Sandbox};
+use sandbox_policy::Policy;
+
+pub(crate) fn sandbox(toml: &str) -> Sandbox {
+    Sandbox::new(Policy::from_toml_str(toml).unwrap()).unwrap()
+}
+
+/// A sandbox decided against this host with `/dev/net/tun` unusable (as on
+/// hosts where it is root's only and the caller is not).
+pub(crate) fn sandbox_without_tun(toml: &str) -> Sandbox {
+    let mut host = sandbox_core::probe().clone();
+    host.tun = sandbox_core::Capability::Unavailable {
+        reason: "open /dev/net/tun: Permission denied (as on a host without tun)".into(),
+    };
+    Sandbox::with_host(Policy::from_toml_str(toml).unwrap(), &host).unwrap()
+}
+
+pub(crate) fn sh(sandbox: &Sandbox, script: &str) -> RunOutcome {
+    sandbox.command("sh").args(["-c", script]).output().unwrap()
+}
+
+pub(crate) fn stdout(outcome: &RunOutcome) -> String {
+    String::from_utf8_lossy(&outcome.stdout).into_owned()
+}
+
+pub(crate) fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
+/// Skips (with a message) a test that needs root where it is not root.
+macro_rules! require_root {
+    () => {
+        if !$crate::common::is_root() {
+            eprintln!("skipped: needs root (CI runs as root)");
+            return;
+        }
+    };
+}
+
+pub(crate) fn status_field(status: &str, field: &str) -> String {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .unwrap_or_else(|| panic!("no {field} in {status}"))
+        .trim()
+        .to_string()
+}
+
+pub(crate) use require_root;
+
+/// The pids of processes whose command line contains `marker`.
+pub(crate) fn pids_with(marker: &str) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            std::fs::read(e.path().join("cmdline"))
+                .map(|c| String::from_utf8_lossy(&c).contains(marker))
+                .unwrap_or(false)
+        })
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect()
+}
+
+pub(crate) fn processes_with(marker: &str) -> usize {
+    pids_with(marker).len()
+}

@@ -1,0 +1,205 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! A sandbox's life: exit statuses and rlimits, capped output, the
+//! wall-clock kill, background processes, many at once, spawn/kill, cgroup
+//! limits, parent death. Needs root, as in CI.
+use std::time::{Duration, Instant};
+
+use sandbox_core::{ExitStatus, Sandbox, Stdio};
+
+mod common;
+use common::*;
+
+#[test]
+fn rlimits_and_exit_statuses() {
+    require_root!();
+    let sb = sandbox("[resources]\nopen_files = 77\nmax_file_size = \"1MiB\"\n");
+    let out = sh(&sb, "ulimit -n; ulimit -f; ulimit -c; exit 3");
+    assert_eq!(out.status, ExitStatus::Exited(3));
+    assert_eq!(stdout(&out), "77\n2048\n0\n");
+    let killed = sh(&sb, "kill -9 $$");
+    assert_eq!(killed.status, ExitStatus::Signaled(9));
+    // Writing past max_file_size fails (SIGXFSZ ignored: EFBIG).
+    let big = sh(
+        &sb,
+        "trap '' XFSZ; head -c 2097152 /dev/zero > /tmp/big; echo $?; wc -c < /tmp/big",
+    );
+    assert_eq!(stdout(&big), "1\n1048576\n");
+}
+
+#[test]
+fn output_is_capped_and_the_command_is_never_blocked() {
+    require_root!();
+    let sb = sandbox("[resources]\nmax_output_bytes = \"1MiB\"\n");
+    let started = Instant::now();
+    let out = sh(
+        &sb,
+        "head -c 104857600 /dev/zero; head -c 3000000 /dev/zero >&2; echo done >&2; exit 0",
+    );
+    assert!(out.success(), "the writer finished: {:?}", out.status);
+    assert_eq!(out.stdout.len(), 1 << 20);
+    assert!(out.stdout_truncated && out.stderr_truncated);
+    assert_eq!(out.stderr.len(), 1 << 20);
+    assert!(!out.timed_out);
+    eprintln!("100 MiB drained in {:?}", started.elapsed());
+    // Control: under the cap nothing is flagged.
+    let small = sh(&sb, "echo hello");
+    assert_eq!(small.stdout, b"hello\n");
+    assert!(!small.stdout_truncated);
+}
+
+#[test]
+fn wall_time_kills_a_forking_tree_that_ignores_sigterm() {
+    require_root!();
+    let sb = sandbox("[resources]\nwall_time = \"1s\"\n");
+    let started = Instant::now();
+    let out = sh(
+        &sb,
+        "trap '' TERM; for i in 1 2 3; do (trap '' TERM; sleep 4242.5) & done; \
+         (trap '' TERM; while :; do sleep 4242.5; done) & sleep 4242.5",
+    );
+    let elapsed = started.elapsed();
+    assert!(out.timed_out);
+    assert_eq!(out.status, ExitStatus::Signaled(libc::SIGKILL));
+    assert!(elapsed < Duration::from_secs(10), "{elapsed:?}");
+    assert!(out.wall_time >= Duration::from_secs(1));
+    assert_eq!(
+        processes_with("4242.5"),
+        0,
+        "every process of the tree is gone"
+    );
+}
+
+#[test]
+fn the_run_ends_when_the_command_ends_and_takes_its_background_processes() {
+    require_root!();
+    let sb = Sandbox::from_profile("default").unwrap();
+    let started = Instant::now();
+    let out = sh(&sb, "sleep 4343.5 & sleep 4343.5 & echo started");
+    assert!(out.success());
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(processes_with("4343.5"), 0);
+}
+
+#[test]
+fn fifty_sandboxes_at_once_from_many_threads() {
+    require_root!();
+    let sb = Sandbox::from_profile("default").unwrap();
+    let handles: Vec<_> = (0..50)
+        .map(|i| {
+            let sb = sb.clone();
+            std::thread::spawn(move || {
+                sb.command("sh")
+                    .args([
+                        "-c",
+                        &format!("echo {i} $$; cat /proc/self/uid_map | wc -l"),
+                    ])
+                    .output()
+            })
+        })
+        .collect();
+    for (i, h) in handles.into_iter().enumerate() {
+        let out = h.join().unwrap().unwrap();
+        assert!(out.success(), "run {i}: {out:?}");
+        // The shell is PID 2 of its own pid namespace (PID 1 is the reaper).
+        assert_eq!(stdout(&out), format!("{i} 2\n2\n"));
+    }
+}
+
+#[test]
+fn spawn_kill_and_stdin() {
+    require_root!();
+    let sb = Sandbox::from_profile("default").unwrap();
+    let child = sb.command("sleep").arg("4444.5").spawn().unwrap();
+    assert!(child.id() > 1);
+    assert_eq!(processes_with("4444.5"), 1);
+    child.kill().unwrap();
+    let out = child.wait().unwrap();
+    assert_eq!(out.status, ExitStatus::Signaled(libc::SIGKILL));
+    assert!(!out.timed_out);
+    assert_eq!(processes_with("4444.5"), 0);
+
+    let mut cat = sb.command("cat").stdin(Stdio::Piped).spawn().unwrap();
+    {
+        use std::io::Write;
+        cat.stdin
+            .take()
+            .unwrap()
+            .write_all(b"through stdin")
+            .unwrap();
+    }
+    let out = cat.wait().unwrap();
+    assert_eq!(out.stdout, b"through stdin");
+}
+
+#[test]
+fn memory_and_pids_limits_come_from_cgroups() {
+    require_root!();
+    let sb = sandbox("[resources]\npids = 16\nmemory = \"64MiB\"\n");
+    if !sb.report().fully_enforced() {
+        eprintln!("skipped: {}", sb.report());
+        return;
+    }
+    let out = sh(
+        &sb,
+        "for i in $(seq 40); do sleep 5 & done 2>/dev/null; jobs -p | wc -l",
+    );
+    let started: usize = stdout(&out).trim().parse().unwrap_or(0);
+    assert!(started < 16, "at most 16 tasks: {}", stdout(&out));
+    let hog = sh(&sb, "head -c 200000000 /dev/zero | tail > /dev/null");
+    assert!(hog.oom_killed, "{hog:?}");
+    assert!(hog.peak_memory.unwrap() <= 64 << 20);
+    // Control: a small job is not killed.
+    let fine = sh(&sb, "head -c 1000000 /dev/zero | tail > /dev/null");
+    assert!(fine.success() && !fine.oom_killed);
+}
+
+#[test]
+fn parent_death_kills_the_sandbox() {
+    if std::env::var_os("SBX_CHILD_PARENT_DEATH").is_some() {
+        let sb = Sandbox::from_profile("default").unwrap();
+        let _child = sb.command("sleep").arg("4646.5").spawn().unwrap();
+        println!("READY");
+        std::thread::sleep(Duration::from_secs(60));
+        return;
+    }
+    require_root!();
+    use std::io::{BufRead, BufReader};
+    let exe = std::env::current_exe().unwrap();
+    let mut child = std::process::Command::new(exe)
+        .args(["--exact", "parent_death_kills_the_sandbox", "--nocapture"])
+        .env("SBX_CHILD_PARENT_DEATH", "1")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    assert!(lines.any(|l| l.unwrap().contains("READY")));
+    assert_eq!(processes_with("4646.5"), 1, "the sandbox runs");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while processes_with("4646.5") > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        processes_with("4646.5"),
+        0,
+        "the sandbox died with its parent"
+    );
+}
+
+#[test]
+fn status_inherits_the_output_and_still_reports() {
+    require_root!();
+    let sb = Sandbox::from_profile("default").unwrap();
+    let out = sb.command("sh").args(["-c", "exit 4"]).status().unwrap();
+    assert_eq!(out.status, ExitStatus::Exited(4));
+    assert!(out.stdout.is_empty() && out.stderr.is_empty());
+    assert!(out.report.fully_enforced());
+    let captured = sb
+        .command("echo")
+        .arg("hi")
+        .stdout(Stdio::Piped)
+        .status()
+        .unwrap();
+    assert_eq!(captured.stdout, b"hi\n", "an explicit Piped is captured");
+}

@@ -66,6 +66,10 @@ struct RunArgs {
     /// Print the outcome and report as JSON on stderr.
     #[arg(long)]
     json: bool,
+    /// Send the sandbox's DNS queries (network.dns = true) to this
+    /// resolver instead of the host's (from /etc/resolv.conf).
+    #[arg(long, value_name = "IP:PORT")]
+    dns: Option<std::net::SocketAddr>,
     /// The command and its arguments.
     #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
     command: Vec<String>,
@@ -120,7 +124,10 @@ fn main() -> ExitCode {
 }
 
 fn run(args: RunArgs) -> Result<ExitCode, String> {
-    let sandbox = Sandbox::new(args.source.load()?).map_err(|e| e.to_string())?;
+    let mut sandbox = Sandbox::new(args.source.load()?).map_err(|e| e.to_string())?;
+    if let Some(upstream) = args.dns {
+        sandbox = sandbox.with_dns_upstream(upstream);
+    }
     let (program, rest) = args
         .command
         .split_first()

@@ -169,3 +169,83 @@ fn policy_subcommands() {
         serde_json::from_slice(&sbx(&["policy", "schema"]).stdout).unwrap();
     assert!(schema["properties"]["filesystem"].is_object());
 }
+
+#[path = "../../sandbox-core/tests/common/world.rs"]
+mod world;
+
+#[test]
+fn run_networked_curl_reaches_an_allowed_name_and_nothing_else() {
+    if !is_root() {
+        return;
+    }
+    // A world namespace made by this test: web servers on 198.18.1.1 and
+    // 198.18.2.2, a resolver on 198.18.9.9 that knows both names.
+    std::thread::spawn(|| {
+        world::enter_world(&["198.18.1.1", "198.18.2.2", "198.18.9.9"]);
+        world::serve_http("198.18.1.1:80", "allowed\n");
+        world::serve_http("198.18.2.2:80", "not allowed\n");
+        world::serve_dns(
+            "198.18.9.9:53",
+            &[
+                ("www.test", [198, 18, 1, 1]),
+                ("other.test", [198, 18, 2, 2]),
+            ],
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let policy = dir.path().join("networked.toml");
+        std::fs::write(
+            &policy,
+            "[network]\nmode = \"allowlist\"\nallow = [\"198.18.1.1/32:80/tcp\"]\ndns = true\n",
+        )
+        .unwrap();
+        let policy = policy.to_str().unwrap();
+        let curl = |url: &str| {
+            sbx(&[
+                "run",
+                "--policy",
+                policy,
+                "--dns",
+                "198.18.9.9:53",
+                "--",
+                "curl",
+                "-sS",
+                "--max-time",
+                "5",
+                url,
+            ])
+        };
+        // Control: from the world itself curl reaches both.
+        let control = Command::new("curl")
+            .args([
+                "-sS",
+                "--max-time",
+                "5",
+                "--resolve",
+                "other.test:80:198.18.2.2",
+            ])
+            .arg("http://other.test/")
+            .output()
+            .unwrap();
+        assert_eq!(text(&control.stdout), "not allowed\n");
+
+        let allowed = curl("http://www.test/");
+        assert_eq!(
+            text(&allowed.stdout),
+            "allowed\n",
+            "{}",
+            text(&allowed.stderr)
+        );
+        assert_eq!(allowed.status.code(), Some(0));
+        let blocked = curl("http://other.test/");
+        assert_ne!(blocked.status.code(), Some(0), "{}", text(&blocked.stdout));
+        assert!(text(&blocked.stdout).is_empty());
+        let unknown = curl("http://nowhere.test/");
+        assert!(
+            text(&unknown.stderr).contains("Could not resolve host"),
+            "{}",
+            text(&unknown.stderr)
+        );
+    })
+    .join()
+    .unwrap();
+}

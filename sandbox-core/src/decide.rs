@@ -150,6 +150,13 @@ pub(crate) fn decide(policy: &Policy, host: &HostCapabilities) -> (Decisions, Ef
             net_mech.push(
                 "a userspace forwarder in the caller relays each allowed flow through a host socket of its own, enforcing the policy a second time (metadata blocked, deny over allow, IPv4-mapped forms)".into(),
             );
+            if policy.network.dns == Some(true) {
+                net_mech.push(if fs_mode == FsMode::Off {
+                    "DNS: queries to the gateway 10.0.2.2 are relayed to the host's resolver (the sandbox's /etc/resolv.conf is the host's: filesystem.mode = \"off\")".into()
+                } else {
+                    "DNS: the sandbox's /etc/resolv.conf names the gateway 10.0.2.2, whose queries are relayed to the host's resolver".into()
+                });
+            }
         }
         NetMode::None | NetMode::Allowlist => {
             if net_asked == NetMode::Allowlist {

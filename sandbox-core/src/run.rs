@@ -71,7 +71,7 @@ fn start_forwarder(inner: &Inner, socket: &OwnedFd) -> Result<EgressRun> {
         tap,
         policy,
         &EgressAddressing::default(),
-        None,
+        inner.dns_upstream,
         ForwarderLimits::default(),
     )
     .map_err(fail("start the egress forwarder"))?;

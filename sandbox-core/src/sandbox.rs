@@ -35,12 +35,15 @@ pub enum Stdio {
 
 /// What every run of one sandbox shares: the resolved policy, the
 /// decisions, the report and the compiled seccomp filter.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Inner {
     pub(crate) policy: Policy,
     pub(crate) decisions: Decisions,
     pub(crate) report: EffectiveSandbox,
     pub(crate) seccomp: Option<Arc<SeccompProgram>>,
+    /// Where the forwarder sends the sandbox's DNS queries (`None`: the
+    /// host's resolver, from `/etc/resolv.conf`).
+    pub(crate) dns_upstream: Option<std::net::SocketAddr>,
 }
 
 /// A policy, checked against this host and ready to run commands.
@@ -122,8 +125,27 @@ impl Sandbox {
                 decisions,
                 report,
                 seccomp,
+                dns_upstream: None,
             }),
         })
+    }
+
+    /// Sends the sandbox's DNS queries (with `network.dns = true`, to the
+    /// gateway its `/etc/resolv.conf` names) to `upstream` instead of the
+    /// host's resolver (the first `nameserver` of the host's
+    /// `/etc/resolv.conf`).
+    ///
+    /// ```no_run
+    /// use sandbox_core::Sandbox;
+    ///
+    /// let sandbox = Sandbox::from_profile("networked")?
+    ///     .with_dns_upstream("192.0.2.53:53".parse().unwrap());
+    /// # Ok::<(), sandbox_core::Error>(())
+    /// ```
+    #[must_use]
+    pub fn with_dns_upstream(mut self, upstream: std::net::SocketAddr) -> Self {
+        Arc::make_mut(&mut self.inner).dns_upstream = Some(upstream);
+        self
     }
 
     /// What a run would be confined by here: per layer, enforced or not

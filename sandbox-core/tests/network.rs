@@ -7,6 +7,7 @@ use std::os::unix::fs::MetadataExt;
 use sandbox_core::{Error, Layer, Sandbox};
 
 mod common;
+use common::world::*;
 use common::*;
 
 #[test]
@@ -102,70 +103,46 @@ fn degrade_runs_and_lists_the_downgrade() {
 #[test]
 fn allowlisted_egress_reaches_only_what_is_allowed() {
     require_root!();
-    use std::io::{Read, Write};
     // Everything happens in a network namespace this test makes (the
     // forwarder's host sockets live where the caller is): servers on
-    // 198.18.1.1 and 198.18.2.2 on its loopback.
+    // 198.18.1.1 and 198.18.2.2 and a resolver on 198.18.9.9, on its
+    // loopback.
     std::thread::spawn(|| {
-        sandbox_net::unshare_network_namespace().unwrap();
-        let rtnl = sandbox_net::Rtnetlink::open().unwrap();
-        let mut setup = sandbox_net::Requests::new();
-        setup
-            .set_link(
-                sandbox_net::Link::Name("lo"),
-                sandbox_net::LinkChange {
-                    up: Some(true),
-                    ..Default::default()
-                },
-            )
-            .unwrap();
-        for addr in ["198.18.1.1", "198.18.2.2"] {
-            setup
-                .add_address(sandbox_net::Link::Index(1), addr.parse().unwrap(), 32)
-                .unwrap();
-        }
-        rtnl.execute(&setup).unwrap();
-        for addr in ["198.18.1.1:80", "198.18.2.2:80"] {
-            let listener = std::net::TcpListener::bind(addr).unwrap();
-            std::thread::spawn(move || {
-                for mut stream in listener.incoming().flatten() {
-                    // The whole request first (bash writes it in two
-                    // pieces): closing with unread bytes would send a
-                    // reset, as any server's kernel does.
-                    let mut request = Vec::new();
-                    let mut buf = [0u8; 512];
-                    while !request.ends_with(b"\r\n\r\n") {
-                        match stream.read(&mut buf) {
-                            Ok(0) | Err(_) => break,
-                            Ok(n) => request.extend_from_slice(&buf[..n]),
-                        }
-                    }
-                    let _ = stream.write_all(b"HTTP/1.0 200 OK\r\n\r\nhello from the world\n");
-                }
-            });
-        }
-        // Control: both answer here.
-        for addr in ["198.18.1.1:80", "198.18.2.2:80"] {
-            let mut s = std::net::TcpStream::connect(addr).unwrap();
-            s.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
-            let mut reply = String::new();
-            s.read_to_string(&mut reply).unwrap();
-            assert!(reply.contains("hello from the world"), "control {addr}");
-        }
-        let sb = sandbox(
-            "[network]\nmode = \"allowlist\"\nallow = [\"198.18.1.1/32:80/tcp\"]\n",
+        enter_world(&["198.18.1.1", "198.18.2.2", "198.18.9.9"]);
+        serve_http("198.18.1.1:80", "hello from the world\n");
+        serve_http("198.18.2.2:80", "hello from the world\n");
+        serve_dns(
+            "198.18.9.9:53",
+            &[("svc.test", [198, 18, 1, 1]), ("other.test", [198, 18, 2, 2])],
         );
+        // Controls: both answer here, and the resolver knows both names.
+        for addr in ["198.18.1.1:80", "198.18.2.2:80"] {
+            assert_eq!(http_get(addr), "hello from the world\n", "control {addr}");
+        }
+        assert_eq!(
+            dns_lookup("198.18.9.9:53", "other.test"),
+            Some("198.18.2.2".parse().unwrap())
+        );
+        let sb = sandbox(
+            "[network]\nmode = \"allowlist\"\ndns = true\nallow = [\"198.18.1.1/32:80/tcp\"]\n",
+        )
+        .with_dns_upstream("198.18.9.9:53".parse().unwrap());
         assert!(sb.report().network.enforced, "{}", sb.report());
         // The allowed host gets 10 s (a loaded CI machine), the blocked
-        // one 3 s (it never answers).
-        let script = "for h in 198.18.1.1 198.18.2.2; do t=10; [ $h = 198.18.2.2 ] && t=3; \
+        // one 3 s (it never answers). Names are resolved through the
+        // gateway that /etc/resolv.conf names.
+        let script = "cat /etc/resolv.conf; getent ahostsv4 svc.test | head -n 1; \
+            for h in svc.test other.test; do t=10; [ $h = other.test ] && t=3; \
             if out=$(timeout $t bash -c \"exec 3<>/dev/tcp/$h/80; printf 'GET / HTTP/1.0\\r\\n\\r\\n' >&3; cat <&3\" 2>&1); \
             then echo \"$h: $(echo \"$out\" | tail -n 1)\"; else echo \"$h: blocked ($out)\"; fi; done; \
             ip=$(cat /proc/net/fib_trie | grep -c 10.0.2.100); echo addr=$ip";
         let out = sb.command("bash").args(["-c", script]).output().unwrap();
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(text.contains("198.18.1.1: hello from the world"), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
-        assert!(text.contains("198.18.2.2: blocked ("), "{text}");
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(text.contains("nameserver 10.0.2.2\n"), "{text}\n{stderr}");
+        assert!(text.contains("198.18.1.1      STREAM svc.test"), "{text}\n{stderr}");
+        assert!(text.contains("svc.test: hello from the world"), "{text}\n{stderr}");
+        assert!(text.contains("other.test: blocked ("), "{text}");
         assert!(!text.contains("addr=0"), "tap0 has 10.0.2.100: {text}");
     })
     .join()

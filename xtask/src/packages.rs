@@ -35,6 +35,11 @@ pub(crate) const FOR_TESTS: &[Package] = &[
         provides: "/usr/include/libmnl/libmnl.h",
         why: "libnftnl's netlink library",
     },
+    Package {
+        name: "curl",
+        provides: "curl",
+        why: "the CLI test runs curl through the egress forwarder",
+    },
 ];
 
 /// The peer of `cargo xtask bench nft` (benchmark-only).

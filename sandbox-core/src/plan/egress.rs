@@ -63,3 +63,12 @@ pub(super) fn egress_steps(b: &mut Builder, policy: &Policy, socket: c_int) -> R
     b.push(Step::Close(tap), "close the tap");
     Ok(())
 }
+
+/// What the sandbox's `/etc/resolv.conf` says with `dns = true`: the
+/// gateway, where the forwarder answers.
+pub(crate) fn resolv_conf_text() -> String {
+    format!(
+        "# Written by sandbox-core: DNS goes to the egress gateway.\nnameserver {}\noptions edns0\n",
+        sandbox_net::Gateway::default().v4
+    )
+}

@@ -52,7 +52,37 @@ struct Mount {
     source: Source,
 }
 
-pub(super) fn filesystem_steps(b: &mut Builder, policy: &Policy, mode: FsMode) -> Result<()> {
+/// Where the sandbox's `/etc/resolv.conf` really is: the file itself, or
+/// where the host's symlink points (as on systemd-resolved hosts), as a
+/// path inside the new root.
+fn resolv_conf_target() -> PathBuf {
+    let path = Path::new("/etc/resolv.conf");
+    match std::fs::read_link(path) {
+        Ok(link) => {
+            let mut out = PathBuf::from("/");
+            for c in Path::new("/etc").join(link).components() {
+                match c {
+                    std::path::Component::Normal(name) => out.push(name),
+                    std::path::Component::ParentDir => {
+                        out.pop();
+                    }
+                    _ => {}
+                }
+            }
+            out
+        }
+        Err(_) => path.to_path_buf(),
+    }
+}
+
+/// The new root's mounts. `resolv_conf` is bound read-only over the
+/// sandbox's `/etc/resolv.conf` (not with `filesystem.mode = "off"`).
+pub(super) fn filesystem_steps(
+    b: &mut Builder,
+    policy: &Policy,
+    mode: FsMode,
+    resolv_conf: Option<String>,
+) -> Result<()> {
     let fs = &policy.filesystem;
     let ro = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
     let mut mounts: Vec<Mount> = Vec::new();
@@ -299,6 +329,9 @@ pub(super) fn filesystem_steps(b: &mut Builder, policy: &Policy, mode: FsMode) -
             b.push(Step::Close(dir), "close");
         }
     }
+    if let (Some(text), true) = (resolv_conf, pivot) {
+        generated_file(b, root, &resolv_conf_target(), text.into_bytes())?;
+    }
     if pivot {
         // The minimal /dev is complete: make it read-only (its devices stay
         // writable, being devices).
@@ -319,5 +352,46 @@ pub(super) fn filesystem_steps(b: &mut Builder, policy: &Policy, mode: FsMode) -
     } else {
         b.push(Step::Close(root), "close /");
     }
+    Ok(())
+}
+
+/// Binds a file with `contents` read-only over `target`: written to the new
+/// `/dev` (a tmpfs attached in our namespace, so it can be cloned), bound
+/// from there, and unlinked again.
+fn generated_file(b: &mut Builder, root: Reg, target: &Path, contents: Vec<u8>) -> Result<()> {
+    let dev = b.resolve(root, Path::new("/dev"), TargetKind::Dir, false, false)?;
+    let name = path_cstring(Path::new(".sandbox-generated"))?;
+    b.push(
+        Step::WriteFile {
+            dir: dev,
+            name: name.clone(),
+            contents,
+        },
+        format!("write the contents of {}", target.display()),
+    );
+    let file = b.register();
+    b.push(
+        Step::OpenTreeAt {
+            dir: dev,
+            name: name.clone(),
+            out: file,
+        },
+        format!("open_tree the contents of {}", target.display()),
+    );
+    b.push(
+        Step::SetMountAttrs {
+            mount: file,
+            set: MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC,
+            recursive: false,
+        },
+        format!("mount_setattr {}", target.display()),
+    );
+    let to = b.resolve(root, target, TargetKind::File, true, false)?;
+    b.push(
+        Step::MoveMount { from: file, to },
+        format!("mount on {}", target.display()),
+    );
+    b.push(Step::Unlink { dir: dev, name }, "unlink the staging copy");
+    b.push(Step::Close(dev), "close");
     Ok(())
 }

@@ -23,7 +23,7 @@ mod filesystem;
 
 pub(crate) use command::environment;
 use command::{argument_area, exec_candidates, landlock_step, rlimits, writable_paths};
-use egress::egress_steps;
+use egress::{egress_steps, resolv_conf_text};
 use filesystem::filesystem_steps;
 
 /// The fds the parent made for the child.
@@ -244,7 +244,11 @@ pub(crate) fn build(
         if decisions.egress {
             egress_steps(&mut b, policy, fds.egress_socket)?;
         }
-        filesystem_steps(&mut b, policy, decisions.fs_mode)?;
+        // With DNS through the gateway, the sandbox's /etc/resolv.conf
+        // says so.
+        let resolv_conf =
+            (decisions.egress && policy.network.dns == Some(true)).then(resolv_conf_text);
+        filesystem_steps(&mut b, policy, decisions.fs_mode, resolv_conf)?;
         b.push(
             Step::SetHostname(cstring("hostname", b"sandbox")?),
             "sethostname",

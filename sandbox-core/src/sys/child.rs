@@ -147,6 +147,18 @@ pub(crate) enum Step {
         name: CString,
         target: CString,
     },
+    /// `openat(dir, name, O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW, 0644)`,
+    /// write `contents`, `fchmod(0644)`, close.
+    WriteFile {
+        dir: Reg,
+        name: CString,
+        contents: Vec<u8>,
+    },
+    /// `open_tree(dir, name, OPEN_TREE_CLONE)`: a bind of one file or
+    /// directory beneath `dir` (which must be attached in our namespace).
+    OpenTreeAt { dir: Reg, name: CString, out: Reg },
+    /// `unlinkat(dir, name, 0)`.
+    Unlink { dir: Reg, name: CString },
     /// `close(reg)`.
     Close(Reg),
     /// Zero the memory holding this process's argv (`/proc/self/stat`

@@ -287,6 +287,51 @@ pub(super) fn mount_step(step: &Step, registers: &[Cell<c_int>]) -> Result<(), c
                     name.as_ptr(),
                 ))?;
             }
+            Step::WriteFile {
+                dir,
+                name,
+                contents,
+            } => {
+                let fd = check(libc::openat(
+                    reg(registers, *dir),
+                    name.as_ptr(),
+                    libc::O_CREAT
+                        | libc::O_EXCL
+                        | libc::O_WRONLY
+                        | libc::O_NOFOLLOW
+                        | libc::O_CLOEXEC,
+                    0o644 as libc::c_uint,
+                ))? as c_int;
+                let mut written = 0;
+                let mut result = Ok(0);
+                while written < contents.len() {
+                    let rest = &contents[written..];
+                    match check(libc::write(fd, rest.as_ptr().cast(), rest.len()) as i64) {
+                        Ok(n) => written += n as usize,
+                        Err(e) => {
+                            result = Err(e);
+                            break;
+                        }
+                    }
+                }
+                if result.is_ok() {
+                    result = check(libc::fchmod(fd, 0o644));
+                }
+                libc::close(fd);
+                result?;
+            }
+            Step::OpenTreeAt { dir, name, out } => {
+                let fd = check(libc::syscall(
+                    libc::SYS_open_tree,
+                    reg(registers, *dir),
+                    name.as_ptr(),
+                    OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint,
+                ))?;
+                set_reg(registers, *out, fd);
+            }
+            Step::Unlink { dir, name } => {
+                check(libc::unlinkat(reg(registers, *dir), name.as_ptr(), 0))?;
+            }
             Step::Close(r) => close_reg(registers, *r),
             Step::PivotRoot { root } => {
                 check(libc::fchdir(reg(registers, *root)))?;

@@ -104,6 +104,9 @@ pub(super) fn run_step(step: &Step, registers: &[Cell<c_int>]) -> Result<(), c_i
             | Step::MoveMount { .. }
             | Step::Mask { .. }
             | Step::Symlink { .. }
+            | Step::WriteFile { .. }
+            | Step::OpenTreeAt { .. }
+            | Step::Unlink { .. }
             | Step::Close(_)
             | Step::PivotRoot { .. }
             | Step::RootReadOnly => mount_step(step, registers)?,

@@ -20,6 +20,8 @@ pub(crate) struct Decisions {
     pub(crate) new_netns: bool,
     /// Allowlisted egress: tap0, the ruleset, the forwarder.
     pub(crate) egress: bool,
+    /// The tap's MTU with egress.
+    pub(crate) egress_mtu: u32,
     /// The seccomp filter installed.
     pub(crate) seccomp: SeccompMode,
     /// The Landlock ABI used, if Landlock is applied.
@@ -144,7 +146,7 @@ pub(crate) fn decide(policy: &Policy, host: &HostCapabilities) -> (Decisions, Ef
                 &sandbox_net::Gateway::default(),
             );
             net_mech.push(format!(
-                "a new network namespace: tap0 10.0.2.100/24 and fd00:0:2::100/64 via the gateway 10.0.2.2 / fd00:0:2::2, MTU 65520; a default-drop nftables ruleset (table inet sandbox, {} output rules) loaded before the link came up",
+                "a new network namespace: tap0 10.0.2.100/24 and fd00:0:2::100/64 via the gateway 10.0.2.2 / fd00:0:2::2; a default-drop nftables ruleset (table inet sandbox, {} output rules) loaded before the link came up",
                 rules.output.len()
             ));
             net_mech.push(
@@ -375,6 +377,7 @@ pub(crate) fn decide(policy: &Policy, host: &HostCapabilities) -> (Decisions, Ef
         fs_mode,
         new_netns,
         egress,
+        egress_mtu: sandbox_net::EgressAddressing::default().mtu,
         seccomp,
         landlock_abi,
         memory,

@@ -70,7 +70,10 @@ fn start_forwarder(inner: &Inner, socket: &OwnedFd) -> Result<EgressRun> {
     let mut forwarder = EgressForwarder::new(
         tap,
         policy,
-        &EgressAddressing::default(),
+        &EgressAddressing {
+            mtu: inner.decisions.egress_mtu,
+            ..EgressAddressing::default()
+        },
         inner.dns_upstream,
         ForwarderLimits::default(),
     )

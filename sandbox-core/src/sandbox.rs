@@ -148,6 +148,24 @@ impl Sandbox {
         self
     }
 
+    /// Sets the MTU of the sandbox's egress link (`tap0`; 65520 unless
+    /// set). A smaller MTU costs throughput: one frame per MTU crosses
+    /// the forwarder.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidCommand`] for an MTU outside 1280 (IPv6's minimum)
+    /// ..= 65520.
+    pub fn with_egress_mtu(mut self, mtu: u32) -> Result<Self> {
+        if !(1280..=65520).contains(&mtu) {
+            return Err(Error::InvalidCommand {
+                reason: format!("egress MTU {mtu} is outside 1280..=65520"),
+            });
+        }
+        Arc::make_mut(&mut self.inner).decisions.egress_mtu = mtu;
+        Ok(self)
+    }
+
     /// What a run would be confined by here: per layer, enforced or not
     /// and by what, with the downgrades and notes.
     pub fn report(&self) -> &EffectiveSandbox {

@@ -4,6 +4,9 @@
 //! (`sbx` and the library) against bubblewrap and a plain spawn.
 //! `cargo xtask bench nft [--rounds N]`: the egress ruleset installed with
 //! libnftnl against `nft -f`.
+//! `cargo xtask bench egress [--rounds N] [--seconds N]`: iperf3 and
+//! request/response latency through our forwarder against pasta and
+//! slirp4netns.
 //!
 //! By default it runs `benches/fs_pairwise.rs`, which interleaves the three
 //! implementations in rounds and prints the ratio table; `--criterion` runs
@@ -18,8 +21,9 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
         Some("fs") => fs(&args[1..]),
         Some("spawn") => spawn(&args[1..]),
         Some("nft") => nft(&args[1..]),
+        Some("egress") => egress(&args[1..]),
         _ => Err(
-            "usage: cargo xtask bench fs [--disk] [--criterion] | bench spawn [--rounds N] | bench nft [--rounds N]".into(),
+            "usage: cargo xtask bench fs [--disk] [--criterion] | bench spawn [--rounds N] | bench nft [--rounds N] | bench egress [--rounds N] [--seconds N]".into(),
         ),
     }
 }
@@ -70,6 +74,20 @@ fn nft(args: &[String]) -> Result<(), String> {
         .current_dir(run::workspace_root());
     if let Some(rounds) = run::flag_value(args, "--rounds")? {
         cmd.env("NFT_ROUNDS", rounds.to_string());
+    }
+    run::status(&mut cmd)
+}
+
+fn egress(args: &[String]) -> Result<(), String> {
+    crate::packages::ensure(crate::packages::FOR_EGRESS_BENCH)?;
+    let mut cmd = Command::new(run::cargo_bin());
+    cmd.args(["bench", "-q", "-p", "benches", "--bench", "egress"])
+        .current_dir(run::workspace_root());
+    if let Some(rounds) = run::flag_value(args, "--rounds")? {
+        cmd.env("EGRESS_ROUNDS", rounds.to_string());
+    }
+    if let Some(seconds) = run::flag_value(args, "--seconds")? {
+        cmd.env("EGRESS_SECONDS", seconds.to_string());
     }
     run::status(&mut cmd)
 }

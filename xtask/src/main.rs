@@ -10,7 +10,9 @@
 //! - `cargo xtask fuzz TARGET [--seconds N]` — run a cargo-fuzz target;
 //! - `cargo xtask bench fs` — the filesystem benchmarks and their ratio table;
 //! - `cargo xtask bench spawn` — a sandboxed `/bin/true` against bubblewrap;
-//! - `cargo xtask bench nft` — the ruleset through libnftnl against `nft -f`.
+//! - `cargo xtask bench nft` — the ruleset through libnftnl against `nft -f`;
+//! - `cargo xtask bench egress` — throughput and latency through the
+//!   forwarder against pasta and slirp4netns.
 
 mod bench;
 mod demo;
@@ -40,7 +42,7 @@ fn main() -> ExitCode {
     }
 }
 
-const USAGE: &str = "usage: cargo xtask <test | demo [root] | race [--ops N] | fuzz TARGET [--seconds N] | bench fs [--disk] [--criterion] | bench spawn [--rounds N] | bench nft [--rounds N]>";
+const USAGE: &str = "usage: cargo xtask <test | demo [root] | race [--ops N] | fuzz TARGET [--seconds N] | bench fs [--disk] [--criterion] | bench spawn [--rounds N] | bench nft [--rounds N] | bench egress [--rounds N] [--seconds N]>";
 
 /// What CI runs: system packages, formatting, lints, every test.
 fn test() -> Result<(), String> {

@@ -42,6 +42,25 @@ pub(crate) const FOR_TESTS: &[Package] = &[
     },
 ];
 
+/// The peers of `cargo xtask bench egress` and its load (benchmark-only).
+pub(crate) const FOR_EGRESS_BENCH: &[Package] = &[
+    Package {
+        name: "iperf3",
+        provides: "iperf3",
+        why: "the throughput load",
+    },
+    Package {
+        name: "passt",
+        provides: "pasta",
+        why: "pasta, a peer",
+    },
+    Package {
+        name: "slirp4netns",
+        provides: "slirp4netns",
+        why: "a peer",
+    },
+];
+
 /// The peer of `cargo xtask bench nft` (benchmark-only).
 pub(crate) const FOR_NFT_BENCH: &[Package] = &[Package {
     name: "nftables",

@@ -11,7 +11,12 @@ use super::{Builder, cstring};
 
 /// The egress network: the ruleset first, then the tap (link 2 of the new
 /// namespace) configured and up, and its fd handed to the parent.
-pub(super) fn egress_steps(b: &mut Builder, policy: &Policy, socket: c_int) -> Result<()> {
+pub(super) fn egress_steps(
+    b: &mut Builder,
+    policy: &Policy,
+    mtu: u32,
+    socket: c_int,
+) -> Result<()> {
     use sandbox_net::{EgressAddressing, FdPassBuffer, Gateway, Ruleset, tap_setup};
     let prepare = |what: &str| {
         let what = what.to_string();
@@ -21,7 +26,10 @@ pub(super) fn egress_steps(b: &mut Builder, policy: &Policy, socket: c_int) -> R
         }
     };
     const TAP_INDEX: u32 = 2;
-    let addressing = EgressAddressing::default();
+    let addressing = EgressAddressing {
+        mtu,
+        ..EgressAddressing::default()
+    };
     let batch = Ruleset::from_network(&policy.network, &Gateway::default())
         .batch()
         .map_err(prepare("build the nftables batch"))?;
@@ -48,8 +56,8 @@ pub(super) fn egress_steps(b: &mut Builder, policy: &Policy, socket: c_int) -> R
             count: setup.len() as u32,
         },
         format!(
-            "configure {} (MTU, queue, addresses, up, routes)",
-            addressing.name
+            "configure {} (MTU {}, queue, addresses, up, routes)",
+            addressing.name, addressing.mtu
         ),
     );
     b.push(

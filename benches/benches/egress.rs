@@ -443,6 +443,23 @@ fn main() {
             ratio(m[0], m[2], true),
         );
     }
+    println!("every sample, Gbit/s (ours | pasta | slirp4netns):");
+    for (c, &(mtu, reverse)) in configs.iter().enumerate() {
+        let list = |t: usize| {
+            gbits[c][t]
+                .iter()
+                .map(|v| format!("{v:.2}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        println!(
+            "  MTU {mtu} {}: {} | {} | {}",
+            if reverse { "down" } else { "up" },
+            list(0),
+            list(1),
+            list(2)
+        );
+    }
     println!(
         "\nlatency (MTU 65520): µs per operation, median of {rounds} rounds (lower is better; ratios are peer/ours)"
     );

@@ -18,7 +18,7 @@ use crate::egress::EgressAddressing;
 use crate::error::{Error, Result};
 use crate::forward::frame::{GuestPacket, Mac, classify, neighbor_advert, udp_frame};
 use crate::forward::policy::{EgressPolicy, Refusal, Verdict};
-use crate::forward::tcp::{TcpCounters, TcpRelay};
+use crate::forward::tcp::{TCP_BUFFER_BYTES, TcpCounters, TcpRelay};
 
 /// The gateway's MAC address on the tap (locally administered).
 pub const GATEWAY_MAC: Mac = [0x02, 0x53, 0x42, 0x58, 0x00, 0x02];
@@ -33,6 +33,17 @@ pub struct ForwarderLimits {
     /// TCP connections open (or opening) at once; new SYNs beyond are
     /// dropped and counted.
     pub max_tcp_flows: usize,
+    /// Bytes of connection buffers (each TCP connection holds
+    /// [`TCP_BUFFER_BYTES`] each way) at most: a new connection that would
+    /// exceed it is dropped and counted.
+    pub max_buffered_bytes: usize,
+    /// New flows (TCP connections and UDP flows) per second, with a burst
+    /// of as many; beyond, a SYN is dropped (the sandbox retries) and a
+    /// datagram opening a flow too.
+    pub new_flows_per_second: u32,
+    /// How long the sandbox has to complete a TCP handshake once the host
+    /// side connected; then the connection is dropped, its slot freed.
+    pub tcp_handshake_timeout: Duration,
 }
 
 impl Default for ForwarderLimits {
@@ -41,9 +52,47 @@ impl Default for ForwarderLimits {
             max_udp_flows: 256,
             udp_idle: Duration::from_secs(60),
             max_tcp_flows: 256,
+            max_buffered_bytes: 256 * 2 * TCP_BUFFER_BYTES,
+            new_flows_per_second: 1000,
+            tcp_handshake_timeout: Duration::from_secs(10),
         }
     }
 }
+
+/// A token bucket: `rate` tokens a second, at most `rate` saved.
+#[derive(Debug)]
+struct RateLimit {
+    rate: f64,
+    tokens: f64,
+    last: Instant,
+}
+
+impl RateLimit {
+    fn new(rate: u32) -> Self {
+        Self {
+            rate: f64::from(rate),
+            tokens: f64::from(rate),
+            last: Instant::now(),
+        }
+    }
+
+    fn take(&mut self) -> bool {
+        let now = Instant::now();
+        let elapsed = now.duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.rate);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// Frames read from the tap before the stack runs: a sandbox flooding
+/// the tap waits in its own queue, not in the forwarder's memory.
+const TAP_BATCH: usize = 256;
 
 /// What the forwarder has done, for the report and for tests.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -64,8 +113,11 @@ pub struct Counters {
     pub refused: u64,
     /// … of which to metadata addresses.
     pub refused_metadata: u64,
-    /// New flows refused because a limit was reached.
+    /// New flows refused because a limit on flows or buffered bytes was
+    /// reached.
     pub over_limit: u64,
+    /// New flows refused by the rate limit.
+    pub over_rate: u64,
     /// New TCP connections refused or over the limit (their SYNs dropped).
     pub tcp_dropped: u64,
     /// The TCP relay's own counters.
@@ -91,6 +143,7 @@ pub struct EgressForwarder {
     guest_mac: Option<Mac>,
     dns_upstream: Option<SocketAddr>,
     limits: ForwarderLimits,
+    new_flows: RateLimit,
     gateway_v6: Option<Ipv6Addr>,
     flows: HashMap<(SocketAddr, SocketAddr), UdpFlow>,
     tcp: TcpRelay,
@@ -145,9 +198,10 @@ impl EgressForwarder {
             guest_mac: None,
             dns_upstream,
             limits,
+            new_flows: RateLimit::new(limits.new_flows_per_second),
             gateway_v6: addressing.gateway.v6,
             flows: HashMap::new(),
-            tcp: TcpRelay::new(GATEWAY_MAC, addressing),
+            tcp: TcpRelay::new(GATEWAY_MAC, addressing, limits.tcp_handshake_timeout),
             counters: Counters::default(),
         })
     }
@@ -203,7 +257,7 @@ impl EgressForwarder {
                 fds.iter().map(|p| !p.revents().is_empty()).collect()
             };
             if ready.first().copied().unwrap_or(false) {
-                loop {
+                for _ in 0..TAP_BATCH {
                     match rustix::io::read(&self.tap, &mut frame) {
                         Ok(0) => return Ok(()),
                         Ok(n) => {
@@ -320,8 +374,16 @@ impl EgressForwarder {
                 return self.refuse(refusal);
             }
         };
-        if self.tcp.flows() >= self.limits.max_tcp_flows {
+        let flows = self.tcp.flows();
+        if flows >= self.limits.max_tcp_flows
+            || (flows + 1) * 2 * TCP_BUFFER_BYTES > self.limits.max_buffered_bytes
+        {
             self.counters.over_limit += 1;
+            self.counters.tcp_dropped += 1;
+            return;
+        }
+        if !self.new_flows.take() {
+            self.counters.over_rate += 1;
             self.counters.tcp_dropped += 1;
             return;
         }
@@ -351,6 +413,10 @@ impl EgressForwarder {
             };
             if self.flows.len() >= self.limits.max_udp_flows {
                 self.counters.over_limit += 1;
+                return;
+            }
+            if !self.new_flows.take() {
+                self.counters.over_rate += 1;
                 return;
             }
             match open_udp(target) {
@@ -425,6 +491,19 @@ fn open_udp(target: SocketAddr) -> io::Result<UdpSocket> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_rate_limit_allows_a_burst_then_its_rate() {
+        let mut limit = RateLimit::new(100);
+        let burst = (0..1000).filter(|_| limit.take()).count();
+        assert!((100..=101).contains(&burst), "{burst}");
+        std::thread::sleep(Duration::from_millis(100));
+        let refilled = (0..1000).filter(|_| limit.take()).count();
+        assert!(
+            (9..=15).contains(&refilled),
+            "{refilled} after 100 ms at 100/s"
+        );
+    }
 
     #[test]
     fn the_resolver_comes_from_resolv_conf() {

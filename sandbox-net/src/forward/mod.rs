@@ -1,10 +1,13 @@
-//! The userspace egress forwarder's building blocks (issue 6, in
-//! progress): a bounds-checked classifier of guest frames and builders of
-//! the frames the gateway answers with ([`classify`], [`arp_reply`],
+//! The userspace egress forwarder: [`EgressForwarder`] reads the sandbox's
+//! frames from its tap and relays each allowed flow through a host socket
+//! of its own (TCP through a userspace stack, UDP and DNS datagram by
+//! datagram), answering ARP and neighbour discovery for the gateway, within
+//! [`ForwarderLimits`]. Its building blocks are public too: a
+//! bounds-checked classifier of guest frames and builders of the frames
+//! the gateway answers with ([`classify`], [`arp_reply`],
 //! [`neighbor_advert`], [`udp_frame`]), and the second enforcement point
-//! ([`EgressPolicy`]), which decides every new flow before a host socket is
-//! opened for it; and [`EgressForwarder`], which so far answers ARP and
-//! neighbour discovery and relays UDP and DNS (TCP and ICMP echo are next).
+//! ([`EgressPolicy`]), which decides every new flow before a host socket
+//! is opened for it.
 
 mod forwarder;
 mod frame;
@@ -17,4 +20,4 @@ pub use frame::{
     udp_frame,
 };
 pub use policy::{EgressPolicy, Refusal, Verdict, canonical};
-pub use tcp::TcpCounters;
+pub use tcp::{TCP_BUFFER_BYTES, TcpCounters};

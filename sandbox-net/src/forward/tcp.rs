@@ -20,8 +20,11 @@ use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr, IpListe
 use crate::egress::EgressAddressing;
 use crate::forward::frame::Mac;
 
-/// Per-connection buffer sizes, each way.
-const BUFFER: usize = 256 * 1024;
+/// Each TCP connection's buffer in the forwarder, each way (what the
+/// sandbox is offered as its window, and what the host may have in
+/// flight towards it).
+pub const TCP_BUFFER_BYTES: usize = 256 * 1024;
+const BUFFER: usize = TCP_BUFFER_BYTES;
 
 /// A device whose frames are queues the forwarder fills and drains.
 struct QueueDevice {
@@ -81,6 +84,9 @@ struct Pending {
 struct Connection {
     host: TcpStream,
     key: (SocketAddr, SocketAddr),
+    /// When the host side connected (the handshake with the sandbox
+    /// starts then).
+    opened: Instant,
     host_eof: bool,
     host_write_shut: bool,
 }
@@ -96,6 +102,9 @@ pub struct TcpCounters {
     pub bytes_out: u64,
     /// Bytes relayed in (host → sandbox).
     pub bytes_in: u64,
+    /// Connections dropped because the sandbox never completed its
+    /// handshake in time.
+    pub handshakes_expired: u64,
 }
 
 /// The TCP half of the forwarder.
@@ -109,6 +118,7 @@ pub(crate) struct TcpRelay {
     active: HashMap<(SocketAddr, SocketAddr), SocketHandle>,
     pub(crate) counters: TcpCounters,
     scratch: Vec<u8>,
+    handshake_timeout: std::time::Duration,
 }
 
 fn smol_now(epoch: Instant) -> smoltcp::time::Instant {
@@ -119,7 +129,11 @@ fn smol_now(epoch: Instant) -> smoltcp::time::Instant {
 const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl TcpRelay {
-    pub(crate) fn new(gateway_mac: Mac, addressing: &EgressAddressing) -> Self {
+    pub(crate) fn new(
+        gateway_mac: Mac,
+        addressing: &EgressAddressing,
+        handshake_timeout: std::time::Duration,
+    ) -> Self {
         let mut device = QueueDevice {
             rx: VecDeque::new(),
             tx: VecDeque::new(),
@@ -152,6 +166,7 @@ impl TcpRelay {
             active: HashMap::new(),
             counters: TcpCounters::default(),
             scratch: vec![0u8; 64 * 1024],
+            handshake_timeout,
         }
     }
 
@@ -262,6 +277,7 @@ impl TcpRelay {
                         Connection {
                             host,
                             key,
+                            opened: Instant::now(),
                             host_eof: false,
                             host_write_shut: false,
                         },
@@ -350,20 +366,30 @@ impl TcpRelay {
     }
 
     fn reap(&mut self) {
+        let timeout = self.handshake_timeout;
         let done: Vec<SocketHandle> = self
             .connections
-            .keys()
-            .copied()
-            .filter(|h| {
-                matches!(
-                    self.sockets.get::<tcp::Socket<'_>>(*h).state(),
-                    tcp::State::Closed | tcp::State::TimeWait
-                )
-            })
+            .iter()
+            .filter(
+                |(h, c)| match self.sockets.get::<tcp::Socket<'_>>(**h).state() {
+                    tcp::State::Closed | tcp::State::TimeWait => true,
+                    // A handshake the sandbox never completes (a SYN flood)
+                    // gives its slot back.
+                    tcp::State::Listen | tcp::State::SynReceived => c.opened.elapsed() > timeout,
+                    _ => false,
+                },
+            )
+            .map(|(h, _)| *h)
             .collect();
         for handle in done {
             if let Some(conn) = self.connections.remove(&handle) {
                 self.active.remove(&conn.key);
+                if !matches!(
+                    self.sockets.get::<tcp::Socket<'_>>(handle).state(),
+                    tcp::State::Closed | tcp::State::TimeWait
+                ) {
+                    self.counters.handshakes_expired += 1;
+                }
             }
             self.sockets.remove(handle);
         }

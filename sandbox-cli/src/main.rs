@@ -177,6 +177,9 @@ fn run(args: RunArgs) -> Result<ExitCode, String> {
                 format!(" ({})", notes.join("; "))
             }
         );
+        if let Some(egress) = &outcome.egress {
+            eprintln!("sbx: {egress}");
+        }
         eprint!("{}", outcome.report);
     }
     let code = outcome.status.shell_code();

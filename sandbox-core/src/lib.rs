@@ -78,7 +78,7 @@ mod sys;
 
 pub use cgroups::{CgroupSupport, UnifiedHierarchy, V1Hierarchy};
 pub use error::{Error, Result};
-pub use outcome::{ExitStatus, RunOutcome};
+pub use outcome::{EgressStats, ExitStatus, RunOutcome};
 pub use probe::{Capability, HostCapabilities, probe, probe_now};
 pub use report::{Downgrade, EffectiveSandbox, Layer, LayerReport, Note};
 pub use sandbox::{Sandbox, SandboxChild, SandboxCommand, Stdio};

@@ -97,8 +97,90 @@ pub struct RunOutcome {
     /// Peak memory in bytes: the cgroup's high-water mark when memory is
     /// limited by a cgroup, else the largest resident set of one process.
     pub peak_memory: Option<u64>,
+    /// What the egress forwarder did (runs with allowlisted egress).
+    pub egress: Option<EgressStats>,
     /// What the run was confined by.
     pub report: EffectiveSandbox,
+}
+
+/// What a run's egress forwarder relayed and refused.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct EgressStats {
+    /// TCP connections relayed (host side connected).
+    pub tcp_connections: u64,
+    /// TCP connections whose host connect failed (the sandbox got a
+    /// reset).
+    pub tcp_connect_failed: u64,
+    /// Bytes relayed out over TCP (sandbox → outside).
+    pub tcp_bytes_out: u64,
+    /// Bytes relayed in over TCP.
+    pub tcp_bytes_in: u64,
+    /// UDP datagrams relayed out (DNS included).
+    pub udp_datagrams_out: u64,
+    /// UDP datagrams relayed in.
+    pub udp_datagrams_in: u64,
+    /// DNS queries relayed to the resolver.
+    pub dns_queries: u64,
+    /// ICMP echo requests relayed.
+    pub echo_requests: u64,
+    /// New flows the policy refused (the forwarder's own enforcement).
+    pub refused: u64,
+    /// … of which to link-local or cloud-metadata addresses.
+    pub refused_metadata: u64,
+    /// New flows dropped at the forwarder's caps on flows or buffered
+    /// bytes.
+    pub over_limit: u64,
+    /// New flows dropped by the rate cap.
+    pub over_rate: u64,
+    /// TCP handshakes the sandbox never completed, expired.
+    pub handshakes_expired: u64,
+    /// How the forwarder stopped, if it failed before the run ended.
+    pub error: Option<String>,
+}
+
+impl EgressStats {
+    pub(crate) fn from_counters(c: &sandbox_net::forward::Counters, error: Option<String>) -> Self {
+        Self {
+            tcp_connections: c.tcp.connected,
+            tcp_connect_failed: c.tcp.connect_failed,
+            tcp_bytes_out: c.tcp.bytes_out,
+            tcp_bytes_in: c.tcp.bytes_in,
+            udp_datagrams_out: c.udp_out,
+            udp_datagrams_in: c.udp_in,
+            dns_queries: c.dns_queries,
+            echo_requests: 0,
+            refused: c.refused,
+            refused_metadata: c.refused_metadata,
+            over_limit: c.over_limit,
+            over_rate: c.over_rate,
+            handshakes_expired: c.tcp.handshakes_expired,
+            error,
+        }
+    }
+}
+
+impl std::fmt::Display for EgressStats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "egress: {} TCP connections ({} B out, {} B in, {} failed), {} UDP datagrams out, {} in, {} DNS queries; refused {} new flows ({} to metadata addresses), {} over the caps, {} over the rate",
+            self.tcp_connections,
+            self.tcp_bytes_out,
+            self.tcp_bytes_in,
+            self.tcp_connect_failed,
+            self.udp_datagrams_out,
+            self.udp_datagrams_in,
+            self.dns_queries,
+            self.refused,
+            self.refused_metadata,
+            self.over_limit,
+            self.over_rate
+        )?;
+        if let Some(error) = &self.error {
+            write!(f, "; the forwarder failed: {error}")?;
+        }
+        Ok(())
+    }
 }
 
 impl RunOutcome {

@@ -15,7 +15,7 @@ use sandbox_policy::Limit;
 
 use crate::cgroups::RunCgroups;
 use crate::error::{Error, Result};
-use crate::outcome::{ExitStatus, RunOutcome};
+use crate::outcome::{EgressStats, ExitStatus, RunOutcome};
 use crate::plan::{self, CommandSpec, PlanFds};
 use crate::sandbox::{Inner, Stdio};
 use crate::sys::child::{
@@ -44,15 +44,18 @@ pub(crate) struct Started {
 #[derive(Debug)]
 struct EgressRun {
     stop: Arc<std::sync::atomic::AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    thread: Option<std::thread::JoinHandle<EgressStats>>,
 }
 
 impl EgressRun {
-    fn stop(&mut self) {
+    /// Stops the forwarder; what it did.
+    fn stop(&mut self) -> Option<EgressStats> {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
+        let thread = self.thread.take()?;
+        Some(thread.join().unwrap_or_else(|_| EgressStats {
+            error: Some("the forwarder thread panicked".into()),
+            ..EgressStats::default()
+        }))
     }
 }
 
@@ -83,7 +86,8 @@ fn start_forwarder(inner: &Inner, socket: &OwnedFd) -> Result<EgressRun> {
     let thread = std::thread::Builder::new()
         .name("sandbox-egress".into())
         .spawn(move || {
-            let _ = forwarder.run(&flag);
+            let error = forwarder.run(&flag).err().map(|e| e.to_string());
+            EgressStats::from_counters(&forwarder.counters(), error)
         })
         .map_err(Error::prepare("start the egress forwarder thread"))?;
     Ok(EgressRun {
@@ -420,6 +424,7 @@ impl Started {
         let usage =
             crate::sys::wait4(self.pid).map_err(Error::supervise("wait for the sandbox"))?;
         self.reaped = true;
+        let egress = self.egress.as_mut().and_then(EgressRun::stop);
         let wall_time = self.started.elapsed();
         let mut record = [0u8; RECORD_LEN];
         let status = match rustix::io::read(&self.status, &mut record) {
@@ -442,6 +447,7 @@ impl Started {
             wall_time,
             cpu_time: usage.cpu_time,
             peak_memory: self.cgroups.peak_memory().or(usage.max_rss),
+            egress,
             report: inner.report.clone(),
         })
     }

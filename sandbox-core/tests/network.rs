@@ -144,6 +144,12 @@ fn allowlisted_egress_reaches_only_what_is_allowed() {
         assert!(text.contains("svc.test: hello from the world"), "{text}\n{stderr}");
         assert!(text.contains("other.test: blocked ("), "{text}");
         assert!(!text.contains("addr=0"), "tap0 has 10.0.2.100: {text}");
+        let egress = out.egress.expect("the forwarder's figures");
+        assert!(egress.error.is_none(), "{egress}");
+        assert!(egress.dns_queries >= 2, "{egress}");
+        // Only the allowed connection reached the forwarder: the ruleset
+        // dropped the other in the sandbox's kernel.
+        assert!(egress.tcp_connections == 1 && egress.tcp_bytes_in > 0, "{egress}");
     })
     .join()
     .unwrap();

@@ -148,7 +148,7 @@ impl EgressStats {
             udp_datagrams_out: c.udp_out,
             udp_datagrams_in: c.udp_in,
             dns_queries: c.dns_queries,
-            echo_requests: 0,
+            echo_requests: c.echo_out,
             refused: c.refused,
             refused_metadata: c.refused_metadata,
             over_limit: c.over_limit,

@@ -127,3 +127,108 @@ fn udp_and_dns_through_the_forwarder_with_both_enforcement_points() {
     );
     println!("{counters:?}");
 }
+
+/// Lets every group open ping sockets in the calling thread's network
+/// namespace (the default, "1 0", lets none).
+fn allow_ping_sockets() {
+    std::fs::write("/proc/sys/net/ipv4/ping_group_range", "0 2147483647").unwrap();
+}
+
+/// One echo request through an unprivileged ping socket; the reply's
+/// payload (retrying: the first request may wait on neighbour discovery).
+fn ping(target: &str, payload: &[u8]) -> Result<Vec<u8>, String> {
+    use rustix::net::{AddressFamily, SocketType, ipproto};
+    let target: std::net::IpAddr = target.parse().unwrap();
+    let (family, protocol, request, reply) = match target {
+        std::net::IpAddr::V4(_) => (AddressFamily::INET, ipproto::ICMP, 8u8, 0u8),
+        std::net::IpAddr::V6(_) => (AddressFamily::INET6, ipproto::ICMPV6, 128, 129),
+    };
+    let socket = rustix::net::socket(family, SocketType::DGRAM, Some(protocol))
+        .map_err(|e| format!("ping socket: {e}"))?;
+    rustix::net::sockopt::set_socket_timeout(
+        &socket,
+        rustix::net::sockopt::Timeout::Recv,
+        Some(Duration::from_millis(300)),
+    )
+    .unwrap();
+    rustix::net::connect(&socket, &SocketAddr::new(target, 0)).map_err(|e| e.to_string())?;
+    let mut last = String::new();
+    for seq in 1..=4u16 {
+        let mut message = vec![request, 0, 0, 0, 0, 0];
+        message.extend_from_slice(&seq.to_be_bytes());
+        message.extend_from_slice(payload);
+        rustix::net::send(&socket, &message, rustix::net::SendFlags::empty())
+            .map_err(|e| e.to_string())?;
+        let mut buf = [0u8; 1500];
+        match rustix::net::recv(&socket, &mut buf, rustix::net::RecvFlags::empty()) {
+            Ok((n, _)) if n >= 8 && buf[0] == reply => return Ok(buf[8..n].to_vec()),
+            Ok((n, _)) => last = format!("unexpected {n}-byte message"),
+            Err(e) => last = e.to_string(),
+        }
+    }
+    Err(last)
+}
+
+#[test]
+fn icmp_echo_through_ping_sockets_with_both_enforcement_points() {
+    if !rustix::process::geteuid().is_root() {
+        return;
+    }
+    let network = Policy::from_toml_str(
+        "[network]\nmode = \"allowlist\"\nallow = [\"198.18.1.1/32\", \"198.18.2.2/32:80/tcp\", \"[2001:db8::1]\"]\n",
+    )
+    .unwrap()
+    .network;
+    let world = common::World::new(
+        &["198.18.1.1", "198.18.2.2", "2001:db8::1", "169.254.169.254"],
+        |_| allow_ping_sockets(),
+        &network,
+        None,
+    );
+    // Controls, from the world itself: every address answers.
+    world.in_world(|| {
+        for target in ["198.18.1.1", "198.18.2.2", "2001:db8::1", "169.254.169.254"] {
+            assert_eq!(
+                ping(target, b"control"),
+                Ok(b"control".to_vec()),
+                "{target}"
+            );
+        }
+    });
+    let guest = world.in_sandbox(|| {
+        allow_ping_sockets();
+        let mut results = vec![
+            ("allowed", ping("198.18.1.1", b"hello")),
+            ("allowed v6", ping("2001:db8::1", b"hello6")),
+            ("port-only rule", ping("198.18.2.2", b"hi")),
+            ("metadata", ping("169.254.169.254", b"hi")),
+        ];
+        open_ruleset().install().unwrap();
+        results.push(("port-only rule, no ruleset", ping("198.18.2.2", b"hi")));
+        results.push(("metadata, no ruleset", ping("169.254.169.254", b"hi")));
+        results.push(("allowed, no ruleset", ping("198.18.1.1", b"again")));
+        results
+    });
+    let counters = world.finish();
+    let get = |name: &str| guest.iter().find(|(n, _)| *n == name).unwrap().1.clone();
+    assert_eq!(get("allowed"), Ok(b"hello".to_vec()));
+    assert_eq!(get("allowed v6"), Ok(b"hello6".to_vec()));
+    assert_eq!(get("allowed, no ruleset"), Ok(b"again".to_vec()));
+    for blocked in [
+        "port-only rule",
+        "metadata",
+        "port-only rule, no ruleset",
+        "metadata, no ruleset",
+    ] {
+        assert!(get(blocked).is_err(), "{blocked}: {:?}", get(blocked));
+    }
+    assert!(
+        counters.echo_out >= 3 && counters.echo_in >= 3,
+        "{counters:?}"
+    );
+    assert!(
+        counters.refused >= 2 && counters.refused_metadata >= 1,
+        "the forwarder refused on its own: {counters:?}"
+    );
+    println!("{counters:?}");
+}

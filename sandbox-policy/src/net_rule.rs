@@ -212,6 +212,12 @@ impl NetRule {
             && self.ports.is_none_or(|p| p.start <= port && port <= p.end)
             && self.protocol.is_none_or(|p| p == protocol)
     }
+
+    /// Whether the rule covers every protocol to `addr` (it names neither
+    /// ports nor a protocol): what an ICMP echo to `addr` needs.
+    pub fn matches_any_transport(&self, addr: IpAddr) -> bool {
+        self.net.contains_addr(addr) && self.ports.is_none() && self.protocol.is_none()
+    }
 }
 
 fn parse_net(s: &str, rule: &str) -> Result<IpNet, NetRuleError> {

@@ -2,7 +2,8 @@
 //! relays each allowed flow through a host socket of its own: TCP through a
 //! userspace stack ([`super::tcp`]), UDP datagram by datagram, DNS to the
 //! gateway to the host's resolver. ARP and neighbour discovery for the
-//! gateway are answered by the stack. ICMP echo is not relayed yet.
+//! gateway are answered by the stack; ICMP echo goes through unprivileged
+//! ping sockets.
 
 use std::collections::HashMap;
 use std::io;
@@ -16,79 +17,14 @@ use sandbox_policy::Protocol;
 
 use crate::egress::EgressAddressing;
 use crate::error::{Error, Result};
+use crate::forward::echo::{EchoFlow, EchoKey};
 use crate::forward::frame::{GuestPacket, Mac, classify, neighbor_advert, udp_frame};
+use crate::forward::limits::{ForwarderLimits, RateLimit};
 use crate::forward::policy::{EgressPolicy, Refusal, Verdict};
 use crate::forward::tcp::{TCP_BUFFER_BYTES, TcpCounters, TcpRelay};
 
 /// The gateway's MAC address on the tap (locally administered).
 pub const GATEWAY_MAC: Mac = [0x02, 0x53, 0x42, 0x58, 0x00, 0x02];
-
-/// Limits that keep one sandbox from exhausting the forwarder.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ForwarderLimits {
-    /// UDP flows open at once; new ones beyond are refused.
-    pub max_udp_flows: usize,
-    /// A UDP flow with no traffic for this long is closed.
-    pub udp_idle: Duration,
-    /// TCP connections open (or opening) at once; new SYNs beyond are
-    /// dropped and counted.
-    pub max_tcp_flows: usize,
-    /// Bytes of connection buffers (each TCP connection holds
-    /// [`TCP_BUFFER_BYTES`] each way) at most: a new connection that would
-    /// exceed it is dropped and counted.
-    pub max_buffered_bytes: usize,
-    /// New flows (TCP connections and UDP flows) per second, with a burst
-    /// of as many; beyond, a SYN is dropped (the sandbox retries) and a
-    /// datagram opening a flow too.
-    pub new_flows_per_second: u32,
-    /// How long the sandbox has to complete a TCP handshake once the host
-    /// side connected; then the connection is dropped, its slot freed.
-    pub tcp_handshake_timeout: Duration,
-}
-
-impl Default for ForwarderLimits {
-    fn default() -> Self {
-        Self {
-            max_udp_flows: 256,
-            udp_idle: Duration::from_secs(60),
-            max_tcp_flows: 256,
-            max_buffered_bytes: 256 * 2 * TCP_BUFFER_BYTES,
-            new_flows_per_second: 1000,
-            tcp_handshake_timeout: Duration::from_secs(10),
-        }
-    }
-}
-
-/// A token bucket: `rate` tokens a second, at most `rate` saved.
-#[derive(Debug)]
-struct RateLimit {
-    rate: f64,
-    tokens: f64,
-    last: Instant,
-}
-
-impl RateLimit {
-    fn new(rate: u32) -> Self {
-        Self {
-            rate: f64::from(rate),
-            tokens: f64::from(rate),
-            last: Instant::now(),
-        }
-    }
-
-    fn take(&mut self) -> bool {
-        let now = Instant::now();
-        let elapsed = now.duration_since(self.last).as_secs_f64();
-        self.last = now;
-        self.tokens = (self.tokens + elapsed * self.rate).min(self.rate);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
-}
 
 /// Frames read from the tap before the stack runs: a sandbox flooding
 /// the tap waits in its own queue, not in the forwarder's memory.
@@ -109,6 +45,13 @@ pub struct Counters {
     pub udp_in: u64,
     /// DNS queries relayed.
     pub dns_queries: u64,
+    /// ICMP echo requests relayed out (through unprivileged ping sockets).
+    pub echo_out: u64,
+    /// ICMP echo replies relayed back in.
+    pub echo_in: u64,
+    /// Echo requests the policy allowed but the host refused a ping socket
+    /// for (`net.ipv4.ping_group_range` excludes the caller's group).
+    pub echo_unavailable: u64,
     /// New flows refused by the policy.
     pub refused: u64,
     /// … of which to metadata addresses.
@@ -139,15 +82,16 @@ struct UdpFlow {
 /// The userspace side of a sandbox's egress.
 pub struct EgressForwarder {
     tap: OwnedFd,
-    policy: EgressPolicy,
-    guest_mac: Option<Mac>,
+    pub(super) policy: EgressPolicy,
+    pub(super) guest_mac: Option<Mac>,
     dns_upstream: Option<SocketAddr>,
     limits: ForwarderLimits,
     new_flows: RateLimit,
     gateway_v6: Option<Ipv6Addr>,
     flows: HashMap<(SocketAddr, SocketAddr), UdpFlow>,
+    pub(super) echoes: HashMap<EchoKey, EchoFlow>,
     tcp: TcpRelay,
-    counters: Counters,
+    pub(super) counters: Counters,
 }
 
 impl std::fmt::Debug for EgressForwarder {
@@ -201,6 +145,7 @@ impl EgressForwarder {
             new_flows: RateLimit::new(limits.new_flows_per_second),
             gateway_v6: addressing.gateway.v6,
             flows: HashMap::new(),
+            echoes: HashMap::new(),
             tcp: TcpRelay::new(GATEWAY_MAC, addressing, limits.tcp_handshake_timeout),
             counters: Counters::default(),
         })
@@ -224,16 +169,22 @@ impl EgressForwarder {
         let mut frame = vec![0u8; 65536 + 64];
         while !stop.load(Ordering::Relaxed) {
             let keys: Vec<(SocketAddr, SocketAddr)> = self.flows.keys().copied().collect();
+            let echo_keys: Vec<EchoKey> = self.echoes.keys().copied().collect();
             let timer = self
                 .tcp
                 .next_timer()
                 .unwrap_or(Duration::from_millis(100))
                 .min(Duration::from_millis(100));
             let ready: Vec<bool> = {
-                let mut fds: Vec<PollFd<'_>> = Vec::with_capacity(1 + keys.len());
+                let mut fds: Vec<PollFd<'_>> = Vec::with_capacity(1 + keys.len() + echo_keys.len());
                 fds.push(PollFd::new(&self.tap, PollFlags::IN));
                 for key in &keys {
                     if let Some(flow) = self.flows.get(key) {
+                        fds.push(PollFd::new(&flow.socket, PollFlags::IN));
+                    }
+                }
+                for key in &echo_keys {
+                    if let Some(flow) = self.echoes.get(key) {
                         fds.push(PollFd::new(&flow.socket, PollFlags::IN));
                     }
                 }
@@ -276,16 +227,23 @@ impl EgressForwarder {
                     self.relay_in(*key, &mut frame);
                 }
             }
+            let echo_ready = ready.iter().skip(1 + keys.len());
+            for (key, is_ready) in echo_keys.iter().zip(echo_ready) {
+                if *is_ready {
+                    self.echo_in(*key, &mut frame);
+                }
+            }
             for out in self.tcp.pump() {
                 self.send_frame(&out);
             }
             let idle = self.limits.udp_idle;
             self.flows.retain(|_, flow| flow.last.elapsed() < idle);
+            self.echoes.retain(|_, flow| flow.last.elapsed() < idle);
         }
         Ok(())
     }
 
-    fn send_frame(&mut self, frame: &[u8]) {
+    pub(super) fn send_frame(&mut self, frame: &[u8]) {
         if rustix::io::write(&self.tap, frame).is_ok() {
             self.counters.frames_out += 1;
         }
@@ -295,8 +253,8 @@ impl EgressForwarder {
         enum Action {
             Stack,
             Udp(SocketAddr, SocketAddr, Vec<u8>),
+            Echo(IpAddr, IpAddr, u16, u16, Vec<u8>),
             NewTcp((SocketAddr, SocketAddr)),
-            Drop,
         }
         let action = match classify(&frame) {
             GuestPacket::ArpRequest { sender_mac, .. } => {
@@ -337,9 +295,19 @@ impl EgressForwarder {
                     Action::Stack
                 }
             }
-            // The stack would answer echo requests for any address (AnyIP):
-            // that would fake reachability, so they go nowhere for now.
-            GuestPacket::EchoRequest { .. } => Action::Drop,
+            // Relayed through a ping socket, never to the stack (it would
+            // answer for any address, faking reachability).
+            GuestPacket::EchoRequest {
+                src_mac,
+                src,
+                dst,
+                ident,
+                seq,
+                payload,
+            } => {
+                self.guest_mac = Some(src_mac);
+                Action::Echo(src, dst, ident, seq, payload.to_vec())
+            }
             // ARP replies, neighbour advertisements and the like: the
             // stack's business (it drops what it has no use for).
             GuestPacket::Ignored(_) => {
@@ -350,8 +318,10 @@ impl EgressForwarder {
         match action {
             Action::Stack => self.tcp.feed(frame),
             Action::Udp(src, dst, payload) => self.relay_out(src, dst, &payload),
+            Action::Echo(src, dst, ident, seq, payload) => {
+                self.echo_out(src, dst, ident, seq, &payload)
+            }
             Action::NewTcp(key) => self.open_tcp(key, frame),
-            Action::Drop => self.counters.ignored += 1,
         }
     }
 
@@ -390,7 +360,21 @@ impl EgressForwarder {
         self.tcp.open(key, target, syn);
     }
 
-    fn refuse(&mut self, refusal: Refusal) {
+    /// Whether a new UDP or echo flow fits the caps and the rate (counting
+    /// it where it does not).
+    pub(super) fn admit_datagram_flow(&mut self) -> bool {
+        if self.flows.len() + self.echoes.len() >= self.limits.max_udp_flows {
+            self.counters.over_limit += 1;
+            return false;
+        }
+        if !self.new_flows.take() {
+            self.counters.over_rate += 1;
+            return false;
+        }
+        true
+    }
+
+    pub(super) fn refuse(&mut self, refusal: Refusal) {
         self.counters.refused += 1;
         if refusal == Refusal::Metadata {
             self.counters.refused_metadata += 1;
@@ -411,12 +395,7 @@ impl EgressForwarder {
                 },
                 Verdict::Refuse(refusal) => return self.refuse(refusal),
             };
-            if self.flows.len() >= self.limits.max_udp_flows {
-                self.counters.over_limit += 1;
-                return;
-            }
-            if !self.new_flows.take() {
-                self.counters.over_rate += 1;
+            if !self.admit_datagram_flow() {
                 return;
             }
             match open_udp(target) {
@@ -491,19 +470,6 @@ fn open_udp(target: SocketAddr) -> io::Result<UdpSocket> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_rate_limit_allows_a_burst_then_its_rate() {
-        let mut limit = RateLimit::new(100);
-        let burst = (0..1000).filter(|_| limit.take()).count();
-        assert!((100..=101).contains(&burst), "{burst}");
-        std::thread::sleep(Duration::from_millis(100));
-        let refilled = (0..1000).filter(|_| limit.take()).count();
-        assert!(
-            (9..=15).contains(&refilled),
-            "{refilled} after 100 ms at 100/s"
-        );
-    }
 
     #[test]
     fn the_resolver_comes_from_resolv_conf() {

@@ -295,6 +295,21 @@ pub fn arp_reply(
     frame
 }
 
+/// An IPv4 header (no options, don't fragment, TTL 64) with its checksum.
+fn ipv4_header(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, total_len: u16) -> [u8; 20] {
+    let mut ip = [0u8; 20];
+    ip[0] = 0x45;
+    ip[2..4].copy_from_slice(&total_len.to_be_bytes());
+    ip[6] = 0x40;
+    ip[8] = 64;
+    ip[9] = protocol;
+    ip[12..16].copy_from_slice(&src.octets());
+    ip[16..20].copy_from_slice(&dst.octets());
+    let checksum = internet_checksum(&[&ip]);
+    ip[10..12].copy_from_slice(&checksum.to_be_bytes());
+    ip
+}
+
 fn ipv6_header(
     src: Ipv6Addr,
     dst: Ipv6Addr,
@@ -385,18 +400,8 @@ pub fn udp_frame(
                 c => c,
             };
             udp[6..8].copy_from_slice(&checksum.to_be_bytes());
-            let mut ip = [0u8; 20];
-            ip[0] = 0x45;
-            ip[2..4].copy_from_slice(&total.to_be_bytes());
-            ip[6] = 0x40; // don't fragment
-            ip[8] = 64;
-            ip[9] = PROTO_UDP;
-            ip[12..16].copy_from_slice(&src.octets());
-            ip[16..20].copy_from_slice(&dst.octets());
-            let ip_checksum = internet_checksum(&[&ip]);
-            ip[10..12].copy_from_slice(&ip_checksum.to_be_bytes());
             let mut frame = ethernet(guest_mac, gateway_mac, ETHERTYPE_IPV4, 20 + udp_len);
-            frame.extend_from_slice(&ip);
+            frame.extend_from_slice(&ipv4_header(src, dst, PROTO_UDP, total));
             frame.extend_from_slice(&udp);
             Some(frame)
         }
@@ -410,6 +415,51 @@ pub fn udp_frame(
             let mut frame = ethernet(guest_mac, gateway_mac, ETHERTYPE_IPV6, 40 + udp_len);
             frame.extend_from_slice(&ipv6_header(src, dst, PROTO_UDP, udp_len, 64));
             frame.extend_from_slice(&udp);
+            Some(frame)
+        }
+        _ => None,
+    }
+}
+
+/// An ICMP (or ICMPv6) echo reply from `from` to `to` (the guest), in a
+/// frame from the gateway, carrying `ident`, `seq` and `payload`.
+///
+/// Returns `None` when the address families differ or the payload does not
+/// fit one packet.
+pub fn echo_reply_frame(
+    gateway_mac: Mac,
+    guest_mac: Mac,
+    from: IpAddr,
+    to: IpAddr,
+    ident: u16,
+    seq: u16,
+    payload: &[u8],
+) -> Option<Vec<u8>> {
+    let icmp_len = 8 + payload.len();
+    let mut icmp = Vec::with_capacity(icmp_len);
+    icmp.extend_from_slice(&[0, 0, 0, 0]);
+    icmp.extend_from_slice(&ident.to_be_bytes());
+    icmp.extend_from_slice(&seq.to_be_bytes());
+    icmp.extend_from_slice(payload);
+    match (from, to) {
+        (IpAddr::V4(src), IpAddr::V4(dst)) => {
+            let total = u16::try_from(20 + icmp_len).ok()?;
+            let checksum = internet_checksum(&[&icmp]);
+            icmp[2..4].copy_from_slice(&checksum.to_be_bytes());
+            let mut frame = ethernet(guest_mac, gateway_mac, ETHERTYPE_IPV4, 20 + icmp_len);
+            frame.extend_from_slice(&ipv4_header(src, dst, PROTO_ICMP, total));
+            frame.extend_from_slice(&icmp);
+            Some(frame)
+        }
+        (IpAddr::V6(src), IpAddr::V6(dst)) => {
+            u16::try_from(icmp_len).ok()?;
+            icmp[0] = 129;
+            let checksum =
+                internet_checksum(&[&pseudo_header_v6(src, dst, PROTO_ICMPV6, icmp_len), &icmp]);
+            icmp[2..4].copy_from_slice(&checksum.to_be_bytes());
+            let mut frame = ethernet(guest_mac, gateway_mac, ETHERTYPE_IPV6, 40 + icmp_len);
+            frame.extend_from_slice(&ipv6_header(src, dst, PROTO_ICMPV6, icmp_len, 64));
+            frame.extend_from_slice(&icmp);
             Some(frame)
         }
         _ => None,

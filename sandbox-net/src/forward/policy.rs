@@ -109,11 +109,24 @@ impl EgressPolicy {
     /// # Ok::<(), sandbox_policy::Error>(())
     /// ```
     pub fn decide(&self, dest: IpAddr, port: u16, protocol: Protocol) -> Verdict {
+        self.judge(dest, Some((port, protocol)))
+    }
+
+    /// The verdict for an ICMP echo request to `dest`: allowed by a rule
+    /// that names neither ports nor a protocol (as the nftables ruleset
+    /// has it), refused as [`decide`](Self::decide) refuses otherwise.
+    pub fn decide_echo(&self, dest: IpAddr) -> Verdict {
+        self.judge(dest, None)
+    }
+
+    /// `transport`: the port and protocol of a TCP or UDP flow; `None`
+    /// for ICMP.
+    fn judge(&self, dest: IpAddr, transport: Option<(u16, Protocol)>) -> Verdict {
         let canonical_dest = canonical(dest);
         let is_gateway = canonical_dest == IpAddr::V4(self.gateway.v4)
             || self.gateway.v6.is_some_and(|g| dest == IpAddr::V6(g));
         if is_gateway {
-            return if self.dns && port == 53 {
+            return if self.dns && transport.is_some_and(|(port, _)| port == 53) {
                 Verdict::Dns
             } else {
                 Verdict::Refuse(Refusal::Gateway)
@@ -134,8 +147,11 @@ impl EgressPolicy {
             return Verdict::Refuse(Refusal::Metadata);
         }
         let matches = |rules: &[NetRule]| {
-            rules.iter().any(|r| {
-                r.matches(canonical_dest, port, protocol) || r.matches(dest, port, protocol)
+            rules.iter().any(|r| match transport {
+                Some((port, protocol)) => {
+                    r.matches(canonical_dest, port, protocol) || r.matches(dest, port, protocol)
+                }
+                None => r.matches_any_transport(canonical_dest) || r.matches_any_transport(dest),
             })
         };
         if matches(&self.deny) {
@@ -163,6 +179,38 @@ mod tests {
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn echo_needs_a_rule_for_every_protocol() {
+        let p = policy(
+            "[network]\nmode = \"allowlist\"\nallow = [\"198.18.1.0/24\", \"198.18.2.0/24:443/tcp\", \"[2001:db8::/32]\"]\ndeny = [\"198.18.1.9/32\", \"198.18.1.10/32:22\"]\n",
+        );
+        assert_eq!(p.decide_echo(ip("198.18.1.1")), Verdict::Forward);
+        assert_eq!(p.decide_echo(ip("::ffff:198.18.1.1")), Verdict::Forward);
+        assert_eq!(p.decide_echo(ip("2001:db8::1")), Verdict::Forward);
+        assert_eq!(
+            p.decide_echo(ip("198.18.2.1")),
+            Verdict::Refuse(Refusal::NotAllowed),
+            "a port-only rule allows no echo"
+        );
+        assert_eq!(
+            p.decide_echo(ip("198.18.1.9")),
+            Verdict::Refuse(Refusal::Denied)
+        );
+        assert_eq!(
+            p.decide_echo(ip("198.18.1.10")),
+            Verdict::Forward,
+            "a deny rule with ports denies only those"
+        );
+        assert_eq!(
+            p.decide_echo(ip("10.0.2.2")),
+            Verdict::Refuse(Refusal::Gateway)
+        );
+        assert_eq!(
+            p.decide_echo(ip("169.254.169.254")),
+            Verdict::Refuse(Refusal::Metadata)
+        );
     }
 
     #[test]

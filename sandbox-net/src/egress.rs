@@ -78,7 +78,13 @@ impl EgressNamespace {
         rtnl.execute(&lo)?;
         let ruleset = Ruleset::from_network(network, &addressing.gateway);
         ruleset.install()?;
-        let tap = create_tap(addressing.name, TapOptions::default())?;
+        let tap = create_tap(
+            addressing.name,
+            TapOptions {
+                vnet_hdr: true,
+                ..TapOptions::default()
+            },
+        )?;
         let index = rtnl
             .link(addressing.name)?
             .ok_or_else(|| Error::Invalid {

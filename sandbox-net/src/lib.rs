@@ -46,4 +46,7 @@ pub use nft::{
 pub use rtnl::{
     AddressState, Link, LinkChange, LinkState, Requests, RouteState, Rtnetlink, send_prebuilt,
 };
-pub use tap::{FdPassBuffer, MAX_NAME_LEN, TapOptions, create_tap, recv_fd, send_fd};
+pub use tap::{
+    FdPassBuffer, MAX_NAME_LEN, TapOptions, VNET_HDR_LEN, create_tap, enable_offloads,
+    has_vnet_hdr, recv_fd, send_fd,
+};

@@ -164,7 +164,10 @@ pub(super) fn run_step(step: &Step, registers: &[Cell<c_int>]) -> Result<(), c_i
                 for (slot, byte) in request.ifr_name.iter_mut().zip(name.as_bytes()) {
                     *slot = *byte as c_char;
                 }
-                request.ifr_ifru.ifru_flags = (libc::IFF_TAP | libc::IFF_NO_PI) as libc::c_short;
+                // With a virtio_net_hdr, so that the forwarder can offload
+                // checksums and segmentation (it enables them).
+                request.ifr_ifru.ifru_flags =
+                    (libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_VNET_HDR) as libc::c_short;
                 check(libc::ioctl(tun, libc::TUNSETIFF as _, &mut request))?;
                 check(libc::ioctl(tun, libc::SIOCGIFINDEX as _, &mut request)).or_else(|_| {
                     // SIOCGIFINDEX wants a socket on some kernels.

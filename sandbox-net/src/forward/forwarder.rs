@@ -18,13 +18,20 @@ use sandbox_policy::Protocol;
 use crate::egress::EgressAddressing;
 use crate::error::{Error, Result};
 use crate::forward::echo::{EchoFlow, EchoKey};
-use crate::forward::frame::{GuestPacket, Mac, classify, neighbor_advert, udp_frame};
+use crate::forward::frame::{
+    GuestPacket, Mac, classify, neighbor_advert, partial_tcp_checksum, udp_frame,
+};
 use crate::forward::limits::{ForwarderLimits, RateLimit};
 use crate::forward::policy::{EgressPolicy, Refusal, Verdict};
 use crate::forward::tcp::{TCP_BUFFER_BYTES, TcpCounters, TcpRelay};
+use crate::tap::VNET_HDR_LEN;
 
 /// The gateway's MAC address on the tap (locally administered).
 pub const GATEWAY_MAC: Mac = [0x02, 0x53, 0x42, 0x58, 0x00, 0x02];
+
+/// The largest frame read from the tap: a 64 KiB segment (GSO), its
+/// Ethernet header and the virtio_net_hdr, rounded up.
+const FRAME_CAPACITY: usize = 65536 + 64;
 
 /// Frames read from the tap before the stack runs: a sandbox flooding
 /// the tap waits in its own queue, not in the forwarder's memory.
@@ -82,6 +89,10 @@ struct UdpFlow {
 /// The userspace side of a sandbox's egress.
 pub struct EgressForwarder {
     tap: OwnedFd,
+    /// The tap's frames carry a `virtio_net_hdr`.
+    vnet: bool,
+    /// … and TCP checksums and segmentation are offloaded.
+    offload: bool,
     pub(super) policy: EgressPolicy,
     pub(super) guest_mac: Option<Mac>,
     dns_upstream: Option<SocketAddr>,
@@ -136,8 +147,16 @@ impl EgressForwarder {
                 .ok()
                 .and_then(|text| resolver_from(&text))
         });
+        // A tap with a virtio_net_hdr: checksums and segmentation offloaded
+        // (frames up to 64 KiB each way, no checksum computed on either
+        // side of the tap).
+        let vnet = crate::has_vnet_hdr(&tap);
+        let offload = vnet && crate::enable_offloads(&tap).is_ok();
+        let headroom = if vnet { VNET_HDR_LEN } else { 0 };
         Ok(Self {
             tap,
+            vnet,
+            offload,
             policy,
             guest_mac: None,
             dns_upstream,
@@ -146,7 +165,13 @@ impl EgressForwarder {
             gateway_v6: addressing.gateway.v6,
             flows: HashMap::new(),
             echoes: HashMap::new(),
-            tcp: TcpRelay::new(GATEWAY_MAC, addressing, limits.tcp_handshake_timeout),
+            tcp: TcpRelay::new(
+                GATEWAY_MAC,
+                addressing,
+                limits.tcp_handshake_timeout,
+                headroom,
+                offload,
+            ),
             counters: Counters::default(),
         })
     }
@@ -166,7 +191,7 @@ impl EgressForwarder {
     ///
     /// [`Error::Os`] if polling or the tap fails.
     pub fn run(&mut self, stop: &AtomicBool) -> Result<()> {
-        let mut frame = vec![0u8; 65536 + 64];
+        let mut frame = vec![0u8; FRAME_CAPACITY];
         while !stop.load(Ordering::Relaxed) {
             let keys: Vec<(SocketAddr, SocketAddr)> = self.flows.keys().copied().collect();
             let echo_keys: Vec<EchoKey> = self.echoes.keys().copied().collect();
@@ -189,13 +214,15 @@ impl EgressForwarder {
                     }
                 }
                 let host_fds = self.tcp.host_fds();
-                for (fd, wants_write) in &host_fds {
-                    let flags = if *wants_write {
-                        PollFlags::IN | PollFlags::OUT
-                    } else {
-                        PollFlags::IN
-                    };
-                    fds.push(PollFd::from_borrowed_fd(*fd, flags));
+                for &(fd, read, write) in &host_fds {
+                    let mut flags = PollFlags::empty();
+                    if read {
+                        flags |= PollFlags::IN;
+                    }
+                    if write {
+                        flags |= PollFlags::OUT;
+                    }
+                    fds.push(PollFd::from_borrowed_fd(fd, flags));
                 }
                 let timeout = rustix::time::Timespec {
                     tv_sec: 0,
@@ -209,12 +236,20 @@ impl EgressForwarder {
             };
             if ready.first().copied().unwrap_or(false) {
                 for _ in 0..TAP_BATCH {
-                    match rustix::io::read(&self.tap, &mut frame) {
+                    // Read into a buffer of its own that the stack then
+                    // takes as it is (no copy).
+                    let mut bytes = Vec::with_capacity(FRAME_CAPACITY);
+                    match rustix::io::read(&self.tap, rustix::buffer::spare_capacity(&mut bytes)) {
                         Ok(0) => return Ok(()),
-                        Ok(n) => {
+                        Ok(_) => {
                             self.counters.frames_in += 1;
-                            let copy = frame[..n].to_vec();
-                            self.handle_frame(copy);
+                            // The virtio_net_hdr says how the checksum and
+                            // segmentation were offloaded: nothing here
+                            // checks guest checksums, so it is skipped.
+                            let start = if self.vnet { VNET_HDR_LEN } else { 0 };
+                            if bytes.len() > start {
+                                self.handle_frame(bytes, start);
+                            }
                         }
                         Err(rustix::io::Errno::AGAIN) => break,
                         Err(rustix::io::Errno::INTR) => {}
@@ -234,7 +269,7 @@ impl EgressForwarder {
                 }
             }
             for out in self.tcp.pump() {
-                self.send_frame(&out);
+                self.send_stack_frame(out);
             }
             let idle = self.limits.udp_idle;
             self.flows.retain(|_, flow| flow.last.elapsed() < idle);
@@ -243,20 +278,53 @@ impl EgressForwarder {
         Ok(())
     }
 
+    /// Writes a frame the forwarder built itself (checksums complete).
     pub(super) fn send_frame(&mut self, frame: &[u8]) {
-        if rustix::io::write(&self.tap, frame).is_ok() {
+        let written = if self.vnet {
+            let header = [0u8; VNET_HDR_LEN];
+            rustix::io::writev(
+                &self.tap,
+                &[std::io::IoSlice::new(&header), std::io::IoSlice::new(frame)],
+            )
+        } else {
+            rustix::io::write(&self.tap, frame)
+        };
+        if written.is_ok() {
             self.counters.frames_out += 1;
         }
     }
 
-    fn handle_frame(&mut self, frame: Vec<u8>) {
+    /// Writes a frame of the TCP stack, which left room for the
+    /// virtio_net_hdr in front (and, with offloads, no TCP checksum: the
+    /// header tells the sandbox's kernel to trust the partial one).
+    fn send_stack_frame(&mut self, mut out: Vec<u8>) {
+        if self.vnet {
+            let (header, frame) = out.split_at_mut(VNET_HDR_LEN);
+            header.fill(0);
+            if self.offload
+                && let Some(start) = partial_tcp_checksum(frame)
+            {
+                const NEEDS_CSUM: u8 = 1;
+                header[0] = NEEDS_CSUM;
+                header[6..8].copy_from_slice(&(start as u16).to_le_bytes());
+                header[8..10].copy_from_slice(&16u16.to_le_bytes());
+            }
+        }
+        if rustix::io::write(&self.tap, &out).is_ok() {
+            self.counters.frames_out += 1;
+        }
+        self.tcp.recycle(out);
+    }
+
+    /// A frame from the tap, starting at `frame[start..]`.
+    fn handle_frame(&mut self, frame: Vec<u8>, start: usize) {
         enum Action {
             Stack,
             Udp(SocketAddr, SocketAddr, Vec<u8>),
             Echo(IpAddr, IpAddr, u16, u16, Vec<u8>),
             NewTcp((SocketAddr, SocketAddr)),
         }
-        let action = match classify(&frame) {
+        let action = match classify(&frame[start..]) {
             GuestPacket::ArpRequest { sender_mac, .. } => {
                 self.guest_mac = Some(sender_mac);
                 self.counters.neighbours_answered += 1;
@@ -316,12 +384,15 @@ impl EgressForwarder {
             }
         };
         match action {
-            Action::Stack => self.tcp.feed(frame),
+            Action::Stack => self.tcp.feed_at(frame, start),
             Action::Udp(src, dst, payload) => self.relay_out(src, dst, &payload),
             Action::Echo(src, dst, ident, seq, payload) => {
                 self.echo_out(src, dst, ident, seq, &payload)
             }
-            Action::NewTcp(key) => self.open_tcp(key, frame),
+            Action::NewTcp(key) => {
+                let syn = frame[start..].to_vec();
+                self.open_tcp(key, syn)
+            }
         }
     }
 

@@ -271,6 +271,45 @@ pub fn internet_checksum(parts: &[&[u8]]) -> u16 {
     !(sum as u16)
 }
 
+/// For a TCP segment whose checksum the tap will have the receiver skip
+/// (`VIRTIO_NET_HDR_F_NEEDS_CSUM`): writes the pseudo-header's sum (not
+/// complemented: the partial checksum) into the TCP checksum field and
+/// returns where the TCP header starts. `None` (nothing written) for any
+/// other frame.
+pub(crate) fn partial_tcp_checksum(frame: &mut [u8]) -> Option<usize> {
+    let ethertype = u16_at(frame, 12)?;
+    let (l4, len, pseudo_sum) = match ethertype {
+        ETHERTYPE_IPV4 => {
+            let ihl = usize::from(*frame.get(14)? & 0x0f) * 4;
+            if *frame.get(14 + 9)? != PROTO_TCP || ihl < 20 {
+                return None;
+            }
+            let total = usize::from(u16_at(frame, 14 + 2)?);
+            let len = total.checked_sub(ihl)?;
+            let addrs = frame.get(14 + 12..14 + 20)?;
+            let pseudo = [addrs, &[0, PROTO_TCP], &(len as u16).to_be_bytes()];
+            (14 + ihl, len, !internet_checksum(&pseudo))
+        }
+        ETHERTYPE_IPV6 => {
+            if *frame.get(14 + 6)? != PROTO_TCP {
+                return None;
+            }
+            let len = usize::from(u16_at(frame, 14 + 4)?);
+            let addrs = frame.get(14 + 8..14 + 40)?;
+            let pseudo = [addrs, &(len as u32).to_be_bytes(), &[0, 0, 0, PROTO_TCP]];
+            (14 + 40, len, !internet_checksum(&pseudo))
+        }
+        _ => return None,
+    };
+    if frame.len() < l4 + len.min(20) || len < 20 {
+        return None;
+    }
+    frame
+        .get_mut(l4 + 16..l4 + 18)?
+        .copy_from_slice(&pseudo_sum.to_be_bytes());
+    Some(l4)
+}
+
 fn ethernet(dst: Mac, src: Mac, ethertype: u16, payload_len: usize) -> Vec<u8> {
     let mut frame = Vec::with_capacity(14 + payload_len);
     frame.extend_from_slice(&dst);
@@ -472,6 +511,67 @@ mod tests {
 
     const GUEST: Mac = [2, 0, 0, 0, 0, 1];
     const GW: Mac = [2, 0, 0, 0, 0, 2];
+
+    #[test]
+    fn a_partial_checksum_completes_to_the_full_one() {
+        // A TCP segment (IPv4, then IPv6) with a full checksum: the
+        // partial one plus the segment's own sum gives it back.
+        for (src, dst) in [("10.0.2.2", "10.0.2.100"), ("fd00:0:2::2", "fd00:0:2::100")] {
+            let src: IpAddr = src.parse().unwrap();
+            let dst: IpAddr = dst.parse().unwrap();
+            let mut tcp = vec![0u8; 20];
+            tcp[0..2].copy_from_slice(&80u16.to_be_bytes());
+            tcp[2..4].copy_from_slice(&40000u16.to_be_bytes());
+            tcp[12] = 5 << 4;
+            tcp[13] = 0x18;
+            tcp.extend_from_slice(b"some payload, odd length");
+            let (mut frame, l4) = match (src, dst) {
+                (IpAddr::V4(s4), IpAddr::V4(d4)) => {
+                    let mut f = ethernet(GUEST, GW, ETHERTYPE_IPV4, 20 + tcp.len());
+                    f.extend_from_slice(&ipv4_header(s4, d4, PROTO_TCP, (20 + tcp.len()) as u16));
+                    (f, 34)
+                }
+                (IpAddr::V6(s6), IpAddr::V6(d6)) => {
+                    let mut f = ethernet(GUEST, GW, ETHERTYPE_IPV6, 40 + tcp.len());
+                    f.extend_from_slice(&ipv6_header(s6, d6, PROTO_TCP, tcp.len(), 64));
+                    (f, 54)
+                }
+                _ => unreachable!(),
+            };
+            frame.extend_from_slice(&tcp);
+            assert_eq!(partial_tcp_checksum(&mut frame), Some(l4));
+            // Completing it as the receiver's kernel does: the sum over the
+            // segment from the partial value on, complemented.
+            let full = internet_checksum(&[&frame[l4..]]);
+            let expected = match (src, dst) {
+                (IpAddr::V4(s4), IpAddr::V4(d4)) => {
+                    let mut pseudo = Vec::new();
+                    pseudo.extend_from_slice(&s4.octets());
+                    pseudo.extend_from_slice(&d4.octets());
+                    pseudo.extend_from_slice(&[0, PROTO_TCP]);
+                    pseudo.extend_from_slice(&(tcp.len() as u16).to_be_bytes());
+                    internet_checksum(&[&pseudo, &tcp])
+                }
+                (IpAddr::V6(s6), IpAddr::V6(d6)) => {
+                    internet_checksum(&[&pseudo_header_v6(s6, d6, PROTO_TCP, tcp.len()), &tcp])
+                }
+                _ => unreachable!(),
+            };
+            assert_eq!(full, expected, "{src} → {dst}");
+        }
+        // Not TCP: untouched.
+        let mut udp = udp_frame(
+            GW,
+            GUEST,
+            "10.0.2.2:53".parse().unwrap(),
+            "10.0.2.100:5000".parse().unwrap(),
+            b"x",
+        )
+        .unwrap();
+        let before = udp.clone();
+        assert_eq!(partial_tcp_checksum(&mut udp), None);
+        assert_eq!(udp, before);
+    }
 
     #[test]
     fn udp_frames_round_trip_through_the_classifier() {

@@ -28,47 +28,90 @@ const BUFFER: usize = TCP_BUFFER_BYTES;
 
 /// A device whose frames are queues the forwarder fills and drains.
 struct QueueDevice {
-    rx: VecDeque<Vec<u8>>,
+    /// Frames for the stack, each from its offset on.
+    rx: VecDeque<(Vec<u8>, usize)>,
     tx: VecDeque<Vec<u8>>,
+    /// Frame buffers written out and given back, reused for later frames.
+    pool: Vec<Vec<u8>>,
     mtu: usize,
+    /// Bytes left free in front of every frame sent (for the tap's
+    /// `virtio_net_hdr`).
+    headroom: usize,
+    /// TCP checksums are the tap's business (offloaded): the stack neither
+    /// checks nor computes them.
+    offload: bool,
 }
 
-struct Rx(Vec<u8>);
+struct Rx(Vec<u8>, usize);
 
 impl RxToken for Rx {
     fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
-        f(&self.0)
+        f(self.0.get(self.1..).unwrap_or_default())
     }
 }
 
-struct Tx<'a>(&'a mut VecDeque<Vec<u8>>);
+struct Tx<'a> {
+    queue: &'a mut VecDeque<Vec<u8>>,
+    pool: &'a mut Vec<Vec<u8>>,
+    headroom: usize,
+}
+
+/// Bytes zeroed at the start of a reused frame buffer: every header the
+/// stack writes (Ethernet, IPv6, TCP with options) lies within them, so
+/// padding it skips is never stale; the payload after is always written.
+const HEADER_BYTES: usize = 14 + 40 + 60;
 
 impl TxToken for Tx<'_> {
     fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
-        let mut frame = vec![0u8; len];
-        let result = f(&mut frame);
-        self.0.push_back(frame);
+        let total = self.headroom + len;
+        let mut frame = self.pool.pop().unwrap_or_default();
+        if frame.len() >= total {
+            frame.truncate(total);
+            frame[..total.min(self.headroom + HEADER_BYTES)].fill(0);
+        } else {
+            frame.clear();
+            frame.resize(total, 0);
+        }
+        let result = f(&mut frame[self.headroom..]);
+        self.queue.push_back(frame);
         result
     }
 }
+
+/// Frame buffers kept for reuse at most.
+const POOL_SIZE: usize = 64;
 
 impl Device for QueueDevice {
     type RxToken<'a> = Rx;
     type TxToken<'a> = Tx<'a>;
 
     fn receive(&mut self, _: smoltcp::time::Instant) -> Option<(Rx, Tx<'_>)> {
-        let frame = self.rx.pop_front()?;
-        Some((Rx(frame), Tx(&mut self.tx)))
+        let (frame, start) = self.rx.pop_front()?;
+        Some((
+            Rx(frame, start),
+            Tx {
+                queue: &mut self.tx,
+                pool: &mut self.pool,
+                headroom: self.headroom,
+            },
+        ))
     }
 
     fn transmit(&mut self, _: smoltcp::time::Instant) -> Option<Tx<'_>> {
-        Some(Tx(&mut self.tx))
+        Some(Tx {
+            queue: &mut self.tx,
+            pool: &mut self.pool,
+            headroom: self.headroom,
+        })
     }
 
     fn capabilities(&self) -> DeviceCapabilities {
         let mut caps = DeviceCapabilities::default();
         caps.medium = Medium::Ethernet;
         caps.max_transmission_unit = self.mtu + 14;
+        if self.offload {
+            caps.checksum.tcp = smoltcp::phy::Checksum::None;
+        }
         caps
     }
 }
@@ -117,7 +160,6 @@ pub(crate) struct TcpRelay {
     connections: HashMap<SocketHandle, Connection>,
     active: HashMap<(SocketAddr, SocketAddr), SocketHandle>,
     pub(crate) counters: TcpCounters,
-    scratch: Vec<u8>,
     handshake_timeout: std::time::Duration,
 }
 
@@ -129,15 +171,23 @@ fn smol_now(epoch: Instant) -> smoltcp::time::Instant {
 const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl TcpRelay {
+    /// `headroom`: bytes left free in front of every frame the stack
+    /// sends; `offload`: TCP checksums are left to the tap (see
+    /// [`crate::enable_offloads`]).
     pub(crate) fn new(
         gateway_mac: Mac,
         addressing: &EgressAddressing,
         handshake_timeout: std::time::Duration,
+        headroom: usize,
+        offload: bool,
     ) -> Self {
         let mut device = QueueDevice {
             rx: VecDeque::new(),
             tx: VecDeque::new(),
+            pool: Vec::new(),
             mtu: addressing.mtu as usize,
+            headroom,
+            offload,
         };
         let epoch = Instant::now();
         let config = Config::new(HardwareAddress::Ethernet(EthernetAddress(gateway_mac)));
@@ -165,7 +215,6 @@ impl TcpRelay {
             connections: HashMap::new(),
             active: HashMap::new(),
             counters: TcpCounters::default(),
-            scratch: vec![0u8; 64 * 1024],
             handshake_timeout,
         }
     }
@@ -184,7 +233,12 @@ impl TcpRelay {
     /// A frame for the stack (ARP, neighbour discovery, segments of known
     /// connections, or anything it should answer with a reset).
     pub(crate) fn feed(&mut self, frame: Vec<u8>) {
-        self.device.rx.push_back(frame);
+        self.feed_at(frame, 0);
+    }
+
+    /// As [`feed`](Self::feed), the frame being `frame[start..]`.
+    pub(crate) fn feed_at(&mut self, frame: Vec<u8>, start: usize) {
+        self.device.rx.push_back((frame, start));
     }
 
     /// A new connection the policy allows: start the host connect and hold
@@ -210,18 +264,22 @@ impl TcpRelay {
         }
     }
 
-    /// The host fds to poll, with whether each wants to write.
-    pub(crate) fn host_fds(&self) -> Vec<(BorrowedFd<'_>, bool)> {
-        let pending = self.pending.values().map(|p| (p.host.as_fd(), true));
+    /// The host fds to poll, each with whether to wait for it to be
+    /// readable (there is room to take what it has) and writable (there is
+    /// something for it, or its connect is pending). Waiting on a socket
+    /// whose data has nowhere to go would spin.
+    pub(crate) fn host_fds(&self) -> Vec<(BorrowedFd<'_>, bool, bool)> {
+        let pending = self.pending.values().map(|p| (p.host.as_fd(), false, true));
         let connections = self.connections.iter().map(|(handle, c)| {
             let socket = self.sockets.get::<tcp::Socket<'_>>(*handle);
-            (c.host.as_fd(), socket.recv_queue() > 0)
+            let room = socket.send_queue() < socket.send_capacity();
+            (c.host.as_fd(), !c.host_eof && room, socket.recv_queue() > 0)
         });
         pending.chain(connections).collect()
     }
 
     /// Completes host connects, relays data both ways, runs the stack, and
-    /// returns the frames to write to the tap.
+    /// returns the frames to write to the tap (each after its headroom).
     pub(crate) fn pump(&mut self) -> Vec<Vec<u8>> {
         self.finish_connects();
         self.relay();
@@ -231,6 +289,14 @@ impl TcpRelay {
         self.iface.poll(now, &mut self.device, &mut self.sockets);
         self.reap();
         self.device.tx.drain(..).collect()
+    }
+
+    /// Gives back a frame buffer [`pump`](Self::pump) returned, once
+    /// written.
+    pub(crate) fn recycle(&mut self, frame: Vec<u8>) {
+        if self.device.pool.len() < POOL_SIZE {
+            self.device.pool.push(frame);
+        }
     }
 
     /// When the stack next needs to run (retransmissions, timers).
@@ -338,28 +404,35 @@ impl TcpRelay {
                 let _ = conn.host.shutdown(Shutdown::Write);
                 conn.host_write_shut = true;
             }
-            // Host → sandbox: only as much as the socket has room for.
-            while !conn.host_eof && socket.may_send() {
-                let room = socket.send_capacity() - socket.send_queue();
-                if room == 0 {
-                    break;
-                }
-                let want = room.min(self.scratch.len());
-                match conn.host.read(&mut self.scratch[..want]) {
-                    Ok(0) => {
+            // Host → sandbox: only as much as the socket has room for, read
+            // straight into its send buffer.
+            while !conn.host_eof
+                && socket.may_send()
+                && socket.send_queue() < socket.send_capacity()
+            {
+                let host = &mut conn.host;
+                let read = socket.send(|room| {
+                    if room.is_empty() {
+                        return (0, Err(io::ErrorKind::WouldBlock.into()));
+                    }
+                    match host.read(room) {
+                        Ok(n) => (n, Ok(n)),
+                        Err(e) => (0, Err(e)),
+                    }
+                });
+                match read {
+                    Ok(Ok(0)) => {
                         conn.host_eof = true;
                         socket.close();
                     }
-                    Ok(n) => {
-                        let _ = socket.send_slice(&self.scratch[..n]);
-                        self.counters.bytes_in += n as u64;
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(_) => {
+                    Ok(Ok(n)) => self.counters.bytes_in += n as u64,
+                    Ok(Err(e)) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Ok(Err(_)) => {
                         socket.abort();
                         conn.host_eof = true;
                         break;
                     }
+                    Err(_) => break,
                 }
             }
         }

@@ -86,7 +86,10 @@ fn rootless_child(plan: &mut RootlessPlan) -> ! {
         for (slot, byte) in request.ifr_name.iter_mut().zip(plan.tap_name.as_bytes()) {
             *slot = *byte as libc::c_char;
         }
-        request.ifr_ifru.ifru_flags = (libc::IFF_TAP | libc::IFF_NO_PI) as libc::c_short;
+        // A virtio_net_hdr on every frame: the forwarder offloads
+        // checksums and segmentation.
+        request.ifr_ifru.ifru_flags =
+            (libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_VNET_HDR) as libc::c_short;
         if libc::ioctl(tun, libc::TUNSETIFF as _, &mut request) < 0 {
             fail(5, errno());
         }

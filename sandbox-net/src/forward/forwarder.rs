@@ -302,11 +302,23 @@ impl EgressForwarder {
             let (header, frame) = out.split_at_mut(VNET_HDR_LEN);
             header.fill(0);
             if self.offload
-                && let Some(start) = partial_tcp_checksum(frame)
+                && let Some(segment) = partial_tcp_checksum(frame)
             {
                 const NEEDS_CSUM: u8 = 1;
+                const GSO_TCPV4: u8 = 1;
+                const GSO_TCPV6: u8 = 4;
                 header[0] = NEEDS_CSUM;
-                header[6..8].copy_from_slice(&(start as u16).to_le_bytes());
+                // Larger than the sandbox's MSS (the stack was told a
+                // larger one): one write, segmented by the sandbox's
+                // kernel as GSO.
+                let mss = self.tcp.guest_mss(segment.v6);
+                if segment.payload_len > usize::from(mss) {
+                    header[1] = if segment.v6 { GSO_TCPV6 } else { GSO_TCPV4 };
+                    let headers = (segment.l4 + segment.header_len) as u16;
+                    header[2..4].copy_from_slice(&headers.to_le_bytes());
+                    header[4..6].copy_from_slice(&mss.to_le_bytes());
+                }
+                header[6..8].copy_from_slice(&(segment.l4 as u16).to_le_bytes());
                 header[8..10].copy_from_slice(&16u16.to_le_bytes());
             }
         }

@@ -18,7 +18,7 @@ use smoltcp::socket::tcp;
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr, IpListenEndpoint};
 
 use crate::egress::EgressAddressing;
-use crate::forward::frame::Mac;
+use crate::forward::frame::{Mac, replace_syn_mss};
 
 /// Each TCP connection's buffer in the forwarder, each way (what the
 /// sandbox is offered as its window, and what the host may have in
@@ -160,12 +160,25 @@ pub(crate) struct TcpRelay {
     connections: HashMap<SocketHandle, Connection>,
     active: HashMap<(SocketAddr, SocketAddr), SocketHandle>,
     pub(crate) counters: TcpCounters,
+    /// Checksums and segmentation offloaded to the tap.
+    offload: bool,
+    /// The sandbox's MSS (IPv4, IPv6), from its latest SYN: with offloads
+    /// the stack is told a larger one and sends segments up to 64 KiB,
+    /// which the tap's GSO cuts to this.
+    guest_mss: [u16; 2],
     handshake_timeout: std::time::Duration,
 }
 
 fn smol_now(epoch: Instant) -> smoltcp::time::Instant {
     smoltcp::time::Instant::from_micros(epoch.elapsed().as_micros() as i64)
 }
+
+/// The stack's IP MTU with offloads (the largest a tap takes).
+const OFFLOAD_MTU: usize = 65520;
+
+/// The MSS the stack is told the sandbox has, with offloads: the largest
+/// segment an IPv6 packet of [`OFFLOAD_MTU`] carries.
+const OFFLOAD_MSS: u16 = (OFFLOAD_MTU - 40 - 20) as u16;
 
 /// How long a host connect may take before the sandbox gets a reset.
 const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -185,7 +198,12 @@ impl TcpRelay {
             rx: VecDeque::new(),
             tx: VecDeque::new(),
             pool: Vec::new(),
-            mtu: addressing.mtu as usize,
+            // With offloads, segments up to 64 KiB whatever the link's MTU.
+            mtu: if offload {
+                OFFLOAD_MTU
+            } else {
+                addressing.mtu as usize
+            },
             headroom,
             offload,
         };
@@ -216,6 +234,8 @@ impl TcpRelay {
             active: HashMap::new(),
             counters: TcpCounters::default(),
             handshake_timeout,
+            offload,
+            guest_mss: [536, 1220],
         }
     }
 
@@ -299,6 +319,11 @@ impl TcpRelay {
         }
     }
 
+    /// The sandbox's MSS for IPv4 (or IPv6), as its latest SYN said.
+    pub(crate) fn guest_mss(&self, v6: bool) -> u16 {
+        self.guest_mss[usize::from(v6)]
+    }
+
     /// When the stack next needs to run (retransmissions, timers).
     pub(crate) fn next_timer(&mut self) -> Option<std::time::Duration> {
         self.iface
@@ -353,7 +378,13 @@ impl TcpRelay {
                     // Let the stack take this SYN now, while this socket is
                     // the only one listening on its endpoint: two held SYNs
                     // to the same destination must not cross their sockets.
-                    self.feed(p.syn);
+                    let mut syn = p.syn;
+                    if self.offload
+                        && let Some(mss) = replace_syn_mss(&mut syn, OFFLOAD_MSS)
+                    {
+                        self.guest_mss[usize::from(key.0.is_ipv6())] = mss;
+                    }
+                    self.feed(syn);
                     let now = smol_now(self.epoch);
                     self.iface.poll(now, &mut self.device, &mut self.sockets);
                 }

@@ -33,6 +33,23 @@ impl World {
         network: &sandbox_policy::Network,
         dns_upstream: Option<&str>,
     ) -> World {
+        Self::with_mtu(
+            addresses,
+            servers,
+            network,
+            dns_upstream,
+            EgressAddressing::default().mtu,
+        )
+    }
+
+    /// As [`new`](World::new), the sandbox's tap with MTU `mtu`.
+    pub(crate) fn with_mtu(
+        addresses: &[&str],
+        servers: impl FnOnce(Arc<AtomicBool>) + Send + 'static,
+        network: &sandbox_policy::Network,
+        dns_upstream: Option<&str>,
+        mtu: u32,
+    ) -> World {
         let stop = Arc::new(AtomicBool::new(false));
         let (tx, rx) = std::sync::mpsc::channel();
         let addresses: Vec<String> = addresses.iter().map(|a| a.to_string()).collect();
@@ -66,7 +83,10 @@ impl World {
             });
         }
         let world = rx.recv().unwrap();
-        let addressing = EgressAddressing::default();
+        let addressing = EgressAddressing {
+            mtu,
+            ..EgressAddressing::default()
+        };
         let egress = EgressNamespace::create_rootless(network, &addressing).unwrap();
         let policy = EgressPolicy::from_network(network, Gateway::default());
         let world_for_forwarder = world.try_clone().unwrap();

@@ -150,7 +150,7 @@ pub(crate) fn decide(policy: &Policy, host: &HostCapabilities) -> (Decisions, Ef
                 rules.output.len()
             ));
             net_mech.push(
-                "a userspace forwarder in the caller relays each allowed flow through a host socket of its own, enforcing the policy a second time (metadata blocked, deny over allow, IPv4-mapped forms)".into(),
+                "a userspace forwarder in the caller relays each allowed flow (TCP, UDP, ICMP echo through a ping socket) through a host socket of its own, enforcing the policy a second time (metadata blocked, deny over allow, IPv4-mapped forms), within caps on flows, buffered bytes and new flows per second".into(),
             );
             if policy.network.dns == Some(true) {
                 net_mech.push(if fs_mode == FsMode::Off {

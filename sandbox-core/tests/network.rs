@@ -124,7 +124,7 @@ fn allowlisted_egress_reaches_only_what_is_allowed() {
             Some("198.18.2.2".parse().unwrap())
         );
         let sb = sandbox(
-            "[network]\nmode = \"allowlist\"\ndns = true\nallow = [\"198.18.1.1/32:80/tcp\"]\n",
+            "[network]\nmode = \"allowlist\"\ndns = true\nallow = [\"198.18.1.1/32\"]\n",
         )
         .with_dns_upstream("198.18.9.9:53".parse().unwrap());
         assert!(sb.report().network.enforced, "{}", sb.report());
@@ -143,6 +143,19 @@ fn allowlisted_egress_reaches_only_what_is_allowed() {
         assert!(text.contains("198.18.1.1      STREAM svc.test"), "{text}\n{stderr}");
         assert!(text.contains("svc.test: hello from the world"), "{text}\n{stderr}");
         assert!(text.contains("other.test: blocked ("), "{text}");
+        // ICMP echo: the allowed host answers, the other does not.
+        let ping = |host: &str| {
+            let out = sb
+                .command("perl")
+                .args(["-e", PERL_PING, host])
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&out.stdout).trim().to_string()
+                + &String::from_utf8_lossy(&out.stderr)
+        };
+        assert_eq!(ping("198.18.1.1"), "reply hello");
+        let blocked = ping("198.18.2.2");
+        assert!(blocked.starts_with("no reply"), "{blocked}");
         assert!(!text.contains("addr=0"), "tap0 has 10.0.2.100: {text}");
         let egress = out.egress.expect("the forwarder's figures");
         assert!(egress.error.is_none(), "{egress}");

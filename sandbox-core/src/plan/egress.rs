@@ -15,6 +15,7 @@ pub(super) fn egress_steps(
     b: &mut Builder,
     policy: &Policy,
     mtu: u32,
+    gid: u32,
     socket: c_int,
 ) -> Result<()> {
     use sandbox_net::{EgressAddressing, FdPassBuffer, Gateway, Ruleset, tap_setup};
@@ -69,6 +70,15 @@ pub(super) fn egress_steps(
         "pass the tap fd to the parent",
     );
     b.push(Step::Close(tap), "close the tap");
+    // ICMP echo through ping sockets, for the sandbox's group only (the
+    // namespace's default lets no group open one).
+    b.push(
+        Step::WriteSetting {
+            path: cstring("path", b"/proc/sys/net/ipv4/ping_group_range")?,
+            contents: format!("{gid} {gid}").into_bytes(),
+        },
+        format!("net.ipv4.ping_group_range = {gid} {gid}"),
+    );
     Ok(())
 }
 

@@ -242,7 +242,13 @@ pub(crate) fn build(
             b.push(Step::LoopbackUp, "bring loopback up");
         }
         if decisions.egress {
-            egress_steps(&mut b, policy, decisions.egress_mtu, fds.egress_socket)?;
+            egress_steps(
+                &mut b,
+                policy,
+                decisions.egress_mtu,
+                decisions.gid,
+                fds.egress_socket,
+            )?;
         }
         // With DNS through the gateway, the sandbox's /etc/resolv.conf
         // says so.

@@ -157,6 +157,8 @@ pub(crate) enum Step {
     /// `open_tree(dir, name, OPEN_TREE_CLONE)`: a bind of one file or
     /// directory beneath `dir` (which must be attached in our namespace).
     OpenTreeAt { dir: Reg, name: CString, out: Reg },
+    /// `open(path, O_WRONLY)`, write `contents` (a `/proc/sys` setting).
+    WriteSetting { path: CString, contents: Vec<u8> },
     /// `unlinkat(dir, name, 0)`.
     Unlink { dir: Reg, name: CString },
     /// `close(reg)`.

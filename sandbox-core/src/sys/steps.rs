@@ -184,6 +184,19 @@ pub(super) fn run_step(step: &Step, registers: &[Cell<c_int>]) -> Result<(), c_i
                     return Err(libc::ENXIO);
                 }
             }
+            Step::WriteSetting { path, contents } => {
+                let fd =
+                    check(libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC))? as c_int;
+                let written = libc::write(fd, contents.as_ptr().cast(), contents.len());
+                let error = errno();
+                libc::close(fd);
+                if written < 0 {
+                    return Err(error);
+                }
+                if written as usize != contents.len() {
+                    return Err(libc::EIO);
+                }
+            }
             Step::Netlink { bytes, count } => {
                 let fd = check(libc::socket(
                     libc::AF_NETLINK,

@@ -29,7 +29,26 @@ pub(crate) fn enter_world(addrs: &[&str]) {
             .unwrap();
     }
     rtnl.execute(&setup).unwrap();
+    // Ping sockets for every group (the forwarder relays echo requests
+    // through them).
+    std::fs::write("/proc/sys/net/ipv4/ping_group_range", "0 2147483647").unwrap();
 }
+
+/// A perl script (perl is in every Debian) that pings its first argument
+/// through an unprivileged ping socket: prints `reply <payload>`, or
+/// `no reply` (a dropped request, or one the ruleset refused to send).
+pub(crate) const PERL_PING: &str = r#"use Socket;
+socket(my $s, PF_INET, SOCK_DGRAM, 1) or die "ping socket: $!\n";
+connect($s, sockaddr_in(0, inet_aton($ARGV[0]))) or die "connect: $!\n";
+for my $i (1..6) {
+  send($s, pack("CCnnn", 8, 0, 0, 0, $i) . "hello", 0) or do { print "no reply (send: $!)\n"; exit 1 };
+  my $rin = ''; vec($rin, fileno($s), 1) = 1;
+  if (select(my $rout = $rin, undef, undef, 0.5)) {
+    recv($s, my $buf, 1500, 0);
+    if (ord($buf) == 0) { print "reply ", substr($buf, 8), "\n"; exit 0 }
+  }
+}
+print "no reply\n"; exit 1;"#;
 
 /// An HTTP/1.0 server on `addr` answering every request with `body`.
 /// It reads the whole request first: closing with unread bytes would

@@ -162,6 +162,9 @@ fn run(args: RunArgs) -> Result<ExitCode, String> {
         if outcome.oom_killed {
             notes.push("a process was killed for exceeding the memory limit".to_string());
         }
+        if outcome.pids_limit_hit {
+            notes.push("a fork failed at the process limit".to_string());
+        }
         eprintln!(
             "sbx: {} after {:.3}s wall, {:.3}s CPU{}{}",
             outcome.status,

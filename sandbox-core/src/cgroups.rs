@@ -399,17 +399,33 @@ impl RunCgroups {
         } else {
             "memory.oom_control"
         };
-        dir.read(file).is_some_and(|text| {
-            text.lines().any(|line| {
-                line.strip_prefix("oom_kill ")
-                    .and_then(|n| n.trim().parse::<u64>().ok())
-                    .is_some_and(|n| n > 0)
-            })
-        })
+        dir.counter(file, "oom_kill") > 0
+    }
+
+    /// Whether a fork or clone of the run failed at the pids limit
+    /// (`pids.events`, in both hierarchies).
+    pub(crate) fn pids_limit_hit(&self) -> bool {
+        self.dirs
+            .iter()
+            .find(|d| d.controllers.contains(&"pids"))
+            .is_some_and(|dir| dir.counter("pids.events", "max") > 0)
     }
 }
 
 impl RunCgroupDir {
+    /// The value of `key` in a flat-keyed file (`key value` lines), 0 if
+    /// absent.
+    fn counter(&self, file: &str, key: &str) -> u64 {
+        self.read(file)
+            .and_then(|text| {
+                text.lines().find_map(|line| {
+                    let (k, v) = line.split_once(' ')?;
+                    (k == key).then(|| v.trim().parse().ok()).flatten()
+                })
+            })
+            .unwrap_or(0)
+    }
+
     fn write(&self, file: &str, value: &str) -> crate::Result<()> {
         use std::io::Write;
         let path = self.path.join(file);

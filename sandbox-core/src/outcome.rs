@@ -77,6 +77,9 @@ pub struct RunOutcome {
     /// Whether the kernel's OOM killer killed a process of the run (known
     /// when memory is limited by a cgroup).
     pub oom_killed: bool,
+    /// Whether a fork or clone in the run failed at the process limit
+    /// (known when it is enforced by a cgroup).
+    pub pids_limit_hit: bool,
     /// Standard output, at most `max_output_bytes` of it.
     #[serde(with = "lossy")]
     pub stdout: Vec<u8>,

@@ -440,6 +440,7 @@ impl Started {
             status,
             timed_out,
             oom_killed: self.cgroups.oom_killed(),
+            pids_limit_hit: self.cgroups.pids_limit_hit(),
             stdout: stdout.kept,
             stdout_truncated: stdout.truncated,
             stderr: stderr.kept,

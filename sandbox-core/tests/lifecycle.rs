@@ -145,12 +145,13 @@ fn memory_and_pids_limits_come_from_cgroups() {
     );
     let started: usize = stdout(&out).trim().parse().unwrap_or(0);
     assert!(started < 16, "at most 16 tasks: {}", stdout(&out));
+    assert!(out.pids_limit_hit, "the outcome says the limit was hit");
     let hog = sh(&sb, "head -c 200000000 /dev/zero | tail > /dev/null");
     assert!(hog.oom_killed, "{hog:?}");
     assert!(hog.peak_memory.unwrap() <= 64 << 20);
     // Control: a small job is not killed.
     let fine = sh(&sb, "head -c 1000000 /dev/zero | tail > /dev/null");
-    assert!(fine.success() && !fine.oom_killed);
+    assert!(fine.success() && !fine.oom_killed && !fine.pids_limit_hit);
 }
 
 #[test]

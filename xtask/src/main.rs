@@ -9,6 +9,7 @@
 //! - `cargo xtask race [--ops N]` — a longer race campaign;
 //! - `cargo xtask fuzz TARGET [--seconds N]` — run a cargo-fuzz target;
 //! - `cargo xtask bench fs` — the filesystem benchmarks and their ratio table;
+//! - `cargo xtask escape` — the escape suite's table (root);
 //! - `cargo xtask bench spawn` — a sandboxed `/bin/true` against bubblewrap;
 //! - `cargo xtask bench nft` — the ruleset through libnftnl against `nft -f`;
 //! - `cargo xtask bench egress` — throughput and latency through the
@@ -21,7 +22,7 @@ mod fuzz;
 mod packages;
 mod run;
 
-use std::process::ExitCode;
+use std::process::{Command, ExitCode};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -29,6 +30,7 @@ fn main() -> ExitCode {
         Some("test") => test(),
         Some("demo") => demo::run(&args[1..]),
         Some("race") => race(&args[1..]),
+        Some("escape") => escape(),
         Some("fuzz") => fuzz::run(&args[1..]),
         Some("bench") => bench::run(&args[1..]),
         _ => Err(USAGE.to_string()),
@@ -42,7 +44,7 @@ fn main() -> ExitCode {
     }
 }
 
-const USAGE: &str = "usage: cargo xtask <test | demo [root] | race [--ops N] | fuzz TARGET [--seconds N] | bench fs [--disk] [--criterion] | bench spawn [--rounds N] | bench nft [--rounds N] | bench egress [--rounds N] [--seconds N]>";
+const USAGE: &str = "usage: cargo xtask <test | demo [root] | race [--ops N] | escape | fuzz TARGET [--seconds N] | bench fs [--disk] [--criterion] | bench spawn [--rounds N] | bench nft [--rounds N] | bench egress [--rounds N] [--seconds N]>";
 
 /// What CI runs: system packages, formatting, lints, every test.
 fn test() -> Result<(), String> {
@@ -87,6 +89,17 @@ fn docs() -> Result<(), String> {
 }
 
 /// `cargo xtask race --ops N`: a race campaign of N operations.
+/// The escape suite (`tests/tests/escape.rs`): attacks from inside a
+/// sandbox, printed as a table. Needs root.
+fn escape() -> Result<(), String> {
+    packages::ensure(packages::FOR_TESTS)?;
+    run::status(
+        Command::new(run::cargo_bin())
+            .args(["test", "-q", "-p", "integration-tests", "--test", "escape"])
+            .current_dir(run::workspace_root()),
+    )
+}
+
 fn race(args: &[String]) -> Result<(), String> {
     let mut config = integration_tests::race::RaceConfig::default();
     if let Some(ops) = run::flag_value(args, "--ops")? {

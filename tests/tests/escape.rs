@@ -263,6 +263,68 @@ fn big_file(bytes: u64) -> Attempt {
     Ok(format!("{written} bytes written"))
 }
 
+/// A TCP connection to `host` (any form the libc resolves: dotted,
+/// decimal, hex, octal, IPv4-mapped IPv6) port 80, and a GET.
+fn http_get(host: &str) -> Attempt {
+    use std::io::{Read, Write};
+    use std::net::ToSocketAddrs;
+    let addrs: Vec<std::net::SocketAddr> = (host, 80)
+        .to_socket_addrs()
+        .map_err(|e| format!("resolve {host}: {e}"))?
+        .collect();
+    let addr = *addrs.first().ok_or("no address")?;
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+        .map_err(|e| format!("{addr}: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok();
+    s.write_all(b"GET / HTTP/1.0\r\n\r\n")
+        .map_err(|e| e.to_string())?;
+    let mut reply = String::new();
+    let _ = s.read_to_string(&mut reply);
+    match reply.lines().last() {
+        Some(body) if reply.starts_with("HTTP/1.0 200") => Ok(format!("{addr} answered {body:?}")),
+        _ => Err(format!("{addr}: no answer")),
+    }
+}
+
+/// Replaces the namespace's nftables ruleset (with an empty one); with
+/// `own-netns`, in a new network namespace (the control).
+fn nft_replace(own_netns: bool) -> Attempt {
+    if own_netns {
+        unshare(libc::CLONE_NEWNET)?;
+    }
+    sandbox_net::Ruleset {
+        output: Vec::new(),
+        input: Vec::new(),
+    }
+    .install()
+    .map(|()| "the ruleset replaced".to_string())
+    .map_err(|e| e.to_string())
+}
+
+/// Takes a link down over rtnetlink (`tap0`, or `lo` in a new network
+/// namespace for the control).
+fn link_down(own_netns: bool) -> Attempt {
+    let name = if own_netns {
+        unshare(libc::CLONE_NEWNET)?;
+        "lo"
+    } else {
+        "tap0"
+    };
+    let rtnl = sandbox_net::Rtnetlink::open().map_err(|e| e.to_string())?;
+    let mut down = sandbox_net::Requests::new();
+    down.set_link(
+        sandbox_net::Link::Name(name),
+        sandbox_net::LinkChange {
+            up: Some(false),
+            ..Default::default()
+        },
+    )
+    .map_err(|e| e.to_string())?;
+    rtnl.execute(&down)
+        .map(|()| format!("{name} taken down"))
+        .map_err(|e| e.to_string())
+}
+
 // The ioctl request constants' type differs between targets.
 #[allow(clippy::unnecessary_cast)]
 fn attack(name: &str, arg: Option<&str>) -> Attempt {
@@ -285,6 +347,9 @@ fn attack(name: &str, arg: Option<&str>) -> Attempt {
         "setuid" => setuid_binary(),
         "environ" => environ_leak(arg.unwrap_or("ESCAPE_SUITE_SECRET")),
         "big-file" => big_file(arg.and_then(|a| a.parse().ok()).unwrap_or(8 << 20)),
+        "http" => http_get(arg.unwrap_or("169.254.169.254")),
+        "nft-replace" => nft_replace(arg == Some("own-netns")),
+        "link-down" => link_down(arg == Some("own-netns")),
         other => raw_syscall(other),
     }
 }
@@ -442,6 +507,46 @@ fn tiocsti_control(master: &OwnedFd, slave: &OwnedFd) -> String {
     }
 }
 
+/// The suite's network namespace: loopback up with 198.18.1.1 and
+/// 169.254.169.254 on it, an HTTP server on port 80 of each.
+fn make_world() {
+    use std::io::{Read, Write};
+    sandbox_net::unshare_network_namespace().unwrap();
+    let rtnl = sandbox_net::Rtnetlink::open().unwrap();
+    let mut setup = sandbox_net::Requests::new();
+    setup
+        .set_link(
+            sandbox_net::Link::Name("lo"),
+            sandbox_net::LinkChange {
+                up: Some(true),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    for addr in ["198.18.1.1", "169.254.169.254"] {
+        setup
+            .add_address(sandbox_net::Link::Index(1), addr.parse().unwrap(), 32)
+            .unwrap();
+    }
+    rtnl.execute(&setup).unwrap();
+    for addr in ["198.18.1.1:80", "169.254.169.254:80"] {
+        let listener = std::net::TcpListener::bind(addr).unwrap();
+        std::thread::spawn(move || {
+            for mut stream in listener.incoming().flatten() {
+                let mut request = Vec::new();
+                let mut buf = [0u8; 512];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => request.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = write!(stream, "HTTP/1.0 200 OK\r\n\r\nserved by {addr}");
+            }
+        });
+    }
+}
+
 /// A policy with tight limits, for the resource attacks.
 fn limited(extra: &str) -> Sandbox {
     Sandbox::new(Policy::from_toml_str(&format!("[resources]\n{extra}")).unwrap()).unwrap()
@@ -551,6 +656,9 @@ fn main() {
         return;
     }
     let started = Instant::now();
+    // Everything runs in a network namespace of the suite's own: web
+    // servers on 198.18.1.1 and on the metadata address, on its loopback.
+    make_world();
     let exe = std::env::current_exe().unwrap().display().to_string();
     let dir = std::path::Path::new(&exe)
         .parent()
@@ -678,6 +786,58 @@ fn main() {
     }
     suite.case("af_packet", None, Control::Same, Stdio::Null);
     suite.case("raw_ip", None, Control::Same, Stdio::Null);
+
+    // The network, with allowlisted egress to port 80 anywhere (metadata
+    // stays blocked, as the policy's default).
+    let networked = Sandbox::new(
+        Policy::from_toml_str(&format!(
+            "[filesystem]\nbinds = [{{ source = \"{dir}\", target = \"{dir}\" }}]\n\
+             [network]\nmode = \"allowlist\"\nallow = [\"0.0.0.0/0:80/tcp\", \"[::/0]:80/tcp\"]\n"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    assert!(
+        networked.report().network.enforced,
+        "{}",
+        networked.report()
+    );
+    let offline = std::mem::replace(&mut suite.sandbox, networked);
+    let reached = suite.inside("http", Some("198.18.1.1"), Stdio::Null);
+    suite.rows.push(Row {
+        case: "http 198.18.1.1 (allowed: the control)".into(),
+        expected: "reached",
+        observed: match &reached {
+            Ok(evidence) => format!("reached: {evidence}"),
+            Err(why) => format!("NOT REACHED: {why}"),
+        },
+        control: "-".into(),
+        escaped: reached.is_err(),
+    });
+    for form in [
+        "169.254.169.254",
+        "::ffff:169.254.169.254",
+        "2852039166",
+        "0xa9fea9fe",
+        "0251.0376.0251.0376",
+        "169.254.43518",
+    ] {
+        suite.case("http", Some(form), Control::Same, Stdio::Null);
+    }
+    suite.case(
+        "nft-replace",
+        None,
+        Control::Other("own-netns".into()),
+        Stdio::Null,
+    );
+    suite.case(
+        "link-down",
+        None,
+        Control::Other("own-netns".into()),
+        Stdio::Null,
+    );
+    suite.case("af_packet", None, Control::Same, Stdio::Null);
+    suite.sandbox = offline;
 
     // Resources.
     suite.case(

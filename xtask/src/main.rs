@@ -10,6 +10,8 @@
 //! - `cargo xtask fuzz TARGET [--seconds N]` — run a cargo-fuzz target;
 //! - `cargo xtask bench fs` — the filesystem benchmarks and their ratio table;
 //! - `cargo xtask escape` — the escape suite's table (root);
+//! - `cargo xtask soak [--minutes N]` — concurrent sandboxes, then a leak
+//!   check (root);
 //! - `cargo xtask bench spawn` — a sandboxed `/bin/true` against bubblewrap;
 //! - `cargo xtask bench nft` — the ruleset through libnftnl against `nft -f`;
 //! - `cargo xtask bench egress` — throughput and latency through the
@@ -31,6 +33,7 @@ fn main() -> ExitCode {
         Some("demo") => demo::run(&args[1..]),
         Some("race") => race(&args[1..]),
         Some("escape") => escape(),
+        Some("soak") => soak(&args[1..]),
         Some("fuzz") => fuzz::run(&args[1..]),
         Some("bench") => bench::run(&args[1..]),
         _ => Err(USAGE.to_string()),
@@ -44,7 +47,7 @@ fn main() -> ExitCode {
     }
 }
 
-const USAGE: &str = "usage: cargo xtask <test | demo [root] | race [--ops N] | escape | fuzz TARGET [--seconds N] | bench fs [--disk] [--criterion] | bench spawn [--rounds N] | bench nft [--rounds N] | bench egress [--rounds N] [--seconds N]>";
+const USAGE: &str = "usage: cargo xtask <test | demo [root] | race [--ops N] | escape | soak [--minutes N] [--concurrency N] | fuzz TARGET [--seconds N] | bench fs [--disk] [--criterion] | bench spawn [--rounds N] | bench nft [--rounds N] | bench egress [--rounds N] [--seconds N]>";
 
 /// What CI runs: system packages, formatting, lints, every test.
 fn test() -> Result<(), String> {
@@ -96,6 +99,30 @@ fn escape() -> Result<(), String> {
     run::status(
         Command::new(run::cargo_bin())
             .args(["test", "-q", "-p", "integration-tests", "--test", "escape"])
+            .current_dir(run::workspace_root()),
+    )
+}
+
+/// Waves of concurrent sandboxes (successes, failures, timeouts, kills,
+/// refusals) for N minutes, then a leak check. Needs root.
+fn soak(args: &[String]) -> Result<(), String> {
+    packages::ensure(packages::FOR_TESTS)?;
+    let minutes = run::flag_value(args, "--minutes")?.unwrap_or(1);
+    let concurrency = run::flag_value(args, "--concurrency")?.unwrap_or(50);
+    run::status(
+        Command::new(run::cargo_bin())
+            .args([
+                "run",
+                "-q",
+                "--release",
+                "-p",
+                "sandbox-core",
+                "--example",
+                "soak",
+                "--",
+            ])
+            .args(["--minutes", &minutes.to_string()])
+            .args(["--concurrency", &concurrency.to_string()])
             .current_dir(run::workspace_root()),
     )
 }

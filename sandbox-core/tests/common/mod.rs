@@ -68,4 +68,5 @@ pub(crate) fn pids_with(marker: &str) -> Vec<i32> {
 pub(crate) fn processes_with(marker: &str) -> usize {
     pids_with(marker).len()
 }
+pub(crate) mod leaks;
 pub(crate) mod world;

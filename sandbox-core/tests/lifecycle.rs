@@ -219,3 +219,33 @@ fn status_inherits_the_output_and_still_reports() {
         .unwrap();
     assert_eq!(captured.stdout, b"hi\n", "an explicit Piped is captured");
 }
+
+#[test]
+fn sysv_ipc_objects_die_with_the_run() {
+    require_root!();
+    let host_objects = || {
+        ["shm", "msg", "sem"]
+            .iter()
+            .map(|k| {
+                std::fs::read_to_string(format!("/proc/sysvipc/{k}"))
+                    .unwrap()
+                    .lines()
+                    .count()
+            })
+            .sum::<usize>()
+    };
+    let before = host_objects();
+    let sb = Sandbox::from_profile("default").unwrap();
+    // A shared memory segment, a message queue and a semaphore set, seen
+    // from inside: /proc/sysvipc has a header line and one line each.
+    let made = sh(
+        &sb,
+        "ipcmk -M 4096 >/dev/null && ipcmk -Q >/dev/null && ipcmk -S 1 >/dev/null && cat /proc/sysvipc/shm /proc/sysvipc/msg /proc/sysvipc/sem | wc -l",
+    );
+    assert!(made.success(), "{made:?}");
+    assert_eq!(stdout(&made).trim(), "6", "three objects made inside");
+    assert_eq!(host_objects(), before, "none of them on the host");
+    // The next run's ipc namespace is empty: they died with the first.
+    let next = sh(&sb, "cat /proc/sysvipc/shm /proc/sysvipc/msg /proc/sysvipc/sem | wc -l");
+    assert_eq!(stdout(&next).trim(), "3", "only the three headers");
+}

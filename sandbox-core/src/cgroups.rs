@@ -237,6 +237,8 @@ impl ChosenHierarchy {
             (true, "memory") => "memory.max, memory.swap.max 0",
             (false, "memory") => "memory.limit_in_bytes (and memory.memsw.limit_in_bytes)",
             (_, "pids") => "pids.max",
+            (true, "cpu") => "cpu.max",
+            (false, "cpu") => "cpu.cfs_quota_us / cpu.cfs_period_us",
             _ => controller,
         };
         format!(
@@ -302,13 +304,31 @@ fn cgroup_error(what: String) -> impl FnOnce(openat2_root::Error) -> crate::Erro
     }
 }
 
+/// The limits a run's cgroups enforce.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct CgroupLimits {
+    /// `memory.max` / `memory.limit_in_bytes`, bytes.
+    pub(crate) memory: Option<u64>,
+    /// `pids.max`.
+    pub(crate) pids: Option<u32>,
+    /// CPU bandwidth, percent of one CPU.
+    pub(crate) cpu: Option<u32>,
+}
+
+impl CgroupLimits {
+    /// Whether any limit needs a cgroup.
+    pub(crate) fn any(&self) -> bool {
+        self.memory.is_some() || self.pids.is_some() || self.cpu.is_some()
+    }
+}
+
+/// The CFS period the CPU limit's quota is a share of.
+const CPU_PERIOD_US: u64 = 100_000;
+
 impl RunCgroups {
     /// Creates the cgroups and writes the limits.
-    pub(crate) fn create(
-        support: &CgroupSupport,
-        memory: Option<u64>,
-        pids: Option<u32>,
-    ) -> crate::Result<Self> {
+    pub(crate) fn create(support: &CgroupSupport, limits: &CgroupLimits) -> crate::Result<Self> {
+        let CgroupLimits { memory, pids, cpu } = *limits;
         static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let name = format!(
             "sandbox-{}-{}",
@@ -316,7 +336,11 @@ impl RunCgroups {
             COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         );
         let mut run = RunCgroups::default();
-        let wanted = [("memory", memory.is_some()), ("pids", pids.is_some())];
+        let wanted = [
+            ("memory", memory.is_some()),
+            ("pids", pids.is_some()),
+            ("cpu", cpu.is_some()),
+        ];
         for (controller, _) in wanted.iter().filter(|(_, w)| *w) {
             let Some(h) = support.hierarchy_for(controller) else {
                 return Err(crate::Error::Prepare {
@@ -360,6 +384,16 @@ impl RunCgroups {
                         }
                     }
                     ("pids", _) => dir.write("pids.max", &pids.unwrap_or(u32::MAX).to_string())?,
+                    ("cpu", v2) => {
+                        // Percent of one CPU → microseconds per 100 ms.
+                        let quota = u64::from(cpu.unwrap_or(100)) * CPU_PERIOD_US / 100;
+                        if v2 {
+                            dir.write("cpu.max", &format!("{quota} {CPU_PERIOD_US}"))?;
+                        } else {
+                            dir.write("cpu.cfs_period_us", &CPU_PERIOD_US.to_string())?;
+                            dir.write("cpu.cfs_quota_us", &quota.to_string())?;
+                        }
+                    }
                     _ => {}
                 }
             }
@@ -387,6 +421,19 @@ impl RunCgroups {
             "memory.max_usage_in_bytes"
         };
         dir.read(file)?.trim().parse().ok()
+    }
+
+    /// CPU time of every process of the run, where the run has a cgroup
+    /// accounting it (`cpu.stat` on v2, `cpuacct.usage` on v1).
+    pub(crate) fn cpu_time(&self) -> Option<std::time::Duration> {
+        let dir = self.dirs.iter().find(|d| d.controllers.contains(&"cpu"))?;
+        if dir.v2 {
+            let usec = dir.counter("cpu.stat", "usage_usec");
+            (usec > 0).then(|| std::time::Duration::from_micros(usec))
+        } else {
+            let nanos: u64 = dir.read("cpuacct.usage")?.trim().parse().ok()?;
+            Some(std::time::Duration::from_nanos(nanos))
+        }
     }
 
     /// Whether the kernel's OOM killer killed a process of the run.

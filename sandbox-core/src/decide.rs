@@ -30,6 +30,8 @@ pub(crate) struct Decisions {
     pub(crate) memory: Option<u64>,
     /// Process limit enforced through a cgroup.
     pub(crate) pids: Option<u32>,
+    /// CPU bandwidth (percent of one CPU) enforced through a cgroup.
+    pub(crate) cpu: Option<u32>,
     /// The uid and gid inside the sandbox.
     pub(crate) uid: u32,
     pub(crate) gid: u32,
@@ -356,6 +358,12 @@ pub(crate) fn decide(policy: &Policy, host: &HostCapabilities) -> (Decisions, Ef
         }
         _ => None,
     };
+    let cpu = match r.cpu {
+        Some(Limit::Max(n)) => {
+            cgroup_limit("cpu", format!("cpu {n}% of one CPU"), res_mech, &mut down).then_some(n)
+        }
+        _ => None,
+    };
 
     report.downgrades = downgrades;
     report.notes = notes;
@@ -382,6 +390,7 @@ pub(crate) fn decide(policy: &Policy, host: &HostCapabilities) -> (Decisions, Ef
         landlock_abi,
         memory,
         pids,
+        cpu,
         uid,
         gid,
         fail_closed: policy.on_unavailable.unwrap_or(OnUnavailable::Fail) == OnUnavailable::Fail,

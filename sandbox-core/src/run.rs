@@ -170,12 +170,13 @@ pub(crate) fn start(inner: &Inner, spec: &CommandSpec, stdio: StdioChoice) -> Re
     } else {
         None
     };
-    let cgroups = if inner.decisions.memory.is_some() || inner.decisions.pids.is_some() {
-        RunCgroups::create(
-            &inner.report.host.cgroups,
-            inner.decisions.memory,
-            inner.decisions.pids,
-        )?
+    let limits = crate::cgroups::CgroupLimits {
+        memory: inner.decisions.memory,
+        pids: inner.decisions.pids,
+        cpu: inner.decisions.cpu,
+    };
+    let cgroups = if limits.any() {
+        RunCgroups::create(&inner.report.host.cgroups, &limits)?
     } else {
         RunCgroups::default()
     };
@@ -446,7 +447,12 @@ impl Started {
             stderr: stderr.kept,
             stderr_truncated: stderr.truncated,
             wall_time,
-            cpu_time: usage.cpu_time,
+            // The cgroup's count includes processes never reaped (killed
+            // with their namespace).
+            cpu_time: self
+                .cgroups
+                .cpu_time()
+                .map_or(usage.cpu_time, |c| c.max(usage.cpu_time)),
             peak_memory: self.cgroups.peak_memory().or(usage.max_rss),
             egress,
             report: inner.report.clone(),

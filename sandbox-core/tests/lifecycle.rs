@@ -1,7 +1,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 //! A sandbox's life: exit statuses and rlimits, capped output, the
-//! wall-clock kill, background processes, many at once, spawn/kill, cgroup
-//! limits, parent death. Needs root, as in CI.
+//! wall-clock kill, background processes, spawn/kill, cgroup limits
+//! (memory, pids, CPU), SysV IPC, parent death. Needs root, as in CI.
 use std::time::{Duration, Instant};
 
 use sandbox_core::{ExitStatus, Sandbox, Stdio};
@@ -78,46 +78,6 @@ fn the_run_ends_when_the_command_ends_and_takes_its_background_processes() {
     assert!(out.success());
     assert!(started.elapsed() < Duration::from_secs(10));
     assert_eq!(processes_with("4343.5"), 0);
-}
-
-#[test]
-fn two_hundred_sandboxes_at_once_leave_nothing_behind() {
-    require_root!();
-    let sb = sandbox("[resources]\npids = 32\nmemory = \"64MiB\"\n");
-    // A first run, so that what is made once per process (the probe, the
-    // seccomp program) is not counted as a leak.
-    assert!(sh(&sb, "true").success());
-    let before = common::leaks::held();
-    // Control: a run in progress shows in every count but threads'.
-    let running = sb.command("sleep").arg("30").spawn().unwrap();
-    let during = common::leaks::held();
-    running.kill().unwrap();
-    running.wait().unwrap();
-    assert!(
-        during.cgroups >= 2 && during.children >= 1 && during.fds > before.fds,
-        "the counts see a run: {during:?} against {before:?}"
-    );
-    let handles: Vec<_> = (0..200)
-        .map(|i| {
-            let sb = sb.clone();
-            std::thread::spawn(move || {
-                sb.command("sh")
-                    .args([
-                        "-c",
-                        &format!("echo {i} $$; cat /proc/self/uid_map | wc -l"),
-                    ])
-                    .output()
-            })
-        })
-        .collect();
-    for (i, h) in handles.into_iter().enumerate() {
-        let out = h.join().unwrap().unwrap();
-        assert!(out.success(), "run {i}: {out:?}");
-        // The shell is PID 2 of its own pid namespace (PID 1 is the reaper).
-        assert_eq!(stdout(&out), format!("{i} 2\n2\n"));
-    }
-    let after = common::leaks::settled(&before);
-    assert_eq!(after, before, "fds, run cgroups, mounts, children, threads");
 }
 
 #[test]
@@ -246,6 +206,42 @@ fn sysv_ipc_objects_die_with_the_run() {
     assert_eq!(stdout(&made).trim(), "6", "three objects made inside");
     assert_eq!(host_objects(), before, "none of them on the host");
     // The next run's ipc namespace is empty: they died with the first.
-    let next = sh(&sb, "cat /proc/sysvipc/shm /proc/sysvipc/msg /proc/sysvipc/sem | wc -l");
+    let next = sh(
+        &sb,
+        "cat /proc/sysvipc/shm /proc/sysvipc/msg /proc/sysvipc/sem | wc -l",
+    );
     assert_eq!(stdout(&next).trim(), "3", "only the three headers");
+}
+
+#[test]
+fn the_cpu_limit_comes_from_a_cgroup() {
+    require_root!();
+    let limited = sandbox("[resources]\ncpu = 20\n");
+    if !limited.report().fully_enforced() {
+        eprintln!("skipped: {}", limited.report());
+        return;
+    }
+    assert!(
+        limited
+            .report()
+            .resources
+            .mechanisms
+            .iter()
+            .any(|m| m.starts_with("cpu 20% of one CPU: cgroup")),
+        "{}",
+        limited.report()
+    );
+    // A second of spinning: at 20 % of a CPU it gets about 0.2 s of it.
+    let spin = "timeout 1 sh -c 'while :; do :; done'; true";
+    let capped = sh(&limited, spin);
+    // Control: the same spin without the limit (as far as this machine's
+    // load lets it run).
+    let free = sh(&sandbox("[resources]\ncpu = \"unlimited\"\n"), spin);
+    let (capped_s, free_s) = (capped.cpu_time.as_secs_f64(), free.cpu_time.as_secs_f64());
+    println!("1 s of spinning: {capped_s:.2} s of CPU at 20 %, {free_s:.2} s unlimited");
+    assert!(capped_s < 0.4, "{capped_s:.2} s of CPU at 20 %");
+    assert!(
+        capped_s < free_s * 0.6,
+        "capped {capped_s:.2} s against {free_s:.2} s unlimited"
+    );
 }

@@ -231,6 +231,10 @@ pub struct Resources {
     /// Processes and threads (cgroup `pids.max`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pids: Option<Limit<u32>>,
+    /// CPU bandwidth, in percent of one CPU (cgroup `cpu.max`, or
+    /// `cpu.cfs_quota_us` on v1): 50 is half a CPU, 200 two.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<Limit<u32>>,
     /// Open files (`RLIMIT_NOFILE`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub open_files: Option<Limit<u32>>,

@@ -192,6 +192,7 @@ impl Policy {
                 ),
                 max_file_size: pick(&o.resources.max_file_size, &b.resources.max_file_size),
                 pids: pick(&o.resources.pids, &b.resources.pids),
+                cpu: pick(&o.resources.cpu, &b.resources.cpu),
                 open_files: pick(&o.resources.open_files, &b.resources.open_files),
             },
             env: Env {

@@ -91,6 +91,7 @@ pub(crate) fn default_profile() -> Policy {
             max_output_bytes: Some(Limit::Max(ByteSize::mib(1))),
             max_file_size: Some(Limit::Max(ByteSize::mib(64))),
             pids: Some(Limit::Max(128)),
+            cpu: Some(Limit::Unlimited),
             open_files: Some(Limit::Max(256)),
         },
         env: Env {

@@ -193,6 +193,7 @@ impl Policy {
             rb.max_file_size,
         );
         limit(&mut check, "resources.pids", ra.pids, rb.pids);
+        limit(&mut check, "resources.cpu", ra.cpu, rb.cpu);
         limit(
             &mut check,
             "resources.open_files",

@@ -146,6 +146,7 @@ impl Display for ResLine<'_> {
             ("output", opt(&r.max_output_bytes)),
             ("file size", opt(&r.max_file_size)),
             ("pids", opt(&r.pids)),
+            ("cpu %", opt(&r.cpu)),
             ("open files", opt(&r.open_files)),
         ] {
             if !out.is_empty() {

@@ -11,6 +11,9 @@ use crate::units::ByteSize;
 /// The smallest memory limit a run can live with.
 const MIN_MEMORY: ByteSize = ByteSize::mib(1);
 
+/// The largest `resources.cpu`: 1024 CPUs.
+const MAX_CPU_PERCENT: u32 = 102_400;
+
 impl Policy {
     /// Checks what parsing cannot: absolute and distinct mount targets,
     /// sensible limits, rules that fit the network mode, valid variable
@@ -137,6 +140,16 @@ impl Policy {
                     format!("{m} is below the minimum of {MIN_MEMORY}"),
                 ));
             }
+        }
+        if let Some(Limit::Max(n)) = r.cpu
+            && !(1..=MAX_CPU_PERCENT).contains(&n)
+        {
+            problems.push(Problem::new(
+                "resources.cpu",
+                format!(
+                    "{n}: a percentage of one CPU from 1 to {MAX_CPU_PERCENT} (or \"unlimited\")"
+                ),
+            ));
         }
         if let Some(Limit::Max(0)) = r.pids {
             problems.push(Problem::new(

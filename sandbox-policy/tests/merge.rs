@@ -75,6 +75,17 @@ fn tighten_only_lists_every_loosened_field() {
         loosened_fields(&base, &p("[resources]\npids = \"unlimited\"\n")),
         ["resources.pids"]
     );
+    // A CPU share above the base's.
+    let capped = p("[resources]\ncpu = 50\n");
+    assert_eq!(
+        loosened_fields(&capped, &p("[resources]\ncpu = 200\n")),
+        ["resources.cpu"]
+    );
+    assert!(
+        capped
+            .merge_tighten_only(&p("[resources]\ncpu = 20\n"))
+            .is_ok()
+    );
 }
 
 #[test]

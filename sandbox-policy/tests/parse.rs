@@ -397,3 +397,18 @@ fn load_reads_toml_and_json_files() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn cpu_is_a_percentage_of_one_cpu() {
+    assert!(Policy::from_toml_str("[resources]\ncpu = 50\n").is_ok());
+    assert!(Policy::from_toml_str("[resources]\ncpu = \"unlimited\"\n").is_ok());
+    for bad in ["0", "102401"] {
+        let found = problems(&format!("[resources]\ncpu = {bad}\n"));
+        assert!(
+            found
+                .iter()
+                .any(|p| p.contains("resources.cpu") && p.contains("percentage")),
+            "{bad}: {found:?}"
+        );
+    }
+}

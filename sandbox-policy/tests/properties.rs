@@ -162,9 +162,19 @@ fn resources() -> impl Strategy<Value = Resources> {
         limit(size(0)),
         limit(1u32..=u32::MAX),
         limit(3u32..=u32::MAX),
+        limit(1u32..=102_400),
     )
         .prop_map(
-            |(wall_time, cpu_time, memory, max_output_bytes, max_file_size, pids, open_files)| {
+            |(
+                wall_time,
+                cpu_time,
+                memory,
+                max_output_bytes,
+                max_file_size,
+                pids,
+                open_files,
+                cpu,
+            )| {
                 Resources {
                     wall_time,
                     cpu_time,
@@ -172,6 +182,7 @@ fn resources() -> impl Strategy<Value = Resources> {
                     max_output_bytes,
                     max_file_size,
                     pids,
+                    cpu,
                     open_files,
                 }
             },

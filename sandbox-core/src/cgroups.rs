@@ -244,13 +244,17 @@ impl ChosenHierarchy {
         format!(
             "cgroup {} {file}, in a per-run cgroup beneath {}",
             if self.v2 { "v2" } else { "v1" },
-            if self.own.as_os_str().is_empty() || self.own == Path::new(".") {
-                self.mount.clone()
-            } else {
-                self.mount.join(&self.own)
-            }
-            .display()
+            beneath(&self.mount, &self.own).display()
         )
+    }
+}
+
+/// The caller's cgroup `own` in the hierarchy mounted at `mount`, as a path.
+pub(crate) fn beneath(mount: &Path, own: &Path) -> PathBuf {
+    if own.as_os_str().is_empty() || own == Path::new(".") {
+        mount.to_path_buf()
+    } else {
+        mount.join(own)
     }
 }
 
@@ -368,6 +372,26 @@ impl RunCgroups {
                 path,
                 v2: h.v2,
                 controllers: vec![controller],
+            });
+        }
+        // The unified hierarchy tracks the run too where it is writable and
+        // no controller put the run there already: `cgroup.events` says
+        // whether anything of the run is alive, `cgroup.kill` ends it all.
+        if let Some(u) = support.unified.as_ref().filter(|u| u.writable)
+            && !run.dirs.iter().any(|d| d.v2)
+        {
+            let root = openat2_root::Root::open(&u.mount)
+                .map_err(cgroup_error(format!("open {}", u.mount.display())))?;
+            let path = u.own.join(&name);
+            root.create_dir(&path, 0o755).map_err(cgroup_error(format!(
+                "create cgroup {}",
+                u.mount.join(&path).display()
+            )))?;
+            run.dirs.push(RunCgroupDir {
+                root,
+                path,
+                v2: true,
+                controllers: Vec::new(),
             });
         }
         for dir in &run.dirs {
@@ -510,6 +534,11 @@ impl RunCgroupDir {
 impl Drop for RunCgroups {
     fn drop(&mut self) {
         for dir in &self.dirs {
+            // Whatever of the run is left (nothing, normally: its pid
+            // namespace died with PID 1) is killed by the kernel.
+            if dir.v2 {
+                let _ = dir.write_if_present("cgroup.kill", "1");
+            }
             // The run's processes are gone (their pid namespace is), but
             // the kernel may take a moment to let go of the cgroup.
             for attempt in 0..100 {

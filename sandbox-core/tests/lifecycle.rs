@@ -245,3 +245,78 @@ fn the_cpu_limit_comes_from_a_cgroup() {
         "capped {capped_s:.2} s against {free_s:.2} s unlimited"
     );
 }
+
+/// The run's cgroups in the unified hierarchy (`sandbox-<pid>-*`).
+fn unified_run_cgroups() -> Vec<std::path::PathBuf> {
+    let prefix = format!("sandbox-{}-", std::process::id());
+    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    let Some(path) = own.lines().find_map(|l| l.strip_prefix("0::")) else {
+        return Vec::new();
+    };
+    let dir = std::path::Path::new("/sys/fs/cgroup/unified").join(path.trim_start_matches('/'));
+    let dir = if dir.exists() {
+        dir
+    } else {
+        std::path::Path::new("/sys/fs/cgroup").join(path.trim_start_matches('/'))
+    };
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+                .map(|e| e.path())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn the_unified_hierarchy_tracks_the_run_and_cgroup_kill_ends_it() {
+    require_root!();
+    let sb = sandbox("[resources]\npids = 32\n");
+    if !sb
+        .report()
+        .resources
+        .mechanisms
+        .iter()
+        .any(|m| m.contains("cgroup.kill"))
+    {
+        eprintln!(
+            "skipped: no writable unified hierarchy here: {}",
+            sb.report()
+        );
+        return;
+    }
+    let child = sb
+        .command("sh")
+        .args(["-c", "sleep 60 & sleep 60 & wait"])
+        .spawn()
+        .unwrap();
+    // The run's v2 cgroup (the one holding its PID 1: other tests' runs
+    // have theirs) is populated: init, the shell, two sleeps.
+    let init = child.id().to_string();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let dir = loop {
+        let found: Vec<_> = unified_run_cgroups()
+            .into_iter()
+            .filter(|d| {
+                std::fs::read_to_string(d.join("cgroup.procs"))
+                    .is_ok_and(|p| p.lines().any(|l| l == init) && p.lines().count() >= 4)
+            })
+            .collect();
+        if let Some(dir) = found.into_iter().next() {
+            break dir;
+        }
+        assert!(Instant::now() < deadline, "no populated run cgroup");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let events = std::fs::read_to_string(dir.join("cgroup.events")).unwrap();
+    assert!(events.contains("populated 1"), "{events}");
+    // cgroup.kill, from outside, ends every process of the run at once.
+    std::fs::write(dir.join("cgroup.kill"), "1").unwrap();
+    let started = Instant::now();
+    let out = child.wait().unwrap();
+    assert_eq!(out.status, ExitStatus::Signaled(libc::SIGKILL), "{out:?}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // Torn down: the directory is gone.
+    assert!(!dir.exists(), "{} removed after the run", dir.display());
+}

@@ -1,5 +1,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
-//! Many sandboxes at once, and what they leave behind: nothing. A binary
+//! Many sandboxes at once, then the error paths in a loop (refused before
+//! the clone, a missing program, a failing step in the child, wall-time
+//! kills, caller kills, dropped children), and what they leave behind:
+//! nothing. A binary
 //! of its own, so that no other test's runs are counted as leaks. Needs
 //! root, as in CI.
 
@@ -44,4 +47,34 @@ fn two_hundred_sandboxes_at_once_leave_nothing_behind() {
     }
     let after = common::leaks::settled(&before);
     assert_eq!(after, before, "fds, run cgroups, mounts, children, threads");
+
+    // The error paths, in a loop: each must release what it took.
+    let missing_source =
+        sandbox("[filesystem]\nbinds = [{ source = \"/nonexistent/source\", target = \"/x\" }]\n");
+    let bad_target = sandbox(
+        "[filesystem]\nbinds = [{ source = \"/etc/hostname\", target = \"/proc/sys/x/y\" }]\n",
+    );
+    let quick = sandbox("[resources]\nwall_time = \"100ms\"\npids = 8\n");
+    for _ in 0..25 {
+        // Refused in the parent, before the clone.
+        assert!(missing_source.command("true").output().is_err());
+        // A missing program.
+        assert!(sb.command("/nonexistent/program").output().is_err());
+        // A step failing in the child (a mount target that cannot be made).
+        assert!(bad_target.command("true").output().is_err());
+        // Killed at the wall-time limit.
+        assert!(quick.command("sleep").arg("5").output().unwrap().timed_out);
+        // Killed by the caller.
+        let child = sb.command("sleep").arg("5").spawn().unwrap();
+        child.kill().unwrap();
+        assert!(!child.wait().unwrap().success());
+        // Dropped without a wait (like std's Child, that does not end it:
+        // its supervisor finishes the run when the command ends).
+        drop(sb.command("sleep").arg("0.2").spawn().unwrap());
+    }
+    let after_errors = common::leaks::settled(&before);
+    assert_eq!(
+        after_errors, before,
+        "after 150 failing, killed or dropped runs"
+    );
 }

@@ -2,9 +2,8 @@
 //! Many sandboxes at once, then the error paths in a loop (refused before
 //! the clone, a missing program, a failing step in the child, wall-time
 //! kills, caller kills, dropped children), and what they leave behind:
-//! nothing. A binary
-//! of its own, so that no other test's runs are counted as leaks. Needs
-//! root, as in CI.
+//! nothing. A binary of its own, so that no other test's runs are counted
+//! as leaks. Needs root, as in CI.
 
 mod common;
 use common::*;

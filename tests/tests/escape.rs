@@ -101,6 +101,14 @@ fn write_path(path: &str) -> Attempt {
     }
 }
 
+fn read_path(path: &str) -> Attempt {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let mut head = [0u8; 4];
+    f.read_exact(&mut head).map_err(|e| e.to_string())?;
+    Ok(format!("{path} readable (starts {head:02x?})"))
+}
+
 fn mount_tmpfs(target: &str) -> Attempt {
     let (src, fstype, dir) = (
         CString::new("none").unwrap(),
@@ -337,6 +345,7 @@ fn attack(name: &str, arg: Option<&str>) -> Attempt {
         "leaked-fds" => leaked_fds(),
         "cwd-outside-root" => cwd_outside_root(),
         "write" => write_path(arg.unwrap_or("/proc/1/exe")),
+        "read" => read_path(arg.unwrap_or("/proc/1/exe")),
         "mount" => mount_tmpfs(arg.unwrap_or("/tmp")),
         "unshare-user" => unshare(libc::CLONE_NEWUSER),
         "unshare-mount" => unshare(libc::CLONE_NEWNS),
@@ -552,6 +561,46 @@ fn limited(extra: &str) -> Sandbox {
     Sandbox::new(Policy::from_toml_str(&format!("[resources]\n{extra}")).unwrap()).unwrap()
 }
 
+/// Attacks on the setup: a symlink planted in a bind source, walked by a
+/// mount target.
+fn setup_cases(suite: &mut Suite) {
+    let dir = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink("/etc", dir.path().join("link")).unwrap();
+    std::fs::create_dir_all(dir.path().join("real/sub")).unwrap();
+    let policy = |target: &str| {
+        Policy::from_toml_str(&format!(
+            "[filesystem]\nbinds = [{{ source = \"{}\", target = \"/work\" }}]\n\
+             tmpfs = [{{ target = \"/tmp\" }}, {{ target = \"{target}\" }}]\n",
+            dir.path().display()
+        ))
+        .unwrap()
+    };
+    // A tmpfs over /work/link/sub would land on the host's /etc/sub if the
+    // symlink were followed.
+    let attack = Sandbox::new(policy("/work/link/sub"))
+        .unwrap()
+        .command("true")
+        .output();
+    let observed = match attack {
+        Err(e) => Err(e.to_string()),
+        Ok(out) => Ok(format!("the run started: {}", out.status)),
+    };
+    let control = match Sandbox::new(policy("/work/real/sub"))
+        .unwrap()
+        .command("true")
+        .output()
+    {
+        Ok(out) if out.success() => "the same through a real directory mounts".to_string(),
+        other => format!("the real directory failed too: {other:?}"),
+    };
+    suite.push(
+        "symlink planted in a bind source, under a mount target".into(),
+        "refused",
+        observed,
+        control,
+    );
+}
+
 fn resource_cases(suite: &mut Suite) {
     // A fork bomb: the pids limit holds it, the wall-time limit ends it,
     // and the host still starts processes meanwhile.
@@ -723,6 +772,18 @@ fn main() {
         Stdio::Null,
     );
 
+    // The supervisor's own binary (PID 1 is a fork of it: runc's
+    // CVE-2019-5736 class).
+    let mut victim = Command::new("sleep").arg("30").spawn().unwrap();
+    let victim_pid = victim.id().to_string();
+    suite.case(
+        "read",
+        Some("/proc/1/exe"),
+        Control::Other(format!("/proc/{victim_pid}/exe")),
+        Stdio::Null,
+    );
+    setup_cases(&mut suite);
+
     // Writes that would change the host.
     for path in [
         "/proc/1/exe",
@@ -758,8 +819,6 @@ fn main() {
         Control::None("root outside is already privileged"),
         Stdio::Null,
     );
-    let mut victim = Command::new("sleep").arg("30").spawn().unwrap();
-    let victim_pid = victim.id().to_string();
     suite.case(
         "ptrace",
         Some("1"),

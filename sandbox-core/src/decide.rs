@@ -32,6 +32,9 @@ pub(crate) struct Decisions {
     pub(crate) pids: Option<u32>,
     /// CPU bandwidth (percent of one CPU) enforced through a cgroup.
     pub(crate) cpu: Option<u32>,
+    /// Process limit enforced instead by `RLIMIT_NPROC` under a host uid
+    /// of the run's own (root callers, where no pids cgroup is writable).
+    pub(crate) nproc: Option<u32>,
     /// The uid and gid inside the sandbox.
     pub(crate) uid: u32,
     pub(crate) gid: u32,
@@ -201,10 +204,21 @@ pub(crate) fn decide(policy: &Policy, host: &HostCapabilities) -> (Decisions, Ef
         User::Root => (0, 0),
         User::Uid(uid) => (uid, uid),
     };
+    // Without a pids cgroup, a root caller's runs each get a host uid of
+    // their own (RLIMIT_NPROC then counts one run's processes).
+    let run_uid = matches!(policy.resources.pids, Some(Limit::Max(_)))
+        && host.cgroups.hierarchy_for("pids").is_none()
+        && namespaces
+        && host.euid == 0;
     if namespaces {
         priv_mech.push(if host.euid == 0 {
             format!(
-                "user namespace: runs as uid {uid} inside, the host's nobody (65534) outside; setup ran as the namespace's root and gave it up"
+                "user namespace: runs as uid {uid} inside, {} outside; setup ran as the namespace's root and gave it up",
+                if run_uid {
+                    "a host uid of the run's own (2^30 and up)"
+                } else {
+                    "the host's nobody (65534)"
+                }
             )
         } else {
             format!(
@@ -352,7 +366,18 @@ pub(crate) fn decide(policy: &Policy, host: &HostCapabilities) -> (Decisions, Ef
         }
         _ => None,
     };
+    let mut nproc = None;
     let pids = match r.pids {
+        // Without a pids cgroup, a root caller can still make the limit the
+        // run's own: RLIMIT_NPROC counts per user, and the run gets a host
+        // uid no other process has.
+        Some(Limit::Max(n)) if run_uid => {
+            res_mech.push(format!(
+                "pids {n}: RLIMIT_NPROC, the sandbox's user mapped to a host uid of the run's own (no writable pids cgroup)"
+            ));
+            nproc = Some(n);
+            None
+        }
         Some(Limit::Max(n)) => {
             cgroup_limit("pids", format!("pids {n}"), res_mech, &mut down).then_some(n)
         }
@@ -405,6 +430,7 @@ pub(crate) fn decide(policy: &Policy, host: &HostCapabilities) -> (Decisions, Ef
         memory,
         pids,
         cpu,
+        nproc,
         uid,
         gid,
         fail_closed: policy.on_unavailable.unwrap_or(OnUnavailable::Fail) == OnUnavailable::Fail,

@@ -106,6 +106,11 @@ fn spawn_kill_and_stdin() {
     assert_eq!(out.stdout, b"through stdin");
 }
 
+/// A perl loop forking children that sleep, until a fork fails or 40
+/// run: prints how many started (a failed fork is not fatal to perl, as
+/// it is to a shell).
+const PERL_FORKS: &str = "perl -e 'for (1..40) { my $p = fork; last unless defined $p; if (!$p) { sleep 3; exit } $n++ } print \"$n\\n\"'";
+
 #[test]
 fn memory_and_pids_limits_come_from_cgroups() {
     require_root!();
@@ -114,12 +119,12 @@ fn memory_and_pids_limits_come_from_cgroups() {
         eprintln!("skipped: {}", sb.report());
         return;
     }
-    let out = sh(
-        &sb,
-        "for i in $(seq 40); do sleep 5 & done 2>/dev/null; jobs -p | wc -l",
+    let out = sh(&sb, PERL_FORKS);
+    let started: usize = stdout(&out).trim().parse().unwrap();
+    assert!(
+        (10..16).contains(&started),
+        "16 tasks at most, perl and init among them: {started}"
     );
-    let started: usize = stdout(&out).trim().parse().unwrap_or(0);
-    assert!(started < 16, "at most 16 tasks: {}", stdout(&out));
     assert!(out.pids_limit_hit, "the outcome says the limit was hit");
     let hog = sh(&sb, "head -c 200000000 /dev/zero | tail > /dev/null");
     assert!(hog.oom_killed, "{hog:?}");
@@ -375,4 +380,68 @@ fn posix_message_queues_die_with_the_run() {
         String::from_utf8_lossy(&host.stdout).contains("No such file"),
         "{host:?}"
     );
+}
+
+#[test]
+fn without_a_pids_cgroup_a_run_uid_of_its_own_makes_rlimit_nproc_per_sandbox() {
+    require_root!();
+    // This host, with no pids cgroup anywhere (as on hosts without one).
+    let mut host = sandbox_core::probe().clone();
+    for h in &mut host.cgroups.v1 {
+        h.controllers.retain(|c| c != "pids");
+    }
+    if let Some(u) = host.cgroups.unified.as_mut() {
+        u.controllers.retain(|c| c != "pids");
+    }
+    let sb = Sandbox::with_host(
+        sandbox_policy::Policy::from_toml_str("[resources]\npids = 16\n").unwrap(),
+        &host,
+    )
+    .unwrap();
+    assert!(sb.report().fully_enforced(), "{}", sb.report());
+    assert!(
+        sb.report()
+            .resources
+            .mechanisms
+            .iter()
+            .any(|m| m.starts_with("pids 16: RLIMIT_NPROC")),
+        "{}",
+        sb.report()
+    );
+    // The limit holds …
+    let out = sh(
+        &sb,
+        &format!("awk '{{print $2}}' /proc/self/uid_map | tail -n 1; {PERL_FORKS}"),
+    );
+    let text = stdout(&out);
+    assert!(
+        out.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut lines = text.lines();
+    let host_uid: u32 = lines.next().unwrap().parse().unwrap();
+    let started: usize = lines.next().unwrap().trim().parse().unwrap();
+    assert!(host_uid >= 1 << 30, "a run uid of its own: {host_uid}");
+    assert!(
+        (10..16).contains(&started),
+        "16 at most, perl and init among them: {started}"
+    );
+    // … per sandbox: two at once each start 10, which a shared count (20
+    // against 16) would refuse.
+    let both: Vec<_> = (0..2)
+        .map(|_| {
+            let sb = sb.clone();
+            std::thread::spawn(move || {
+                sh(
+                    &sb,
+                    "perl -e 'for (1..10) { my $p = fork; last unless defined $p; if (!$p) { sleep 1; exit } $n++ } print \"$n\\n\"; wait'",
+                )
+            })
+        })
+        .collect();
+    for h in both {
+        let out = h.join().unwrap();
+        assert_eq!(stdout(&out).trim(), "10", "{out:?}");
+    }
 }

@@ -99,9 +99,19 @@ pub(super) fn landlock_step(abi: u32, writable: &[(PathBuf, bool)]) -> Result<St
     })
 }
 
-pub(super) fn rlimits(policy: &Policy) -> Vec<(u32, u64, u64, &'static str)> {
+/// The rlimits of the command: the policy's, and `RLIMIT_NPROC` when it
+/// stands in for a pids cgroup.
+pub(super) fn rlimits(policy: &Policy, nproc: Option<u32>) -> Vec<(u32, u64, u64, &'static str)> {
     let r = &policy.resources;
     let mut out = vec![(libc::RLIMIT_CORE, 0, 0, "RLIMIT_CORE")];
+    if let Some(n) = nproc {
+        out.push((
+            libc::RLIMIT_NPROC,
+            u64::from(n),
+            u64::from(n),
+            "RLIMIT_NPROC",
+        ));
+    }
     if let Some(Limit::Max(t)) = r.cpu_time {
         let secs = t.as_millis().div_ceil(1000).max(1);
         out.push((libc::RLIMIT_CPU, secs, secs + 1, "RLIMIT_CPU"));

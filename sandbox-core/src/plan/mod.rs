@@ -193,6 +193,19 @@ impl Builder {
     }
 }
 
+/// The host's nobody.
+const NOBODY: u32 = 65534;
+
+/// A host uid for one run, used by nothing else: 2^30 and up, from this
+/// process's pid and a counter (concurrent runs of one process differ;
+/// processes differ unless their pids collide modulo 2^18).
+fn run_host_uid() -> u32 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let run = COUNTER.fetch_add(1, Ordering::Relaxed) % (1 << 11);
+    (1 << 30) + ((std::process::id() % (1 << 18)) << 11) + run
+}
+
 /// Builds the plan for one run.
 pub(crate) fn build(
     policy: &Policy,
@@ -318,7 +331,7 @@ pub(crate) fn build(
         Step::Chdir(path_cstring(&workdir)?),
         format!("chdir {}", workdir.display()),
     );
-    for (resource, soft, hard, name) in rlimits(policy) {
+    for (resource, soft, hard, name) in rlimits(policy, decisions.nproc) {
         b.push(
             Step::Rlimit {
                 resource,
@@ -382,16 +395,24 @@ pub(crate) fn build(
         }
     }
     let (uid, gid) = (decisions.uid, decisions.gid);
-    let id_map = |inside: u32, host: u32| {
+    // The host uid the sandbox's user is: nobody, or one of the run's own
+    // when RLIMIT_NPROC stands in for a pids cgroup.
+    let host_uid = if decisions.nproc.is_some() {
+        run_host_uid()
+    } else {
+        NOBODY
+    };
+    let id_map = |inside: u32, host: u32, mapped: u32| {
         if !root_caller {
             format!("{inside} {host} 1\n")
         } else if inside == 0 {
-            // The sandbox's root is the host's nobody, setup included.
-            "0 65534 1\n".to_string()
+            // The sandbox's root is the host's nobody (or the run's own
+            // uid), setup included.
+            format!("0 {mapped} 1\n")
         } else {
             // Setup runs as root of the namespace (host root, no
             // capabilities outside it); the command as the host's nobody.
-            format!("0 0 1\n{inside} 65534 1\n")
+            format!("0 0 1\n{inside} {mapped} 1\n")
         }
     };
     let close_after_fork = fds.stdio.into_iter().filter(|&fd| fd >= 3).collect();
@@ -406,8 +427,8 @@ pub(crate) fn build(
         },
         descriptions: b.descriptions,
         namespaces,
-        uid_map: id_map(uid, euid),
-        gid_map: id_map(gid, egid),
+        uid_map: id_map(uid, euid, host_uid),
+        gid_map: id_map(gid, egid, NOBODY),
         deny_setgroups: !root_caller,
     })
 }
@@ -470,11 +491,14 @@ mod tests {
             "[resources]\ncpu_time = \"1500ms\"\nmax_file_size = \"unlimited\"\nopen_files = 9\n",
         )
         .unwrap();
-        let limits = rlimits(&policy);
+        let limits = rlimits(&policy, None);
         assert_eq!(limits[0], (libc::RLIMIT_CORE, 0, 0, "RLIMIT_CORE"));
         assert!(limits.contains(&(libc::RLIMIT_CPU, 2, 3, "RLIMIT_CPU")));
         assert!(limits.contains(&(libc::RLIMIT_NOFILE, 9, 9, "RLIMIT_NOFILE")));
         assert!(!limits.iter().any(|l| l.0 == libc::RLIMIT_FSIZE));
+        assert!(!limits.iter().any(|l| l.0 == libc::RLIMIT_NPROC));
+        let with_nproc = rlimits(&policy, Some(16));
+        assert!(with_nproc.contains(&(libc::RLIMIT_NPROC, 16, 16, "RLIMIT_NPROC")));
     }
 
     #[test]

@@ -18,10 +18,9 @@ use sandbox_policy::Protocol;
 use crate::egress::EgressAddressing;
 use crate::error::{Error, Result};
 use crate::forward::echo::{EchoFlow, EchoKey};
-use crate::forward::frame::{
-    GuestPacket, Mac, classify, neighbor_advert, partial_tcp_checksum, udp_frame,
-};
+use crate::forward::frame::{GuestPacket, Mac, classify, neighbor_advert, udp_frame};
 use crate::forward::limits::{ForwarderLimits, RateLimit};
+use crate::forward::offload::partial_tcp_checksum;
 use crate::forward::policy::{EgressPolicy, Refusal, Verdict};
 use crate::forward::tcp::{TCP_BUFFER_BYTES, TcpCounters, TcpRelay};
 use crate::tap::VNET_HDR_LEN;

@@ -13,6 +13,7 @@ mod echo;
 mod forwarder;
 mod frame;
 mod limits;
+mod offload;
 mod policy;
 mod tcp;
 

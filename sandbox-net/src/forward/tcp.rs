@@ -18,7 +18,8 @@ use smoltcp::socket::tcp;
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr, IpListenEndpoint};
 
 use crate::egress::EgressAddressing;
-use crate::forward::frame::{Mac, replace_syn_mss};
+use crate::forward::frame::Mac;
+use crate::forward::offload::replace_syn_mss;
 
 /// Each TCP connection's buffer in the forwarder, each way (what the
 /// sandbox is offered as its window, and what the host may have in

@@ -383,26 +383,26 @@ pub(crate) fn decide(policy: &Policy, host: &HostCapabilities) -> (Decisions, Ef
         }
         _ => None,
     };
-    if let Some(u) = host.cgroups.unified.as_ref().filter(|u| u.writable)
-        && !u
-            .controllers
-            .iter()
-            .any(|c| ["memory", "pids", "cpu"].contains(&c.as_str()))
-        && (r.memory.is_some_and(|l| l != Limit::Unlimited)
-            || r.pids.is_some_and(|l| l != Limit::Unlimited)
-            || r.cpu.is_some_and(|l| l != Limit::Unlimited))
-    {
-        res_mech.push(format!(
-            "the run tracked in a per-run cgroup v2 beneath {} as well (cgroup.events; cgroup.kill at teardown)",
-            crate::cgroups::beneath(&u.mount, &u.own).display()
-        ));
-    }
     let cpu = match r.cpu {
         Some(Limit::Max(n)) => {
             cgroup_limit("cpu", format!("cpu {n}% of one CPU"), res_mech, &mut down).then_some(n)
         }
         _ => None,
     };
+    // Where the run gets cgroups at all, the unified hierarchy tracks it
+    // too (unless a controller there already put it there).
+    if let Some(u) = host.cgroups.unified.as_ref().filter(|u| u.writable)
+        && !u
+            .controllers
+            .iter()
+            .any(|c| ["memory", "pids", "cpu"].contains(&c.as_str()))
+        && (memory.is_some() || pids.is_some() || cpu.is_some())
+    {
+        res_mech.push(format!(
+            "the run tracked in a per-run cgroup v2 beneath {} as well (cgroup.events; cgroup.kill at teardown)",
+            crate::cgroups::beneath(&u.mount, &u.own).display()
+        ));
+    }
 
     report.downgrades = downgrades;
     report.notes = notes;

@@ -11,9 +11,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use std::os::fd::OwnedFd;
+
 use sandbox_net::forward::{
-    EgressForwarder, EgressPolicy, ForwarderLimits, GuestPacket, classify, internet_checksum,
-    udp_frame,
+    Counters, EgressForwarder, EgressPolicy, ForwarderLimits, GuestPacket, classify,
+    internet_checksum, udp_frame,
 };
 use sandbox_net::{EgressAddressing, Gateway};
 use sandbox_policy::Policy;
@@ -27,6 +29,47 @@ impl Rng {
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
         self.0
+    }
+}
+
+/// A forwarder for `network_toml` whose "tap" is one end of a
+/// SOCK_SEQPACKET pair (it delivers frames whole, as a tap does): the
+/// guest's end, and the thread returning the counters once `stop` is set.
+fn start_forwarder(
+    network_toml: &str,
+    limits: ForwarderLimits,
+    stop: &Arc<AtomicBool>,
+) -> (OwnedFd, std::thread::JoinHandle<Counters>) {
+    let network = Policy::from_toml_str(network_toml).unwrap().network;
+    let (guest, tap) = rustix::net::socketpair(
+        rustix::net::AddressFamily::UNIX,
+        rustix::net::SocketType::SEQPACKET,
+        rustix::net::SocketFlags::CLOEXEC,
+        None,
+    )
+    .unwrap();
+    let stop = Arc::clone(stop);
+    let policy = EgressPolicy::from_network(&network, Gateway::default());
+    let forwarder = std::thread::spawn(move || {
+        let mut f =
+            EgressForwarder::new(tap, policy, &EgressAddressing::default(), None, limits).unwrap();
+        f.run(&stop).unwrap();
+        f.counters()
+    });
+    (guest, forwarder)
+}
+
+/// Sends one frame from the guest. The forwarder may fall behind: a full
+/// socket buffer is waited on briefly (it only slows a flood down).
+fn send(guest: &OwnedFd, bytes: &[u8]) {
+    for _ in 0..1000 {
+        match rustix::net::send(guest, bytes, rustix::net::SendFlags::empty()) {
+            Ok(_) => return,
+            Err(rustix::io::Errno::AGAIN) | Err(rustix::io::Errno::NOBUFS) => {
+                std::thread::sleep(Duration::from_micros(50))
+            }
+            Err(e) => panic!("send: {e}"),
+        }
     }
 }
 
@@ -49,33 +92,15 @@ fn garbage_and_floods_leave_the_forwarder_bounded_and_responsive() {
             }
         });
     }
-    let network = Policy::from_toml_str(&format!(
-        "[network]\nmode = \"allowlist\"\nallow = [\"127.0.0.1/32:{port}/udp\"]\n"
-    ))
-    .unwrap()
-    .network;
-    let (guest, tap) = rustix::net::socketpair(
-        rustix::net::AddressFamily::UNIX,
-        rustix::net::SocketType::SEQPACKET,
-        rustix::net::SocketFlags::CLOEXEC,
-        None,
-    )
-    .unwrap();
     let limits = ForwarderLimits {
         max_udp_flows: 64,
         ..ForwarderLimits::default()
     };
-    let forwarder = {
-        let stop = Arc::clone(&stop);
-        let policy = EgressPolicy::from_network(&network, Gateway::default());
-        std::thread::spawn(move || {
-            let mut f =
-                EgressForwarder::new(tap, policy, &EgressAddressing::default(), None, limits)
-                    .unwrap();
-            f.run(&stop).unwrap();
-            f.counters()
-        })
-    };
+    let (guest, forwarder) = start_forwarder(
+        &format!("[network]\nmode = \"allowlist\"\nallow = [\"127.0.0.1/32:{port}/udp\"]\n"),
+        limits,
+        &stop,
+    );
 
     let guest_mac = [2, 0, 0, 0, 0, 1];
     let frame_to = |dst: &str, src_port: u16, payload: &[u8]| {
@@ -95,19 +120,7 @@ fn garbage_and_floods_leave_the_forwarder_bounded_and_responsive() {
     let mut rng = Rng(0x9e3779b97f4a7c15);
     let started = Instant::now();
     let mut sent = 0usize;
-    let send = |bytes: &[u8]| {
-        // The forwarder may fall behind: a full socket buffer is fine to
-        // wait on briefly, it only slows the flood down.
-        for _ in 0..1000 {
-            match rustix::net::send(&guest, bytes, rustix::net::SendFlags::empty()) {
-                Ok(_) => return,
-                Err(rustix::io::Errno::AGAIN) | Err(rustix::io::Errno::NOBUFS) => {
-                    std::thread::sleep(Duration::from_micros(50))
-                }
-                Err(e) => panic!("send: {e}"),
-            }
-        }
-    };
+    let send = |bytes: &[u8]| send(&guest, bytes);
     // 1. Pure garbage and mutated valid frames.
     for i in 0..30_000 {
         let frame: Vec<u8> = if i % 2 == 0 {
@@ -257,19 +270,6 @@ fn a_syn_flood_leaves_the_forwarder_bounded_and_responsive() {
             held.push(stream);
         }
     });
-    let network = Policy::from_toml_str(&format!(
-        "[network]\nmode = \"allowlist\"\nallow = [\"127.0.0.1/32:{}/tcp\"]\n",
-        server.port()
-    ))
-    .unwrap()
-    .network;
-    let (guest, tap) = rustix::net::socketpair(
-        rustix::net::AddressFamily::UNIX,
-        rustix::net::SocketType::SEQPACKET,
-        rustix::net::SocketFlags::CLOEXEC,
-        None,
-    )
-    .unwrap();
     let limits = ForwarderLimits {
         max_tcp_flows: 64,
         new_flows_per_second: 500,
@@ -278,17 +278,14 @@ fn a_syn_flood_leaves_the_forwarder_bounded_and_responsive() {
     };
     let stop = Arc::new(AtomicBool::new(false));
     let before = resident_bytes();
-    let forwarder = {
-        let stop = Arc::clone(&stop);
-        let policy = EgressPolicy::from_network(&network, Gateway::default());
-        std::thread::spawn(move || {
-            let mut f =
-                EgressForwarder::new(tap, policy, &EgressAddressing::default(), None, limits)
-                    .unwrap();
-            f.run(&stop).unwrap();
-            f.counters()
-        })
-    };
+    let (guest, forwarder) = start_forwarder(
+        &format!(
+            "[network]\nmode = \"allowlist\"\nallow = [\"127.0.0.1/32:{}/tcp\"]\n",
+            server.port()
+        ),
+        limits,
+        &stop,
+    );
     // The guest side: drain whatever the forwarder sends (SYN-ACKs), and
     // note a SYN-ACK to `watch` once it is set.
     let guest = Arc::new(guest);
@@ -325,17 +322,7 @@ fn a_syn_flood_leaves_the_forwarder_bounded_and_responsive() {
             }
         })
     };
-    let send = |bytes: &[u8]| {
-        for _ in 0..1000 {
-            match rustix::net::send(&*guest, bytes, rustix::net::SendFlags::empty()) {
-                Ok(_) => return,
-                Err(rustix::io::Errno::AGAIN) | Err(rustix::io::Errno::NOBUFS) => {
-                    std::thread::sleep(Duration::from_micros(50))
-                }
-                Err(e) => panic!("send: {e}"),
-            }
-        }
-    };
+    let send = |bytes: &[u8]| send(&guest, bytes);
     send(&arp_request());
     // Control: a SYN before the flood is answered.
     watch.store(9999, Ordering::Relaxed);

@@ -15,7 +15,9 @@
 //! - `cargo xtask bench spawn` — a sandboxed `/bin/true` against bubblewrap;
 //! - `cargo xtask bench nft` — the ruleset through libnftnl against `nft -f`;
 //! - `cargo xtask bench egress` — throughput and latency through the
-//!   forwarder against pasta and slirp4netns.
+//!   forwarder against pasta and slirp4netns;
+//! - `cargo xtask vm` — the kernel matrix: the test binaries in QEMU guests
+//!   of Debian's 6.1 and 6.12 kernels, pure cgroup v2, in each cgroup layout.
 
 mod bench;
 mod demo;
@@ -23,6 +25,7 @@ mod demo_root;
 mod fuzz;
 mod packages;
 mod run;
+mod vm;
 
 use std::process::{Command, ExitCode};
 
@@ -36,6 +39,7 @@ fn main() -> ExitCode {
         Some("soak") => soak(&args[1..]),
         Some("fuzz") => fuzz::run(&args[1..]),
         Some("bench") => bench::run(&args[1..]),
+        Some("vm") => vm::run(&args[1..]),
         _ => Err(USAGE.to_string()),
     };
     match result {
@@ -47,7 +51,7 @@ fn main() -> ExitCode {
     }
 }
 
-const USAGE: &str = "usage: cargo xtask <test | demo [root] | race [--ops N] | escape | soak [--minutes N] [--concurrency N] | fuzz TARGET [--seconds N] | bench fs [--disk] [--criterion] | bench spawn [--rounds N] | bench nft [--rounds N] | bench egress [--rounds N] [--seconds N]>";
+const USAGE: &str = "usage: cargo xtask <test | demo [root] | race [--ops N] | escape | soak [--minutes N] [--concurrency N] | fuzz TARGET [--seconds N] | bench fs [--disk] [--criterion] | bench spawn [--rounds N] | bench nft [--rounds N] | bench egress [--rounds N] [--seconds N] | vm [--kernel 6.1|6.12|all] [--layout LAYOUT|all] [--binaries LIST] [-- FILTER]>";
 
 /// What CI runs: system packages, formatting, lints, every test.
 fn test() -> Result<(), String> {

@@ -32,6 +32,9 @@ enum Command {
         /// Print JSON instead of a summary.
         #[arg(long)]
         json: bool,
+        /// As for `sbx run --cgroup-parent`: what runs placed there get.
+        #[arg(long, value_name = "PATH")]
+        cgroup_parent: Option<PathBuf>,
     },
     /// Work with policy files.
     #[command(subcommand)]
@@ -70,6 +73,11 @@ struct RunArgs {
     /// resolver instead of the host's (from /etc/resolv.conf).
     #[arg(long, value_name = "IP:PORT")]
     dns: Option<std::net::SocketAddr>,
+    /// Make the run's cgroup v2 beneath this delegated cgroup (absolute,
+    /// or relative to the cgroup v2 mount), which must hold no process,
+    /// instead of finding a place automatically.
+    #[arg(long, value_name = "PATH")]
+    cgroup_parent: Option<PathBuf>,
     /// The command and its arguments.
     #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
     command: Vec<String>,
@@ -111,7 +119,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(args) => run(args),
-        Command::Check { json } => check(json),
+        Command::Check {
+            json,
+            cgroup_parent,
+        } => check(json, cgroup_parent.as_deref()),
         Command::Policy(cmd) => policy(cmd),
     };
     match result {
@@ -127,6 +138,11 @@ fn run(args: RunArgs) -> Result<ExitCode, String> {
     let mut sandbox = Sandbox::new(args.source.load()?).map_err(|e| e.to_string())?;
     if let Some(upstream) = args.dns {
         sandbox = sandbox.with_dns_upstream(upstream);
+    }
+    if let Some(parent) = &args.cgroup_parent {
+        sandbox = sandbox
+            .with_cgroup_parent(parent)
+            .map_err(|e| e.to_string())?;
     }
     let (program, rest) = args
         .command
@@ -189,13 +205,21 @@ fn run(args: RunArgs) -> Result<ExitCode, String> {
     Ok(ExitCode::from(u8::try_from(code).unwrap_or(255)))
 }
 
-fn check(json: bool) -> Result<ExitCode, String> {
-    let host = sandbox_core::probe();
+fn check(json: bool, cgroup_parent: Option<&std::path::Path>) -> Result<ExitCode, String> {
     let mut profiles = Vec::new();
     for name in PROFILE_NAMES {
-        let sandbox = Sandbox::from_profile(name).map_err(|e| e.to_string())?;
+        let mut sandbox = Sandbox::from_profile(name).map_err(|e| e.to_string())?;
+        if let Some(parent) = cgroup_parent {
+            sandbox = sandbox
+                .with_cgroup_parent(parent)
+                .map_err(|e| e.to_string())?;
+        }
         profiles.push((name, sandbox));
     }
+    let host = match profiles.first() {
+        Some((_, s)) => s.report().host.clone(),
+        None => sandbox_core::probe().clone(),
+    };
     if json {
         let value = serde_json::json!({
             "host": host,
@@ -236,12 +260,32 @@ fn check(json: bool) -> Result<ExitCode, String> {
     show("seccomp filters", &host.seccomp_filter);
     show("/dev/net/tun", &host.tun);
     show("nftables in a userns", &host.nftables_in_userns);
-    for controller in ["memory", "pids"] {
+    if let Some(u) = &host.cgroups.unified {
+        println!(
+            "  {:<22} {}",
+            "cgroup v2 placement",
+            match (&u.placement, &u.placement_failure) {
+                (Some(p), _) => format!(
+                    "run cgroups beneath {} get [{}] ({})",
+                    if p.parent == std::path::Path::new(".") {
+                        u.mount.clone()
+                    } else {
+                        u.mount.join(&p.parent)
+                    }
+                    .display(),
+                    p.controllers.join(" "),
+                    p.strategy
+                ),
+                (None, why) => format!("none: {}", why.as_deref().unwrap_or("not tried")),
+            }
+        );
+    }
+    for controller in ["memory", "pids", "cpu"] {
         println!(
             "  {:<22} {}",
             format!("cgroup {controller}"),
             if host.cgroups.can_limit(controller) {
-                "yes (writable beneath our cgroup)"
+                "yes (a run's cgroup gets it)"
             } else {
                 "no"
             }

@@ -6,6 +6,10 @@ use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
 fn sbx(args: &[&str]) -> Output {
+    // As a supervisor using the library would, this process places itself
+    // first: on a cgroup v2 host where it is alone in a leaf, it moves into
+    // `<leaf>/supervisor`, and the sbx it starts finds the delegated parent.
+    sandbox_core::probe();
     Command::new(env!("CARGO_BIN_EXE_sbx"))
         .args(args)
         .stdin(Stdio::null())

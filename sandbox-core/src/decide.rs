@@ -345,12 +345,30 @@ pub(crate) fn decide(policy: &Policy, host: &HostCapabilities) -> (Decisions, Ef
                 true
             }
             None => {
+                let v2_why = host
+                    .cgroups
+                    .unified
+                    .as_ref()
+                    .map(|u| match (&u.placement, &u.placement_failure) {
+                        (Some(p), _) => format!(
+                            "; cgroup v2 gives run cgroups beneath {} only {}",
+                            crate::cgroups::beneath(&u.mount, &p.parent).display(),
+                            if p.controllers.is_empty() {
+                                "no controller".to_string()
+                            } else {
+                                p.controllers.join(", ")
+                            }
+                        ),
+                        (None, Some(why)) => format!("; cgroup v2: {why}"),
+                        (None, None) => String::new(),
+                    })
+                    .unwrap_or_default();
                 down(
                     Layer::Resources,
                     format!(
-                        "{asked}: no writable cgroup with the {controller} controller beneath the caller's own cgroup{}",
+                        "{asked}: no cgroup with the {controller} controller where this caller can make a run's cgroup{v2_why}{}",
                         if host.euid != 0 {
-                            " (cgroupfs is root's: run as root, or delegate a subtree)"
+                            " (unprivileged: delegate a subtree, or give one with Sandbox::with_cgroup_placement)"
                         } else {
                             ""
                         }
@@ -391,16 +409,20 @@ pub(crate) fn decide(policy: &Policy, host: &HostCapabilities) -> (Decisions, Ef
     };
     // Where the run gets cgroups at all, the unified hierarchy tracks it
     // too (unless a controller there already put it there).
-    if let Some(u) = host.cgroups.unified.as_ref().filter(|u| u.writable)
-        && !u
-            .controllers
-            .iter()
-            .any(|c| ["memory", "pids", "cpu"].contains(&c.as_str()))
+    let v2_limits = [
+        ("memory", memory.is_some()),
+        ("pids", pids.is_some()),
+        ("cpu", cpu.is_some()),
+    ]
+    .iter()
+    .any(|(c, on)| *on && host.cgroups.hierarchy_for(c).is_some_and(|h| h.v2));
+    if let Some((mount, parent)) = host.cgroups.tracking_parent()
+        && !v2_limits
         && (memory.is_some() || pids.is_some() || cpu.is_some())
     {
         res_mech.push(format!(
             "the run tracked in a per-run cgroup v2 beneath {} as well (cgroup.events; cgroup.kill at teardown)",
-            crate::cgroups::beneath(&u.mount, &u.own).display()
+            crate::cgroups::beneath(&mount, &parent).display()
         ));
     }
 

@@ -76,7 +76,10 @@ mod sandbox;
 mod seccomp;
 mod sys;
 
-pub use cgroups::{CgroupSupport, UnifiedHierarchy, V1Hierarchy};
+pub use cgroups::{
+    CgroupPlacement, CgroupStrategy, CgroupSupport, SUPERVISOR_LEAF, UnifiedHierarchy, V1Hierarchy,
+    V2Placement,
+};
 pub use error::{Error, Result};
 pub use outcome::{EgressStats, ExitStatus, RunOutcome};
 pub use probe::{Capability, HostCapabilities, probe, probe_now};

@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 use rustix::fs::{Mode, OFlags, ResolveFlags};
 use serde::Serialize;
 
-use crate::cgroups::{self, CgroupSupport, UnifiedHierarchy, V1Hierarchy};
+use crate::cgroups::{self, CgroupPlacement, CgroupSupport, UnifiedHierarchy, V1Hierarchy};
 use crate::sys::{self, TrialStep};
 
 /// Whether a kernel facility is usable here, and if not, why.
@@ -69,9 +69,10 @@ pub struct HostCapabilities {
     pub cgroups: CgroupSupport,
     /// `/dev/net/tun` can be opened.
     pub tun: Capability,
-    /// nf_tables usable inside a user namespace: a table created over
-    /// netlink in a new network namespace of a new user namespace (tried in
-    /// the same throwaway child as `user_namespaces`).
+    /// nf_tables usable inside a user namespace: the very batch an
+    /// allowlisted run installs (table, chains, rules) sent over netlink in
+    /// a new network namespace of a new user namespace (tried in the same
+    /// throwaway child as `user_namespaces`).
     pub nftables_in_userns: Capability,
 }
 
@@ -164,7 +165,7 @@ fn probe_user_namespaces(euid: u32, egid: u32) -> impl FnOnce() -> (Capability, 
     );
     let (uid_line, gid_line) = (format!("0 {euid} 1\n"), format!("0 {egid} 1\n"));
     let (none, root, tmpfs, tmp) = (c("none"), c("/"), c("tmpfs"), c("/tmp"));
-    let batch = nftables_probe_batch();
+    let (batch, acks) = nftables_probe_batch();
     let steps = [
         TrialStep::Unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNS | libc::CLONE_NEWNET),
         TrialStep::WriteFile(&setgroups, b"deny"),
@@ -172,7 +173,7 @@ fn probe_user_namespaces(euid: u32, egid: u32) -> impl FnOnce() -> (Capability, 
         TrialStep::WriteFile(&gid_map, gid_line.as_bytes()),
         TrialStep::Mount(&none, &root, None, libc::MS_REC | libc::MS_PRIVATE),
         TrialStep::Mount(&tmpfs, &tmp, Some(&tmpfs), 0),
-        TrialStep::NetlinkAck(libc::NETLINK_NETFILTER, &batch, 1),
+        TrialStep::NetlinkAck(libc::NETLINK_NETFILTER, &batch, acks),
     ];
     const NAMES: [&str; 7] = [
         "unshare(CLONE_NEWUSER|CLONE_NEWNS|CLONE_NEWNET)",
@@ -181,7 +182,7 @@ fn probe_user_namespaces(euid: u32, egid: u32) -> impl FnOnce() -> (Capability, 
         "write /proc/self/gid_map",
         "make / private",
         "mount tmpfs",
-        "create an nftables table in the new network namespace",
+        "install the egress ruleset (nftables) in the new network namespace",
     ];
     const NFT_STEP: usize = 6;
     let trial = sys::start_trial(&steps);
@@ -214,61 +215,17 @@ fn probe_user_namespaces(euid: u32, egid: u32) -> impl FnOnce() -> (Capability, 
     }
 }
 
-/// An nfnetlink batch creating table `inet sandbox_probe`, with an ACK
-/// asked for the table.
-fn nftables_probe_batch() -> Vec<u8> {
-    const NFNL_SUBSYS_NFTABLES: u16 = 10;
-    const NFNL_MSG_BATCH_BEGIN: u16 = 0x10;
-    const NFNL_MSG_BATCH_END: u16 = 0x11;
-    const NFT_MSG_NEWTABLE: u16 = 0;
-    const NFTA_TABLE_NAME: u16 = 1;
-    const NFPROTO_INET: u8 = 1;
-    let flags_request = libc::NLM_F_REQUEST as u16;
-    let mut out = Vec::new();
-    let mut message = |kind: u16, flags: u16, seq: u32, family: u8, res_id: u16, attrs: &[u8]| {
-        let len = 16 + 4 + attrs.len();
-        out.extend_from_slice(&(len as u32).to_ne_bytes());
-        out.extend_from_slice(&kind.to_ne_bytes());
-        out.extend_from_slice(&flags.to_ne_bytes());
-        out.extend_from_slice(&seq.to_ne_bytes());
-        out.extend_from_slice(&0u32.to_ne_bytes());
-        out.extend_from_slice(&[family, 0]);
-        out.extend_from_slice(&res_id.to_be_bytes());
-        out.extend_from_slice(attrs);
-    };
-    let name = b"sandbox_probe\0";
-    let mut attr = Vec::new();
-    attr.extend_from_slice(&((4 + name.len()) as u16).to_ne_bytes());
-    attr.extend_from_slice(&NFTA_TABLE_NAME.to_ne_bytes());
-    attr.extend_from_slice(name);
-    while attr.len() % 4 != 0 {
-        attr.push(0);
+/// The batch an allowlisted run's child sends (the `networked` profile's
+/// ruleset, for a fresh network namespace), and the ACKs it asks for: the
+/// probe tries exactly what a run will do.
+fn nftables_probe_batch() -> (Vec<u8>, u32) {
+    let network = sandbox_policy::Policy::profile("networked")
+        .map(|p| p.resolved().network)
+        .unwrap_or_default();
+    match sandbox_net::Ruleset::from_network(&network, &sandbox_net::Gateway::default()).batch() {
+        Ok(batch) => (batch.as_bytes().to_vec(), batch.acks()),
+        Err(_) => (Vec::new(), 0),
     }
-    message(
-        NFNL_MSG_BATCH_BEGIN,
-        flags_request,
-        1,
-        0,
-        NFNL_SUBSYS_NFTABLES,
-        &[],
-    );
-    message(
-        (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWTABLE,
-        flags_request | (libc::NLM_F_CREATE | libc::NLM_F_ACK) as u16,
-        2,
-        NFPROTO_INET,
-        0,
-        &attr,
-    );
-    message(
-        NFNL_MSG_BATCH_END,
-        flags_request,
-        3,
-        0,
-        NFNL_SUBSYS_NFTABLES,
-        &[],
-    );
-    out
 }
 
 /// The v1 controllers a sandbox creates cgroups in.
@@ -302,12 +259,27 @@ fn probe_cgroups() -> CgroupSupport {
                 std::fs::read_to_string(m.mount_point.join(&rel).join("cgroup.controllers"))
                     .map(|t| t.split_whitespace().map(String::from).collect())
                     .unwrap_or_default();
+            if support.unified.is_some() {
+                continue;
+            }
             let writable = can_create_beneath(&m.mount_point, &rel);
-            support.unified.get_or_insert(UnifiedHierarchy {
+            let (placement, placement_failure) =
+                match cgroups::place(&m.mount_point, &rel, &CgroupPlacement::Auto) {
+                    Ok(p) => (Some(p), None),
+                    Err(why) => (None, Some(why)),
+                };
+            // Run cgroups of callers that died before removing theirs.
+            cgroups::remove_stale(
+                &m.mount_point,
+                placement.as_ref().map_or(&rel, |p| &p.parent),
+            );
+            support.unified = Some(UnifiedHierarchy {
                 mount: m.mount_point,
                 own: rel,
                 controllers,
                 writable,
+                placement,
+                placement_failure,
             });
         } else {
             let Some(own_path) = own
@@ -330,6 +302,9 @@ fn probe_cgroups() -> CgroupSupport {
                 .iter()
                 .any(|c| USED_CONTROLLERS.contains(&c.as_str()))
                 && can_create_beneath(&m.mount_point, &rel);
+            if writable {
+                cgroups::remove_stale(&m.mount_point, &rel);
+            }
             if !support.v1.iter().any(|h| h.controllers == m.controllers) {
                 support.v1.push(V1Hierarchy {
                     controllers: m.controllers,
@@ -368,7 +343,7 @@ mod tests {
             return;
         }
         let (uid_map, gid_map) = (c"/proc/self/uid_map", c"/proc/self/gid_map");
-        let good = nftables_probe_batch();
+        let (good, acks) = nftables_probe_batch();
         let mut bad = good.clone();
         // The NEWTABLE message's nfgenmsg family byte: 16 bytes of batch
         // begin header, 4 of its nfgenmsg, 16 of the table's header.
@@ -379,7 +354,7 @@ mod tests {
                 TrialStep::WriteFile(c"/proc/self/setgroups", b"deny"),
                 TrialStep::WriteFile(uid_map, b"0 0 1\n"),
                 TrialStep::WriteFile(gid_map, b"0 0 1\n"),
-                TrialStep::NetlinkAck(libc::NETLINK_NETFILTER, batch, 1),
+                TrialStep::NetlinkAck(libc::NETLINK_NETFILTER, batch, acks),
             ])
         };
         assert_eq!(trial(&good), Ok(()));

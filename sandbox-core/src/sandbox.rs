@@ -10,6 +10,7 @@ use std::thread::JoinHandle;
 
 use sandbox_policy::{Policy, SeccompMode};
 
+use crate::cgroups::CgroupPlacement;
 use crate::decide::{Decisions, decide};
 use crate::error::{Error, Result};
 use crate::outcome::RunOutcome;
@@ -164,6 +165,78 @@ impl Sandbox {
         }
         Arc::make_mut(&mut self.inner).decisions.egress_mtu = mtu;
         Ok(self)
+    }
+
+    /// Chooses where this sandbox's runs get their cgroup v2 (the probe
+    /// used [`CgroupPlacement::Auto`]), and decides again what the host
+    /// enforces with it: see [`CgroupPlacement`] for the strategies.
+    ///
+    /// ```no_run
+    /// use sandbox_core::{CgroupPlacement, Sandbox};
+    ///
+    /// let sandbox = Sandbox::from_profile("default")?
+    ///     .with_cgroup_parent("/sys/fs/cgroup/ci.slice/jobs")?;
+    /// println!("{}", sandbox.report());
+    /// # Ok::<(), sandbox_core::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Prepare`] when the host has no cgroup v2 hierarchy, or a
+    /// [`Parent`](CgroupPlacement::Parent) or
+    /// [`MoveCgroupToLeaf`](CgroupPlacement::MoveCgroupToLeaf) placement
+    /// cannot be made (the reason says which step failed; a move that
+    /// failed is undone).
+    pub fn with_cgroup_placement(self, placement: CgroupPlacement) -> Result<Self> {
+        let mut host = self.inner.report.host.clone();
+        let Some(unified) = host.cgroups.unified.as_mut() else {
+            if placement == CgroupPlacement::Disabled {
+                return Ok(self);
+            }
+            return Err(Error::Prepare {
+                what: format!("place run cgroups ({placement:?})"),
+                source: std::io::Error::other("this host has no cgroup v2 hierarchy mounted"),
+            });
+        };
+        match crate::cgroups::place(&unified.mount, &unified.own, &placement) {
+            Ok(p) => {
+                crate::cgroups::remove_stale(&unified.mount, &p.parent);
+                unified.placement = Some(p);
+                unified.placement_failure = None;
+            }
+            Err(why) if placement == CgroupPlacement::Disabled => {
+                unified.placement = None;
+                unified.placement_failure = Some(why);
+            }
+            Err(why) => {
+                return Err(Error::Prepare {
+                    what: format!("place run cgroups ({placement:?})"),
+                    source: std::io::Error::other(why),
+                });
+            }
+        }
+        let Inner {
+            policy,
+            decisions,
+            dns_upstream,
+            ..
+        } = &*self.inner;
+        let mut rebuilt = Self::with_host(policy.clone(), &host)?;
+        let inner = Arc::make_mut(&mut rebuilt.inner);
+        inner.dns_upstream = *dns_upstream;
+        inner.decisions.egress_mtu = decisions.egress_mtu;
+        Ok(rebuilt)
+    }
+
+    /// Runs' cgroups beneath `parent`, a delegated cgroup v2 the caller was
+    /// given (absolute, or relative to the cgroup v2 mount): shorthand for
+    /// [`with_cgroup_placement`](Sandbox::with_cgroup_placement)`(CgroupPlacement::Parent(parent))`.
+    ///
+    /// # Errors
+    ///
+    /// As for [`with_cgroup_placement`](Sandbox::with_cgroup_placement).
+    pub fn with_cgroup_parent(self, parent: impl Into<PathBuf>) -> Result<Self> {
+        self.with_cgroup_placement(CgroupPlacement::Parent(parent.into()))
     }
 
     /// What a run would be confined by here: per layer, enforced or not

@@ -22,15 +22,18 @@ fn probe_finds_what_this_machine_kind_has() {
         assert_eq!(host.user_namespaces, Capability::Available);
         assert_eq!(host.nftables_in_userns, Capability::Available);
         assert_eq!(host.tun, Capability::Available);
-        // Hybrid cgroups: controllers on v1, the unified hierarchy without them.
-        assert!(
-            host.cgroups
-                .v1
-                .iter()
-                .any(|h| h.controllers.iter().any(|c| c == "memory")),
-            "{:?}",
-            host.cgroups
-        );
+        // Root can limit memory and pids here, whatever the layout: v1
+        // controllers on a hybrid host, or a cgroup v2 placement (the root
+        // cgroup, or a leaf the caller moved into).
+        if let Some(u) = &host.cgroups.unified
+            && host.cgroups.v1.is_empty()
+        {
+            let p = u
+                .placement
+                .as_ref()
+                .expect("a cgroup v2 placement for root");
+            assert!(p.controllers.iter().any(|c| c == "memory"), "{p:?}");
+        }
         assert!(
             host.cgroups.can_limit("pids") && host.cgroups.can_limit("memory"),
             "{:?}",
@@ -39,9 +42,20 @@ fn probe_finds_what_this_machine_kind_has() {
     }
     // Cached: the same object every time.
     assert!(std::ptr::eq(probe(), host));
-    // Nothing left behind by the cgroup trial.
-    for h in &host.cgroups.v1 {
-        let leftover = std::fs::read_dir(h.mount.join(&h.own))
+    // Nothing left behind by the cgroup trials.
+    let unified = host.cgroups.unified.iter().flat_map(|u| {
+        [Some(&u.own), u.placement.as_ref().map(|p| &p.parent)]
+            .into_iter()
+            .flatten()
+            .map(move |dir| (u.mount.clone(), dir.clone()))
+    });
+    let v1 = host
+        .cgroups
+        .v1
+        .iter()
+        .map(|h| (h.mount.clone(), h.own.clone()));
+    for (mount, dir) in unified.chain(v1) {
+        let leftover = std::fs::read_dir(mount.join(&dir))
             .unwrap()
             .filter_map(Result::ok)
             .any(|e| {
@@ -49,7 +63,11 @@ fn probe_finds_what_this_machine_kind_has() {
                     .to_string_lossy()
                     .starts_with("sandbox-probe-")
             });
-        assert!(!leftover, "probe cgroup left in {}", h.mount.display());
+        assert!(
+            !leftover,
+            "probe cgroup left in {}",
+            mount.join(&dir).display()
+        );
     }
 }
 

@@ -218,11 +218,33 @@ impl Ruleset {
         }
     }
 
-    /// The ruleset as one nf_tables batch (begin, destroy the table if it
-    /// exists (Linux ≥ 6.3), create it, chains, rules, end), ready to send on a `NETLINK_NETFILTER` socket:
-    /// the same bytes [`install`](Ruleset::install) sends, for a child that
-    /// must not allocate.
+    /// The ruleset as one nf_tables batch for a network namespace that has
+    /// no `inet sandbox` table yet, as a new one (begin, the table, its
+    /// chains and rules, end), ready to send on a `NETLINK_NETFILTER`
+    /// socket: what a sandbox's child sends, prebuilt so that it need not
+    /// allocate. It asks for nothing a kernel before 6.3 lacks (no
+    /// `DESTROYTABLE`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Invalid`] if a name cannot be a C string.
     pub fn batch(&self) -> Result<NftBatch> {
+        self.build(false)
+    }
+
+    /// The ruleset as one batch that replaces any `inet sandbox` table
+    /// atomically: add the table (a no-op if it exists), delete it, then
+    /// create it anew with its chains and rules. Works on every kernel
+    /// with nf_tables; what [`install`](Ruleset::install) sends.
+    ///
+    /// # Errors
+    ///
+    /// As for [`batch`](Ruleset::batch).
+    pub fn replace_batch(&self) -> Result<NftBatch> {
+        self.build(true)
+    }
+
+    fn build(&self, replace: bool) -> Result<NftBatch> {
         let name = |s: &str| {
             CString::new(s).map_err(|_| Error::Invalid {
                 what: "nftables name",
@@ -237,9 +259,10 @@ impl Ruleset {
         input.set_hook(Hook::In, 0);
         input.set_policy(ChainPolicy::Drop);
         let mut batch = Batch::new();
-        // Create-or-replace, atomically: destroy (a no-op when there is no
-        // table, as in a fresh namespace), then create.
-        batch.add(&sys::DestroyTable::new(name(TABLE)?), MsgType::Del);
+        if replace {
+            batch.add(&table, MsgType::Add);
+            batch.add(&table, MsgType::Del);
+        }
         batch.add(&table, MsgType::Add);
         batch.add(&output, MsgType::Add);
         batch.add(&input, MsgType::Add);
@@ -257,14 +280,15 @@ impl Ruleset {
     }
 
     /// Installs the ruleset in the caller's network namespace, as one
-    /// atomic batch replacing any previous `inet sandbox` table.
+    /// atomic batch replacing any previous `inet sandbox` table
+    /// ([`replace_batch`](Ruleset::replace_batch)).
     ///
     /// # Errors
     ///
     /// [`Error::Netlink`] with the kernel's errno (nothing changed: the
     /// batch is all or nothing); [`Error::Os`] for the socket.
     pub fn install(&self) -> Result<()> {
-        self.batch()?.send()
+        self.replace_batch()?.send()
     }
 
     /// Reads table `inet sandbox` back from the kernel and compares it,

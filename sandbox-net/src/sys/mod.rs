@@ -7,7 +7,7 @@ mod nft;
 mod rootless;
 
 pub(crate) use nft::{
-    DestroyTable, DumpKind, count_ack_requests, nft_dump, render_rules, send_batch_and_check_acks,
+    DumpKind, count_ack_requests, nft_dump, render_rules, send_batch_and_check_acks,
 };
 pub(crate) use rootless::{ROOTLESS_STEPS, RootlessPlan, reap, spawn_rootless};
 

@@ -1,5 +1,5 @@
-//! nf_tables over netlink: the batch sender, dumps rendered by libnftnl,
-//! and the destroy-table message nftnl lacks.
+//! nf_tables over netlink: the batch sender and dumps rendered by
+//! libnftnl.
 
 use super::{errno, first_error};
 
@@ -285,47 +285,6 @@ pub(crate) fn nft_dump(fd: i32, kind: DumpKind, table: &str) -> Result<Vec<Strin
                 }
                 _ => {}
             }
-        }
-    }
-}
-
-/// `NFT_MSG_DESTROYTABLE` (Linux 6.3): delete a table if it exists, no
-/// error if it does not.
-const NFT_MSG_DESTROYTABLE: u16 = 26;
-
-/// A "destroy table `inet <name>`" message for an nftnl batch.
-pub(crate) struct DestroyTable {
-    name: std::ffi::CString,
-}
-
-impl DestroyTable {
-    pub(crate) fn new(name: std::ffi::CString) -> Self {
-        Self { name }
-    }
-}
-
-// SAFETY: `write` builds one message (a header and a name attribute, far
-// below nft_nlmsg_maxsize) in the buffer nftnl's Batch provides.
-unsafe impl nftnl::NlMsg for DestroyTable {
-    unsafe fn write(&self, buf: *mut libc::c_void, seq: u32, _msg_type: nftnl::MsgType) {
-        use nftnl_sys as nft;
-        // SAFETY: libnftnl writes the header and the payload into `buf`
-        // (the caller guarantees its size); the table object is freed.
-        unsafe {
-            let header = nft::nftnl_nlmsg_build_hdr(
-                buf.cast(),
-                NFT_MSG_DESTROYTABLE,
-                libc::NFPROTO_INET as u16,
-                libc::NLM_F_ACK as u16,
-                seq,
-            );
-            let table = nft::nftnl_table_alloc();
-            if table.is_null() {
-                std::process::abort();
-            }
-            nft::nftnl_table_set_str(table, nft::NFTNL_TABLE_NAME as u16, self.name.as_ptr());
-            nft::nftnl_table_nlmsg_build_payload(header, table);
-            nft::nftnl_table_free(table);
         }
     }
 }

@@ -29,55 +29,55 @@ modprobe -a tun veth nf_tables nft_ct nft_reject_inet nft_reject nft_fib_inet \
 echo 1 > /proc/sys/net/ipv4/ip_forward 2>/dev/null
 
 layout=$(cat /vm/layout)
-user=root
 cg=/sys/fs/cgroup
 enable() { echo "+memory +pids +cpu" > "$1/cgroup.subtree_control"; }
 enable $cg
+# The cgroup each test binary starts in, alone (as a service's main
+# process is), made fresh for it: prints its path.
+leaf_for() {
+    case $layout in
+    root)
+        # The root cgroup (a container's namespace root, or a host without
+        # systemd), shared with this script.
+        echo $cg ;;
+    leaf)
+        # As a systemd service: a leaf beneath a slice with the
+        # controllers enabled.
+        mkdir -p $cg/test.slice/$1.service
+        enable $cg/test.slice
+        echo $cg/test.slice/$1.service ;;
+    delegated-user)
+        # As systemd delegates to a user: user@65534.service and below
+        # owned by nobody, the tests in a leaf scope of its app.slice.
+        local u=$cg/user.slice/user-65534.slice/user@65534.service
+        mkdir -p $u/init.scope $u/app.slice/$1.scope
+        enable $cg/user.slice
+        enable $cg/user.slice/user-65534.slice
+        enable $u
+        enable $u/app.slice
+        chown -R 65534:65534 $u
+        echo $u/app.slice/$1.scope ;;
+    esac
+}
 case $layout in
-root)
-    # The test shell in the root cgroup (a container's namespace root, or
-    # a host without systemd).
-    ;;
-leaf)
-    # As a systemd service: a leaf holding processes beneath a slice with
-    # the controllers enabled.
-    mkdir -p $cg/test.slice/shell.service
-    enable $cg/test.slice
-    echo $$ > $cg/test.slice/shell.service/cgroup.procs
-    ;;
-delegated-user)
-    # As systemd delegates to a user: user@65534.service and below owned by
-    # nobody, the tests in a leaf scope of its app.slice, as nobody.
-    u=$cg/user.slice/user-65534.slice/user@65534.service
-    mkdir -p $u/init.scope $u/app.slice/test.scope
-    enable $cg/user.slice
-    enable $cg/user.slice/user-65534.slice
-    enable $u
-    enable $u/app.slice
-    chown -R 65534:65534 $u
-    echo $$ > $u/app.slice/test.scope/cgroup.procs
-    user=nobody
-    ;;
-*)
-    say "unknown layout $layout"
-    exit 1
-    ;;
+root|leaf) user=root ;;
+delegated-user) user=nobody ;;
+*) say "unknown layout $layout"; exit 1 ;;
 esac
-say "kernel $(uname -r), layout $layout, cgroup $(cat /proc/self/cgroup)"
+say "kernel $(uname -r), layout $layout, tests as $user"
 
 mkdir -p /vm/out
 while IFS=$'\t' read -r name binary args; do
     [ -n "$name" ] || continue
-    say "running $name"
+    leaf=$(leaf_for "${name//[^a-zA-Z0-9]/-}")
+    say "running $name in ${leaf#$cg}"
     start=$(date +%s)
-    if [ $user = root ]; then
-        # shellcheck disable=SC2086
-        timeout -k 10 "$(cat /vm/timeout)" "$binary" $args > "/vm/out/$name.log" 2>&1
-    else
-        # shellcheck disable=SC2086
-        timeout -k 10 "$(cat /vm/timeout)" setpriv --reuid=65534 --regid=65534 --clear-groups \
-            --inh-caps=-all --bounding-set=-all "$binary" $args > "/vm/out/$name.log" 2>&1
+    if [ $user = root ]; then drop=(); else
+        drop=(setpriv --reuid=65534 --regid=65534 --clear-groups --inh-caps=-all --bounding-set=-all)
     fi
+    # shellcheck disable=SC2086
+    timeout -k 10 "$(cat /vm/timeout)" bash -c 'echo $$ > "$0/cgroup.procs" && exec "$@"' \
+        "$leaf" "${drop[@]}" "$binary" $args > "/vm/out/$name.log" 2>&1
     rc=$?
     echo "$rc $(( $(date +%s) - start ))" > "/vm/out/$name.rc"
     say "$name: exit $rc in $(( $(date +%s) - start )) s"

@@ -1,9 +1,14 @@
 //! Finding the cgroup hierarchies of this host and the caller's own place in
 //! each: the unified (v2) hierarchy, and v1 controllers on hybrid hosts.
 
+mod placement;
+
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
+
+pub use placement::{CgroupPlacement, CgroupStrategy, SUPERVISOR_LEAF, V2Placement};
+pub(crate) use placement::{place, remove_stale};
 
 /// The unified (cgroup v2) hierarchy, as seen from this process.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -12,10 +17,17 @@ pub struct UnifiedHierarchy {
     pub mount: PathBuf,
     /// The caller's cgroup, relative to the mount.
     pub own: PathBuf,
-    /// Controllers enabled for the caller's cgroup (`cgroup.controllers`).
+    /// Controllers the caller's cgroup has (`cgroup.controllers`). A child
+    /// cgroup only gets those its parent enables: see `placement`.
     pub controllers: Vec<String>,
     /// Whether a child cgroup can be created beneath the caller's own.
     pub writable: bool,
+    /// Where per-run cgroups go on this hierarchy and which controllers
+    /// they get there, as found (and, for a move, made) by the placement
+    /// strategies; `None` when none worked.
+    pub placement: Option<V2Placement>,
+    /// Why no strategy worked, when `placement` is `None`.
+    pub placement_failure: Option<String>,
 }
 
 /// A cgroup v1 hierarchy (one or more controllers mounted together).
@@ -47,13 +59,14 @@ impl CgroupSupport {
     /// Whether `controller` (`memory`, `pids`, …) can be used beneath the
     /// caller's cgroup, in either hierarchy.
     pub fn can_limit(&self, controller: &str) -> bool {
-        self.unified
-            .as_ref()
-            .is_some_and(|u| u.writable && u.controllers.iter().any(|c| c == controller))
-            || self
-                .v1
-                .iter()
-                .any(|h| h.writable && h.controllers.iter().any(|c| c == controller))
+        self.unified.as_ref().is_some_and(|u| {
+            u.placement
+                .as_ref()
+                .is_some_and(|p| p.controllers.iter().any(|c| c == controller))
+        }) || self
+            .v1
+            .iter()
+            .any(|h| h.writable && h.controllers.iter().any(|c| c == controller))
     }
 }
 
@@ -227,7 +240,10 @@ mod tests {
 pub(crate) struct ChosenHierarchy {
     pub(crate) v2: bool,
     pub(crate) mount: PathBuf,
-    pub(crate) own: PathBuf,
+    /// The parent of the run's cgroup, relative to the mount.
+    pub(crate) parent: PathBuf,
+    /// How the parent was found (cgroup v2).
+    pub(crate) strategy: Option<CgroupStrategy>,
 }
 
 impl ChosenHierarchy {
@@ -242,9 +258,10 @@ impl ChosenHierarchy {
             _ => controller,
         };
         format!(
-            "cgroup {} {file}, in a per-run cgroup beneath {}",
+            "cgroup {} {file}, in a per-run cgroup beneath {}{}",
             if self.v2 { "v2" } else { "v1" },
-            beneath(&self.mount, &self.own).display()
+            beneath(&self.mount, &self.parent).display(),
+            self.strategy.map(|s| format!(" ({s})")).unwrap_or_default()
         )
     }
 }
@@ -264,13 +281,14 @@ impl CgroupSupport {
     /// v1 hierarchy carrying it.
     pub(crate) fn hierarchy_for(&self, controller: &str) -> Option<ChosenHierarchy> {
         if let Some(u) = &self.unified
-            && u.writable
-            && u.controllers.iter().any(|c| c == controller)
+            && let Some(p) = &u.placement
+            && p.controllers.iter().any(|c| c == controller)
         {
             return Some(ChosenHierarchy {
                 v2: true,
                 mount: u.mount.clone(),
-                own: u.own.clone(),
+                parent: p.parent.clone(),
+                strategy: Some(p.strategy),
             });
         }
         self.v1
@@ -279,8 +297,21 @@ impl CgroupSupport {
             .map(|h| ChosenHierarchy {
                 v2: false,
                 mount: h.mount.clone(),
-                own: h.own.clone(),
+                parent: h.own.clone(),
+                strategy: None,
             })
+    }
+
+    /// Where a run's cgroup v2 that only tracks the run (no controller:
+    /// `cgroup.events`, `cgroup.kill`) goes: the placement's parent, or
+    /// the caller's own cgroup where one can be made there.
+    pub(crate) fn tracking_parent(&self) -> Option<(PathBuf, PathBuf)> {
+        let u = self.unified.as_ref()?;
+        match &u.placement {
+            Some(p) => Some((u.mount.clone(), p.parent.clone())),
+            None if u.writable => Some((u.mount.clone(), u.own.clone())),
+            None => None,
+        }
     }
 }
 
@@ -352,17 +383,13 @@ impl RunCgroups {
                     source: std::io::ErrorKind::NotFound.into(),
                 });
             };
-            if let Some(dir) = run
-                .dirs
-                .iter_mut()
-                .find(|d| d.v2 && h.v2 && d.path.starts_with(&h.own))
-            {
+            if let Some(dir) = run.dirs.iter_mut().find(|d| d.v2 && h.v2) {
                 dir.controllers.push(controller);
                 continue;
             }
             let root = openat2_root::Root::open(&h.mount)
                 .map_err(cgroup_error(format!("open {}", h.mount.display())))?;
-            let path = h.own.join(&name);
+            let path = h.parent.join(&name);
             root.create_dir(&path, 0o755).map_err(cgroup_error(format!(
                 "create cgroup {}",
                 h.mount.join(&path).display()
@@ -377,15 +404,15 @@ impl RunCgroups {
         // The unified hierarchy tracks the run too where it is writable and
         // no controller put the run there already: `cgroup.events` says
         // whether anything of the run is alive, `cgroup.kill` ends it all.
-        if let Some(u) = support.unified.as_ref().filter(|u| u.writable)
+        if let Some((mount, parent)) = support.tracking_parent()
             && !run.dirs.iter().any(|d| d.v2)
         {
-            let root = openat2_root::Root::open(&u.mount)
-                .map_err(cgroup_error(format!("open {}", u.mount.display())))?;
-            let path = u.own.join(&name);
+            let root = openat2_root::Root::open(&mount)
+                .map_err(cgroup_error(format!("open {}", mount.display())))?;
+            let path = parent.join(&name);
             root.create_dir(&path, 0o755).map_err(cgroup_error(format!(
                 "create cgroup {}",
-                u.mount.join(&path).display()
+                mount.join(&path).display()
             )))?;
             run.dirs.push(RunCgroupDir {
                 root,
@@ -402,6 +429,9 @@ impl RunCgroups {
                         if v2 {
                             dir.write("memory.max", &bytes)?;
                             dir.write_if_present("memory.swap.max", "0")?;
+                            // An OOM kill ends the whole run, not one
+                            // process of it.
+                            dir.write_if_present("memory.oom.group", "1")?;
                         } else {
                             dir.write("memory.limit_in_bytes", &bytes)?;
                             dir.write_if_present("memory.memsw.limit_in_bytes", &bytes)?;

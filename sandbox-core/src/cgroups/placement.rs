@@ -1,0 +1,467 @@
+//! Where a run's cgroup v2 can get its controllers: a parent cgroup that
+//! holds no process and enables `memory`, `pids` and `cpu` for its
+//! children (cgroup v2's "no internal processes" rule: a cgroup holding
+//! processes cannot give its children controllers).
+//!
+//! The strategies, tried in this order by [`CgroupPlacement::Auto`]:
+//!
+//! 1. **a delegated parent**: the caller's cgroup is a leaf (named
+//!    `supervisor`, or marked delegated by systemd with the
+//!    `trusted.delegate` / `user.delegate` xattr on its parent) of a parent
+//!    that holds no process and that the caller can create cgroups in —
+//!    systemd's `DelegateSubgroup=` layout, or the leaf another process of
+//!    the caller's made (strategy 3);
+//! 2. **the caller's own cgroup**, where it can enable the controllers for
+//!    its children itself: the root cgroup (exempt from the rule), or a
+//!    cgroup holding no process;
+//! 3. **moving the caller into a leaf of its own cgroup**
+//!    (`<own>/supervisor`), then enabling the controllers in `<own>`: only
+//!    where the caller's cgroup holds no process but the caller and those
+//!    it started (they move with it, each with all its threads).
+//!
+//! Each step is the exact operation a run relies on (a write to
+//! `cgroup.subtree_control`, a `mkdir`, a write to `cgroup.procs`), made
+//! through `openat2-root` beneath the hierarchy's mount.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+/// The controllers a sandbox limits with.
+pub(crate) const WANTED: [&str; 3] = ["memory", "pids", "cpu"];
+
+/// The leaf the caller moves into (strategy 3), and the name that marks a
+/// delegated parent (strategy 1).
+pub const SUPERVISOR_LEAF: &str = "supervisor";
+
+/// How per-run cgroups on the unified hierarchy find their parent.
+///
+/// # Examples
+///
+/// ```no_run
+/// use sandbox_core::{CgroupPlacement, Sandbox};
+///
+/// // A systemd unit with `Delegate=yes` gave us this subtree:
+/// let sandbox = Sandbox::from_profile("default")?
+///     .with_cgroup_placement(CgroupPlacement::Parent("/sys/fs/cgroup/jobs.slice/runner".into()))?;
+/// # Ok::<(), sandbox_core::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum CgroupPlacement {
+    /// The strategies of this module, in order (the default).
+    #[default]
+    Auto,
+    /// A delegated parent the caller was given: an absolute path (beneath
+    /// the cgroup v2 mount) or one relative to the mount. It must hold no
+    /// process; the controllers are enabled in it if they are not already.
+    Parent(PathBuf),
+    /// Move **every process** of the caller's cgroup (the caller and
+    /// whatever shares its cgroup: a container's shell, say) into
+    /// `<own>/supervisor`, then enable the controllers in `<own>`. Opt-in:
+    /// it moves processes that are not the caller's.
+    MoveCgroupToLeaf,
+    /// Make no cgroup v2 placement: limits that need one are downgrades.
+    Disabled,
+}
+
+/// The strategy that found the parent of a run's cgroups.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CgroupStrategy {
+    /// A parent the caller gave ([`CgroupPlacement::Parent`]).
+    GivenParent,
+    /// An empty delegated parent of the caller's leaf cgroup.
+    DelegatedParent,
+    /// The caller's own cgroup, which can enable controllers for its
+    /// children (the root cgroup, or one holding no process).
+    OwnCgroup,
+    /// The caller moved itself (and the processes it started) into
+    /// `<own>/supervisor`.
+    MovedToLeaf,
+    /// Every process of the caller's cgroup was moved into
+    /// `<own>/supervisor` ([`CgroupPlacement::MoveCgroupToLeaf`]).
+    MovedCgroupToLeaf,
+}
+
+impl std::fmt::Display for CgroupStrategy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::GivenParent => "a delegated parent the caller gave",
+            Self::DelegatedParent => "the empty delegated parent of the caller's leaf cgroup",
+            Self::OwnCgroup => {
+                "the caller's own cgroup, which enables controllers for its children"
+            }
+            Self::MovedToLeaf => "the caller moved itself into <own>/supervisor",
+            Self::MovedCgroupToLeaf => {
+                "every process of the caller's cgroup moved into <own>/supervisor (as asked)"
+            }
+        })
+    }
+}
+
+/// Where a run's cgroup v2 goes, and what it gets there.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct V2Placement {
+    /// How this parent was found.
+    pub strategy: CgroupStrategy,
+    /// The parent of the per-run cgroups, relative to the mount.
+    pub parent: PathBuf,
+    /// The controllers a child of `parent` gets (its
+    /// `cgroup.subtree_control`, read back after enabling).
+    pub controllers: Vec<String>,
+}
+
+/// A cgroup v2 directory reached beneath the mount.
+struct Cg<'a> {
+    root: &'a openat2_root::Root,
+    path: PathBuf,
+}
+
+impl Cg<'_> {
+    fn file(&self, name: &str) -> PathBuf {
+        if self.path == Path::new(".") {
+            PathBuf::from(name)
+        } else {
+            self.path.join(name)
+        }
+    }
+
+    fn read(&self, name: &str) -> Result<String, String> {
+        let mut text = String::new();
+        self.root
+            .open_file(self.file(name), openat2_root::OpenOptions::new().read(true))
+            .map_err(|e| e.to_string())?
+            .read_to_string(&mut text)
+            .map_err(|e| format!("read {}: {e}", self.file(name).display()))?;
+        Ok(text)
+    }
+
+    fn write(&self, name: &str, value: &str) -> Result<(), String> {
+        let what = || format!("write {value:?} to {}", self.file(name).display());
+        self.root
+            .open_file(
+                self.file(name),
+                openat2_root::OpenOptions::new().write(true),
+            )
+            .map_err(|e| format!("{}: {e}", what()))?
+            .write_all(value.as_bytes())
+            .map_err(|e| format!("{}: {e}", what()))
+    }
+
+    fn words(&self, name: &str) -> Vec<String> {
+        self.read(name)
+            .map(|t| t.split_whitespace().map(String::from).collect())
+            .unwrap_or_default()
+    }
+
+    fn procs(&self) -> Result<Vec<u32>, String> {
+        Ok(self
+            .read("cgroup.procs")?
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect())
+    }
+
+    /// Enables each wanted controller the cgroup has (one write each: one
+    /// refused controller must not cost the others), then reads back what
+    /// its children get.
+    fn enable(&self) -> Result<Vec<String>, String> {
+        let available = self.words("cgroup.controllers");
+        let mut refused = Vec::new();
+        for c in WANTED {
+            if !available.iter().any(|a| a == c) {
+                continue;
+            }
+            if self.words("cgroup.subtree_control").iter().any(|e| e == c) {
+                continue;
+            }
+            if let Err(e) = self.write("cgroup.subtree_control", &format!("+{c}")) {
+                refused.push(e);
+            }
+        }
+        let enabled: Vec<String> = self
+            .words("cgroup.subtree_control")
+            .into_iter()
+            .filter(|c| WANTED.contains(&c.as_str()))
+            .collect();
+        if enabled.is_empty() && !refused.is_empty() {
+            return Err(refused.join("; "));
+        }
+        Ok(enabled)
+    }
+
+    /// A cgroup can be made (and removed) beneath this one.
+    fn can_create(&self) -> Result<(), String> {
+        let probe = self.file(&format!("sandbox-probe-{}", std::process::id()));
+        self.root
+            .create_dir(&probe, 0o755)
+            .map_err(|e| format!("create a cgroup in {}: {e}", self.path.display()))?;
+        self.root
+            .remove_dir(&probe)
+            .map_err(|e| format!("remove {}: {e}", probe.display()))
+    }
+
+    fn has_delegate_xattr(&self) -> bool {
+        let Ok(dir) = self.root.open_dir(&self.path) else {
+            return false;
+        };
+        ["trusted.delegate", "user.delegate"].iter().any(|name| {
+            let mut value = [0u8; 8];
+            rustix::fs::fgetxattr(&dir, *name, &mut value).is_ok_and(|n| &value[..n] == b"1")
+        })
+    }
+}
+
+/// Finds (and where a strategy says so, makes) the placement of per-run
+/// cgroups in the unified hierarchy mounted at `mount`, for a caller in
+/// `own` (relative to it).
+///
+/// # Errors
+///
+/// Every strategy's reason for failing, joined; whatever a failed strategy
+/// did is undone (a moved caller is moved back).
+pub(crate) fn place(
+    mount: &Path,
+    own: &Path,
+    mode: &CgroupPlacement,
+) -> Result<V2Placement, String> {
+    let root = openat2_root::Root::open(mount)
+        .map_err(|e| format!("open the cgroup v2 mount {}: {e}", mount.display()))?;
+    let own_cg = Cg {
+        root: &root,
+        path: own.to_path_buf(),
+    };
+    let placed = |strategy, parent: &Cg<'_>, controllers| V2Placement {
+        strategy,
+        parent: parent.path.clone(),
+        controllers,
+    };
+    match mode {
+        CgroupPlacement::Disabled => Err("cgroup placement disabled by the caller".into()),
+        CgroupPlacement::Parent(path) => {
+            let rel = path.strip_prefix(mount).unwrap_or(path);
+            let rel = if rel.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                rel
+            };
+            let parent = Cg {
+                root: &root,
+                path: rel.to_path_buf(),
+            };
+            let procs = parent.procs()?;
+            if !procs.is_empty() && rel != Path::new(".") {
+                return Err(format!(
+                    "the given parent {} holds processes ({}), so it cannot give its children controllers",
+                    mount.join(rel).display(),
+                    procs.len()
+                ));
+            }
+            let controllers = parent.enable()?;
+            parent.can_create()?;
+            Ok(placed(CgroupStrategy::GivenParent, &parent, controllers))
+        }
+        CgroupPlacement::MoveCgroupToLeaf => {
+            let leaf = move_into_leaf(&own_cg, true)?;
+            enable_after_move(&own_cg, &leaf, CgroupStrategy::MovedCgroupToLeaf)
+        }
+        CgroupPlacement::Auto => {
+            let mut why = Vec::new();
+            // 1. A delegated parent of our leaf.
+            if let Some(parent_path) = own
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty() && own != Path::new("."))
+            {
+                let parent = Cg {
+                    root: &root,
+                    path: parent_path.to_path_buf(),
+                };
+                let marked = own.file_name() == Some(SUPERVISOR_LEAF.as_ref())
+                    || parent.has_delegate_xattr();
+                if marked {
+                    match parent.procs() {
+                        Ok(p) if p.is_empty() => match parent.enable().and_then(|c| {
+                            parent.can_create()?;
+                            Ok(c)
+                        }) {
+                            Ok(c) => {
+                                return Ok(placed(CgroupStrategy::DelegatedParent, &parent, c));
+                            }
+                            Err(e) => why.push(format!("delegated parent: {e}")),
+                        },
+                        Ok(_) => why.push(format!(
+                            "delegated parent: {} holds processes",
+                            parent.path.display()
+                        )),
+                        Err(e) => why.push(format!("delegated parent: {e}")),
+                    }
+                }
+            }
+            // 2. Our own cgroup enables controllers for its children.
+            match own_cg.enable().and_then(|c| {
+                own_cg.can_create()?;
+                Ok(c)
+            }) {
+                // Enabled, or none of them to enable (a hybrid host's
+                // unified hierarchy: run cgroups there only track the run).
+                Ok(c) => return Ok(placed(CgroupStrategy::OwnCgroup, &own_cg, c)),
+                Err(e) => why.push(format!("own cgroup: {e}")),
+            }
+            // 3. Move ourselves into a leaf, where we are alone.
+            match move_into_leaf(&own_cg, false) {
+                Ok(leaf) => match enable_after_move(&own_cg, &leaf, CgroupStrategy::MovedToLeaf) {
+                    Ok(p) => return Ok(p),
+                    Err(e) => why.push(format!("move into {SUPERVISOR_LEAF}: {e}")),
+                },
+                Err(e) => why.push(format!("move into {SUPERVISOR_LEAF}: {e}")),
+            }
+            Err(why.join("; "))
+        }
+    }
+}
+
+/// Moves the caller (or, with `everyone`, every process of `own`) into
+/// `<own>/supervisor`, returning the leaf.
+fn move_into_leaf<'a>(own: &Cg<'a>, everyone: bool) -> Result<Cg<'a>, String> {
+    let me = std::process::id();
+    let procs = own.procs()?;
+    // The caller's own processes: itself and those it started (which move
+    // with it).
+    let others = procs.iter().filter(|&&p| !descends_from(p, me)).count();
+    if !everyone && others > 0 {
+        return Err(format!(
+            "{} holds {others} process(es) that are not the caller's; moving the caller would not empty it (CgroupPlacement::MoveCgroupToLeaf moves them all)",
+            own.path.display(),
+        ));
+    }
+    let leaf = Cg {
+        root: own.root,
+        path: own.file(SUPERVISOR_LEAF),
+    };
+    match own.root.create_dir(&leaf.path, 0o755) {
+        Ok(()) => {}
+        Err(e) if e.kind() == openat2_root::ErrorKind::Os(libc::EEXIST) => {}
+        Err(e) => return Err(format!("create {}: {e}", leaf.path.display())),
+    }
+    for pid in procs {
+        if let Err(e) = leaf.write("cgroup.procs", &pid.to_string()) {
+            // A process that exited meanwhile is not in the way.
+            if std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                undo_move(own, &leaf);
+                return Err(e);
+            }
+        }
+    }
+    Ok(leaf)
+}
+
+fn enable_after_move(
+    own: &Cg<'_>,
+    leaf: &Cg<'_>,
+    strategy: CgroupStrategy,
+) -> Result<V2Placement, String> {
+    match own.enable().and_then(|c| {
+        own.can_create()?;
+        Ok(c)
+    }) {
+        Ok(controllers) => Ok(V2Placement {
+            strategy,
+            parent: own.path.clone(),
+            controllers,
+        }),
+        Err(e) => {
+            undo_move(own, leaf);
+            Err(e)
+        }
+    }
+}
+
+/// Whether `pid` is `ancestor` or one of its descendants (by the parent
+/// chain in `/proc/<pid>/stat`).
+fn descends_from(mut pid: u32, ancestor: u32) -> bool {
+    for _ in 0..64 {
+        if pid == ancestor {
+            return true;
+        }
+        if pid <= 1 {
+            return false;
+        }
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            return false;
+        };
+        // `pid (comm) state ppid …`, where comm may hold anything but the
+        // last `)`.
+        let Some(ppid) = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse().ok())
+        else {
+            return false;
+        };
+        pid = ppid;
+    }
+    false
+}
+
+/// Puts the processes of `leaf` back in `own` and removes the leaf.
+fn undo_move(own: &Cg<'_>, leaf: &Cg<'_>) {
+    for pid in leaf.procs().unwrap_or_default() {
+        let _ = own.write("cgroup.procs", &pid.to_string());
+    }
+    let _ = own.root.remove_dir(&leaf.path);
+}
+
+/// Removes the empty run cgroups (`sandbox-<pid>-<n>`, `sandbox-probe-<pid>`)
+/// that callers which died without cleaning up left in `parent` (beneath
+/// `mount`): those whose pid is gone and that hold nothing. A live run's
+/// cgroup is never touched (its caller's pid exists, and rmdir of a
+/// populated cgroup fails anyway).
+pub(crate) fn remove_stale(mount: &Path, parent: &Path) -> usize {
+    let Ok(root) = openat2_root::Root::open(mount) else {
+        return 0;
+    };
+    let Ok(entries) = root.read_dir(parent) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for entry in entries.filter_map(Result::ok) {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = stale_owner(&name) else {
+            continue;
+        };
+        if pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        let path = if parent == Path::new(".") {
+            PathBuf::from(&name)
+        } else {
+            parent.join(&name)
+        };
+        if root.remove_dir(&path).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
+}
+
+/// The pid in a run cgroup's name.
+fn stale_owner(name: &str) -> Option<u32> {
+    let rest = name
+        .strip_prefix("sandbox-probe-")
+        .or_else(|| name.strip_prefix("sandbox-"))?;
+    rest.split('-').next()?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_cgroup_names_give_their_owner() {
+        assert_eq!(stale_owner("sandbox-193-0"), Some(193));
+        assert_eq!(stale_owner("sandbox-probe-77"), Some(77));
+        assert_eq!(stale_owner("supervisor"), None);
+        assert_eq!(stale_owner("sandbox-x-1"), None);
+    }
+}

@@ -268,11 +268,6 @@ fn probe_cgroups() -> CgroupSupport {
                     Ok(p) => (Some(p), None),
                     Err(why) => (None, Some(why)),
                 };
-            // Run cgroups of callers that died before removing theirs.
-            cgroups::remove_stale(
-                &m.mount_point,
-                placement.as_ref().map_or(&rel, |p| &p.parent),
-            );
             support.unified = Some(UnifiedHierarchy {
                 mount: m.mount_point,
                 own: rel,
@@ -302,9 +297,6 @@ fn probe_cgroups() -> CgroupSupport {
                 .iter()
                 .any(|c| USED_CONTROLLERS.contains(&c.as_str()))
                 && can_create_beneath(&m.mount_point, &rel);
-            if writable {
-                cgroups::remove_stale(&m.mount_point, &rel);
-            }
             if !support.v1.iter().any(|h| h.controllers == m.controllers) {
                 support.v1.push(V1Hierarchy {
                     controllers: m.controllers,

@@ -73,7 +73,8 @@ pub struct Sandbox {
 
 impl Sandbox {
     /// A sandbox for `policy`, completed with the `default` profile for
-    /// whatever it leaves unset.
+    /// whatever it leaves unset. Empty run cgroups that callers which died
+    /// left behind (`sandbox-<pid>-<n>` whose pid is gone) are removed.
     ///
     /// This does not refuse a policy the host cannot enforce: see
     /// [`report`](Sandbox::report); a run of it returns
@@ -84,7 +85,10 @@ impl Sandbox {
     /// [`Error::Policy`] if the policy is invalid; [`Error::Prepare`] if
     /// the seccomp filter cannot be compiled for this architecture.
     pub fn new(policy: Policy) -> Result<Self> {
-        Self::with_host(policy, probe())
+        let host = probe();
+        // Empty run cgroups of callers that died without removing them.
+        crate::cgroups::remove_stale_runs(&host.cgroups);
+        Self::with_host(policy, host)
     }
 
     /// A sandbox for a built-in profile: `default`, `strict` or

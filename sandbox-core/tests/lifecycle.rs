@@ -113,9 +113,16 @@ const PERL_FORKS: &str = "perl -e 'for (1..40) { my $p = fork; last unless defin
 
 #[test]
 fn memory_and_pids_limits_come_from_cgroups() {
-    require_root!();
+    // Any caller: root, or an unprivileged one in a delegated subtree (the
+    // kernel matrix's delegated-user layout sets SANDBOX_EXPECT_CGROUP_LIMITS,
+    // where a downgrade is a failure).
     let sb = sandbox("[resources]\npids = 16\nmemory = \"64MiB\"\n");
     if !sb.report().fully_enforced() {
+        assert!(
+            std::env::var_os("SANDBOX_EXPECT_CGROUP_LIMITS").is_none(),
+            "limits expected here: {}",
+            sb.report()
+        );
         eprintln!("skipped: {}", sb.report());
         return;
     }
@@ -145,6 +152,9 @@ fn parent_death_kills_the_sandbox() {
     }
     require_root!();
     use std::io::{BufRead, BufReader};
+    // Placed first (on a cgroup v2 leaf: moved into <leaf>/supervisor), as
+    // a supervisor would be, so the child's runs find the same parent.
+    sandbox_core::probe();
     let exe = std::env::current_exe().unwrap();
     let mut child = std::process::Command::new(exe)
         .args(["--exact", "parent_death_kills_the_sandbox", "--nocapture"])
@@ -166,6 +176,40 @@ fn parent_death_kills_the_sandbox() {
         0,
         "the sandbox died with its parent"
     );
+    // The killed caller could not remove its run's cgroups; the next
+    // Sandbox made here does.
+    let left = run_cgroups_of(child.id());
+    assert!(!left.is_empty(), "the killed caller left its run cgroups");
+    let _next = Sandbox::from_profile("default").unwrap();
+    assert_eq!(run_cgroups_of(child.id()), Vec::<std::path::PathBuf>::new());
+}
+
+/// The run cgroups (`sandbox-<pid>-*`) of caller `pid`, wherever this
+/// process's runs would make theirs.
+fn run_cgroups_of(pid: u32) -> Vec<std::path::PathBuf> {
+    let host = sandbox_core::probe();
+    let prefix = format!("sandbox-{pid}-");
+    let mut parents: Vec<std::path::PathBuf> = host
+        .cgroups
+        .v1
+        .iter()
+        .filter(|h| h.writable)
+        .map(|h| h.mount.join(&h.own))
+        .collect();
+    if let Some(u) = &host.cgroups.unified {
+        parents.push(
+            u.mount
+                .join(u.placement.as_ref().map_or(&u.own, |p| &p.parent)),
+        );
+    }
+    parents
+        .iter()
+        .filter_map(|dir| std::fs::read_dir(dir).ok())
+        .flatten()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        .map(|e| e.path())
+        .collect()
 }
 
 #[test]
@@ -244,9 +288,10 @@ fn the_cpu_limit_comes_from_a_cgroup() {
     let free = sh(&sandbox("[resources]\ncpu = \"unlimited\"\n"), spin);
     let (capped_s, free_s) = (capped.cpu_time.as_secs_f64(), free.cpu_time.as_secs_f64());
     println!("1 s of spinning: {capped_s:.2} s of CPU at 20 %, {free_s:.2} s unlimited");
-    assert!(capped_s < 0.4, "{capped_s:.2} s of CPU at 20 %");
+    // Against the control, not an absolute figure: under emulation (the
+    // kernel matrix) starting sh and timeout costs CPU time of its own.
     assert!(
-        capped_s < free_s * 0.6,
+        capped_s < free_s * 0.5,
         "capped {capped_s:.2} s against {free_s:.2} s unlimited"
     );
 }
@@ -392,6 +437,9 @@ fn without_a_pids_cgroup_a_run_uid_of_its_own_makes_rlimit_nproc_per_sandbox() {
     }
     if let Some(u) = host.cgroups.unified.as_mut() {
         u.controllers.retain(|c| c != "pids");
+        if let Some(p) = u.placement.as_mut() {
+            p.controllers.retain(|c| c != "pids");
+        }
     }
     let sb = Sandbox::with_host(
         sandbox_policy::Policy::from_toml_str("[resources]\npids = 16\n").unwrap(),

@@ -275,6 +275,19 @@ pub(crate) fn beneath(mount: &Path, own: &Path) -> PathBuf {
     }
 }
 
+/// Removes the empty run cgroups of dead callers wherever this caller's
+/// runs make theirs.
+pub(crate) fn remove_stale_runs(support: &CgroupSupport) -> usize {
+    let mut removed = 0;
+    if let Some((mount, parent)) = support.tracking_parent() {
+        removed += remove_stale(&mount, &parent);
+    }
+    for h in support.v1.iter().filter(|h| h.writable) {
+        removed += remove_stale(&h.mount, &h.own);
+    }
+    removed
+}
+
 impl CgroupSupport {
     /// Where a per-run cgroup limiting `controller` would go: the unified
     /// hierarchy if it has the controller and is writable, else a writable

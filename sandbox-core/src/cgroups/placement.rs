@@ -112,6 +112,17 @@ pub struct V2Placement {
     pub controllers: Vec<String>,
 }
 
+/// What [`Cg::enable`] got.
+struct Enabled {
+    /// Enabled for the children now (wanted ones only).
+    controllers: Vec<String>,
+    /// The writes the kernel refused (a domain controller in a cgroup that
+    /// holds processes: EBUSY; threaded ones such as pids and cpu pass).
+    refused: Vec<String>,
+    /// Enabled by this call.
+    newly: Vec<&'static str>,
+}
+
 /// A cgroup v2 directory reached beneath the mount.
 struct Cg<'a> {
     root: &'a openat2_root::Root,
@@ -166,9 +177,10 @@ impl Cg<'_> {
     /// Enables each wanted controller the cgroup has (one write each: one
     /// refused controller must not cost the others), then reads back what
     /// its children get.
-    fn enable(&self) -> Result<Vec<String>, String> {
+    fn enable(&self) -> Result<Enabled, String> {
         let available = self.words("cgroup.controllers");
         let mut refused = Vec::new();
+        let mut newly = Vec::new();
         for c in WANTED {
             if !available.iter().any(|a| a == c) {
                 continue;
@@ -176,8 +188,9 @@ impl Cg<'_> {
             if self.words("cgroup.subtree_control").iter().any(|e| e == c) {
                 continue;
             }
-            if let Err(e) = self.write("cgroup.subtree_control", &format!("+{c}")) {
-                refused.push(e);
+            match self.write("cgroup.subtree_control", &format!("+{c}")) {
+                Ok(()) => newly.push(c),
+                Err(e) => refused.push(e),
             }
         }
         let enabled: Vec<String> = self
@@ -188,7 +201,18 @@ impl Cg<'_> {
         if enabled.is_empty() && !refused.is_empty() {
             return Err(refused.join("; "));
         }
-        Ok(enabled)
+        Ok(Enabled {
+            controllers: enabled,
+            refused,
+            newly,
+        })
+    }
+
+    /// Takes back controllers [`enable`](Cg::enable) turned on.
+    fn disable(&self, controllers: &[&str]) {
+        for c in controllers {
+            let _ = self.write("cgroup.subtree_control", &format!("-{c}"));
+        }
     }
 
     /// A cgroup can be made (and removed) beneath this one.
@@ -258,9 +282,13 @@ pub(crate) fn place(
                     procs.len()
                 ));
             }
-            let controllers = parent.enable()?;
+            let enabled = parent.enable()?;
             parent.can_create()?;
-            Ok(placed(CgroupStrategy::GivenParent, &parent, controllers))
+            Ok(placed(
+                CgroupStrategy::GivenParent,
+                &parent,
+                enabled.controllers,
+            ))
         }
         CgroupPlacement::MoveCgroupToLeaf => {
             let leaf = move_into_leaf(&own_cg, true)?;
@@ -281,12 +309,16 @@ pub(crate) fn place(
                     || parent.has_delegate_xattr();
                 if marked {
                     match parent.procs() {
-                        Ok(p) if p.is_empty() => match parent.enable().and_then(|c| {
+                        Ok(p) if p.is_empty() => match parent.enable().and_then(|e| {
                             parent.can_create()?;
-                            Ok(c)
+                            Ok(e)
                         }) {
-                            Ok(c) => {
-                                return Ok(placed(CgroupStrategy::DelegatedParent, &parent, c));
+                            Ok(e) => {
+                                return Ok(placed(
+                                    CgroupStrategy::DelegatedParent,
+                                    &parent,
+                                    e.controllers,
+                                ));
                             }
                             Err(e) => why.push(format!("delegated parent: {e}")),
                         },
@@ -298,14 +330,25 @@ pub(crate) fn place(
                     }
                 }
             }
-            // 2. Our own cgroup enables controllers for its children.
-            match own_cg.enable().and_then(|c| {
+            // 2. Our own cgroup enables controllers for its children. A
+            // cgroup holding processes may enable the threaded controllers
+            // (pids, cpu) but not memory: a partial result is kept only if
+            // moving (3) does no better.
+            let mut partial = None;
+            match own_cg.enable().and_then(|e| {
                 own_cg.can_create()?;
-                Ok(c)
+                Ok(e)
             }) {
                 // Enabled, or none of them to enable (a hybrid host's
                 // unified hierarchy: run cgroups there only track the run).
-                Ok(c) => return Ok(placed(CgroupStrategy::OwnCgroup, &own_cg, c)),
+                Ok(e) if e.refused.is_empty() => {
+                    return Ok(placed(CgroupStrategy::OwnCgroup, &own_cg, e.controllers));
+                }
+                Ok(e) => {
+                    why.push(format!("own cgroup: {}", e.refused.join("; ")));
+                    own_cg.disable(&e.newly);
+                    partial = Some(e.newly);
+                }
                 Err(e) => why.push(format!("own cgroup: {e}")),
             }
             // 3. Move ourselves into a leaf, where we are alone.
@@ -315,6 +358,14 @@ pub(crate) fn place(
                     Err(e) => why.push(format!("move into {SUPERVISOR_LEAF}: {e}")),
                 },
                 Err(e) => why.push(format!("move into {SUPERVISOR_LEAF}: {e}")),
+            }
+            if partial.is_some()
+                && let Ok(e) = own_cg.enable()
+                && !e.controllers.is_empty()
+            {
+                // What the own cgroup can give (the threaded controllers);
+                // the decision downgrades the rest, with `why`.
+                return Ok(placed(CgroupStrategy::OwnCgroup, &own_cg, e.controllers));
             }
             Err(why.join("; "))
         }
@@ -361,14 +412,14 @@ fn enable_after_move(
     leaf: &Cg<'_>,
     strategy: CgroupStrategy,
 ) -> Result<V2Placement, String> {
-    match own.enable().and_then(|c| {
+    match own.enable().and_then(|e| {
         own.can_create()?;
-        Ok(c)
+        Ok(e)
     }) {
-        Ok(controllers) => Ok(V2Placement {
+        Ok(e) => Ok(V2Placement {
             strategy,
             parent: own.path.clone(),
-            controllers,
+            controllers: e.controllers,
         }),
         Err(e) => {
             undo_move(own, leaf);

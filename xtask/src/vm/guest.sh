@@ -7,6 +7,8 @@
 # the guest off.
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 export HOME=/tmp LANG=C.UTF-8
+# Every layout of the matrix can give a run memory and pids limits.
+export SANDBOX_EXPECT_CGROUP_LIMITS=1
 say() { echo "vm: $*" > /dev/console; }
 off() { sync; echo o > /proc/sysrq-trigger; sleep 10; }
 trap off EXIT
@@ -69,7 +71,7 @@ say "kernel $(uname -r), layout $layout, tests as $user"
 mkdir -p /vm/out
 while IFS=$'\t' read -r name binary args; do
     [ -n "$name" ] || continue
-    leaf=$(leaf_for "${name//[^a-zA-Z0-9]/-}")
+    leaf=$(leaf_for "t-${name//[^a-zA-Z0-9]/-}")
     say "running $name in ${leaf#$cg}"
     start=$(date +%s)
     if [ $user = root ]; then drop=(); else
@@ -83,5 +85,5 @@ while IFS=$'\t' read -r name binary args; do
     say "$name: exit $rc in $(( $(date +%s) - start )) s"
 done < /vm/plan
 # Run cgroups left behind anywhere in the tree.
-find $cg -name 'sandbox-*' -type d > /vm/out/leftover-cgroups 2>/dev/null
+find $cg -regex '.*/sandbox-\(probe-\)?[0-9]+-?[0-9]*' -type d > /vm/out/leftover-cgroups 2>/dev/null
 say "done"

@@ -134,8 +134,11 @@ struct Cell {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Outcome {
+    /// `skipped`: tests that said they skipped (not root, say): they count
+    /// as passed in libtest, and are shown apart here.
     Passed {
         tests: Option<(u64, u64)>,
+        skipped: usize,
         secs: u64,
     },
     Failed {
@@ -343,8 +346,13 @@ fn boot(
                 let code: i32 = parts.next().and_then(|c| c.parse().ok()).unwrap_or(-1);
                 let secs: u64 = parts.next().and_then(|c| c.parse().ok()).unwrap_or(0);
                 let tests = select::count_results(&log);
+                let skipped = log.matches("skipped: ").count();
                 if code == 0 {
-                    Outcome::Passed { tests, secs }
+                    Outcome::Passed {
+                        tests,
+                        skipped,
+                        secs,
+                    }
                 } else {
                     Outcome::Failed {
                         detail: match (code, tests) {
@@ -372,6 +380,7 @@ fn boot(
         outcome: if leftovers.trim().is_empty() && share.join("out/leftover-cgroups").exists() {
             Outcome::Passed {
                 tests: None,
+                skipped: 0,
                 secs: 0,
             }
         } else if leftovers.trim().is_empty() {
@@ -421,16 +430,21 @@ fn render(cells: &[Cell]) -> String {
             let text = match cell.map(|c| &c.outcome) {
                 None => "-".to_string(),
                 Some(Outcome::Passed {
-                    tests: Some((p, _)),
+                    tests,
+                    skipped,
                     secs,
                 }) => {
-                    format!("passed {p} ({secs} s)")
+                    let skipped = if *skipped > 0 {
+                        format!(", {skipped} skipped")
+                    } else {
+                        String::new()
+                    };
+                    match (tests, secs) {
+                        (Some((p, _)), _) => format!("passed {p}{skipped} ({secs} s)"),
+                        (None, 0) => "yes".to_string(),
+                        (None, _) => format!("passed{skipped} ({secs} s)"),
+                    }
                 }
-                Some(Outcome::Passed {
-                    tests: None,
-                    secs: 0,
-                }) => "yes".to_string(),
-                Some(Outcome::Passed { tests: None, secs }) => format!("passed ({secs} s)"),
                 Some(Outcome::Failed { detail, secs }) => {
                     format!("**FAILED**: {detail} ({secs} s)")
                 }

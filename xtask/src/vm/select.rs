@@ -124,7 +124,7 @@ pub(crate) fn build_and_select(selection: &Selection) -> Result<Vec<TestBinary>,
             display: format!("{package}/{name}"),
             executable: PathBuf::from(exe),
             args: if harness {
-                vec!["--test-threads=2".into()]
+                vec!["--test-threads=2".into(), "--nocapture".into()]
             } else {
                 Vec::new()
             },

@@ -373,3 +373,38 @@ fn landlock_scopes_abstract_unix_sockets_to_the_sandbox() {
         .unwrap();
     assert_eq!(stdout(&out), "connected\n", "{out:?}");
 }
+
+#[test]
+fn the_sandboxs_root_is_an_unprivileged_host_uid() {
+    // privilege.user = "root": uid 0 inside, never uid 0 outside (for a
+    // root caller: the host's nobody; for another caller: itself).
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let sb = sandbox(&format!(
+        "[privilege]\nuser = \"root\"\n[filesystem]\nbinds = [{{ source = \"{}\", target = \"/work\", writable = true }}]\n",
+        dir.path().display()
+    ));
+    if !sb.report().fully_enforced() {
+        eprintln!("skipped: {}", sb.report());
+        return;
+    }
+    let out = sh(&sb, "id -u; touch /work/made-inside");
+    assert!(out.success(), "{out:?}");
+    assert_eq!(stdout(&out).trim(), "0", "root inside");
+    let owner = std::fs::metadata(dir.path().join("made-inside"))
+        .unwrap()
+        .uid();
+    let euid = rustix::process::geteuid().as_raw();
+    if euid == 0 {
+        assert_ne!(owner, 0, "the sandbox's root wrote as host root");
+    } else {
+        assert_eq!(owner, euid);
+    }
+    // Control: the caller's own file is the caller's.
+    std::fs::write(dir.path().join("made-outside"), "x").unwrap();
+    let mine = std::fs::metadata(dir.path().join("made-outside"))
+        .unwrap()
+        .uid();
+    assert_eq!(mine, euid);
+}

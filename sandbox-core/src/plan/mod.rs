@@ -244,6 +244,15 @@ pub(crate) fn build(
     let root_caller = euid == 0;
     let writable_paths = writable_paths(policy, decisions.fs_mode);
     if decisions.namespaces {
+        if root_caller {
+            // Become the namespace's root by its map: the clone kept the
+            // caller's host uid 0, which a map of the sandbox's root to an
+            // unprivileged host uid (privilege.user = "root") leaves
+            // unmapped, and an unmapped uid cannot create a file.
+            b.push(Step::ClearGroups, "setgroups(0)");
+            b.push(Step::SetGid(0), "setresgid(0) (the namespace's root)");
+            b.push(Step::SetUid(0), "setresuid(0) (the namespace's root)");
+        }
         b.push(Step::UnshareCgroup, "unshare(CLONE_NEWCGROUP)");
         b.push(
             Step::MakeMountsPrivate,

@@ -57,6 +57,37 @@ fn reason(capability: &Capability) -> &str {
     }
 }
 
+/// What the sandbox's Landlock ruleset cannot say at `abi` (the newest
+/// ABI this code uses is 6), with what stands in for it.
+pub(crate) fn landlock_missing(abi: u32, host_network: bool) -> Vec<String> {
+    let mut missing = Vec::new();
+    if abi < 2 {
+        missing.push(
+            "linking or renaming a file into another directory (ABI 2): refused outright".into(),
+        );
+    }
+    if abi < 3 {
+        missing.push(
+            "truncating files (ABI 3): only read-only mounts stop it outside the writable paths"
+                .into(),
+        );
+    }
+    if abi < 5 {
+        missing.push("ioctl on device files (ABI 5): only seccomp's ioctl rules apply".into());
+    }
+    if abi < 6 {
+        missing.push(format!(
+            "scoping signals and abstract unix sockets (ABI 6): {}",
+            if host_network {
+                "the pid namespace confines signals, but the host's abstract unix sockets are reachable (network.mode = \"host\")"
+            } else {
+                "the pid and network namespaces confine them instead"
+            }
+        ));
+    }
+    missing
+}
+
 /// Decides what of `policy` (resolved) this host enforces.
 pub(crate) fn decide(policy: &Policy, host: &HostCapabilities) -> (Decisions, EffectiveSandbox) {
     let mut report = EffectiveSandbox {
@@ -283,6 +314,16 @@ pub(crate) fn decide(policy: &Policy, host: &HostCapabilities) -> (Decisions, Ef
                     ""
                 }
             ));
+            let missing = landlock_missing(abi, net_asked == NetMode::Host);
+            if !missing.is_empty() {
+                note(
+                    Layer::Privilege,
+                    format!(
+                        "Landlock ABI {abi} on this kernel does not cover: {}",
+                        missing.join("; ")
+                    ),
+                );
+            }
             Some(abi)
         }
         (LandlockMode::Require, None) => {

@@ -408,3 +408,36 @@ fn the_sandboxs_root_is_an_unprivileged_host_uid() {
         .uid();
     assert_eq!(mine, euid);
 }
+
+#[test]
+fn the_report_names_what_an_older_landlock_abi_lacks() {
+    // As on Debian 12's 6.1 (ABI 2): decided against this host with an
+    // older ABI, and against its real ABI as the control.
+    let mut host = sandbox_core::probe().clone();
+    let Some(real) = host.landlock_abi else {
+        eprintln!("skipped: no Landlock here");
+        return;
+    };
+    let notes = |host: &sandbox_core::HostCapabilities| {
+        let sb = Sandbox::with_host(sandbox_policy::Policy::default(), host).unwrap();
+        sb.report()
+            .notes
+            .iter()
+            .map(|n| n.message.clone())
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    host.landlock_abi = Some(2);
+    let old = notes(&host);
+    assert!(old.contains("Landlock ABI 2 on this kernel does not cover"), "{old}");
+    assert!(old.contains("scoping signals and abstract unix sockets (ABI 6)"), "{old}");
+    assert!(old.contains("truncating files (ABI 3)"), "{old}");
+    assert!(!old.contains("(ABI 2)"), "{old}");
+    host.landlock_abi = Some(real);
+    let now = notes(&host);
+    assert_eq!(
+        now.contains("scoping signals"),
+        real < 6,
+        "ABI {real}: {now}"
+    );
+}

@@ -24,6 +24,17 @@ pub enum Error {
         /// What could not be enforced, and why.
         downgrades: Vec<Downgrade>,
     },
+    /// The kernel is older than the oldest this library supports
+    /// ([`MINIMUM_KERNEL`](crate::MINIMUM_KERNEL)): nothing was spawned.
+    #[error(
+        "Linux {release} is older than {}.{}, the oldest kernel this library supports (its mount, cgroup and Landlock interfaces are missing or incomplete there)",
+        crate::MINIMUM_KERNEL.0,
+        crate::MINIMUM_KERNEL.1
+    )]
+    UnsupportedKernel {
+        /// The running kernel's release (`uname -r`).
+        release: String,
+    },
     /// The command is unusable (an empty program, a NUL byte in an argument,
     /// a relative working directory, …).
     #[error("invalid command: {reason}")]

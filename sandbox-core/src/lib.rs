@@ -82,7 +82,7 @@ pub use cgroups::{
 };
 pub use error::{Error, Result};
 pub use outcome::{EgressStats, ExitStatus, RunOutcome};
-pub use probe::{Capability, HostCapabilities, probe, probe_now};
+pub use probe::{Capability, HostCapabilities, MINIMUM_KERNEL, probe, probe_now};
 pub use report::{Downgrade, EffectiveSandbox, Layer, LayerReport, Note};
 pub use sandbox::{Sandbox, SandboxChild, SandboxCommand, Stdio};
 pub use seccomp::{DEFAULT_DENIED, STRICT_ALLOWED, SeccompError, SeccompProgram};

@@ -76,6 +76,27 @@ pub struct HostCapabilities {
     pub nftables_in_userns: Capability,
 }
 
+/// The oldest kernel supported, as (major, minor): Ubuntu 22.04's 5.15.
+/// Older kernels lack parts the spawn pipeline relies on without a
+/// fallback (`cgroup.kill` 5.14, `mount_setattr` 5.12, Landlock 5.13,
+/// `openat2` 5.6); features newer than this one are probed, each by trying
+/// it. [`Sandbox`](crate::Sandbox) refuses an older kernel with
+/// [`Error::UnsupportedKernel`](crate::Error::UnsupportedKernel).
+pub const MINIMUM_KERNEL: (u32, u32) = (5, 15);
+
+/// Whether `release` (`uname -r`: `6.1.0-57-amd64`) is at least
+/// [`MINIMUM_KERNEL`]. A release that does not parse is given the benefit
+/// of the doubt (the probes still decide each feature).
+pub(crate) fn kernel_supported(release: &str) -> bool {
+    let mut numbers = release
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|n| n.parse::<u32>().ok());
+    match (numbers.next().flatten(), numbers.next().flatten()) {
+        (Some(major), Some(minor)) => (major, minor) >= MINIMUM_KERNEL,
+        _ => true,
+    }
+}
+
 /// Probes the host once and caches the result for the life of the process.
 ///
 /// # Examples
@@ -325,6 +346,16 @@ fn can_create_beneath(mount: &Path, own: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kernels_from_5_15_are_supported() {
+        assert!(kernel_supported("5.15.0-91-generic"));
+        assert!(kernel_supported("6.1.0-57-amd64"));
+        assert!(kernel_supported("6.18.44-fc-v1098"));
+        assert!(!kernel_supported("5.10.0-28-amd64"));
+        assert!(!kernel_supported("4.19.0"));
+        assert!(kernel_supported("unknown"));
+    }
 
     /// The nftables step tells a working nf_tables from a refused request:
     /// the probe's batch is acknowledged, the same batch for a protocol

@@ -83,7 +83,9 @@ impl Sandbox {
     /// # Errors
     ///
     /// [`Error::Policy`] if the policy is invalid; [`Error::Prepare`] if
-    /// the seccomp filter cannot be compiled for this architecture.
+    /// the seccomp filter cannot be compiled for this architecture;
+    /// [`Error::UnsupportedKernel`] on a kernel older than
+    /// [`MINIMUM_KERNEL`](crate::MINIMUM_KERNEL).
     pub fn new(policy: Policy) -> Result<Self> {
         let host = probe();
         // Empty run cgroups of callers that died without removing them.
@@ -108,6 +110,11 @@ impl Sandbox {
     ///
     /// As for [`new`](Sandbox::new).
     pub fn with_host(policy: Policy, host: &HostCapabilities) -> Result<Self> {
+        if !crate::probe::kernel_supported(&host.kernel) {
+            return Err(Error::UnsupportedKernel {
+                release: host.kernel.clone(),
+            });
+        }
         let policy = policy.resolved();
         policy.validate()?;
         let (decisions, report) = decide(&policy, host);

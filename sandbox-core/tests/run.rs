@@ -429,8 +429,14 @@ fn the_report_names_what_an_older_landlock_abi_lacks() {
     };
     host.landlock_abi = Some(2);
     let old = notes(&host);
-    assert!(old.contains("Landlock ABI 2 on this kernel does not cover"), "{old}");
-    assert!(old.contains("scoping signals and abstract unix sockets (ABI 6)"), "{old}");
+    assert!(
+        old.contains("Landlock ABI 2 on this kernel does not cover"),
+        "{old}"
+    );
+    assert!(
+        old.contains("scoping signals and abstract unix sockets (ABI 6)"),
+        "{old}"
+    );
     assert!(old.contains("truncating files (ABI 3)"), "{old}");
     assert!(!old.contains("(ABI 2)"), "{old}");
     host.landlock_abi = Some(real);
@@ -440,4 +446,18 @@ fn the_report_names_what_an_older_landlock_abi_lacks() {
         real < 6,
         "ABI {real}: {now}"
     );
+}
+
+#[test]
+fn kernels_older_than_the_minimum_are_refused_by_name() {
+    let mut host = sandbox_core::probe().clone();
+    host.kernel = "5.10.0-28-amd64".into();
+    let err = Sandbox::with_host(sandbox_policy::Policy::default(), &host).unwrap_err();
+    assert!(
+        matches!(&err, Error::UnsupportedKernel { release } if release == "5.10.0-28-amd64"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("older than 5.15"), "{err}");
+    // Control: this host's own kernel is accepted.
+    Sandbox::with_host(sandbox_policy::Policy::default(), sandbox_core::probe()).unwrap();
 }

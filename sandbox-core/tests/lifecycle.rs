@@ -178,38 +178,13 @@ fn parent_death_kills_the_sandbox() {
     );
     // The killed caller could not remove its run's cgroups; the next
     // Sandbox made here does.
-    let left = run_cgroups_of(child.id());
+    let left = common::leaks::run_cgroups_of(child.id());
     assert!(!left.is_empty(), "the killed caller left its run cgroups");
     let _next = Sandbox::from_profile("default").unwrap();
-    assert_eq!(run_cgroups_of(child.id()), Vec::<std::path::PathBuf>::new());
-}
-
-/// The run cgroups (`sandbox-<pid>-*`) of caller `pid`, wherever this
-/// process's runs would make theirs.
-fn run_cgroups_of(pid: u32) -> Vec<std::path::PathBuf> {
-    let host = sandbox_core::probe();
-    let prefix = format!("sandbox-{pid}-");
-    let mut parents: Vec<std::path::PathBuf> = host
-        .cgroups
-        .v1
-        .iter()
-        .filter(|h| h.writable)
-        .map(|h| h.mount.join(&h.own))
-        .collect();
-    if let Some(u) = &host.cgroups.unified {
-        parents.push(
-            u.mount
-                .join(u.placement.as_ref().map_or(&u.own, |p| &p.parent)),
-        );
-    }
-    parents
-        .iter()
-        .filter_map(|dir| std::fs::read_dir(dir).ok())
-        .flatten()
-        .filter_map(Result::ok)
-        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
-        .map(|e| e.path())
-        .collect()
+    assert_eq!(
+        common::leaks::run_cgroups_of(child.id()),
+        Vec::<std::path::PathBuf>::new()
+    );
 }
 
 #[test]

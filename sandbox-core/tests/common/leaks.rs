@@ -23,35 +23,58 @@ fn count(dir: impl AsRef<Path>) -> usize {
     std::fs::read_dir(dir).map_or(0, |d| d.count())
 }
 
-/// Run cgroups of this process beneath its own cgroup, in every hierarchy
-/// mounted under `/sys/fs/cgroup`.
+/// Run cgroups of this process, wherever its runs make theirs.
 fn run_cgroups() -> usize {
-    let prefix = format!("sandbox-{}-", std::process::id());
-    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
-    let mut total = 0;
-    for line in own.lines() {
-        let mut parts = line.splitn(3, ':');
-        let (_, controllers, path) = (parts.next(), parts.next(), parts.next());
-        let (Some(controllers), Some(path)) = (controllers, path) else {
-            continue;
-        };
-        let mount = if controllers.is_empty() {
-            "/sys/fs/cgroup/unified".to_string()
-        } else {
-            format!("/sys/fs/cgroup/{}", controllers.trim_start_matches("name="))
-        };
-        for base in [mount, "/sys/fs/cgroup".to_string()] {
-            let dir = Path::new(&base).join(path.trim_start_matches('/'));
-            if let Ok(entries) = std::fs::read_dir(&dir) {
-                total += entries
-                    .flatten()
-                    .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
-                    .count();
-                break;
-            }
-        }
+    run_cgroups_of(std::process::id()).len()
+}
+
+/// The run cgroups (`sandbox-<pid>-*`) of caller `pid`, in every place this
+/// process's runs would make theirs: the cgroup v2 placement's parent (or
+/// the caller's own cgroup), and each writable v1 hierarchy.
+pub(crate) fn run_cgroups_of(pid: u32) -> Vec<std::path::PathBuf> {
+    let host = sandbox_core::probe();
+    let prefix = format!("sandbox-{pid}-");
+    let mut parents: Vec<std::path::PathBuf> = host
+        .cgroups
+        .v1
+        .iter()
+        .filter(|h| h.writable)
+        .map(|h| h.mount.join(&h.own))
+        .collect();
+    if let Some(u) = &host.cgroups.unified {
+        parents.push(
+            u.mount
+                .join(u.placement.as_ref().map_or(&u.own, |p| &p.parent)),
+        );
     }
-    total
+    parents.sort();
+    parents.dedup();
+    parents
+        .iter()
+        .filter_map(|dir| std::fs::read_dir(dir).ok())
+        .flatten()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        .map(|e| e.path())
+        .collect()
+}
+
+/// How many cgroups the report says a run of `sandbox` gets: the distinct
+/// places its resource mechanisms name ("… in a per-run cgroup beneath X",
+/// "… tracked in a per-run cgroup v2 beneath X").
+pub(crate) fn reported_run_cgroups(sandbox: &sandbox_core::Sandbox) -> usize {
+    let mut places: Vec<&str> = sandbox
+        .report()
+        .resources
+        .mechanisms
+        .iter()
+        .filter_map(|m| m.split_once("per-run cgroup").map(|(_, rest)| rest))
+        .filter_map(|rest| rest.split(" beneath ").nth(1))
+        .map(|place| place.split([' ', ',']).next().unwrap_or(place))
+        .collect();
+    places.sort();
+    places.dedup();
+    places.len()
 }
 
 fn children() -> usize {

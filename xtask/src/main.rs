@@ -1,8 +1,9 @@
 //! `cargo xtask`: the project's tasks, in Rust so that a fresh machine with
 //! only the Rust toolchain can run them.
 //!
-//! - `cargo xtask test` — install missing system packages, then fmt, clippy
-//!   and the whole test suite (what CI runs);
+//! - `cargo xtask test` — install missing system packages, then fmt, clippy,
+//!   the whole test suite, and its cgroup and nftables paths on the kernel
+//!   matrix (what CI runs);
 //! - `cargo xtask demo` — the main job on the embedded default profile: real
 //!   commands in a sandbox, each layer seen from inside, and the report
 //!   (`cargo xtask demo root`: `openat2-root` on its own);
@@ -66,6 +67,9 @@ fn test() -> Result<(), String> {
         "warnings",
     ])?;
     run::cargo(&["test", "--workspace"])?;
+    // The same binaries on the kernel matrix's kernels, pure cgroup v2, in
+    // each cgroup layout (the cgroup and nftables paths).
+    vm::ci()?;
     docs()?;
     // The fuzz crate lives outside the workspace (as cargo-fuzz expects):
     // lint it, and run each target briefly so that it stays runnable.

@@ -148,6 +148,15 @@ enum Outcome {
     NotRun(String),
 }
 
+/// The subset `cargo xtask test` (CI) runs: the cgroup and nftables paths
+/// (`select::CI`) on every kernel, in every layout.
+pub(crate) fn ci() -> Result<(), String> {
+    let options = Options::parse(&["--binaries".to_string(), "ci".to_string()])?;
+    let took = matrix(&options)?;
+    println!("xtask vm: the CI subset passed in {:.0} s", took.as_secs_f64());
+    Ok(())
+}
+
 /// `cargo xtask vm …`.
 pub(crate) fn run(args: &[String]) -> Result<(), String> {
     let options = Options::parse(args)?;

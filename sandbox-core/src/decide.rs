@@ -458,13 +458,17 @@ pub(crate) fn decide(policy: &Policy, host: &HostCapabilities) -> (Decisions, Ef
     .iter()
     .any(|(c, on)| *on && host.cgroups.hierarchy_for(c).is_some_and(|h| h.v2));
     if let Some((mount, parent)) = host.cgroups.tracking_parent()
-        && !v2_limits
         && (memory.is_some() || pids.is_some() || cpu.is_some())
     {
-        res_mech.push(format!(
-            "the run tracked in a per-run cgroup v2 beneath {} as well (cgroup.events; cgroup.kill at teardown)",
-            crate::cgroups::beneath(&mount, &parent).display()
-        ));
+        res_mech.push(if v2_limits {
+            "the run's cgroup v2 tracks all of it as well (cgroup.events; cgroup.kill at teardown)"
+                .to_string()
+        } else {
+            format!(
+                "the run tracked in a per-run cgroup v2 beneath {} as well (cgroup.events; cgroup.kill at teardown)",
+                crate::cgroups::beneath(&mount, &parent).display()
+            )
+        });
     }
 
     report.downgrades = downgrades;

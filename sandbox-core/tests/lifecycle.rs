@@ -273,25 +273,13 @@ fn the_cpu_limit_comes_from_a_cgroup() {
 
 /// The run's cgroups in the unified hierarchy (`sandbox-<pid>-*`).
 fn unified_run_cgroups() -> Vec<std::path::PathBuf> {
-    let prefix = format!("sandbox-{}-", std::process::id());
-    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
-    let Some(path) = own.lines().find_map(|l| l.strip_prefix("0::")) else {
+    let Some(u) = &sandbox_core::probe().cgroups.unified else {
         return Vec::new();
     };
-    let dir = std::path::Path::new("/sys/fs/cgroup/unified").join(path.trim_start_matches('/'));
-    let dir = if dir.exists() {
-        dir
-    } else {
-        std::path::Path::new("/sys/fs/cgroup").join(path.trim_start_matches('/'))
-    };
-    std::fs::read_dir(dir)
-        .map(|d| {
-            d.flatten()
-                .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
-                .map(|e| e.path())
-                .collect()
-        })
-        .unwrap_or_default()
+    common::leaks::run_cgroups_of(std::process::id())
+        .into_iter()
+        .filter(|d| d.starts_with(&u.mount))
+        .collect()
 }
 
 #[test]

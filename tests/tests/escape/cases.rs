@@ -115,7 +115,10 @@ pub(crate) fn resource_cases(suite: &mut Suite) {
     );
 
     // 1 GiB of output: capped, flagged, and the command never blocked.
-    let chatty = limited("max_output_bytes = \"1MiB\"\n");
+    // (Time enough for 1 GiB through a pipe under emulation too: the
+    // kernel matrix's guests are 10x slower than this machine.)
+    let chatty =
+        limited("max_output_bytes = \"1MiB\"\nwall_time = \"300s\"\ncpu_time = \"300s\"\n");
     let started = Instant::now();
     let out = chatty
         .command("sh")

@@ -153,7 +153,10 @@ enum Outcome {
 pub(crate) fn ci() -> Result<(), String> {
     let options = Options::parse(&["--binaries".to_string(), "ci".to_string()])?;
     let took = matrix(&options)?;
-    println!("xtask vm: the CI subset passed in {:.0} s", took.as_secs_f64());
+    println!(
+        "xtask vm: the CI subset passed in {:.0} s",
+        took.as_secs_f64()
+    );
     Ok(())
 }
 

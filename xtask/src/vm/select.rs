@@ -51,7 +51,9 @@ pub(crate) const CI: &[&str] = &[
     "sandbox-core/run",
     "sandbox-core/lifecycle",
     "sandbox-core/network",
+    "sandbox-core/concurrency",
     "sandbox-net/ruleset",
+    "sandbox-cli/cli",
     "integration-tests/escape",
 ];
 

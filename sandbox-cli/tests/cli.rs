@@ -253,3 +253,16 @@ fn run_networked_curl_reaches_an_allowed_name_and_nothing_else() {
     .join()
     .unwrap();
 }
+
+#[test]
+fn a_cgroup_parent_that_is_no_cgroup_is_refused_by_name() {
+    let out = sbx(&["check", "--cgroup-parent", "/sys/fs/cgroup/no-such-parent"]);
+    assert_eq!(out.status.code(), Some(125), "{out:?}");
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("no-such-parent") || err.contains("no cgroup v2 hierarchy"),
+        "{err}"
+    );
+    // Control: without it, check answers.
+    assert_eq!(sbx(&["check"]).status.code(), Some(0));
+}

@@ -358,7 +358,7 @@ fn boot(
                 let code: i32 = parts.next().and_then(|c| c.parse().ok()).unwrap_or(-1);
                 let secs: u64 = parts.next().and_then(|c| c.parse().ok()).unwrap_or(0);
                 let tests = select::count_results(&log);
-                let skipped = log.matches("skipped: ").count();
+                let skipped = log.matches("skipped: ").count() + log.matches("skipped (").count();
                 if code == 0 {
                     Outcome::Passed {
                         tests,
@@ -453,6 +453,7 @@ fn render(cells: &[Cell]) -> String {
                     };
                     match (tests, secs) {
                         (Some((p, _)), _) => format!("passed {p}{skipped} ({secs} s)"),
+                        (None, _) if !skipped.is_empty() => format!("skipped ({secs} s)"),
                         (None, 0) => "yes".to_string(),
                         (None, _) => format!("passed{skipped} ({secs} s)"),
                     }

@@ -1,0 +1,167 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! Where a run's cgroup v2 goes: a parent the caller gives
+//! (`Sandbox::with_cgroup_parent`), refused when it holds processes, and
+//! the probe's own placement, seen from the cgroup tree. Needs root (it
+//! makes cgroups beside this process's run cgroups); on a pure cgroup v2
+//! host (the kernel matrix) the given parent also carries the limits.
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use sandbox_core::{CgroupStrategy, Error, Sandbox};
+
+mod common;
+use common::*;
+
+/// A fresh, empty cgroup where this process's runs make theirs (beside
+/// them), removed on drop.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> Option<Self> {
+        let u = sandbox_core::probe().cgroups.unified.as_ref()?;
+        let parent = u.placement.as_ref().map_or(&u.own, |p| &p.parent);
+        let base = if parent == Path::new(".") {
+            u.mount.clone()
+        } else {
+            u.mount.join(parent)
+        };
+        let dir = base.join(format!("{name}-{}", std::process::id()));
+        std::fs::create_dir(&dir).ok()?;
+        Some(Self(dir))
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+fn children(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+#[test]
+fn a_given_parent_holds_the_runs_and_the_report_names_it() {
+    require_root!();
+    let Some(given) = Scratch::new("given") else {
+        eprintln!("skipped: no writable cgroup v2 hierarchy here");
+        return;
+    };
+    let sb = sandbox("[resources]\npids = 32\nmemory = \"64MiB\"\n")
+        .with_cgroup_parent(&given.0)
+        .unwrap();
+    let u = sb.report().host.cgroups.unified.clone().unwrap();
+    let placement = u.placement.unwrap();
+    assert_eq!(placement.strategy, CgroupStrategy::GivenParent);
+    assert!(
+        sb.report().fully_enforced(),
+        "limits still enforced: {}",
+        sb.report()
+    );
+    let shown = given.0.display().to_string();
+    assert!(
+        sb.report()
+            .resources
+            .mechanisms
+            .iter()
+            .any(|m| m.contains(&shown)),
+        "the report names {shown}: {}",
+        sb.report()
+    );
+    // Where the v2 controllers are (a pure v2 host), the limits come from
+    // the given parent.
+    if placement.controllers.iter().any(|c| c == "memory") {
+        assert!(
+            sb.report()
+                .resources
+                .mechanisms
+                .iter()
+                .any(|m| m.starts_with("memory 64MiB: cgroup v2")
+                    && m.contains("a delegated parent the caller gave")),
+            "{}",
+            sb.report()
+        );
+    }
+    // A run's cgroup appears beneath it, holding the run, and goes after.
+    let child = sb.command("sleep").arg("30").spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let run = loop {
+        if let Some(name) = children(&given.0)
+            .into_iter()
+            .find(|n| n.starts_with(&format!("sandbox-{}-", std::process::id())))
+        {
+            break given.0.join(name);
+        }
+        assert!(Instant::now() < deadline, "no run cgroup beneath {shown}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let procs = std::fs::read_to_string(run.join("cgroup.procs")).unwrap();
+    assert!(
+        procs.lines().any(|p| p == child.id().to_string()),
+        "{procs}"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(children(&given.0), Vec::<String>::new(), "torn down");
+}
+
+#[test]
+fn a_parent_that_holds_processes_is_refused_by_name() {
+    require_root!();
+    let Some(busy) = Scratch::new("busy") else {
+        eprintln!("skipped: no writable cgroup v2 hierarchy here");
+        return;
+    };
+    // Control: empty, it is accepted.
+    sandbox("").with_cgroup_parent(&busy.0).unwrap();
+    let mut sleeper = std::process::Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .unwrap();
+    std::fs::write(busy.0.join("cgroup.procs"), sleeper.id().to_string()).unwrap();
+    let err = sandbox("").with_cgroup_parent(&busy.0).unwrap_err();
+    sleeper.kill().unwrap();
+    sleeper.wait().unwrap();
+    assert!(
+        matches!(&err, Error::Prepare { .. }) && err.to_string().contains("holds processes"),
+        "{err}"
+    );
+    // A path that is no cgroup at all.
+    let err = sandbox("")
+        .with_cgroup_parent("/sys/fs/cgroup/no-such-cgroup-here")
+        .unwrap_err();
+    assert!(err.to_string().contains("no-such-cgroup-here"), "{err}");
+}
+
+#[test]
+fn the_probe_placement_is_where_runs_go() {
+    require_root!();
+    let host = sandbox_core::probe();
+    let Some(u) = &host.cgroups.unified else {
+        eprintln!("skipped: no cgroup v2 hierarchy here");
+        return;
+    };
+    let Some(p) = &u.placement else {
+        panic!("root gets a cgroup v2 placement: {:?}", u.placement_failure);
+    };
+    // What the placement says children get is what the parent enables.
+    let dir = u.mount.join(&p.parent);
+    let enabled = std::fs::read_to_string(dir.join("cgroup.subtree_control")).unwrap();
+    for c in &p.controllers {
+        assert!(
+            enabled.split_whitespace().any(|e| e == c),
+            "{c} in {enabled}"
+        );
+    }
+    // A moved caller is in <parent>/supervisor, and alone with its own.
+    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+    if p.strategy == CgroupStrategy::MovedToLeaf {
+        assert!(own.trim_end().ends_with("/supervisor"), "{own}");
+    }
+}

@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use sandbox_core::{CgroupStrategy, Error, Sandbox};
+use sandbox_core::{CgroupStrategy, Error};
 
 mod common;
 use common::*;

@@ -375,36 +375,60 @@ pub(crate) fn place(
 /// Moves the caller (or, with `everyone`, every process of `own`) into
 /// `<own>/supervisor`, returning the leaf.
 fn move_into_leaf<'a>(own: &Cg<'a>, everyone: bool) -> Result<Cg<'a>, String> {
-    let me = std::process::id();
-    let procs = own.procs()?;
-    // The caller's own processes: itself and those it started (which move
-    // with it).
-    let others = procs.iter().filter(|&&p| !descends_from(p, me)).count();
-    if !everyone && others > 0 {
-        return Err(format!(
-            "{} holds {others} process(es) that are not the caller's; moving the caller would not empty it (CgroupPlacement::MoveCgroupToLeaf moves them all)",
-            own.path.display(),
-        ));
-    }
     let leaf = Cg {
         root: own.root,
         path: own.file(SUPERVISOR_LEAF),
     };
+    // Checked before the leaf is made: nothing to undo on a refusal.
+    empty_into(own, None, everyone)?;
     match own.root.create_dir(&leaf.path, 0o755) {
         Ok(()) => {}
         Err(e) if e.kind() == openat2_root::ErrorKind::Os(libc::EEXIST) => {}
         Err(e) => return Err(format!("create {}: {e}", leaf.path.display())),
     }
-    for pid in procs {
-        if let Err(e) = leaf.write("cgroup.procs", &pid.to_string()) {
-            // A process that exited meanwhile is not in the way.
-            if std::path::Path::new(&format!("/proc/{pid}")).exists() {
-                undo_move(own, &leaf);
-                return Err(e);
+    if let Err(e) = empty_into(own, Some(&leaf), everyone) {
+        undo_move(own, &leaf);
+        return Err(e);
+    }
+    Ok(leaf)
+}
+
+/// Moves every process of `own` into `leaf` (with `leaf` `None`: only
+/// checks that each may move), round after round while new ones appear (a
+/// process the caller started may fork while it moves: the child lands in
+/// the old cgroup). Without `everyone`, a process that is not the caller
+/// or one it started is a refusal.
+fn empty_into(own: &Cg<'_>, leaf: Option<&Cg<'_>>, everyone: bool) -> Result<(), String> {
+    let me = std::process::id();
+    for _ in 0..20 {
+        let procs = own.procs()?;
+        if procs.is_empty() {
+            return Ok(());
+        }
+        // The caller's own processes: itself and those it started.
+        let others = procs.iter().filter(|&&p| !descends_from(p, me)).count();
+        if !everyone && others > 0 {
+            return Err(format!(
+                "{} holds {others} process(es) that are not the caller's; moving the caller would not empty it (CgroupPlacement::MoveCgroupToLeaf moves them all)",
+                own.path.display(),
+            ));
+        }
+        let Some(leaf) = leaf else {
+            return Ok(());
+        };
+        for pid in procs {
+            if let Err(e) = leaf.write("cgroup.procs", &pid.to_string()) {
+                // A process that exited meanwhile is not in the way.
+                if Path::new(&format!("/proc/{pid}")).exists() {
+                    return Err(e);
+                }
             }
         }
     }
-    Ok(leaf)
+    Err(format!(
+        "{} kept gaining processes while they were moved",
+        own.path.display()
+    ))
 }
 
 fn enable_after_move(
@@ -412,20 +436,36 @@ fn enable_after_move(
     leaf: &Cg<'_>,
     strategy: CgroupStrategy,
 ) -> Result<V2Placement, String> {
-    match own.enable().and_then(|e| {
-        own.can_create()?;
-        Ok(e)
-    }) {
-        Ok(e) => Ok(V2Placement {
-            strategy,
-            parent: own.path.clone(),
-            controllers: e.controllers,
-        }),
-        Err(e) => {
-            undo_move(own, leaf);
-            Err(e)
+    // A fork racing the move can leave a process behind, and the domain
+    // controllers are then refused (EBUSY): move it too, and again.
+    let mut last = String::new();
+    for _ in 0..5 {
+        match own.enable() {
+            Ok(e) if e.refused.is_empty() => {
+                if let Err(why) = own.can_create() {
+                    undo_move(own, leaf);
+                    return Err(why);
+                }
+                return Ok(V2Placement {
+                    strategy,
+                    parent: own.path.clone(),
+                    controllers: e.controllers,
+                });
+            }
+            Ok(e) => last = e.refused.join("; "),
+            Err(e) => last = e,
+        }
+        if let Err(e) = empty_into(
+            own,
+            Some(leaf),
+            strategy == CgroupStrategy::MovedCgroupToLeaf,
+        ) {
+            last = e;
+            break;
         }
     }
+    undo_move(own, leaf);
+    Err(last)
 }
 
 /// Whether `pid` is `ancestor` or one of its descendants (by the parent

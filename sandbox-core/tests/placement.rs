@@ -118,8 +118,6 @@ fn a_parent_that_holds_processes_is_refused_by_name() {
         eprintln!("skipped: no writable cgroup v2 hierarchy here");
         return;
     };
-    // Control: empty, it is accepted.
-    sandbox("").with_cgroup_parent(&busy.0).unwrap();
     let mut sleeper = std::process::Command::new("sleep")
         .arg("30")
         .spawn()
@@ -132,6 +130,17 @@ fn a_parent_that_holds_processes_is_refused_by_name() {
         matches!(&err, Error::Prepare { .. }) && err.to_string().contains("holds processes"),
         "{err}"
     );
+    // Control: empty again, the same parent is accepted.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !std::fs::read_to_string(busy.0.join("cgroup.procs"))
+        .unwrap()
+        .trim()
+        .is_empty()
+    {
+        assert!(Instant::now() < deadline, "the sleeper left");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    sandbox("").with_cgroup_parent(&busy.0).unwrap();
     // A path that is no cgroup at all.
     let err = sandbox("")
         .with_cgroup_parent("/sys/fs/cgroup/no-such-cgroup-here")

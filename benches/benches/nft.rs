@@ -1,5 +1,6 @@
 //! Installing the egress ruleset with 1, 10 and 100 allow rules: one
-//! libnftnl batch over netlink (`Ruleset::install`, building included)
+//! libnftnl batch over netlink (`Ruleset::batch` sent into a fresh
+//! namespace, `Ruleset::install` to replace; building included)
 //! against the same ruleset as text through `nft -f` (a subprocess, as
 //! scripts do it), interleaved. "Fresh" installs into a new network
 //! namespace each time (what a sandbox does, once); "replace" swaps the
@@ -84,17 +85,24 @@ fn main() {
                     f();
                     out.push(start.elapsed());
                 };
+                // Fresh: the batch a sandbox's child sends into its new
+                // namespace; replace: `install`, over a live table.
+                let mut ours_fresh = || {
+                    rs.batch()
+                        .and_then(|b| b.send())
+                        .unwrap_or_else(|e| panic!("{e}"))
+                };
                 let mut ours = || rs.install().unwrap_or_else(|e| panic!("{e}"));
                 let mut theirs_fresh = || assert!(nft_f(&fresh_text));
                 let mut theirs_replace = || assert!(nft_f(&text));
                 if round % 2 == 0 {
-                    timed(&mut ours, &mut fresh_ours, true);
+                    timed(&mut ours_fresh, &mut fresh_ours, true);
                     timed(&mut theirs_fresh, &mut fresh_theirs, true);
                     timed(&mut ours, &mut replace_ours, false);
                     timed(&mut theirs_replace, &mut replace_theirs, false);
                 } else {
                     timed(&mut theirs_fresh, &mut fresh_theirs, true);
-                    timed(&mut ours, &mut fresh_ours, true);
+                    timed(&mut ours_fresh, &mut fresh_ours, true);
                     timed(&mut theirs_replace, &mut replace_theirs, false);
                     timed(&mut ours, &mut replace_ours, false);
                 }

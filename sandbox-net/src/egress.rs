@@ -77,7 +77,8 @@ impl EgressNamespace {
         let lo = link_up(Link::Name("lo"))?;
         rtnl.execute(&lo)?;
         let ruleset = Ruleset::from_network(network, &addressing.gateway);
-        ruleset.install()?;
+        // A namespace made just now: create, nothing to replace.
+        ruleset.batch()?.send()?;
         let tap = create_tap(
             addressing.name,
             TapOptions {

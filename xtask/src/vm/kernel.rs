@@ -93,14 +93,27 @@ pub(crate) fn fetch(series: &KernelSeries, cache: &Path) -> Result<Kernel, Strin
 
 /// The newest package name matching the series, by Debian's version order.
 fn newest_package(series: &KernelSeries) -> Result<String, String> {
-    let out = Command::new("apt-cache")
-        .args(["search", "--names-only", series.pattern])
-        .output()
-        .map_err(|e| format!("apt-cache search: {e}"))?;
-    let mut names: Vec<String> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.split(' ').next().map(String::from))
-        .collect();
+    let search = || -> Result<Vec<String>, String> {
+        let out = Command::new("apt-cache")
+            .args(["search", "--names-only", series.pattern])
+            .output()
+            .map_err(|e| format!("apt-cache search: {e}"))?;
+        Ok(String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split(' ').next().map(String::from))
+            .collect())
+    };
+    let mut names = search()?;
+    if names.is_empty() {
+        // A machine whose package lists were never fetched (or were
+        // cleaned): fetch them once.
+        run::status(
+            Command::new("apt-get")
+                .arg("update")
+                .env("DEBIAN_FRONTEND", "noninteractive"),
+        )?;
+        names = search()?;
+    }
     if names.is_empty() {
         return Err(format!(
             "no Debian kernel package for {} (apt-cache search '{}' found none: run apt-get update?)",

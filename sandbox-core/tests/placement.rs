@@ -174,3 +174,106 @@ fn the_probe_placement_is_where_runs_go() {
         assert!(own.trim_end().ends_with("/supervisor"), "{own}");
     }
 }
+
+/// On a host whose init is systemd (the kernel matrix's `systemd` layout
+/// sets `SANDBOX_EXPECT_SYSTEMD=1`, which makes a missing systemd a
+/// failure), a transient scope from the caller's manager holds the runs:
+/// the system manager's for root, the user's own for anyone else.
+#[test]
+fn a_systemd_scope_holds_the_runs_where_systemd_runs() {
+    if !Path::new("/run/systemd/system").is_dir() {
+        assert!(
+            std::env::var_os("SANDBOX_EXPECT_SYSTEMD").is_none(),
+            "SANDBOX_EXPECT_SYSTEMD is set but the host does not run systemd"
+        );
+        eprintln!("skipped: the host does not run systemd");
+        return;
+    }
+    let sb = sandbox("[resources]\npids = 32\nmemory = \"64MiB\"\n")
+        .with_cgroup_placement(sandbox_core::CgroupPlacement::SystemdScope)
+        .unwrap();
+    let u = sb.report().host.cgroups.unified.clone().unwrap();
+    let placement = u.placement.unwrap();
+    let expected = if is_root() {
+        CgroupStrategy::SystemdSystemScope
+    } else {
+        CgroupStrategy::SystemdUserScope
+    };
+    assert_eq!(placement.strategy, expected);
+    let scope = u.mount.join(&placement.parent);
+    assert!(
+        placement.parent.extension() == Some("scope".as_ref()),
+        "{}",
+        scope.display()
+    );
+    // The scope holds no process itself: its placeholder is in supervisor.
+    assert_eq!(
+        std::fs::read_to_string(scope.join("cgroup.procs")).unwrap(),
+        ""
+    );
+    let held = std::fs::read_to_string(scope.join("supervisor/cgroup.procs")).unwrap();
+    let placeholder = held.trim().parse::<u32>().unwrap();
+    assert_eq!(
+        std::fs::read_to_string(format!("/proc/{placeholder}/comm")).unwrap(),
+        "sandbox-scope\n"
+    );
+    assert!(
+        sb.report().fully_enforced(),
+        "limits enforced in the scope: {}",
+        sb.report()
+    );
+    assert!(
+        sb.report()
+            .resources
+            .mechanisms
+            .iter()
+            .any(|m| m.starts_with("memory 64MiB: cgroup v2") && m.contains("transient scope")),
+        "{}",
+        sb.report()
+    );
+    // A run's cgroup appears beneath the scope, holding the run and its
+    // limit, and goes after.
+    let child = sb.command("sleep").arg("30").spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let run = loop {
+        if let Some(name) = children(&scope)
+            .into_iter()
+            .find(|n| n.starts_with(&format!("sandbox-{}-", std::process::id())))
+        {
+            break scope.join(name);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no run cgroup beneath {}",
+            scope.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let procs = std::fs::read_to_string(run.join("cgroup.procs")).unwrap();
+    assert!(
+        procs.lines().any(|p| p == child.id().to_string()),
+        "{procs}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(run.join("memory.max")).unwrap(),
+        "67108864\n"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(!run.exists(), "{} torn down", run.display());
+    // One scope serves the process.
+    let again = sandbox("[resources]\npids = 32\n")
+        .with_cgroup_placement(sandbox_core::CgroupPlacement::SystemdScope)
+        .unwrap();
+    let parent = again
+        .report()
+        .host
+        .cgroups
+        .unified
+        .clone()
+        .unwrap()
+        .placement
+        .unwrap()
+        .parent;
+    assert_eq!(parent, placement.parent);
+}

@@ -2,6 +2,7 @@
 //! each: the unified (v2) hierarchy, and v1 controllers on hybrid hosts.
 
 mod placement;
+pub(crate) mod systemd;
 
 use std::path::{Path, PathBuf};
 
@@ -333,6 +334,7 @@ impl CgroupSupport {
 #[derive(Debug)]
 struct RunCgroupDir {
     root: openat2_root::Root,
+    mount: PathBuf,
     path: PathBuf,
     v2: bool,
     controllers: Vec<&'static str>,
@@ -409,6 +411,7 @@ impl RunCgroups {
             )))?;
             run.dirs.push(RunCgroupDir {
                 root,
+                mount: h.mount.clone(),
                 path,
                 v2: h.v2,
                 controllers: vec![controller],
@@ -429,6 +432,7 @@ impl RunCgroups {
             )))?;
             run.dirs.push(RunCgroupDir {
                 root,
+                mount: mount.clone(),
                 path,
                 v2: true,
                 controllers: Vec::new(),
@@ -471,7 +475,20 @@ impl RunCgroups {
     /// Moves `pid` into every cgroup of the run.
     pub(crate) fn attach(&self, pid: i32) -> crate::Result<()> {
         for dir in &self.dirs {
-            dir.write("cgroup.procs", &pid.to_string())?;
+            if let Err(direct) = dir.write("cgroup.procs", &pid.to_string()) {
+                // A systemd scope the caller cannot move its processes into
+                // itself: systemd moves them.
+                match systemd::attach(&dir.mount, &dir.path, pid) {
+                    Some(Ok(())) => {}
+                    Some(Err(through)) => {
+                        return Err(crate::Error::Prepare {
+                            what: format!("{direct}; through systemd: {through}"),
+                            source: std::io::ErrorKind::PermissionDenied.into(),
+                        });
+                    }
+                    None => return Err(direct),
+                }
+            }
         }
         Ok(())
     }

@@ -17,7 +17,13 @@
 //! 3. **moving the caller into a leaf of its own cgroup**
 //!    (`<own>/supervisor`), then enabling the controllers in `<own>`: only
 //!    where the caller's cgroup holds no process but the caller and those
-//!    it started (they move with it, each with all its threads).
+//!    it started (they move with it, each with all its threads). On a host
+//!    whose init is systemd, this comes after 4 unless systemd delegated the
+//!    caller's cgroup (or one above it) with `Delegate=yes`: the cgroups of
+//!    other units are systemd's to manage;
+//! 4. **a transient systemd scope** with `Delegate=yes`, from the system
+//!    manager (a root caller) or the caller's user manager (any other),
+//!    over D-Bus: see the `systemd` module. One scope serves the process.
 //!
 //! Each step is the exact operation a run relies on (a write to
 //! `cgroup.subtree_control`, a `mkdir`, a write to `cgroup.procs`), made
@@ -27,6 +33,8 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
+
+use super::systemd;
 
 /// The controllers a sandbox limits with.
 pub(crate) const WANTED: [&str; 3] = ["memory", "pids", "cpu"];
@@ -61,6 +69,10 @@ pub enum CgroupPlacement {
     /// `<own>/supervisor`, then enable the controllers in `<own>`. Opt-in:
     /// it moves processes that are not the caller's.
     MoveCgroupToLeaf,
+    /// A transient systemd scope with `Delegate=yes`, from the system
+    /// manager (a root caller) or the caller's user manager: the last
+    /// automatic strategy, asked for first.
+    SystemdScope,
     /// Make no cgroup v2 placement: limits that need one are downgrades.
     Disabled,
 }
@@ -82,6 +94,12 @@ pub enum CgroupStrategy {
     /// Every process of the caller's cgroup was moved into
     /// `<own>/supervisor` ([`CgroupPlacement::MoveCgroupToLeaf`]).
     MovedCgroupToLeaf,
+    /// A transient scope with `Delegate=yes` from the systemd system
+    /// manager.
+    SystemdSystemScope,
+    /// A transient scope with `Delegate=yes` from the caller's systemd user
+    /// manager.
+    SystemdUserScope,
 }
 
 impl std::fmt::Display for CgroupStrategy {
@@ -95,6 +113,12 @@ impl std::fmt::Display for CgroupStrategy {
             Self::MovedToLeaf => "the caller moved itself into <own>/supervisor",
             Self::MovedCgroupToLeaf => {
                 "every process of the caller's cgroup moved into <own>/supervisor (as asked)"
+            }
+            Self::SystemdSystemScope => {
+                "a transient scope with Delegate=yes from the systemd system manager"
+            }
+            Self::SystemdUserScope => {
+                "a transient scope with Delegate=yes from the caller's systemd user manager"
             }
         })
     }
@@ -113,20 +137,20 @@ pub struct V2Placement {
 }
 
 /// What [`Cg::enable`] got.
-struct Enabled {
+pub(super) struct Enabled {
     /// Enabled for the children now (wanted ones only).
-    controllers: Vec<String>,
+    pub(super) controllers: Vec<String>,
     /// The writes the kernel refused (a domain controller in a cgroup that
     /// holds processes: EBUSY; threaded ones such as pids and cpu pass).
-    refused: Vec<String>,
+    pub(super) refused: Vec<String>,
     /// Enabled by this call.
     newly: Vec<&'static str>,
 }
 
 /// A cgroup v2 directory reached beneath the mount.
-struct Cg<'a> {
-    root: &'a openat2_root::Root,
-    path: PathBuf,
+pub(super) struct Cg<'a> {
+    pub(super) root: &'a openat2_root::Root,
+    pub(super) path: PathBuf,
 }
 
 impl Cg<'_> {
@@ -138,7 +162,7 @@ impl Cg<'_> {
         }
     }
 
-    fn read(&self, name: &str) -> Result<String, String> {
+    pub(super) fn read(&self, name: &str) -> Result<String, String> {
         let mut text = String::new();
         self.root
             .open_file(self.file(name), openat2_root::OpenOptions::new().read(true))
@@ -148,7 +172,7 @@ impl Cg<'_> {
         Ok(text)
     }
 
-    fn write(&self, name: &str, value: &str) -> Result<(), String> {
+    pub(super) fn write(&self, name: &str, value: &str) -> Result<(), String> {
         let what = || format!("write {value:?} to {}", self.file(name).display());
         self.root
             .open_file(
@@ -166,7 +190,7 @@ impl Cg<'_> {
             .unwrap_or_default()
     }
 
-    fn procs(&self) -> Result<Vec<u32>, String> {
+    pub(super) fn procs(&self) -> Result<Vec<u32>, String> {
         Ok(self
             .read("cgroup.procs")?
             .split_whitespace()
@@ -177,7 +201,7 @@ impl Cg<'_> {
     /// Enables each wanted controller the cgroup has (one write each: one
     /// refused controller must not cost the others), then reads back what
     /// its children get.
-    fn enable(&self) -> Result<Enabled, String> {
+    pub(super) fn enable(&self) -> Result<Enabled, String> {
         let available = self.words("cgroup.controllers");
         let mut refused = Vec::new();
         let mut newly = Vec::new();
@@ -216,7 +240,7 @@ impl Cg<'_> {
     }
 
     /// A cgroup can be made (and removed) beneath this one.
-    fn can_create(&self) -> Result<(), String> {
+    pub(super) fn can_create(&self) -> Result<(), String> {
         let probe = self.file(&format!("sandbox-probe-{}", std::process::id()));
         self.root
             .create_dir(&probe, 0o755)
@@ -290,6 +314,7 @@ pub(crate) fn place(
                 enabled.controllers,
             ))
         }
+        CgroupPlacement::SystemdScope => systemd::place(&root, mount),
         CgroupPlacement::MoveCgroupToLeaf => {
             let leaf = move_into_leaf(&own_cg, true)?;
             enable_after_move(&own_cg, &leaf, CgroupStrategy::MovedCgroupToLeaf)
@@ -351,13 +376,33 @@ pub(crate) fn place(
                 }
                 Err(e) => why.push(format!("own cgroup: {e}")),
             }
-            // 3. Move ourselves into a leaf, where we are alone.
-            match move_into_leaf(&own_cg, false) {
+            // 3. Move ourselves into a leaf, where we are alone — on a
+            // systemd host only where the unit was delegated to us (systemd
+            // owns the cgroups of the others): else a scope comes first.
+            let try_move = |why: &mut Vec<String>| match move_into_leaf(&own_cg, false) {
                 Ok(leaf) => match enable_after_move(&own_cg, &leaf, CgroupStrategy::MovedToLeaf) {
-                    Ok(p) => return Ok(p),
-                    Err(e) => why.push(format!("move into {SUPERVISOR_LEAF}: {e}")),
+                    Ok(p) => Some(p),
+                    Err(e) => {
+                        why.push(format!("move into {SUPERVISOR_LEAF}: {e}"));
+                        None
+                    }
                 },
-                Err(e) => why.push(format!("move into {SUPERVISOR_LEAF}: {e}")),
+                Err(e) => {
+                    why.push(format!("move into {SUPERVISOR_LEAF}: {e}"));
+                    None
+                }
+            };
+            let scope_first = systemd::host_runs_systemd() && !delegated_to_us(&own_cg);
+            if !scope_first && let Some(p) = try_move(&mut why) {
+                return Ok(p);
+            }
+            // 4. A transient systemd scope.
+            match systemd::place(&root, mount) {
+                Ok(p) => return Ok(p),
+                Err(e) => why.push(format!("systemd scope: {e}")),
+            }
+            if scope_first && let Some(p) = try_move(&mut why) {
+                return Ok(p);
             }
             if partial.is_some()
                 && let Ok(e) = own_cg.enable()
@@ -368,6 +413,28 @@ pub(crate) fn place(
                 return Ok(placed(CgroupStrategy::OwnCgroup, &own_cg, e.controllers));
             }
             Err(why.join("; "))
+        }
+    }
+}
+
+/// Whether systemd delegated `own` (or a cgroup above it) to its
+/// processes: the `trusted.delegate` / `user.delegate` xattr it sets on a
+/// unit with `Delegate=yes`.
+fn delegated_to_us(own: &Cg<'_>) -> bool {
+    let mut path = own.path.clone();
+    loop {
+        if path.as_os_str().is_empty() || path == Path::new(".") {
+            return false;
+        }
+        let cg = Cg {
+            root: own.root,
+            path: path.clone(),
+        };
+        if cg.has_delegate_xattr() {
+            return true;
+        }
+        if !path.pop() {
+            return false;
         }
     }
 }

@@ -298,3 +298,71 @@ pub(crate) fn wait4(pid: i32) -> Result<Usage, Errno> {
             .map(|kib| kib * 1024),
     })
 }
+
+/// A child that does nothing but hold a cgroup alive: it sleeps in
+/// `read(2)` on a pipe whose only write end the caller keeps (close-on-exec),
+/// so it exits when the caller drops it or the caller's process ends (a
+/// thread's death, unlike `PR_SET_PDEATHSIG`, does not end it).
+#[derive(Debug)]
+pub(crate) struct Placeholder {
+    pid: libc::pid_t,
+    write_end: Option<std::os::fd::OwnedFd>,
+}
+
+impl Placeholder {
+    /// Forks the placeholder, in its own session (a terminal's ^C is not
+    /// for it) with every inherited fd but its pipe closed.
+    pub(crate) fn spawn() -> Result<Self, Errno> {
+        let (read_end, write_end) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
+        let read_fd = read_end.as_raw_fd();
+        // SAFETY: fork(2) in a possibly multithreaded process: the child
+        // calls only async-signal-safe syscalls (setsid, prctl, close_range,
+        // read, _exit) on locals prepared before the fork, and never returns.
+        let pid = unsafe { libc::fork() };
+        if pid < 0 {
+            return Err(last_errno());
+        }
+        if pid == 0 {
+            // SAFETY: as above; `read_fd` is our pipe's read end, the one fd
+            // kept open; the buffer is a live local.
+            unsafe {
+                libc::setsid();
+                libc::prctl(libc::PR_SET_NAME, c"sandbox-scope".as_ptr(), 0, 0, 0);
+                if read_fd > 0 {
+                    libc::syscall(libc::SYS_close_range, 0u32, (read_fd - 1) as u32, 0u32);
+                }
+                libc::syscall(libc::SYS_close_range, (read_fd + 1) as u32, u32::MAX, 0u32);
+                let mut byte = 0u8;
+                loop {
+                    let n = libc::read(read_fd, (&raw mut byte).cast(), 1);
+                    if n >= 0 || *libc::__errno_location() != libc::EINTR {
+                        libc::_exit(0);
+                    }
+                }
+            }
+        }
+        drop(read_end);
+        Ok(Self {
+            pid,
+            write_end: Some(write_end),
+        })
+    }
+
+    /// Its pid.
+    pub(crate) fn pid(&self) -> u32 {
+        self.pid as u32
+    }
+}
+
+impl Drop for Placeholder {
+    fn drop(&mut self) {
+        // EOF on its pipe ends it; then reap it.
+        drop(self.write_end.take());
+        let mut status = 0;
+        // SAFETY: waitpid(2) on our own child, with a live local for the
+        // status.
+        while unsafe { libc::waitpid(self.pid, &mut status, 0) } < 0 && last_errno() == Errno::INTR
+        {
+        }
+    }
+}

@@ -7,8 +7,8 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
-use sandbox_core::{Sandbox, Stdio};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use sandbox_core::{CgroupPlacement, Sandbox, Stdio};
 use sandbox_policy::{PROFILE_NAMES, Policy};
 
 #[derive(Parser)]
@@ -32,9 +32,9 @@ enum Command {
         /// Print JSON instead of a summary.
         #[arg(long)]
         json: bool,
-        /// As for `sbx run --cgroup-parent`: what runs placed there get.
-        #[arg(long, value_name = "PATH")]
-        cgroup_parent: Option<PathBuf>,
+        /// As for `sbx run`: what runs placed so get.
+        #[command(flatten)]
+        placement: PlacementArgs,
     },
     /// Work with policy files.
     #[command(subcommand)]
@@ -73,14 +73,50 @@ struct RunArgs {
     /// resolver instead of the host's (from /etc/resolv.conf).
     #[arg(long, value_name = "IP:PORT")]
     dns: Option<std::net::SocketAddr>,
-    /// Make the run's cgroup v2 beneath this delegated cgroup (absolute,
-    /// or relative to the cgroup v2 mount), which must hold no process,
-    /// instead of finding a place automatically.
-    #[arg(long, value_name = "PATH")]
-    cgroup_parent: Option<PathBuf>,
+    #[command(flatten)]
+    placement: PlacementArgs,
     /// The command and its arguments.
     #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
     command: Vec<String>,
+}
+
+/// Where a run's cgroup v2 goes.
+#[derive(Args)]
+struct PlacementArgs {
+    /// Make the run's cgroup v2 beneath this delegated cgroup (absolute,
+    /// or relative to the cgroup v2 mount), which must hold no process,
+    /// instead of finding a place automatically.
+    #[arg(long, value_name = "PATH", conflicts_with = "cgroup_placement")]
+    cgroup_parent: Option<PathBuf>,
+    /// How to find the run's cgroup v2 parent: auto (the strategies in
+    /// order), systemd-scope (a transient scope with Delegate=yes from the
+    /// caller's systemd manager), move-cgroup (move every process of the
+    /// caller's cgroup into <own>/supervisor), disabled.
+    #[arg(long, value_enum, value_name = "HOW")]
+    cgroup_placement: Option<PlacementChoice>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum PlacementChoice {
+    Auto,
+    SystemdScope,
+    MoveCgroup,
+    Disabled,
+}
+
+impl PlacementArgs {
+    fn apply(&self, sandbox: Sandbox) -> Result<Sandbox, String> {
+        let placement = match (&self.cgroup_parent, self.cgroup_placement) {
+            (Some(parent), _) => CgroupPlacement::Parent(parent.clone()),
+            (None, None | Some(PlacementChoice::Auto)) => return Ok(sandbox),
+            (None, Some(PlacementChoice::SystemdScope)) => CgroupPlacement::SystemdScope,
+            (None, Some(PlacementChoice::MoveCgroup)) => CgroupPlacement::MoveCgroupToLeaf,
+            (None, Some(PlacementChoice::Disabled)) => CgroupPlacement::Disabled,
+        };
+        sandbox
+            .with_cgroup_placement(placement)
+            .map_err(|e| e.to_string())
+    }
 }
 
 #[derive(Subcommand)]
@@ -119,10 +155,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(args) => run(args),
-        Command::Check {
-            json,
-            cgroup_parent,
-        } => check(json, cgroup_parent.as_deref()),
+        Command::Check { json, placement } => check(json, &placement),
         Command::Policy(cmd) => policy(cmd),
     };
     match result {
@@ -139,11 +172,7 @@ fn run(args: RunArgs) -> Result<ExitCode, String> {
     if let Some(upstream) = args.dns {
         sandbox = sandbox.with_dns_upstream(upstream);
     }
-    if let Some(parent) = &args.cgroup_parent {
-        sandbox = sandbox
-            .with_cgroup_parent(parent)
-            .map_err(|e| e.to_string())?;
-    }
+    sandbox = args.placement.apply(sandbox)?;
     let (program, rest) = args
         .command
         .split_first()
@@ -205,16 +234,11 @@ fn run(args: RunArgs) -> Result<ExitCode, String> {
     Ok(ExitCode::from(u8::try_from(code).unwrap_or(255)))
 }
 
-fn check(json: bool, cgroup_parent: Option<&std::path::Path>) -> Result<ExitCode, String> {
+fn check(json: bool, placement: &PlacementArgs) -> Result<ExitCode, String> {
     let mut profiles = Vec::new();
     for name in PROFILE_NAMES {
-        let mut sandbox = Sandbox::from_profile(name).map_err(|e| e.to_string())?;
-        if let Some(parent) = cgroup_parent {
-            sandbox = sandbox
-                .with_cgroup_parent(parent)
-                .map_err(|e| e.to_string())?;
-        }
-        profiles.push((name, sandbox));
+        let sandbox = Sandbox::from_profile(name).map_err(|e| e.to_string())?;
+        profiles.push((name, placement.apply(sandbox)?));
     }
     let host = match profiles.first() {
         Some((_, s)) => s.report().host.clone(),

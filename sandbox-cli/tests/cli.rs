@@ -266,3 +266,31 @@ fn a_cgroup_parent_that_is_no_cgroup_is_refused_by_name() {
     // Control: without it, check answers.
     assert_eq!(sbx(&["check"]).status.code(), Some(0));
 }
+
+#[test]
+fn a_systemd_scope_is_asked_for_by_name() {
+    let out = sbx(&["check", "--cgroup-placement", "systemd-scope"]);
+    let err = text(&out.stderr);
+    if std::path::Path::new("/run/systemd/system").is_dir() {
+        // A systemd host (the kernel matrix's systemd layouts): the scope
+        // is where runs go, and check says so.
+        assert_eq!(out.status.code(), Some(0), "{err}");
+        assert!(text(&out.stdout).contains("transient scope"), "{out:?}");
+    } else {
+        assert!(
+            std::env::var_os("SANDBOX_EXPECT_SYSTEMD").is_none(),
+            "SANDBOX_EXPECT_SYSTEMD is set but the host does not run systemd"
+        );
+        assert_eq!(out.status.code(), Some(125), "{out:?}");
+        assert!(err.contains("does not run systemd"), "{err}");
+    }
+    // A placement and a parent at once are refused before anything runs.
+    let both = sbx(&[
+        "check",
+        "--cgroup-placement",
+        "auto",
+        "--cgroup-parent",
+        "/sys/fs/cgroup",
+    ]);
+    assert_eq!(both.status.code(), Some(2), "{both:?}");
+}

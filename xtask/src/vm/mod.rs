@@ -5,7 +5,7 @@
 //! first) and prints kernel × layout × binary → passed / failed.
 //!
 //! ```text
-//! cargo xtask vm [--kernel 6.1|6.12|all] [--layout leaf|delegated-user|root|all]
+//! cargo xtask vm [--kernel 6.1|6.12|all] [--layout leaf|delegated-user|root|systemd|systemd-user|all]
 //!                [--binaries a,b|ci|default|all] [--kvm] [-- TEST FILTER…]
 //! ```
 
@@ -21,7 +21,11 @@ use std::time::{Duration, Instant};
 use crate::{packages, run};
 
 /// The cgroup layouts a guest can put its test shell in.
-pub(crate) const LAYOUTS: [&str; 3] = ["leaf", "delegated-user", "root"];
+///
+/// `systemd` and `systemd-user` boot the host's systemd as the guest's
+/// PID 1: the tests run as a system service with `Delegate=yes`, and as a
+/// service of an unprivileged user's own manager.
+pub(crate) const LAYOUTS: [&str; 5] = ["leaf", "delegated-user", "root", "systemd", "systemd-user"];
 
 /// How the matrix is asked to run.
 #[derive(Debug, Clone)]
@@ -97,7 +101,7 @@ impl Options {
     }
 }
 
-const USAGE: &str = "usage: cargo xtask vm [--kernel 6.1|6.12|all] [--layout leaf|delegated-user|root|all] [--binaries NAME,…|ci|default|all] [--timeout SECONDS] [--kvm] [-- TEST FILTER…]";
+const USAGE: &str = "usage: cargo xtask vm [--kernel 6.1|6.12|all] [--layout leaf|delegated-user|root|systemd|systemd-user|all] [--binaries NAME,…|ci|default|all] [--timeout SECONDS] [--kvm] [-- TEST FILTER…]";
 
 /// What the matrix needs on this machine.
 const FOR_VM: &[packages::Package] = &[
@@ -120,6 +124,21 @@ const FOR_VM: &[packages::Package] = &[
         name: "xz-utils",
         provides: "xz",
         why: "unpacking the kernels' modules",
+    },
+    packages::Package {
+        name: "systemd",
+        provides: "/lib/systemd/systemd",
+        why: "PID 1 of the systemd layouts",
+    },
+    packages::Package {
+        name: "dbus",
+        provides: "/usr/bin/dbus-daemon",
+        why: "the system bus of the systemd layouts",
+    },
+    packages::Package {
+        name: "dbus-user-session",
+        provides: "/usr/lib/systemd/user/dbus.socket",
+        why: "the user's session bus in the systemd-user layout",
     },
 ];
 

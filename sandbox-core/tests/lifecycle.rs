@@ -165,6 +165,7 @@ fn parent_death_kills_the_sandbox() {
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     assert!(lines.any(|l| l.unwrap().contains("READY")));
     assert_eq!(processes_with("4646.5"), 1, "the sandbox runs");
+    let child_scope = scope_slice().and_then(|slice| scopes_of(&slice, child.id()).next());
     child.kill().unwrap();
     child.wait().unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -176,6 +177,26 @@ fn parent_death_kills_the_sandbox() {
         0,
         "the sandbox died with its parent"
     );
+    // Beneath a systemd scope the killed caller's runs had a scope of
+    // their own, which systemd removes, run cgroups and all, once it is
+    // empty (the control: it was there while the caller ran).
+    if let Some(slice) = scope_slice() {
+        assert!(
+            child_scope.is_some(),
+            "the child's runs had a scope of their own in {}",
+            slice.display()
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while scopes_of(&slice, child.id()).next().is_some() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert_eq!(
+            scopes_of(&slice, child.id()).collect::<Vec<_>>(),
+            Vec::<std::path::PathBuf>::new(),
+            "systemd removed the killed caller's scope"
+        );
+        return;
+    }
     // The killed caller could not remove its run's cgroups; the next
     // Sandbox made here does.
     let left = common::leaks::run_cgroups_of(child.id());
@@ -455,4 +476,37 @@ fn without_a_pids_cgroup_a_run_uid_of_its_own_makes_rlimit_nproc_per_sandbox() {
         let out = h.join().unwrap();
         assert_eq!(stdout(&out).trim(), "10", "{out:?}");
     }
+}
+
+/// Where this process's runs go beneath a transient systemd scope: the
+/// slice holding that scope (and the scopes of other processes).
+fn scope_slice() -> Option<std::path::PathBuf> {
+    let u = sandbox_core::probe().cgroups.unified.as_ref()?;
+    let p = u.placement.as_ref()?;
+    matches!(
+        p.strategy,
+        sandbox_core::CgroupStrategy::SystemdSystemScope
+            | sandbox_core::CgroupStrategy::SystemdUserScope
+    )
+    .then(|| {
+        u.mount
+            .join(&p.parent)
+            .parent()
+            .map(std::path::Path::to_path_buf)
+    })
+    .flatten()
+}
+
+/// The scopes `pid` made in `slice` (`sandbox-<pid>-<n>.scope`).
+fn scopes_of(slice: &std::path::Path, pid: u32) -> impl Iterator<Item = std::path::PathBuf> {
+    let prefix = format!("sandbox-{pid}-");
+    std::fs::read_dir(slice)
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .filter(move |e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.starts_with(&prefix) && name.ends_with(".scope")
+        })
+        .map(|e| e.path())
 }

@@ -277,3 +277,38 @@ fn a_systemd_scope_holds_the_runs_where_systemd_runs() {
         .parent;
     assert_eq!(parent, placement.parent);
 }
+
+/// Under systemd (the matrix's systemd layouts), a caller in a cgroup
+/// systemd delegated to it (`Delegate=yes`: the `trusted.delegate` or
+/// `user.delegate` xattr) moves into `<own>/supervisor`; any other asks its
+/// manager for a scope rather than rearranging a cgroup systemd owns.
+#[test]
+fn under_systemd_the_strategy_follows_delegation() {
+    if std::env::var_os("SANDBOX_EXPECT_SYSTEMD").is_none() {
+        eprintln!("skipped: not the kernel matrix's systemd layouts");
+        return;
+    }
+    let u = sandbox_core::probe().cgroups.unified.as_ref().unwrap();
+    let p = u
+        .placement
+        .as_ref()
+        .unwrap_or_else(|| panic!("a placement under systemd: {:?}", u.placement_failure));
+    let own = u.mount.join(&u.own);
+    let delegated = ["trusted.delegate", "user.delegate"].iter().any(|name| {
+        let mut value = [0u8; 8];
+        rustix::fs::getxattr(&own, *name, &mut value).is_ok_and(|n| &value[..n] == b"1")
+    });
+    if delegated {
+        assert_eq!(p.strategy, CgroupStrategy::MovedToLeaf, "{}", own.display());
+    } else {
+        assert!(
+            matches!(
+                p.strategy,
+                CgroupStrategy::SystemdSystemScope | CgroupStrategy::SystemdUserScope
+            ),
+            "{:?} for {}",
+            p.strategy,
+            own.display()
+        );
+    }
+}

@@ -254,9 +254,14 @@ impl Cg<'_> {
         let Ok(dir) = self.root.open_dir(&self.path) else {
             return false;
         };
+        // The handle is O_PATH, which fgetxattr(2) refuses before 6.x:
+        // read through its /proc/self/fd link (the same inode).
+        use std::os::fd::{AsFd, AsRawFd};
+        let link = format!("/proc/self/fd/{}", dir.as_fd().as_raw_fd());
         ["trusted.delegate", "user.delegate"].iter().any(|name| {
             let mut value = [0u8; 8];
-            rustix::fs::fgetxattr(&dir, *name, &mut value).is_ok_and(|n| &value[..n] == b"1")
+            rustix::fs::getxattr(link.as_str(), *name, &mut value)
+                .is_ok_and(|n| &value[..n] == b"1")
         })
     }
 }

@@ -16,7 +16,7 @@ off() { sync; echo o > /proc/sysrq-trigger; sleep 10; }
 
 layout=$(cat /vm/layout)
 case $layout in
-systemd|systemd-user)
+systemd|systemd-user|systemd-session)
     export SANDBOX_EXPECT_SYSTEMD=1
     if [ $$ = 1 ]; then
         # Phase 1: systemd 252 from the host's root as PID 1, booting only
@@ -100,11 +100,11 @@ leaf_for() {
 case $layout in
 root|leaf|systemd) user=root ;;
 delegated-user) user=nobody ;;
-systemd-user) user=sbx ;;
+systemd-user|systemd-session) user=sbx ;;
 *) say "unknown layout $layout"; exit 1 ;;
 esac
 say "kernel $(uname -r), layout $layout, tests as $user"
-if [ $layout = systemd-user ]; then
+if [ $user = sbx ]; then
     # The user's manager, with its session bus (dbus-user-session), as a
     # login would start them.
     systemctl start user@1000.service || say "user@1000.service did not start"
@@ -136,6 +136,14 @@ while IFS=$'\t' read -r name binary args; do
             env "${uenv[@]}" systemd-run --user --quiet --wait --pipe --collect \
             --unit="$unit" -p RuntimeMaxSec="$limit" \
             -E HOME=/home/sbx -E LANG=C.UTF-8 -E SANDBOX_EXPECT_CGROUP_LIMITS=1 -E SANDBOX_EXPECT_SYSTEMD=1 \
+            "$binary" $args < /dev/null > "/vm/out/$name.log" 2>&1 ;;
+    systemd-session)
+        # As a login session: a scope of root's beneath user-1000.slice (what
+        # logind makes for an SSH login), so the user cannot move its own
+        # processes into its manager's subtree and systemd moves each run.
+        say "running $name in $unit.scope of user-1000.slice (a login session)"
+        systemd-run --quiet --scope --uid=1000 --gid=1000 --slice=user-1000.slice \
+            --unit="$unit" timeout -k 10 "$limit" env HOME=/home/sbx "${uenv[@]}" \
             "$binary" $args < /dev/null > "/vm/out/$name.log" 2>&1 ;;
     *)
         leaf=$(leaf_for "$unit")

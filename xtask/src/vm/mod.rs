@@ -5,7 +5,7 @@
 //! first) and prints kernel × layout × binary → passed / failed.
 //!
 //! ```text
-//! cargo xtask vm [--kernel 6.1|6.12|all] [--layout leaf|delegated-user|root|systemd|systemd-user|all]
+//! cargo xtask vm [--kernel 6.1|6.12|all] [--layout leaf|delegated-user|root|systemd|systemd-user|systemd-session|all]
 //!                [--binaries a,b|ci|default|all] [--kvm] [-- TEST FILTER…]
 //! ```
 
@@ -22,10 +22,18 @@ use crate::{packages, run};
 
 /// The cgroup layouts a guest can put its test shell in.
 ///
-/// `systemd` and `systemd-user` boot the host's systemd as the guest's
-/// PID 1: the tests run as a system service with `Delegate=yes`, and as a
-/// service of an unprivileged user's own manager.
-pub(crate) const LAYOUTS: [&str; 5] = ["leaf", "delegated-user", "root", "systemd", "systemd-user"];
+/// `systemd`, `systemd-user` and `systemd-session` boot the host's systemd
+/// as the guest's PID 1: the tests run as a system service with
+/// `Delegate=yes`, as a service of an unprivileged user's own manager, and
+/// as that user in a login session's scope (root's, as logind makes it).
+pub(crate) const LAYOUTS: [&str; 6] = [
+    "leaf",
+    "delegated-user",
+    "root",
+    "systemd",
+    "systemd-user",
+    "systemd-session",
+];
 
 /// How the matrix is asked to run.
 #[derive(Debug, Clone)]
@@ -101,7 +109,7 @@ impl Options {
     }
 }
 
-const USAGE: &str = "usage: cargo xtask vm [--kernel 6.1|6.12|all] [--layout leaf|delegated-user|root|systemd|systemd-user|all] [--binaries NAME,…|ci|default|all] [--timeout SECONDS] [--kvm] [-- TEST FILTER…]";
+const USAGE: &str = "usage: cargo xtask vm [--kernel 6.1|6.12|all] [--layout leaf|delegated-user|root|systemd|systemd-user|systemd-session|all] [--binaries NAME,…|ci|default|all] [--timeout SECONDS] [--kvm] [-- TEST FILTER…]";
 
 /// What the matrix needs on this machine.
 const FOR_VM: &[packages::Package] = &[

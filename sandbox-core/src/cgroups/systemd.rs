@@ -27,7 +27,8 @@ use std::time::{Duration, Instant};
 use zbus::blocking::Connection;
 use zbus::zvariant::{OwnedObjectPath, Value};
 
-use super::placement::{Cg, SUPERVISOR_LEAF};
+use super::dir::Cg;
+use super::placement::SUPERVISOR_LEAF;
 use super::{CgroupStrategy, V2Placement};
 use crate::sys::Placeholder;
 

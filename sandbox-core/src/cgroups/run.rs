@@ -1,0 +1,291 @@
+//! The cgroups of one run: made beneath the placement's parent (and v1
+//! hierarchies' own cgroups), given the limits, joined by the run, read for
+//! the outcome, removed after.
+
+use std::path::PathBuf;
+
+use super::{CgroupSupport, systemd};
+
+/// One per-run cgroup directory, reached through `openat2-root` beneath
+/// its hierarchy's mount.
+#[derive(Debug)]
+struct RunCgroupDir {
+    root: openat2_root::Root,
+    mount: PathBuf,
+    path: PathBuf,
+    v2: bool,
+    controllers: Vec<&'static str>,
+}
+
+/// The cgroups of one run, beneath the caller's own cgroup in each
+/// hierarchy; removed on drop.
+#[derive(Debug, Default)]
+pub(crate) struct RunCgroups {
+    dirs: Vec<RunCgroupDir>,
+}
+
+fn cgroup_error(what: String) -> impl FnOnce(openat2_root::Error) -> crate::Error {
+    move |e| crate::Error::Prepare {
+        what,
+        source: e.into(),
+    }
+}
+
+/// The limits a run's cgroups enforce.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct CgroupLimits {
+    /// `memory.max` / `memory.limit_in_bytes`, bytes.
+    pub(crate) memory: Option<u64>,
+    /// `pids.max`.
+    pub(crate) pids: Option<u32>,
+    /// CPU bandwidth, percent of one CPU.
+    pub(crate) cpu: Option<u32>,
+}
+
+impl CgroupLimits {
+    /// Whether any limit needs a cgroup.
+    pub(crate) fn any(&self) -> bool {
+        self.memory.is_some() || self.pids.is_some() || self.cpu.is_some()
+    }
+}
+
+/// The CFS period the CPU limit's quota is a share of.
+const CPU_PERIOD_US: u64 = 100_000;
+
+impl RunCgroups {
+    /// Creates the cgroups and writes the limits.
+    pub(crate) fn create(support: &CgroupSupport, limits: &CgroupLimits) -> crate::Result<Self> {
+        let CgroupLimits { memory, pids, cpu } = *limits;
+        static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let name = format!(
+            "sandbox-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        let mut run = RunCgroups::default();
+        let wanted = [
+            ("memory", memory.is_some()),
+            ("pids", pids.is_some()),
+            ("cpu", cpu.is_some()),
+        ];
+        for (controller, _) in wanted.iter().filter(|(_, w)| *w) {
+            let Some(h) = support.hierarchy_for(controller) else {
+                return Err(crate::Error::Prepare {
+                    what: format!("a cgroup for the {controller} controller"),
+                    source: std::io::ErrorKind::NotFound.into(),
+                });
+            };
+            if let Some(dir) = run.dirs.iter_mut().find(|d| d.v2 && h.v2) {
+                dir.controllers.push(controller);
+                continue;
+            }
+            let root = openat2_root::Root::open(&h.mount)
+                .map_err(cgroup_error(format!("open {}", h.mount.display())))?;
+            let path = h.parent.join(&name);
+            root.create_dir(&path, 0o755).map_err(cgroup_error(format!(
+                "create cgroup {}",
+                h.mount.join(&path).display()
+            )))?;
+            run.dirs.push(RunCgroupDir {
+                root,
+                mount: h.mount.clone(),
+                path,
+                v2: h.v2,
+                controllers: vec![controller],
+            });
+        }
+        // The unified hierarchy tracks the run too where it is writable and
+        // no controller put the run there already: `cgroup.events` says
+        // whether anything of the run is alive, `cgroup.kill` ends it all.
+        if let Some((mount, parent)) = support.tracking_parent()
+            && !run.dirs.iter().any(|d| d.v2)
+        {
+            let root = openat2_root::Root::open(&mount)
+                .map_err(cgroup_error(format!("open {}", mount.display())))?;
+            let path = parent.join(&name);
+            root.create_dir(&path, 0o755).map_err(cgroup_error(format!(
+                "create cgroup {}",
+                mount.join(&path).display()
+            )))?;
+            run.dirs.push(RunCgroupDir {
+                root,
+                mount: mount.clone(),
+                path,
+                v2: true,
+                controllers: Vec::new(),
+            });
+        }
+        for dir in &run.dirs {
+            for controller in &dir.controllers {
+                match (*controller, dir.v2) {
+                    ("memory", v2) => {
+                        let bytes = memory.unwrap_or(u64::MAX).to_string();
+                        if v2 {
+                            dir.write("memory.max", &bytes)?;
+                            dir.write_if_present("memory.swap.max", "0")?;
+                            // An OOM kill ends the whole run, not one
+                            // process of it.
+                            dir.write_if_present("memory.oom.group", "1")?;
+                        } else {
+                            dir.write("memory.limit_in_bytes", &bytes)?;
+                            dir.write_if_present("memory.memsw.limit_in_bytes", &bytes)?;
+                        }
+                    }
+                    ("pids", _) => dir.write("pids.max", &pids.unwrap_or(u32::MAX).to_string())?,
+                    ("cpu", v2) => {
+                        // Percent of one CPU → microseconds per 100 ms.
+                        let quota = u64::from(cpu.unwrap_or(100)) * CPU_PERIOD_US / 100;
+                        if v2 {
+                            dir.write("cpu.max", &format!("{quota} {CPU_PERIOD_US}"))?;
+                        } else {
+                            dir.write("cpu.cfs_period_us", &CPU_PERIOD_US.to_string())?;
+                            dir.write("cpu.cfs_quota_us", &quota.to_string())?;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(run)
+    }
+
+    /// Moves `pid` into every cgroup of the run.
+    pub(crate) fn attach(&self, pid: i32) -> crate::Result<()> {
+        for dir in &self.dirs {
+            if let Err(direct) = dir.write("cgroup.procs", &pid.to_string()) {
+                // A systemd scope the caller cannot move its processes into
+                // itself: systemd moves them.
+                match systemd::attach(&dir.mount, &dir.path, pid) {
+                    Some(Ok(())) => {}
+                    Some(Err(through)) => {
+                        return Err(crate::Error::Prepare {
+                            what: format!("{direct}; through systemd: {through}"),
+                            source: std::io::ErrorKind::PermissionDenied.into(),
+                        });
+                    }
+                    None => return Err(direct),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The memory high-water mark, where the hierarchy keeps one.
+    pub(crate) fn peak_memory(&self) -> Option<u64> {
+        let dir = self
+            .dirs
+            .iter()
+            .find(|d| d.controllers.contains(&"memory"))?;
+        let file = if dir.v2 {
+            "memory.peak"
+        } else {
+            "memory.max_usage_in_bytes"
+        };
+        dir.read(file)?.trim().parse().ok()
+    }
+
+    /// CPU time of every process of the run, where the run has a cgroup
+    /// accounting it (`cpu.stat` on v2, `cpuacct.usage` on v1).
+    pub(crate) fn cpu_time(&self) -> Option<std::time::Duration> {
+        let dir = self.dirs.iter().find(|d| d.controllers.contains(&"cpu"))?;
+        if dir.v2 {
+            let usec = dir.counter("cpu.stat", "usage_usec");
+            (usec > 0).then(|| std::time::Duration::from_micros(usec))
+        } else {
+            let nanos: u64 = dir.read("cpuacct.usage")?.trim().parse().ok()?;
+            Some(std::time::Duration::from_nanos(nanos))
+        }
+    }
+
+    /// Whether the kernel's OOM killer killed a process of the run.
+    pub(crate) fn oom_killed(&self) -> bool {
+        let Some(dir) = self.dirs.iter().find(|d| d.controllers.contains(&"memory")) else {
+            return false;
+        };
+        let file = if dir.v2 {
+            "memory.events"
+        } else {
+            "memory.oom_control"
+        };
+        dir.counter(file, "oom_kill") > 0
+    }
+
+    /// Whether a fork or clone of the run failed at the pids limit
+    /// (`pids.events`, in both hierarchies).
+    pub(crate) fn pids_limit_hit(&self) -> bool {
+        self.dirs
+            .iter()
+            .find(|d| d.controllers.contains(&"pids"))
+            .is_some_and(|dir| dir.counter("pids.events", "max") > 0)
+    }
+}
+
+impl RunCgroupDir {
+    /// The value of `key` in a flat-keyed file (`key value` lines), 0 if
+    /// absent.
+    fn counter(&self, file: &str, key: &str) -> u64 {
+        self.read(file)
+            .and_then(|text| {
+                text.lines().find_map(|line| {
+                    let (k, v) = line.split_once(' ')?;
+                    (k == key).then(|| v.trim().parse().ok()).flatten()
+                })
+            })
+            .unwrap_or(0)
+    }
+
+    fn write(&self, file: &str, value: &str) -> crate::Result<()> {
+        use std::io::Write;
+        let path = self.path.join(file);
+        let what = || format!("write {value:?} to {}", path.display());
+        let mut f = self
+            .root
+            .open_file(&path, openat2_root::OpenOptions::new().write(true))
+            .map_err(cgroup_error(what()))?;
+        f.write_all(value.as_bytes())
+            .map_err(crate::Error::prepare(what()))
+    }
+
+    fn write_if_present(&self, file: &str, value: &str) -> crate::Result<()> {
+        match self.root.symlink_metadata(self.path.join(file)) {
+            Ok(_) => self.write(file, value),
+            Err(_) => Ok(()),
+        }
+    }
+
+    fn read(&self, file: &str) -> Option<String> {
+        use std::io::Read;
+        let mut text = String::new();
+        self.root
+            .open_file(
+                self.path.join(file),
+                openat2_root::OpenOptions::new().read(true),
+            )
+            .ok()?
+            .read_to_string(&mut text)
+            .ok()?;
+        Some(text)
+    }
+}
+
+impl Drop for RunCgroups {
+    fn drop(&mut self) {
+        for dir in &self.dirs {
+            // Whatever of the run is left (nothing, normally: its pid
+            // namespace died with PID 1) is killed by the kernel.
+            if dir.v2 {
+                let _ = dir.write_if_present("cgroup.kill", "1");
+            }
+            // The run's processes are gone (their pid namespace is), but
+            // the kernel may take a moment to let go of the cgroup.
+            for attempt in 0..100 {
+                match dir.root.remove_dir(&dir.path) {
+                    Err(e) if e.kind() == openat2_root::ErrorKind::Os(libc::EBUSY) => {
+                        std::thread::sleep(std::time::Duration::from_millis(1 + attempt / 10));
+                    }
+                    _ => break,
+                }
+            }
+        }
+    }
+}

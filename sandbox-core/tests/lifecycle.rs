@@ -276,14 +276,16 @@ fn the_cpu_limit_comes_from_a_cgroup() {
         "{}",
         limited.report()
     );
-    // A second of spinning: at 20 % of a CPU it gets about 0.2 s of it.
-    let spin = "timeout 1 sh -c 'while :; do :; done'; true";
+    // Three seconds of spinning: at 20 % of a CPU it gets about 0.6 s of
+    // it (long enough that starting sh and timeout, which costs up to half
+    // a second of CPU under emulation, does not decide the comparison).
+    let spin = "timeout 3 sh -c 'while :; do :; done'; true";
     let capped = sh(&limited, spin);
     // Control: the same spin without the limit (as far as this machine's
     // load lets it run).
     let free = sh(&sandbox("[resources]\ncpu = \"unlimited\"\n"), spin);
     let (capped_s, free_s) = (capped.cpu_time.as_secs_f64(), free.cpu_time.as_secs_f64());
-    println!("1 s of spinning: {capped_s:.2} s of CPU at 20 %, {free_s:.2} s unlimited");
+    println!("3 s of spinning: {capped_s:.2} s of CPU at 20 %, {free_s:.2} s unlimited");
     // Against the control, not an absolute figure: under emulation (the
     // kernel matrix) starting sh and timeout costs CPU time of its own.
     assert!(

@@ -206,6 +206,38 @@ fn a_systemd_scope_holds_the_runs_where_systemd_runs() {
         "{}",
         scope.display()
     );
+    // The caller moves its runs' processes in itself where it may write
+    // the cgroup.procs of the common ancestor of its cgroup and the scope
+    // (the kernel's rule); else systemd moves each (a login session).
+    let mine = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+    let mine = Path::new(mine.lines().find_map(|l| l.strip_prefix("0::")).unwrap());
+    let mut ancestor = placement.parent.clone();
+    while !Path::new("/").join(&ancestor).starts_with(mine)
+        && !mine.starts_with(Path::new("/").join(&ancestor))
+    {
+        if !ancestor.pop() {
+            break;
+        }
+    }
+    let ancestor_procs = u.mount.join(&ancestor).join("cgroup.procs");
+    let may_move = rustix::fs::access(&ancestor_procs, rustix::fs::Access::WRITE_OK).is_ok();
+    assert_eq!(
+        placement.moved_by_manager,
+        !may_move,
+        "{} writable: {may_move}",
+        ancestor_procs.display()
+    );
+    if placement.moved_by_manager {
+        assert!(
+            sb.report()
+                .resources
+                .mechanisms
+                .iter()
+                .any(|m| m.contains("systemd moves each run's process")),
+            "{}",
+            sb.report()
+        );
+    }
     // The scope holds no process itself: its placeholder is in supervisor.
     assert_eq!(
         std::fs::read_to_string(scope.join("cgroup.procs")).unwrap(),

@@ -248,6 +248,8 @@ pub(crate) struct ChosenHierarchy {
     pub(crate) parent: PathBuf,
     /// How the parent was found (cgroup v2).
     pub(crate) strategy: Option<CgroupStrategy>,
+    /// systemd moves each run's process in (cgroup v2, a scope).
+    pub(crate) moved_by_manager: bool,
 }
 
 impl ChosenHierarchy {
@@ -265,7 +267,13 @@ impl ChosenHierarchy {
             "cgroup {} {file}, in a per-run cgroup beneath {}{}",
             if self.v2 { "v2" } else { "v1" },
             beneath(&self.mount, &self.parent).display(),
-            self.strategy.map(|s| format!(" ({s})")).unwrap_or_default()
+            self.strategy
+                .map(|s| if self.moved_by_manager {
+                    format!(" ({s}; systemd moves each run's process into it)")
+                } else {
+                    format!(" ({s})")
+                })
+                .unwrap_or_default()
         )
     }
 }
@@ -306,6 +314,7 @@ impl CgroupSupport {
                 mount: u.mount.clone(),
                 parent: p.parent.clone(),
                 strategy: Some(p.strategy),
+                moved_by_manager: p.moved_by_manager,
             });
         }
         self.v1
@@ -316,6 +325,7 @@ impl CgroupSupport {
                 mount: h.mount.clone(),
                 parent: h.own.clone(),
                 strategy: None,
+                moved_by_manager: false,
             })
     }
 

@@ -134,6 +134,11 @@ pub struct V2Placement {
     /// The controllers a child of `parent` gets (its
     /// `cgroup.subtree_control`, read back after enabling).
     pub controllers: Vec<String>,
+    /// Whether the caller cannot move a run's process into `parent` itself
+    /// and the systemd manager of the scope does it for each run
+    /// (`AttachProcessesToUnit`: a caller whose cgroup is not beneath its
+    /// manager's, as in a login session).
+    pub moved_by_manager: bool,
 }
 
 /// Finds (and where a strategy says so, makes) the placement of per-run
@@ -159,6 +164,7 @@ pub(crate) fn place(
         strategy,
         parent: parent.path.clone(),
         controllers,
+        moved_by_manager: false,
     };
     match mode {
         CgroupPlacement::Disabled => Err("cgroup placement disabled by the caller".into()),
@@ -392,6 +398,7 @@ fn enable_after_move(
                     strategy,
                     parent: own.path.clone(),
                     controllers: e.controllers,
+                    moved_by_manager: false,
                 });
             }
             Ok(e) => last = e.refused.join("; "),

@@ -93,6 +93,7 @@ fn placement(scope: &Scope) -> V2Placement {
         strategy: scope.strategy,
         parent: scope.path.clone(),
         controllers: scope.controllers.clone(),
+        moved_by_manager: scope.attach_through.is_some(),
     }
 }
 

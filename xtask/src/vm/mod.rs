@@ -45,6 +45,8 @@ pub(crate) struct Options {
     pub(crate) kvm: bool,
     /// Per test binary, seconds.
     pub(crate) timeout: u64,
+    /// Layouts booted on the first kernel of `kernels` only.
+    pub(crate) first_kernel_only: Vec<String>,
 }
 
 impl Options {
@@ -105,6 +107,7 @@ impl Options {
             filter,
             kvm: ours.iter().any(|a| a == "--kvm"),
             timeout,
+            first_kernel_only: Vec::new(),
         })
     }
 }
@@ -157,6 +160,8 @@ struct Cell {
     layout: String,
     binary: String,
     outcome: Outcome,
+    /// Said beside the outcome (a repeated boot).
+    note: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -176,9 +181,16 @@ enum Outcome {
 }
 
 /// The subset `cargo xtask test` (CI) runs: the cgroup and nftables paths
-/// (`select::CI`) on every kernel, in every layout.
+/// (`select::CI`) on every kernel in every layout, but for the systemd
+/// ones, which boot on the oldest kernel only (6.1, which Debian 12 pairs
+/// with the systemd 252 they run): all of it in about 10 minutes here.
 pub(crate) fn ci() -> Result<(), String> {
-    let options = Options::parse(&["--binaries".to_string(), "ci".to_string()])?;
+    let mut options = Options::parse(&["--binaries".to_string(), "ci".to_string()])?;
+    options.first_kernel_only = LAYOUTS
+        .iter()
+        .filter(|l| l.starts_with("systemd"))
+        .map(|l| l.to_string())
+        .collect();
     let took = matrix(&options)?;
     println!(
         "xtask vm: the CI subset passed in {:.0} s",
@@ -203,13 +215,40 @@ pub(crate) fn matrix(options: &Options) -> Result<Duration, String> {
     let busybox = initramfs::find_busybox().ok_or("no static busybox found")?;
     let mut cells = Vec::new();
     let mut times = Vec::new();
-    for series in &options.kernels {
+    for (i, series) in options.kernels.iter().enumerate() {
         let kernel = kernel::fetch(series, &root.join("kernels"))?;
         let initrd = root.join(format!("initrd-{}.img", kernel.release));
         initramfs::build(&kernel, &busybox, &initrd)?;
         for layout in &options.layouts {
+            if i > 0 && options.first_kernel_only.contains(layout) {
+                continue;
+            }
             let t = Instant::now();
             let mut got = boot(options, &kernel, &initrd, layout, &binaries, &root)?;
+            // The guest kernel oopsing is no test's result: emulation has
+            // been seen to run a stale int3 of the kernel's own code
+            // patching (a static key turned on by a new cgroup controller).
+            // Such a boot is repeated once, and the table says so.
+            let share = root
+                .join("runs")
+                .join(format!("{}-{layout}", kernel.series));
+            if let Some(oops) = guest_oops(&share)
+                && got.iter().any(|c| matches!(c.outcome, Outcome::NotRun(_)))
+            {
+                println!(
+                    "vm: the guest kernel oopsed ({oops}): booting {} × {layout} again",
+                    kernel.series
+                );
+                let _ = std::fs::rename(
+                    share.join("console.log"),
+                    root.join("runs")
+                        .join(format!("{}-{layout}-oops.log", kernel.series)),
+                );
+                got = boot(options, &kernel, &initrd, layout, &binaries, &root)?;
+                for c in &mut got {
+                    c.note = Some(format!("second boot: the first oopsed ({oops})"));
+                }
+            }
             times.push(format!(
                 "{} × {layout}: {:.0} s",
                 kernel.series,
@@ -409,6 +448,7 @@ fn boot(
             layout: layout.to_string(),
             binary: b.display.clone(),
             outcome,
+            note: None,
         });
     }
     let leftovers = std::fs::read_to_string(share.join("out/leftover-cgroups")).unwrap_or_default();
@@ -416,6 +456,7 @@ fn boot(
         kernel: kernel.series.to_string(),
         layout: layout.to_string(),
         binary: "(no run cgroup left behind)".into(),
+        note: None,
         outcome: if leftovers.trim().is_empty() && share.join("out/leftover-cgroups").exists() {
             Outcome::Passed {
                 tests: None,
@@ -435,6 +476,20 @@ fn boot(
         },
     });
     Ok(cells)
+}
+
+/// The first line of a guest kernel oops or panic in the boot's console.
+fn guest_oops(share: &Path) -> Option<String> {
+    let console = std::fs::read_to_string(share.join("console.log")).ok()?;
+    console
+        .lines()
+        .find(|l| l.contains("Oops:") || l.contains("Kernel panic") || l.contains("BUG: "))
+        .map(|l| {
+            l.split_once("] ")
+                .map_or(l, |(_, rest)| rest)
+                .trim()
+                .to_string()
+        })
 }
 
 /// The matrix as a markdown table: a row per binary, a column per
@@ -489,6 +544,10 @@ fn render(cells: &[Cell]) -> String {
                     format!("**FAILED**: {detail} ({secs} s)")
                 }
                 Some(Outcome::NotRun(why)) => format!("**not run**: {why}"),
+            };
+            let text = match cell.and_then(|c| c.note.as_deref()) {
+                Some(note) => format!("{text} ({note})"),
+                None => text,
             };
             out.push_str(&format!(" {text} |"));
         }

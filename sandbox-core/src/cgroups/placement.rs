@@ -298,9 +298,12 @@ pub(crate) fn place(
     }
 }
 
-/// Whether systemd delegated `own` (or a cgroup above it) to its
-/// processes: the `trusted.delegate` / `user.delegate` xattr it sets on a
-/// unit with `Delegate=yes`.
+/// Whether systemd delegated `own` to its processes: the
+/// `trusted.delegate` / `user.delegate` xattr it sets on a unit with
+/// `Delegate=yes`, on `own` or on the unit above the cgroups its processes
+/// made (`svc.service/sub`). The nearest unit decides: beneath a delegated
+/// `user@1000.service`, the user manager's own `app.slice/x.service` is
+/// that manager's, not delegated to `x`.
 fn delegated_to_us(own: &Cg<'_>) -> bool {
     let mut path = own.path.clone();
     loop {
@@ -314,7 +317,10 @@ fn delegated_to_us(own: &Cg<'_>) -> bool {
         if cg.has_delegate_xattr() {
             return true;
         }
-        if !path.pop() {
+        let is_unit = path
+            .extension()
+            .is_some_and(|e| ["service", "scope", "slice"].contains(&e.to_string_lossy().as_ref()));
+        if is_unit || !path.pop() {
             return false;
         }
     }

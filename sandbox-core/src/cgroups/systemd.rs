@@ -141,22 +141,32 @@ fn make(root: &openat2_root::Root, mount: &Path) -> Result<Scope, String> {
         COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     );
     let description = format!("sandbox-core run cgroups of pid {}", std::process::id());
-    let properties: Vec<(&str, Value<'_>)> = vec![
-        ("Description", Value::from(description.as_str())),
-        ("PIDs", Value::from(vec![placeholder.pid()])),
-        ("Delegate", Value::from(true)),
-        ("CollectMode", Value::from("inactive-or-failed")),
-    ];
-    let aux: Vec<(&str, Vec<(&str, Value<'_>)>)> = Vec::new();
-    conn.call_method(
-        Some(DESTINATION),
-        OBJECT,
-        Some(MANAGER),
-        "StartTransientUnit",
-        &(unit.as_str(), "fail", properties, aux),
-    )
-    .and_then(|reply| reply.body().deserialize::<OwnedObjectPath>().map(drop))
-    .map_err(|e| format!("StartTransientUnit({unit}) on {manager}: {e}"))?;
+    let start = |oom_policy: bool| {
+        let mut properties: Vec<(&str, Value<'_>)> = vec![
+            ("Description", Value::from(description.as_str())),
+            ("PIDs", Value::from(vec![placeholder.pid()])),
+            ("Delegate", Value::from(true)),
+            ("CollectMode", Value::from("inactive-or-failed")),
+        ];
+        if oom_policy {
+            // One run's OOM kill (its own cgroup's memory.max) must not
+            // make systemd stop the scope, and every other run with it.
+            properties.push(("OOMPolicy", Value::from("continue")));
+        }
+        let aux: Vec<(&str, Vec<(&str, Value<'_>)>)> = Vec::new();
+        conn.call_method(
+            Some(DESTINATION),
+            OBJECT,
+            Some(MANAGER),
+            "StartTransientUnit",
+            &(unit.as_str(), "fail", properties, aux),
+        )
+        .and_then(|reply| reply.body().deserialize::<OwnedObjectPath>().map(drop))
+    };
+    // A manager too old for OOMPolicy= on scopes refuses the property.
+    start(true)
+        .or_else(|_| start(false))
+        .map_err(|e| format!("StartTransientUnit({unit}) on {manager}: {e}"))?;
     // systemd moves the placeholder when the start job runs, just after
     // the reply.
     let mount_root = mount_root(mount)?;

@@ -215,6 +215,7 @@ pub(crate) fn matrix(options: &Options) -> Result<Duration, String> {
     let busybox = initramfs::find_busybox().ok_or("no static busybox found")?;
     let mut cells = Vec::new();
     let mut times = Vec::new();
+    let mut oopses = Vec::new();
     for (i, series) in options.kernels.iter().enumerate() {
         let kernel = kernel::fetch(series, &root.join("kernels"))?;
         let initrd = root.join(format!("initrd-{}.img", kernel.release));
@@ -246,8 +247,9 @@ pub(crate) fn matrix(options: &Options) -> Result<Duration, String> {
                 );
                 got = boot(options, &kernel, &initrd, layout, &binaries, &root)?;
                 for c in &mut got {
-                    c.note = Some(format!("second boot: the first oopsed ({oops})"));
+                    c.note = Some("2nd boot".into());
                 }
+                oopses.push(format!("{} × {layout}: the first boot's guest kernel oopsed ({oops}); the table has the second", kernel.series));
             }
             times.push(format!(
                 "{} × {layout}: {:.0} s",
@@ -259,7 +261,7 @@ pub(crate) fn matrix(options: &Options) -> Result<Duration, String> {
     }
     let table = render(&cells);
     println!("\n{table}");
-    for t in &times {
+    for t in oopses.iter().chain(&times) {
         println!("  {t}");
     }
     println!("matrix took {:.0} s", started.elapsed().as_secs_f64());

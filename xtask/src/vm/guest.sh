@@ -39,6 +39,11 @@ StandardOutput=journal+console
 StandardError=journal+console
 LimitNOFILE=65536
 UNIT
+        # Debian's tmpfiles.d/tmp.conf empties /tmp at boot ("D"): in the
+        # overlay only, but a workspace under the host's /tmp (CI's clone)
+        # would vanish from the guest. Same name in /etc overrides it.
+        mkdir -p /etc/tmpfiles.d
+        echo 'd /tmp 1777 root root -' > /etc/tmpfiles.d/tmp.conf
         # The matrix's unprivileged user, with a home and a user manager.
         useradd -u 1000 -U -m -d /home/sbx -s /bin/bash sbx 2>/dev/null
         say "handing PID 1 to $(/lib/systemd/systemd --version | head -1)"

@@ -91,7 +91,7 @@ struct PlacementArgs {
     /// How to find the run's cgroup v2 parent: auto (the strategies in
     /// order), systemd-scope (a transient scope with Delegate=yes from the
     /// caller's systemd manager), move-cgroup (move every process of the
-    /// caller's cgroup into <own>/supervisor), disabled.
+    /// caller's cgroup into `<own>/supervisor`), disabled.
     #[arg(long, value_enum, value_name = "HOW")]
     cgroup_placement: Option<PlacementChoice>,
 }

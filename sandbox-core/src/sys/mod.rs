@@ -356,8 +356,13 @@ impl Placeholder {
 
 impl Drop for Placeholder {
     fn drop(&mut self) {
-        // EOF on its pipe ends it; then reap it.
+        // Killed rather than sent EOF: a run's init forked meanwhile holds
+        // a copy of the write end until that run ends, and waiting for
+        // that would block here.
         drop(self.write_end.take());
+        // SAFETY: kill(2) of our own child, which we have not reaped yet
+        // (so the pid is still ours).
+        unsafe { libc::kill(self.pid, libc::SIGKILL) };
         let mut status = 0;
         // SAFETY: waitpid(2) on our own child, with a live local for the
         // status.

@@ -123,6 +123,12 @@ while IFS=$'\t' read -r name binary args; do
     [ -n "$name" ] || continue
     unit="t-${name//[^a-zA-Z0-9]/-}"
     start=$(date +%s)
+    # Just before the binary's time is up, the blocked tasks' stacks go to
+    # the console (printk's level raised, as `quiet` hides them): a test
+    # that hangs in the kernel shows where.
+    ( sleep $((limit - 5)) && say "$name: still running after $((limit - 5)) s: the blocked tasks follow" \
+        && echo 7 > /proc/sys/kernel/printk && echo w > /proc/sysrq-trigger ) &
+    dog=$!
     # shellcheck disable=SC2086
     case $layout in
     systemd)
@@ -160,6 +166,7 @@ while IFS=$'\t' read -r name binary args; do
             "$leaf" "${drop[@]}" "$binary" $args > "/vm/out/$name.log" 2>&1 ;;
     esac
     rc=$?
+    kill $dog 2>/dev/null
     echo "$rc $(( $(date +%s) - start ))" > "/vm/out/$name.rc"
     say "$name: exit $rc in $(( $(date +%s) - start )) s"
 done < /vm/plan

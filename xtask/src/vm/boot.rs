@@ -233,11 +233,28 @@ fn tell_why(share: &Path, cells: &[Cell], binaries: &[select::TestBinary]) {
     }
     let console = std::fs::read_to_string(share.join("console.log")).unwrap_or_default();
     let kernel: Vec<&str> = console.lines().filter(|l| !l.contains("vm: ")).collect();
-    if !kernel.is_empty() {
+    // From the first oops, hung task or blocked-task dump on, where there
+    // is one (the tail is often a test's own OOM kills).
+    let from = kernel
+        .iter()
+        .position(|l| {
+            [
+                "Oops:",
+                "BUG: ",
+                "Kernel panic",
+                "blocked for more than",
+                "Show Blocked State",
+            ]
+            .iter()
+            .any(|m| l.contains(m))
+        })
+        .unwrap_or(kernel.len().saturating_sub(40));
+    let shown = &kernel[from..kernel.len().min(from + 80)];
+    if !shown.is_empty() {
         println!(
-            "vm: the guest kernel's last messages ({}):\n    {}",
+            "vm: the guest kernel's messages ({}):\n    {}",
             share.join("console.log").display(),
-            tail(&kernel.join("\n"), 60)
+            shown.join("\n    ")
         );
     }
 }

@@ -47,9 +47,8 @@ pub(crate) const DEFAULT: &[&str] = &[
 ];
 
 /// What `cargo xtask test` runs in the VMs: the cgroup and nftables paths
-/// (about 8 minutes here for both kernels and the three layouts; the
-/// 200-sandbox concurrency binary, 45 s a boot under emulation, runs in the
-/// default set).
+/// (the 200-sandbox concurrency binary, 30–45 s a boot under emulation,
+/// runs in the default set).
 pub(crate) const CI: &[&str] = &[
     "sandbox-core/probe",
     "sandbox-core/run",

@@ -281,16 +281,29 @@ pub(crate) fn decide(policy: &Policy, host: &HostCapabilities) -> (Decisions, Ef
     let seccomp = if seccomp_asked == SeccompMode::Off {
         SeccompMode::Off
     } else if host.seccomp_filter.is_available() {
+        let known = crate::seccomp::KNOWN_SYSCALLS;
+        let newest = known.last().map_or("none", |(name, _)| *name);
         priv_mech.push(match seccomp_asked {
             SeccompMode::Strict => format!(
-                "seccomp strict: an allowlist of {} syscalls, the rest fail with EPERM",
-                crate::seccomp::STRICT_ALLOWED.len() + 3
+                "seccomp strict: an allowlist of {} of the {} known syscalls, other known ones fail with EPERM",
+                crate::seccomp::STRICT_ALLOWED.len() + 3,
+                known.len()
             ),
             _ => format!(
-                "seccomp default: {} dangerous syscalls, TIOCSTI/TIOCLINUX and new user namespaces refused",
-                crate::seccomp::DEFAULT_DENIED.len()
+                "seccomp default: {} of the {} known syscalls refused (EPERM), TIOCSTI/TIOCLINUX, odd personalities and new user namespaces refused",
+                crate::seccomp::DEFAULT_DENIED.len(),
+                known.len()
             ),
         });
+        priv_mech.push(format!(
+            "seccomp: a syscall number newer than {newest} (or an x32 one) fails with ENOSYS"
+        ));
+        let mut families = vec!["unix", "inet", "inet6", "netlink (route, sock_diag)"];
+        families.extend(p.socket_families.iter().flatten().map(|f| f.name()));
+        priv_mech.push(format!(
+            "seccomp: sockets of {} only, any other family fails with EAFNOSUPPORT",
+            families.join(", ")
+        ));
         seccomp_asked
     } else {
         down(

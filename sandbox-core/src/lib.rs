@@ -85,4 +85,7 @@ pub use outcome::{EgressStats, ExitStatus, RunOutcome};
 pub use probe::{Capability, HostCapabilities, MINIMUM_KERNEL, probe, probe_now};
 pub use report::{Downgrade, EffectiveSandbox, Layer, LayerReport, Note};
 pub use sandbox::{Sandbox, SandboxChild, SandboxCommand, Stdio};
-pub use seccomp::{DEFAULT_DENIED, STRICT_ALLOWED, SeccompError, SeccompProgram};
+pub use seccomp::{
+    DEFAULT_DENIED, KNOWN_SYSCALLS, STRICT_ALLOWED, SeccompError, SeccompOptions, SeccompProgram,
+    syscall_number,
+};

@@ -18,7 +18,7 @@ use crate::plan::CommandSpec;
 use crate::probe::{HostCapabilities, probe};
 use crate::report::EffectiveSandbox;
 use crate::run::{self, StdioChoice};
-use crate::seccomp::SeccompProgram;
+use crate::seccomp::{SeccompOptions, SeccompProgram};
 
 /// What a command's stdin, stdout or stderr is connected to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,11 +118,12 @@ impl Sandbox {
         let policy = policy.resolved();
         policy.validate()?;
         let (decisions, report) = decide(&policy, host);
-        let allow_nested = policy.privilege.allow_nested_userns.unwrap_or(false);
+        let options = SeccompOptions::new(policy.privilege.allow_nested_userns.unwrap_or(false))
+            .with_socket_families(policy.privilege.socket_families.as_deref().unwrap_or(&[]));
         let compiled = match decisions.seccomp {
             SeccompMode::Off => None,
-            SeccompMode::Default => Some(SeccompProgram::default_filter(allow_nested)),
-            SeccompMode::Strict => Some(SeccompProgram::strict_filter(allow_nested)),
+            SeccompMode::Default => Some(SeccompProgram::default_filter_with(&options)),
+            SeccompMode::Strict => Some(SeccompProgram::strict_filter_with(&options)),
         };
         let seccomp = compiled
             .transpose()

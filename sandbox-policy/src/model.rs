@@ -165,6 +165,111 @@ pub struct Privilege {
     /// Whether the process may create user namespaces of its own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allow_nested_userns: Option<bool>,
+    /// Socket families the process may use besides `unix`, `inet`,
+    /// `inet6` and routing netlink, which it always may (default: none;
+    /// a socket of any other family fails with `EAFNOSUPPORT` under the
+    /// `default` and `strict` filters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub socket_families: Option<Vec<SocketFamily>>,
+}
+
+/// An extra socket family for `privilege.socket_families`.
+///
+/// The `default` and `strict` seccomp filters let a sandbox make sockets of
+/// `AF_UNIX`, `AF_INET`, `AF_INET6` and `AF_NETLINK` (only the
+/// `NETLINK_ROUTE` and `NETLINK_SOCK_DIAG` protocols) and nothing else;
+/// each family listed here is allowed too.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum SocketFamily {
+    /// Every netlink protocol (`AF_NETLINK`), not only routing and socket
+    /// diagnostics: netfilter, audit, generic netlink, uevents, ….
+    Netlink,
+    /// Link-layer packets (`AF_PACKET`; still needs `CAP_NET_RAW` in the
+    /// sandbox's network namespace).
+    Packet,
+    /// Host–guest sockets (`AF_VSOCK`), which no network namespace
+    /// isolates: the hypervisor's and the host's vsock services.
+    Vsock,
+    /// The kernel crypto API (`AF_ALG`).
+    Alg,
+    /// Bluetooth (`AF_BLUETOOTH`).
+    Bluetooth,
+    /// Controller area network (`AF_CAN`).
+    Can,
+    /// Key management (`AF_KEY`, PF_KEY v2).
+    Key,
+    /// Express data path (`AF_XDP`).
+    Xdp,
+    /// Transparent inter-process communication (`AF_TIPC`).
+    Tipc,
+    /// Reliable datagram sockets (`AF_RDS`).
+    Rds,
+    /// Shared memory communications (`AF_SMC`).
+    Smc,
+    /// Qualcomm IPC router (`AF_QIPCRTR`).
+    Qipcrtr,
+    /// Management component transport protocol (`AF_MCTP`).
+    Mctp,
+}
+
+impl SocketFamily {
+    /// Every variant, in declaration order.
+    pub const ALL: &'static [SocketFamily] = &[
+        SocketFamily::Netlink,
+        SocketFamily::Packet,
+        SocketFamily::Vsock,
+        SocketFamily::Alg,
+        SocketFamily::Bluetooth,
+        SocketFamily::Can,
+        SocketFamily::Key,
+        SocketFamily::Xdp,
+        SocketFamily::Tipc,
+        SocketFamily::Rds,
+        SocketFamily::Smc,
+        SocketFamily::Qipcrtr,
+        SocketFamily::Mctp,
+    ];
+
+    /// The name used in policy files (`"vsock"`).
+    pub fn name(self) -> &'static str {
+        match self {
+            SocketFamily::Netlink => "netlink",
+            SocketFamily::Packet => "packet",
+            SocketFamily::Vsock => "vsock",
+            SocketFamily::Alg => "alg",
+            SocketFamily::Bluetooth => "bluetooth",
+            SocketFamily::Can => "can",
+            SocketFamily::Key => "key",
+            SocketFamily::Xdp => "xdp",
+            SocketFamily::Tipc => "tipc",
+            SocketFamily::Rds => "rds",
+            SocketFamily::Smc => "smc",
+            SocketFamily::Qipcrtr => "qipcrtr",
+            SocketFamily::Mctp => "mctp",
+        }
+    }
+
+    /// The address family number (`AF_*`) the kernel uses.
+    pub fn number(self) -> u32 {
+        match self {
+            SocketFamily::Netlink => 16,
+            SocketFamily::Packet => 17,
+            SocketFamily::Vsock => 40,
+            SocketFamily::Alg => 38,
+            SocketFamily::Bluetooth => 31,
+            SocketFamily::Can => 29,
+            SocketFamily::Key => 15,
+            SocketFamily::Xdp => 44,
+            SocketFamily::Tipc => 30,
+            SocketFamily::Rds => 21,
+            SocketFamily::Smc => 43,
+            SocketFamily::Qipcrtr => 42,
+            SocketFamily::Mctp => 45,
+        }
+    }
 }
 
 /// `privilege.user`: `"nobody"`, `"root"` (root of the sandbox's user
@@ -188,7 +293,8 @@ pub enum User {
 pub enum SeccompMode {
     /// An allowlist suited to shell scripts and common interpreters.
     Strict,
-    /// A denylist of dangerous syscalls (keyctl, bpf, mount, ptrace, …).
+    /// Every syscall known up to the newest kernel the filter was built for,
+    /// less a denylist of dangerous ones (keyctl, bpf, mount, ptrace, …).
     Default,
     /// No filter.
     Off,

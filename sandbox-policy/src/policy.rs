@@ -181,6 +181,7 @@ impl Policy {
                     &o.privilege.allow_nested_userns,
                     &b.privilege.allow_nested_userns,
                 ),
+                socket_families: pick(&o.privilege.socket_families, &b.privilege.socket_families),
             },
             resources: Resources {
                 wall_time: pick(&o.resources.wall_time, &b.resources.wall_time),

@@ -83,6 +83,7 @@ pub(crate) fn default_profile() -> Policy {
             seccomp: Some(SeccompMode::Default),
             landlock: Some(LandlockMode::Auto),
             allow_nested_userns: Some(false),
+            socket_families: Some(Vec::new()),
         },
         resources: Resources {
             wall_time: Some(Limit::Max(Duration::from_secs(30))),

@@ -17,6 +17,7 @@
 //! | `network.dns`, `network.allow_metadata`, `privilege.allow_nested_userns` | `false` < `true` |
 //! | `privilege.user` | any other user < `root` |
 //! | `privilege.seccomp` | `strict` < `default` < `off` |
+//! | `privilege.socket_families` | each of `a`'s families is one of `b`'s |
 //! | `privilege.landlock` | `require` < `auto` < `off` |
 //! | `resources.*` | a smaller limit; `unlimited` is the largest |
 //! | `env.allow` | each of `a`'s globs is matched by one of `b`'s (so it passes no more names) |
@@ -164,6 +165,20 @@ impl Policy {
                 "{} is weaker than {}",
                 show(&pa.landlock),
                 show(&pb.landlock)
+            ),
+        );
+        let families = |p: &Privilege| p.socket_families.clone().unwrap_or_default();
+        let extra: Vec<&str> = families(pa)
+            .into_iter()
+            .filter(|f| !families(pb).contains(f))
+            .map(SocketFamily::name)
+            .collect();
+        check(
+            "privilege.socket_families",
+            !extra.is_empty(),
+            format!(
+                "allows socket families the base does not: {}",
+                extra.join(", ")
             ),
         );
         check(

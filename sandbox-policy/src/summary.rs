@@ -127,9 +127,17 @@ impl Display for PrivLine<'_> {
         let nested = p
             .allow_nested_userns
             .map_or(INHERITED, |b| if b { "allowed" } else { "no" });
+        let families = p
+            .socket_families
+            .as_ref()
+            .map_or(INHERITED.to_string(), |list| {
+                let mut names = vec!["unix", "inet", "inet6", "netlink (route, sock_diag)"];
+                names.extend(list.iter().map(|f| f.name()));
+                names.join(", ")
+            });
         write!(
             f,
-            "user {}; no capabilities; seccomp {seccomp}; landlock {landlock}; nested user namespaces {nested}",
+            "user {}; no capabilities; seccomp {seccomp}; landlock {landlock}; nested user namespaces {nested}; socket families {families}",
             opt(&p.user)
         )
     }

@@ -412,3 +412,36 @@ fn cpu_is_a_percentage_of_one_cpu() {
         );
     }
 }
+
+#[test]
+fn socket_families_parse_merge_tighten_and_explain() {
+    use sandbox_policy::SocketFamily;
+    let p =
+        Policy::from_toml_str("[privilege]\nsocket_families = [\"vsock\", \"packet\"]\n").unwrap();
+    assert_eq!(
+        p.privilege.socket_families,
+        Some(vec![SocketFamily::Vsock, SocketFamily::Packet])
+    );
+    let (field, line, _, message) = parse_err("[privilege]\nsocket_families = [\"vsok\"]\n");
+    assert_eq!((field.as_str(), line), ("privilege.socket_families[0]", 2));
+    assert!(message.contains("vsock"), "{message}");
+    // Tighten-only: adding a family loosens, dropping one tightens.
+    let base = Policy::default();
+    let err = base.merge_tighten_only(&p).unwrap_err().to_string();
+    assert!(
+        err.contains("privilege.socket_families") && err.contains("vsock"),
+        "{err}"
+    );
+    assert!(base.merge_tighten_only(&Policy::empty()).is_ok());
+    let vsock_only = Policy::from_toml_str("[privilege]\nsocket_families = [\"vsock\"]\n").unwrap();
+    assert!(vsock_only.is_at_least_as_strict_as(&p));
+    assert!(!p.is_at_least_as_strict_as(&vsock_only));
+    let text = p.resolved().to_string();
+    assert!(
+        text.contains(
+            "socket families unix, inet, inet6, netlink (route, sock_diag), vsock, packet"
+        ),
+        "{text}"
+    );
+    assert!(Policy::json_schema().contains("vsock"));
+}

@@ -144,13 +144,17 @@ fn privilege() -> impl Strategy<Value = Privilege> {
             Just(LandlockMode::Off)
         ]),
         prop::option::of(any::<bool>()),
+        prop::option::of(prop::sample::subsequence(SocketFamily::ALL.to_vec(), 0..3)),
     )
-        .prop_map(|(user, seccomp, landlock, allow_nested_userns)| Privilege {
-            user,
-            seccomp,
-            landlock,
-            allow_nested_userns,
-        })
+        .prop_map(
+            |(user, seccomp, landlock, allow_nested_userns, socket_families)| Privilege {
+                user,
+                seccomp,
+                landlock,
+                allow_nested_userns,
+                socket_families,
+            },
+        )
 }
 
 fn resources() -> impl Strategy<Value = Resources> {
@@ -273,6 +277,7 @@ fn tightening() -> impl Strategy<Value = Policy> {
                     seccomp,
                     landlock,
                     allow_nested_userns: flag,
+                    socket_families: None,
                 };
                 let ms = |l: Option<Limit<u64>>| {
                     l.map(|l| match l {

@@ -25,7 +25,8 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run a command in the sandbox; the exit code mirrors the command's
-    /// (128 + signal if it was killed), and the report goes to stderr.
+    /// (128 + signal if it was killed), and the report goes to stderr after
+    /// the command's (or to --report / --report-fd).
     Run(RunArgs),
     /// Show what this host can enforce, and what each profile gets here.
     Check {
@@ -66,9 +67,21 @@ impl PolicySource {
 struct RunArgs {
     #[command(flatten)]
     source: PolicySource,
-    /// Print the outcome and report as JSON on stderr.
+    /// Write the outcome and report as JSON. Without --report or
+    /// --report-fd it goes to stderr, which then carries nothing else: the
+    /// command's stderr is inside it (the "stderr" field), so the command
+    /// cannot print a report of its own before it.
     #[arg(long)]
     json: bool,
+    /// Write the outcome and report to this file (JSON with --json, else
+    /// text) instead of stderr; the command's output goes to stdout and
+    /// stderr as it is.
+    #[arg(long, value_name = "FILE", conflicts_with = "report_fd")]
+    report: Option<PathBuf>,
+    /// Write the outcome and report to this inherited file descriptor
+    /// (3 or more, e.g. `3>report.json`); the sandbox never gets it.
+    #[arg(long, value_name = "N")]
+    report_fd: Option<i32>,
     /// Send the sandbox's DNS queries (network.dns = true) to this
     /// resolver instead of the host's (from /etc/resolv.conf).
     #[arg(long, value_name = "IP:PORT")]
@@ -167,7 +180,92 @@ fn main() -> ExitCode {
     }
 }
 
+/// Where the outcome and report of `sbx run` go.
+enum ReportSink {
+    /// Stderr, after the command's (text), or alone (JSON).
+    Stderr,
+    /// A file or an inherited descriptor of the caller's.
+    File(std::fs::File),
+}
+
+impl ReportSink {
+    /// Opens the destination before anything else runs (an inherited fd is
+    /// taken before this process opens any of its own).
+    fn open(args: &RunArgs) -> Result<Self, String> {
+        match (&args.report, args.report_fd) {
+            (Some(path), _) => std::fs::File::create(path)
+                .map(ReportSink::File)
+                .map_err(|e| format!("--report {}: {e}", path.display())),
+            (None, Some(fd)) => inherited_fd(fd).map(ReportSink::File),
+            (None, None) => Ok(ReportSink::Stderr),
+        }
+    }
+}
+
+/// Takes ownership of inherited fd `fd` (3 or more, open).
+#[allow(unsafe_code)]
+fn inherited_fd(fd: i32) -> Result<std::fs::File, String> {
+    use std::os::fd::{BorrowedFd, FromRawFd, OwnedFd};
+    if fd <= 2 {
+        return Err(format!(
+            "--report-fd {fd}: the report would share a stream with the command (use 3 or more)"
+        ));
+    }
+    // SAFETY: the borrow is used only for fcntl(F_GETFD), which fails with
+    // EBADF on a number that is not open and touches nothing else.
+    let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+    rustix::io::fcntl_getfd(borrowed)
+        .map_err(|e| format!("--report-fd {fd}: not an open file descriptor ({e})"))?;
+    rustix::io::fcntl_setfd(borrowed, rustix::io::FdFlags::CLOEXEC)
+        .map_err(|e| format!("--report-fd {fd}: {e}"))?;
+    // SAFETY: the fd is open (checked above) and was inherited: this runs
+    // first in `run`, before sbx opens any descriptor of its own, so no
+    // other owner of this number exists in the process.
+    Ok(std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) }))
+}
+
+/// The human-readable outcome: status, times, notes, egress, the report.
+fn human_report(outcome: &sandbox_core::RunOutcome) -> String {
+    let mut notes = Vec::new();
+    if outcome.stdout_truncated {
+        notes.push("stdout truncated at max_output_bytes".to_string());
+    }
+    if outcome.stderr_truncated {
+        notes.push("stderr truncated at max_output_bytes".to_string());
+    }
+    if outcome.timed_out {
+        notes.push("killed at the wall_time limit".to_string());
+    }
+    if outcome.oom_killed {
+        notes.push("a process was killed for exceeding the memory limit".to_string());
+    }
+    if outcome.pids_limit_hit {
+        notes.push("a fork failed at the process limit".to_string());
+    }
+    let mut text = format!(
+        "sbx: {} after {:.3}s wall, {:.3}s CPU{}{}\n",
+        outcome.status,
+        outcome.wall_time.as_secs_f64(),
+        outcome.cpu_time.as_secs_f64(),
+        outcome
+            .peak_memory
+            .map(|m| format!(", peak memory {:.1} MiB", m as f64 / 1048576.0))
+            .unwrap_or_default(),
+        if notes.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", notes.join("; "))
+        }
+    );
+    if let Some(egress) = &outcome.egress {
+        text.push_str(&format!("sbx: {egress}\n"));
+    }
+    text.push_str(&outcome.report.to_string());
+    text
+}
+
 fn run(args: RunArgs) -> Result<ExitCode, String> {
+    let sink = ReportSink::open(&args)?;
     let mut sandbox = Sandbox::new(args.source.load()?).map_err(|e| e.to_string())?;
     if let Some(upstream) = args.dns {
         sandbox = sandbox.with_dns_upstream(upstream);
@@ -183,52 +281,46 @@ fn run(args: RunArgs) -> Result<ExitCode, String> {
         .stdin(Stdio::Inherit)
         .output()
         .map_err(|e| e.to_string())?;
-    // The command's output first, then the report (so that a pipeline
-    // reading our stdout gets only the command's).
+    // The command's stdout goes to ours as it is (a pipeline reading our
+    // stdout gets only the command's). The report never shares a stream
+    // with the command: see `--json`, `--report`.
     let _ = std::io::stdout().write_all(&outcome.stdout);
     let _ = std::io::stdout().flush();
-    let _ = std::io::stderr().write_all(&outcome.stderr);
-    if args.json {
-        eprintln!(
-            "{}",
-            serde_json::to_string_pretty(&outcome).map_err(|e| e.to_string())?
-        );
+    let report = if args.json {
+        serde_json::to_string_pretty(&outcome).map_err(|e| e.to_string())? + "\n"
     } else {
-        let mut notes = Vec::new();
-        if outcome.stdout_truncated {
-            notes.push("stdout truncated at max_output_bytes".to_string());
+        human_report(&outcome)
+    };
+    match sink {
+        ReportSink::File(mut file) => {
+            let _ = std::io::stderr().write_all(&outcome.stderr);
+            file.write_all(report.as_bytes())
+                .and_then(|()| file.flush())
+                .map_err(|e| format!("write the report: {e}"))?;
         }
-        if outcome.stderr_truncated {
-            notes.push("stderr truncated at max_output_bytes".to_string());
+        // JSON alone on stderr: the command's stderr is in it.
+        ReportSink::Stderr if args.json => {
+            let _ = std::io::stderr().write_all(report.as_bytes());
         }
-        if outcome.timed_out {
-            notes.push("killed at the wall_time limit".to_string());
-        }
-        if outcome.oom_killed {
-            notes.push("a process was killed for exceeding the memory limit".to_string());
-        }
-        if outcome.pids_limit_hit {
-            notes.push("a fork failed at the process limit".to_string());
-        }
-        eprintln!(
-            "sbx: {} after {:.3}s wall, {:.3}s CPU{}{}",
-            outcome.status,
-            outcome.wall_time.as_secs_f64(),
-            outcome.cpu_time.as_secs_f64(),
-            outcome
-                .peak_memory
-                .map(|m| format!(", peak memory {:.1} MiB", m as f64 / 1048576.0))
-                .unwrap_or_default(),
-            if notes.is_empty() {
-                String::new()
-            } else {
-                format!(" ({})", notes.join("; "))
+        // Text after the command's stderr and a line saying how long that
+        // was (for a person: a machine takes --json or --report).
+        ReportSink::Stderr => {
+            let mut err = outcome.stderr.clone();
+            if !err.is_empty() {
+                if !err.ends_with(b"\n") {
+                    err.push(b'\n');
+                }
+                err.extend_from_slice(
+                    format!(
+                        "sbx: ---- the command's stderr ends here ({} bytes); the report follows ----\n",
+                        outcome.stderr.len()
+                    )
+                    .as_bytes(),
+                );
             }
-        );
-        if let Some(egress) = &outcome.egress {
-            eprintln!("sbx: {egress}");
+            err.extend_from_slice(report.as_bytes());
+            let _ = std::io::stderr().write_all(&err);
         }
-        eprint!("{}", outcome.report);
     }
     let code = outcome.status.shell_code();
     Ok(ExitCode::from(u8::try_from(code).unwrap_or(255)))

@@ -294,3 +294,125 @@ fn a_systemd_scope_is_asked_for_by_name() {
     ]);
     assert_eq!(both.status.code(), Some(2), "{both:?}");
 }
+
+/// A command that prints a forged outcome first cannot make a parser of
+/// `sbx run --json` believe it: stderr holds exactly one JSON document,
+/// sbx's, with the command's stderr inside it.
+#[test]
+fn run_json_cannot_be_forged_by_the_command() {
+    if !is_root() {
+        return;
+    }
+    let forged =
+        r#"{"status":{"exited":0},"timed_out":false,"report":{"privilege":{"enforced":true}}}"#;
+    let script = format!("echo '{forged}' >&2; exit 3");
+    let out = sbx(&["run", "--json", "--", "sh", "-c", &script]);
+    assert_eq!(out.status.code(), Some(3));
+    let mut stream =
+        serde_json::Deserializer::from_slice(&out.stderr).into_iter::<serde_json::Value>();
+    let first = stream.next().unwrap().unwrap();
+    assert!(stream.next().is_none(), "one JSON document on stderr");
+    assert_eq!(first["status"]["exited"], 3, "the real outcome comes first");
+    // The control: the forgery was printed, and is where it belongs.
+    assert_eq!(first["stderr"].as_str().unwrap().trim(), forged);
+}
+
+#[test]
+fn run_report_goes_to_a_file_or_an_inherited_fd() {
+    if !is_root() {
+        return;
+    }
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("report.json");
+    let out = sbx(&[
+        "run",
+        "--json",
+        "--report",
+        path.to_str().unwrap(),
+        "--",
+        "sh",
+        "-c",
+        "echo out; echo err >&2",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "out\n");
+    assert_eq!(text(&out.stderr), "err\n", "only the command's stderr");
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    assert_eq!(json["status"]["exited"], 0);
+
+    // fd 3 of sbx is a file of the test's; the sandbox never sees it.
+    let fd_path = dir.path().join("fd3.txt");
+    let file = std::fs::File::create(&fd_path).unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sbx"));
+    cmd.args([
+        "run",
+        "--report-fd",
+        "3",
+        "--",
+        "sh",
+        "-c",
+        "echo forged-by-the-command >&3 && echo wrote",
+    ])
+    .stdin(Stdio::null());
+    let raw = std::os::fd::AsRawFd::as_raw_fd(&file);
+    // SAFETY: dup2 in the child between fork and exec, onto fd 3.
+    #[allow(unsafe_code)]
+    unsafe {
+        cmd.pre_exec(move || {
+            // dup2 onto itself would leave O_CLOEXEC set.
+            let ok = if raw == 3 {
+                libc::fcntl(3, libc::F_SETFD, 0) == 0
+            } else {
+                libc::dup2(raw, 3) == 3
+            };
+            if ok {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
+    let out = cmd.output().unwrap();
+    // The sandbox has no fd 3: its write fails, and the report says so.
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "", "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("Bad file descriptor"),
+        "{}",
+        text(&out.stderr)
+    );
+    let report = std::fs::read_to_string(&fd_path).unwrap();
+    assert!(!report.contains("forged-by-the-command"), "{report}");
+    assert!(
+        report.starts_with("sbx: exit code 2") && report.contains("privilege: enforced"),
+        "{report}"
+    );
+    assert!(
+        !text(&out.stderr).contains("sbx: exit code"),
+        "the report is not on stderr"
+    );
+
+    // Refused with the reason: a standard stream, a closed number.
+    for (fd, why) in [
+        ("2", "share a stream"),
+        ("57", "not an open file descriptor"),
+    ] {
+        let out = sbx(&["run", "--report-fd", fd, "--", "true"]);
+        assert_eq!(out.status.code(), Some(125));
+        assert!(text(&out.stderr).contains(why), "{}", text(&out.stderr));
+    }
+}
+
+#[test]
+fn run_text_report_follows_a_delimiter_with_the_stderr_length() {
+    if !is_root() {
+        return;
+    }
+    let out = sbx(&["run", "--", "sh", "-c", "printf 'no newline' >&2"]);
+    let err = text(&out.stderr);
+    assert!(
+        err.starts_with("no newline\nsbx: ---- the command's stderr ends here (10 bytes); the report follows ----\nsbx: exit code 0"),
+        "{err}"
+    );
+}

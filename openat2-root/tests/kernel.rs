@@ -14,16 +14,19 @@ mod common;
 use common::run_child_test;
 use openat2_root::{Error, ErrorKind, Root};
 
-fn is_root() -> bool {
-    rustix::process::geteuid().is_root()
+/// Fails the test where it is not root: a root-only test is
+/// `#[ignore = "needs root"]`, and run with `--include-ignored` as root.
+fn require_root() {
+    assert!(
+        rustix::process::geteuid().is_root(),
+        "needs root: run as root with --include-ignored, as CI does"
+    );
 }
 
 #[test]
+#[ignore = "needs root"]
 fn remove_dir_all_never_crosses_a_mount() {
-    if !is_root() {
-        eprintln!("skipped: mounting needs root (CI runs as root)");
-        return;
-    }
+    require_root();
     let tmp = tempfile::tempdir().unwrap();
     let tree = tmp.path().join("tree");
     fs::create_dir_all(tree.join("sub/mnt")).unwrap();
@@ -75,51 +78,57 @@ fn remove_dir_all_never_crosses_a_mount() {
     .unwrap();
 }
 
-/// Run by `remove_dir_all_deeper_than_the_fd_limit` in a child process
-/// whose fd limit is 48; ignored when run directly.
-#[test]
-#[ignore = "run by remove_dir_all_deeper_than_the_fd_limit in a child process"]
-fn deep_tree_with_few_fds() {
-    if std::env::var_os("OPENAT2_ROOT_FD_LIMIT_CHILD").is_none() {
-        return;
-    }
-    use rustix::process::{Resource, Rlimit, setrlimit};
-    let tmp = tempfile::tempdir().unwrap();
-    let root = Root::open(tmp.path()).unwrap();
-    // 400 levels, each created beneath the last one's fd.
-    let mut dir = root.try_clone().unwrap();
-    for i in 0..400 {
-        dir.create_dir("d", 0o755).unwrap();
-        if i % 50 == 0 {
-            dir.write_atomic(format!("d/f{i}"), b"x").unwrap();
+/// Helpers run in a child process by the test that names them; each
+/// returns at once when run any other way (CI skips `child_process::`).
+mod child_process {
+    use super::*;
+
+    /// Run by `remove_dir_all_deeper_than_the_fd_limit` in a child process
+    /// whose fd limit is 48; ignored when run directly.
+    #[test]
+    #[ignore = "run by remove_dir_all_deeper_than_the_fd_limit in a child process"]
+    fn deep_tree_with_few_fds() {
+        if std::env::var_os("OPENAT2_ROOT_FD_LIMIT_CHILD").is_none() {
+            return;
         }
-        dir = dir.open_dir("d").unwrap();
+        use rustix::process::{Resource, Rlimit, setrlimit};
+        let tmp = tempfile::tempdir().unwrap();
+        let root = Root::open(tmp.path()).unwrap();
+        // 400 levels, each created beneath the last one's fd.
+        let mut dir = root.try_clone().unwrap();
+        for i in 0..400 {
+            dir.create_dir("d", 0o755).unwrap();
+            if i % 50 == 0 {
+                dir.write_atomic(format!("d/f{i}"), b"x").unwrap();
+            }
+            dir = dir.open_dir("d").unwrap();
+        }
+        drop(dir);
+        setrlimit(
+            Resource::Nofile,
+            Rlimit {
+                current: Some(48),
+                maximum: Some(48),
+            },
+        )
+        .unwrap();
+        // Control: the limit is real.
+        let held: Vec<_> = (0..64)
+            .map_while(|_| fs::File::open("/dev/null").ok())
+            .collect();
+        assert!(held.len() < 48, "the fd limit is not in force");
+        drop(held);
+        root.remove_dir_all("d").unwrap();
+        assert_eq!(root.metadata("d").unwrap_err().kind(), ErrorKind::NotFound);
+        println!("DEEP-TREE-REMOVED");
     }
-    drop(dir);
-    setrlimit(
-        Resource::Nofile,
-        Rlimit {
-            current: Some(48),
-            maximum: Some(48),
-        },
-    )
-    .unwrap();
-    // Control: the limit is real.
-    let held: Vec<_> = (0..64)
-        .map_while(|_| fs::File::open("/dev/null").ok())
-        .collect();
-    assert!(held.len() < 48, "the fd limit is not in force");
-    drop(held);
-    root.remove_dir_all("d").unwrap();
-    assert_eq!(root.metadata("d").unwrap_err().kind(), ErrorKind::NotFound);
-    println!("DEEP-TREE-REMOVED");
 }
 
 #[test]
 fn remove_dir_all_deeper_than_the_fd_limit() {
     run_child_test(
         &std::env::current_exe().unwrap(),
-        "deep_tree_with_few_fds",
+        "child_process::deep_tree_with_few_fds",
         "OPENAT2_ROOT_FD_LIMIT_CHILD",
         "DEEP-TREE-REMOVED",
         |_| {},

@@ -11,58 +11,64 @@ use std::time::{Duration, UNIX_EPOCH};
 use common::{errno, run_child_test, setup};
 use openat2_root::{OpenOptions, Root};
 
-/// The checks that only mean something without root's DAC override. Run by
-/// `unprivileged_paths` as `nobody`; ignored when run directly.
-#[test]
-#[ignore = "run by unprivileged_paths as an unprivileged user"]
-fn as_unprivileged_user() {
-    if std::env::var_os("OPENAT2_ROOT_UNPRIVILEGED_CHILD").is_none() {
-        return;
+/// Helpers run in a child process by the test that names them; each
+/// returns at once when run any other way (CI skips `child_process::`).
+mod child_process {
+    use super::*;
+
+    /// The checks that only mean something without root's DAC override. Run by
+    /// `unprivileged_paths` as `nobody`; ignored when run directly.
+    #[test]
+    #[ignore = "run by unprivileged_paths as an unprivileged user"]
+    fn as_unprivileged_user() {
+        if std::env::var_os("OPENAT2_ROOT_UNPRIVILEGED_CHILD").is_none() {
+            return;
+        }
+        assert!(
+            !rustix::process::geteuid().is_root(),
+            "must run unprivileged"
+        );
+        let t = setup();
+        t.file("f", "data");
+        t.chmod("f", 0o000);
+        // No read or write access is needed to change the mode of one's own file.
+        t.root.set_permissions("f", 0o600).unwrap();
+        assert_eq!((t.mode("f") & 0o777), 0o600);
+        t.chmod("f", 0o000);
+        // Opening for read or write is refused by the kernel, as for std.
+        let e = t
+            .root
+            .open_file("f", OpenOptions::new().read(true))
+            .unwrap_err();
+        assert_eq!(errno(&e), libc::EACCES);
+        assert_eq!(errno(&t.root.set_len("f", 0).unwrap_err()), libc::EACCES);
+        // Metadata, times and removal work without access to the file itself.
+        assert_eq!(t.root.metadata("f").unwrap().len(), 4);
+        t.root
+            .set_times("f", None, Some(UNIX_EPOCH + Duration::from_secs(7)))
+            .unwrap();
+        // Someone else's file: no chmod, no chown.
+        let e = Root::open("/")
+            .unwrap()
+            .set_permissions("etc/hostname", 0o777)
+            .unwrap_err();
+        assert_eq!(errno(&e), libc::EPERM);
+        assert_eq!(
+            errno(&t.root.chown("f", Some(0), None).unwrap_err()),
+            libc::EPERM
+        );
+        // A directory without search permission cannot be resolved through.
+        t.dir("locked/inner");
+        t.chmod("locked", 0o000);
+        assert_eq!(
+            errno(&t.root.metadata("locked/inner").unwrap_err()),
+            libc::EACCES
+        );
+        t.root.set_permissions("locked", 0o700).unwrap();
+        t.root.remove_dir_all("locked").unwrap();
+        t.root.remove_file("f").unwrap();
+        println!("UNPRIVILEGED-CHECKS-PASSED");
     }
-    assert!(
-        !rustix::process::geteuid().is_root(),
-        "must run unprivileged"
-    );
-    let t = setup();
-    t.file("f", "data");
-    t.chmod("f", 0o000);
-    // No read or write access is needed to change the mode of one's own file.
-    t.root.set_permissions("f", 0o600).unwrap();
-    assert_eq!((t.mode("f") & 0o777), 0o600);
-    t.chmod("f", 0o000);
-    // Opening for read or write is refused by the kernel, as for std.
-    let e = t
-        .root
-        .open_file("f", OpenOptions::new().read(true))
-        .unwrap_err();
-    assert_eq!(errno(&e), libc::EACCES);
-    assert_eq!(errno(&t.root.set_len("f", 0).unwrap_err()), libc::EACCES);
-    // Metadata, times and removal work without access to the file itself.
-    assert_eq!(t.root.metadata("f").unwrap().len(), 4);
-    t.root
-        .set_times("f", None, Some(UNIX_EPOCH + Duration::from_secs(7)))
-        .unwrap();
-    // Someone else's file: no chmod, no chown.
-    let e = Root::open("/")
-        .unwrap()
-        .set_permissions("etc/hostname", 0o777)
-        .unwrap_err();
-    assert_eq!(errno(&e), libc::EPERM);
-    assert_eq!(
-        errno(&t.root.chown("f", Some(0), None).unwrap_err()),
-        libc::EPERM
-    );
-    // A directory without search permission cannot be resolved through.
-    t.dir("locked/inner");
-    t.chmod("locked", 0o000);
-    assert_eq!(
-        errno(&t.root.metadata("locked/inner").unwrap_err()),
-        libc::EACCES
-    );
-    t.root.set_permissions("locked", 0o700).unwrap();
-    t.root.remove_dir_all("locked").unwrap();
-    t.root.remove_file("f").unwrap();
-    println!("UNPRIVILEGED-CHECKS-PASSED");
 }
 
 #[test]
@@ -72,7 +78,7 @@ fn unprivileged_paths() {
         // Already unprivileged: run the checks in a child all the same.
         run_child_test(
             &std::env::current_exe().unwrap(),
-            "as_unprivileged_user",
+            "child_process::as_unprivileged_user",
             "OPENAT2_ROOT_UNPRIVILEGED_CHILD",
             "UNPRIVILEGED-CHECKS-PASSED",
             |_| {},
@@ -88,7 +94,7 @@ fn unprivileged_paths() {
     fs::set_permissions(&exe, fs::Permissions::from_mode(0o755)).unwrap();
     run_child_test(
         &exe,
-        "as_unprivileged_user",
+        "child_process::as_unprivileged_user",
         "OPENAT2_ROOT_UNPRIVILEGED_CHILD",
         "UNPRIVILEGED-CHECKS-PASSED",
         |cmd| {

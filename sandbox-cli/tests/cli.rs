@@ -5,6 +5,15 @@
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
+/// Fails the test where it is not root: a root-only test is
+/// `#[ignore = "needs root"]`, and run with `--include-ignored` as root.
+fn require_root() {
+    assert!(
+        rustix::process::geteuid().is_root(),
+        "needs root: run as root with --include-ignored, as CI does"
+    );
+}
+
 fn sbx(args: &[&str]) -> Output {
     // As a supervisor using the library would, this process places itself
     // first: on a cgroup v2 host where it is alone in a leaf, it moves into
@@ -21,15 +30,10 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-fn is_root() -> bool {
-    rustix::process::geteuid().is_root()
-}
-
 #[test]
+#[ignore = "needs root"]
 fn run_mirrors_the_exit_code_and_reports_on_stderr() {
-    if !is_root() {
-        return;
-    }
+    require_root();
     let out = sbx(&["run", "--", "sh", "-c", "id -u; echo x > /etc/y; exit 7"]);
     assert_eq!(out.status.code(), Some(7));
     assert_eq!(
@@ -53,10 +57,9 @@ fn run_mirrors_the_exit_code_and_reports_on_stderr() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn run_json_and_stdin() {
-    if !is_root() {
-        return;
-    }
+    require_root();
     let out = sbx(&["run", "--json", "--profile", "strict", "--", "true"]);
     assert!(out.status.success());
     let json: serde_json::Value = serde_json::from_slice(&out.stderr).unwrap();
@@ -82,10 +85,9 @@ fn run_json_and_stdin() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn run_refuses_an_unenforceable_policy_and_names_why() {
-    if !is_root() {
-        return;
-    }
+    require_root();
     // As an unprivileged user the default profile's cgroup limits cannot
     // be enforced here: refused, and the reason named.
     use std::os::unix::process::CommandExt;
@@ -178,10 +180,9 @@ fn policy_subcommands() {
 mod world;
 
 #[test]
+#[ignore = "needs root"]
 fn run_networked_curl_reaches_an_allowed_name_and_nothing_else() {
-    if !is_root() {
-        return;
-    }
+    require_root();
     // A world namespace made by this test: web servers on 198.18.1.1 and
     // 198.18.2.2, a resolver on 198.18.9.9 that knows both names.
     std::thread::spawn(|| {
@@ -299,10 +300,9 @@ fn a_systemd_scope_is_asked_for_by_name() {
 /// `sbx run --json` believe it: stderr holds exactly one JSON document,
 /// sbx's, with the command's stderr inside it.
 #[test]
+#[ignore = "needs root"]
 fn run_json_cannot_be_forged_by_the_command() {
-    if !is_root() {
-        return;
-    }
+    require_root();
     let forged =
         r#"{"status":{"exited":0},"timed_out":false,"report":{"privilege":{"enforced":true}}}"#;
     let script = format!("echo '{forged}' >&2; exit 3");
@@ -318,10 +318,9 @@ fn run_json_cannot_be_forged_by_the_command() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn run_report_goes_to_a_file_or_an_inherited_fd() {
-    if !is_root() {
-        return;
-    }
+    require_root();
     use std::os::unix::process::CommandExt;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("report.json");
@@ -405,10 +404,9 @@ fn run_report_goes_to_a_file_or_an_inherited_fd() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn run_text_report_follows_a_delimiter_with_the_stderr_length() {
-    if !is_root() {
-        return;
-    }
+    require_root();
     let out = sbx(&["run", "--", "sh", "-c", "printf 'no newline' >&2"]);
     let err = text(&out.stderr);
     assert!(

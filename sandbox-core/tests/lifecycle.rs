@@ -10,8 +10,9 @@ mod common;
 use common::*;
 
 #[test]
+#[ignore = "needs root"]
 fn rlimits_and_exit_statuses() {
-    require_root!();
+    common::require_root();
     let sb = sandbox("[resources]\nopen_files = 77\nmax_file_size = \"1MiB\"\n");
     let out = sh(&sb, "ulimit -n; ulimit -f; ulimit -c; exit 3");
     assert_eq!(out.status, ExitStatus::Exited(3));
@@ -27,8 +28,9 @@ fn rlimits_and_exit_statuses() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn output_is_capped_and_the_command_is_never_blocked() {
-    require_root!();
+    common::require_root();
     let sb = sandbox("[resources]\nmax_output_bytes = \"1MiB\"\n");
     let started = Instant::now();
     let out = sh(
@@ -48,8 +50,9 @@ fn output_is_capped_and_the_command_is_never_blocked() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn wall_time_kills_a_forking_tree_that_ignores_sigterm() {
-    require_root!();
+    common::require_root();
     let sb = sandbox("[resources]\nwall_time = \"1s\"\n");
     let started = Instant::now();
     let out = sh(
@@ -70,8 +73,9 @@ fn wall_time_kills_a_forking_tree_that_ignores_sigterm() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn the_run_ends_when_the_command_ends_and_takes_its_background_processes() {
-    require_root!();
+    common::require_root();
     let sb = Sandbox::from_profile("default").unwrap();
     let started = Instant::now();
     let out = sh(&sb, "sleep 4343.5 & sleep 4343.5 & echo started");
@@ -81,8 +85,9 @@ fn the_run_ends_when_the_command_ends_and_takes_its_background_processes() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn spawn_kill_and_stdin() {
-    require_root!();
+    common::require_root();
     let sb = Sandbox::from_profile("default").unwrap();
     let child = sb.command("sleep").arg("4444.5").spawn().unwrap();
     assert!(child.id() > 1);
@@ -142,6 +147,7 @@ fn memory_and_pids_limits_come_from_cgroups() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn parent_death_kills_the_sandbox() {
     if std::env::var_os("SBX_CHILD_PARENT_DEATH").is_some() {
         let sb = Sandbox::from_profile("default").unwrap();
@@ -150,14 +156,19 @@ fn parent_death_kills_the_sandbox() {
         std::thread::sleep(Duration::from_secs(60));
         return;
     }
-    require_root!();
+    common::require_root();
     use std::io::{BufRead, BufReader};
     // Placed first (on a cgroup v2 leaf: moved into <leaf>/supervisor), as
     // a supervisor would be, so the child's runs find the same parent.
     sandbox_core::probe();
     let exe = std::env::current_exe().unwrap();
     let mut child = std::process::Command::new(exe)
-        .args(["--exact", "parent_death_kills_the_sandbox", "--nocapture"])
+        .args([
+            "--exact",
+            "parent_death_kills_the_sandbox",
+            "--include-ignored",
+            "--nocapture",
+        ])
         .env("SBX_CHILD_PARENT_DEATH", "1")
         .stdout(std::process::Stdio::piped())
         .spawn()
@@ -209,8 +220,9 @@ fn parent_death_kills_the_sandbox() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn status_inherits_the_output_and_still_reports() {
-    require_root!();
+    common::require_root();
     let sb = Sandbox::from_profile("default").unwrap();
     let out = sb.command("sh").args(["-c", "exit 4"]).status().unwrap();
     assert_eq!(out.status, ExitStatus::Exited(4));
@@ -226,8 +238,9 @@ fn status_inherits_the_output_and_still_reports() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn sysv_ipc_objects_die_with_the_run() {
-    require_root!();
+    common::require_root();
     let host_objects = || {
         ["shm", "msg", "sem"]
             .iter()
@@ -259,8 +272,9 @@ fn sysv_ipc_objects_die_with_the_run() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn the_cpu_limit_comes_from_a_cgroup() {
-    require_root!();
+    common::require_root();
     let limited = sandbox("[resources]\ncpu = 20\n");
     if !limited.report().fully_enforced() {
         eprintln!("skipped: {}", limited.report());
@@ -306,8 +320,9 @@ fn unified_run_cgroups() -> Vec<std::path::PathBuf> {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn the_unified_hierarchy_tracks_the_run_and_cgroup_kill_ends_it() {
-    require_root!();
+    common::require_root();
     let sb = sandbox("[resources]\npids = 32\n");
     if !sb
         .report()
@@ -368,9 +383,10 @@ fn perl_mq_open(name: &str, create: bool) -> String {
 }
 
 #[test]
+#[ignore = "needs root"]
 #[cfg(target_arch = "x86_64")]
 fn posix_message_queues_die_with_the_run() {
-    require_root!();
+    common::require_root();
     let name = "sandbox-core-test-queue";
     // With Landlock (the default), a queue is a file outside every allowed
     // path: refused outright.
@@ -414,8 +430,9 @@ fn posix_message_queues_die_with_the_run() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn without_a_pids_cgroup_a_run_uid_of_its_own_makes_rlimit_nproc_per_sandbox() {
-    require_root!();
+    common::require_root();
     // This host, with no pids cgroup anywhere (as on hosts without one).
     let mut host = sandbox_core::probe().clone();
     for h in &mut host.cgroups.v1 {

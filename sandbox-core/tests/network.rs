@@ -11,8 +11,9 @@ use common::world::*;
 use common::*;
 
 #[test]
+#[ignore = "needs root"]
 fn network_none_has_only_loopback_up() {
-    require_root!();
+    common::require_root();
     let out = sh(
         &Sandbox::from_profile("default").unwrap(),
         "tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '; cat /sys/class/net/lo/operstate 2>/dev/null; \
@@ -41,8 +42,9 @@ fn network_none_has_only_loopback_up() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn fail_closed_refuses_before_anything_runs() {
-    require_root!();
+    common::require_root();
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(
         dir.path(),
@@ -82,8 +84,9 @@ fn fail_closed_refuses_before_anything_runs() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn degrade_runs_and_lists_the_downgrade() {
-    require_root!();
+    common::require_root();
     let sb = sandbox_without_tun("on_unavailable = \"degrade\"\n[network]\nmode = \"allowlist\"\n");
     let out = sh(&sb, "tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '");
     assert!(out.success());
@@ -101,8 +104,9 @@ fn degrade_runs_and_lists_the_downgrade() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn allowlisted_egress_reaches_only_what_is_allowed() {
-    require_root!();
+    common::require_root();
     // Everything happens in a network namespace this test makes (the
     // forwarder's host sockets live where the caller is): servers on
     // 198.18.1.1 and 198.18.2.2 and a resolver on 198.18.9.9, on its

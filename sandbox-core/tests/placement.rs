@@ -47,8 +47,9 @@ fn children(dir: &Path) -> Vec<String> {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_given_parent_holds_the_runs_and_the_report_names_it() {
-    require_root!();
+    common::require_root();
     let Some(given) = Scratch::new("given") else {
         eprintln!("skipped: no writable cgroup v2 hierarchy here");
         return;
@@ -112,8 +113,9 @@ fn a_given_parent_holds_the_runs_and_the_report_names_it() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_parent_that_holds_processes_is_refused_by_name() {
-    require_root!();
+    common::require_root();
     let Some(busy) = Scratch::new("busy") else {
         eprintln!("skipped: no writable cgroup v2 hierarchy here");
         return;
@@ -149,8 +151,9 @@ fn a_parent_that_holds_processes_is_refused_by_name() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn the_probe_placement_is_where_runs_go() {
-    require_root!();
+    common::require_root();
     let host = sandbox_core::probe();
     let Some(u) = &host.cgroups.unified else {
         eprintln!("skipped: no cgroup v2 hierarchy here");

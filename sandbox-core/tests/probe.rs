@@ -71,40 +71,47 @@ fn probe_finds_what_this_machine_kind_has() {
     }
 }
 
-/// Run by `probe_as_an_unprivileged_user` as `nobody`.
-#[test]
-#[ignore = "run by probe_as_an_unprivileged_user in a child process"]
-fn probe_unprivileged_child() {
-    if std::env::var_os("SANDBOX_CORE_UNPRIVILEGED_CHILD").is_none() {
-        return;
+/// Helpers run in a child process by the test that names them; each
+/// returns at once when run any other way (CI skips `child_process::`).
+mod child_process {
+    use super::*;
+
+    /// Run by `probe_as_an_unprivileged_user` as `nobody`.
+    #[test]
+    #[ignore = "run by probe_as_an_unprivileged_user in a child process"]
+    fn probe_unprivileged() {
+        if std::env::var_os("SANDBOX_CORE_UNPRIVILEGED_CHILD").is_none() {
+            return;
+        }
+        let host = probe_now();
+        assert_eq!(host.euid, 65534);
+        // nobody owns no cgroup: nothing can be created beneath the caller's.
+        assert!(
+            !host.cgroups.can_limit("memory") && !host.cgroups.can_limit("pids"),
+            "{:?}",
+            host.cgroups
+        );
+        // Whatever the answer on user namespaces, it is a tried one with a reason.
+        if let Capability::Unavailable { reason } = &host.user_namespaces {
+            assert!(!reason.is_empty());
+        }
+        assert_eq!(host.openat2, Capability::Available);
+        println!(
+            "UNPRIVILEGED-PROBE-OK {}",
+            serde_json::to_string(&host.user_namespaces).unwrap()
+        );
     }
-    let host = probe_now();
-    assert_eq!(host.euid, 65534);
-    // nobody owns no cgroup: nothing can be created beneath the caller's.
-    assert!(
-        !host.cgroups.can_limit("memory") && !host.cgroups.can_limit("pids"),
-        "{:?}",
-        host.cgroups
-    );
-    // Whatever the answer on user namespaces, it is a tried one with a reason.
-    if let Capability::Unavailable { reason } = &host.user_namespaces {
-        assert!(!reason.is_empty());
-    }
-    assert_eq!(host.openat2, Capability::Available);
-    println!(
-        "UNPRIVILEGED-PROBE-OK {}",
-        serde_json::to_string(&host.user_namespaces).unwrap()
-    );
 }
 
 #[test]
+#[ignore = "needs root"]
 fn probe_as_an_unprivileged_user() {
     use std::os::unix::fs::PermissionsExt;
     use std::os::unix::process::CommandExt;
-    if !is_root() {
-        eprintln!("skipped: needs root to switch to nobody (CI runs as root)");
-        return;
-    }
+    assert!(
+        is_root(),
+        "needs root: run as root with --include-ignored, as CI does"
+    );
     let dir = std::env::temp_dir().join(format!("sandbox-core-probe-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -113,7 +120,7 @@ fn probe_as_an_unprivileged_user() {
     let out = std::process::Command::new(&exe)
         .args([
             "--exact",
-            "probe_unprivileged_child",
+            "child_process::probe_unprivileged",
             "--include-ignored",
             "--nocapture",
         ])

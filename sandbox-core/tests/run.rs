@@ -10,8 +10,9 @@ mod common;
 use common::*;
 
 #[test]
+#[ignore = "needs root"]
 fn privilege_layer_seen_from_inside() {
-    require_root!();
+    common::require_root();
     let out = sh(
         &Sandbox::from_profile("default").unwrap(),
         "cat /proc/self/status; echo ---; cat /proc/self/uid_map; echo ---; id -u; id -g; hostname; \
@@ -54,8 +55,9 @@ fn privilege_layer_seen_from_inside() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn filesystem_layer_seen_from_inside() {
-    require_root!();
+    common::require_root();
     let out = sh(
         &Sandbox::from_profile("default").unwrap(),
         "ls /; echo ---; ls /dev; echo ---; cat /proc/self/mounts; echo ---; \
@@ -112,9 +114,10 @@ fn filesystem_layer_seen_from_inside() {
 }
 
 #[test]
+#[ignore = "needs root"]
 #[allow(unsafe_code)]
 fn only_stdio_fds_reach_the_command_and_env_follows_the_policy() {
-    require_root!();
+    common::require_root();
     // SAFETY: set_var races only with other threads reading the
     // environment; these names are read by this test only.
     unsafe {
@@ -145,8 +148,9 @@ fn only_stdio_fds_reach_the_command_and_env_follows_the_policy() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn setup_failures_are_typed_and_name_the_step() {
-    require_root!();
+    common::require_root();
     let sb = Sandbox::from_profile("default").unwrap();
     let err = sb.command("no-such-program").output().unwrap_err();
     assert!(
@@ -173,8 +177,9 @@ fn setup_failures_are_typed_and_name_the_step() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_symlink_planted_in_a_bind_source_cannot_redirect_a_mount() {
-    require_root!();
+    common::require_root();
     let dir = tempfile::tempdir().unwrap();
     std::os::unix::fs::symlink("/etc", dir.path().join("link")).unwrap();
     std::fs::create_dir_all(dir.path().join("real/sub")).unwrap();
@@ -211,8 +216,9 @@ fn a_symlink_planted_in_a_bind_source_cannot_redirect_a_mount() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn strict_seccomp_runs_interpreters_and_refuses_the_rest() {
-    require_root!();
+    common::require_root();
     let sb = Sandbox::from_profile("strict").unwrap();
     let out = sh(
         &sb,
@@ -239,18 +245,20 @@ fn strict_seccomp_runs_interpreters_and_refuses_the_rest() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn unprivileged_caller_runs_a_degraded_default() {
     if std::env::var_os("SBX_CHILD_UNPRIVILEGED").is_some() {
         unprivileged_child();
         return;
     }
-    require_root!();
+    common::require_root();
     use std::os::unix::process::CommandExt;
     let exe = std::env::current_exe().unwrap();
     let out = std::process::Command::new(&exe)
         .args([
             "--exact",
             "unprivileged_caller_runs_a_degraded_default",
+            "--include-ignored",
             "--nocapture",
             "--test-threads=1",
         ])
@@ -297,8 +305,9 @@ fn unprivileged_child() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn host_readonly_shows_the_host_tree_read_only() {
-    require_root!();
+    common::require_root();
     let sb = sandbox("[filesystem]\nmode = \"host-readonly\"\n");
     let out = sh(
         &sb,
@@ -325,8 +334,9 @@ fn host_readonly_shows_the_host_tree_read_only() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn filesystem_off_shares_the_host_view_with_a_fresh_proc() {
-    require_root!();
+    common::require_root();
     let sb = sandbox("[filesystem]\nmode = \"off\"\ntmpfs = []\nworkdir = \"/\"\n");
     let out = sh(
         &sb,
@@ -340,8 +350,9 @@ fn filesystem_off_shares_the_host_view_with_a_fresh_proc() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn landlock_scopes_abstract_unix_sockets_to_the_sandbox() {
-    require_root!();
+    common::require_root();
     use std::os::linux::net::SocketAddrExt;
     let host = sandbox_core::probe();
     if host.landlock_abi.unwrap_or(0) < 6 || !Path::new("/usr/bin/python3").exists() {

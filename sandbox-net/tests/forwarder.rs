@@ -14,6 +14,15 @@ use sandbox_policy::Policy;
 mod common;
 use common::open_ruleset;
 
+/// Fails the test where it is not root: a root-only test is
+/// `#[ignore = "needs root"]`, and run with `--include-ignored` as root.
+fn require_root() {
+    assert!(
+        rustix::process::geteuid().is_root(),
+        "needs root: run as root with --include-ignored, as CI does"
+    );
+}
+
 fn echo_server(addr: &str, prefix: &'static [u8], stop: Arc<AtomicBool>) {
     let socket = UdpSocket::bind(addr).unwrap_or_else(|e| panic!("bind {addr}: {e}"));
     socket
@@ -55,10 +64,9 @@ fn ask(target: &str, payload: &[u8]) -> Result<Vec<u8>, String> {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn udp_and_dns_through_the_forwarder_with_both_enforcement_points() {
-    if !rustix::process::geteuid().is_root() {
-        return;
-    }
+    require_root();
     let network = Policy::from_toml_str(
         "[network]\nmode = \"allowlist\"\ndns = true\nallow = [\"198.18.1.1/32:5353/udp\"]\n",
     )
@@ -170,10 +178,9 @@ fn ping(target: &str, payload: &[u8]) -> Result<Vec<u8>, String> {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn icmp_echo_through_ping_sockets_with_both_enforcement_points() {
-    if !rustix::process::geteuid().is_root() {
-        return;
-    }
+    require_root();
     let network = Policy::from_toml_str(
         "[network]\nmode = \"allowlist\"\nallow = [\"198.18.1.1/32\", \"198.18.2.2/32:80/tcp\", \"[2001:db8::1]\"]\n",
     )

@@ -14,6 +14,15 @@ use std::time::{Duration, Instant};
 
 use sandbox_policy::Policy;
 
+/// Fails the test where it is not root: a root-only test is
+/// `#[ignore = "needs root"]`, and run with `--include-ignored` as root.
+fn require_root() {
+    assert!(
+        rustix::process::geteuid().is_root(),
+        "needs root: run as root with --include-ignored, as CI does"
+    );
+}
+
 fn serve(addr: &str, stop: Arc<AtomicBool>, handler: fn(TcpStream)) {
     let listener = TcpListener::bind(addr).unwrap_or_else(|e| panic!("bind {addr}: {e}"));
     listener.set_nonblocking(true).unwrap();
@@ -140,10 +149,9 @@ fn bulk_round_trip(target: &str, total: usize) -> Result<String, String> {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn bulk_at_mtu_1500_through_the_offloads() {
-    if !rustix::process::geteuid().is_root() {
-        return;
-    }
+    require_root();
     // At MTU 1500 the sandbox hands over 64 KiB TSO segments and gets 64
     // KiB GSO ones back, cut to its MSS by its kernel: the bytes must
     // still arrive whole and in order, each way.
@@ -178,10 +186,9 @@ fn bulk_at_mtu_1500_through_the_offloads() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn tcp_through_the_forwarder() {
-    if !rustix::process::geteuid().is_root() {
-        return;
-    }
+    require_root();
     let network = Policy::from_toml_str(
         "[network]\nmode = \"allowlist\"\nallow = [\"198.18.1.1/32\", \"[2001:db8::1/128]:80/tcp\"]\n",
     )

@@ -8,19 +8,27 @@ use std::net::IpAddr;
 use sandbox_net::{EgressAddressing, EgressNamespace, Rtnetlink, enter_network_namespace};
 use sandbox_policy::Policy;
 
+/// Fails the test where it is not root: a root-only test is
+/// `#[ignore = "needs root"]`, and run with `--include-ignored` as root.
+fn require_root() {
+    assert!(
+        rustix::process::geteuid().is_root(),
+        "needs root: run as root with --include-ignored, as CI does"
+    );
+}
+
 fn networked() -> sandbox_policy::Network {
     Policy::profile("networked").unwrap().network
 }
 
 #[test]
+#[ignore = "needs root"]
 fn made_without_privilege_and_inspected_from_inside() {
     if std::env::var_os("ROOTLESS_AS_NOBODY").is_some() {
         as_nobody();
         return;
     }
-    if !rustix::process::geteuid().is_root() {
-        return;
-    }
+    require_root();
     let before = std::fs::read_link("/proc/thread-self/ns/net").unwrap();
     let egress =
         EgressNamespace::create_rootless(&networked(), &EgressAddressing::default()).unwrap();
@@ -80,6 +88,7 @@ fn made_without_privilege_and_inspected_from_inside() {
         .args([
             "--exact",
             "made_without_privilege_and_inspected_from_inside",
+            "--include-ignored",
             "--nocapture",
         ])
         .env("ROOTLESS_AS_NOBODY", "1")

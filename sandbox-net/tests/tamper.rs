@@ -133,8 +133,8 @@ fn main() {
         return;
     }
     if !rustix::process::geteuid().is_root() {
-        println!("tamper: skipped (needs root; CI runs as root)");
-        return;
+        eprintln!("tamper: needs root (as CI has): nothing was tested");
+        std::process::exit(1);
     }
     let policy = Policy::profile("networked").unwrap();
     let egress = EgressNamespace::create(&policy.network, &EgressAddressing::default()).unwrap();

@@ -5,6 +5,15 @@ use std::os::fd::AsRawFd;
 
 use sandbox_net::{FdPassBuffer, Rtnetlink, TapOptions, create_tap, recv_fd, send_fd};
 
+/// Fails the test where it is not root: a root-only test is
+/// `#[ignore = "needs root"]`, and run with `--include-ignored` as root.
+fn require_root() {
+    assert!(
+        rustix::process::geteuid().is_root(),
+        "needs root: run as root with --include-ignored, as CI does"
+    );
+}
+
 fn tun_name(fd: &impl AsRawFd) -> String {
     let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd())).unwrap();
     info.lines()
@@ -15,10 +24,9 @@ fn tun_name(fd: &impl AsRawFd) -> String {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_tap_is_made_and_its_fd_passed() {
-    if !rustix::process::geteuid().is_root() {
-        return;
-    }
+    require_root();
     std::thread::spawn(|| {
         sandbox_net::unshare_network_namespace().unwrap();
         let tap = create_tap("tap0", TapOptions::default()).unwrap();

@@ -92,7 +92,7 @@ impl std::fmt::Display for RaceReport {
 }
 
 /// The path of the swap point at `depth`: `d{depth}/p/p/…/sw`.
-fn swap_point(depth: usize) -> String {
+pub(crate) fn swap_point(depth: usize) -> String {
     let mut p = format!("d{depth}");
     for _ in 1..depth {
         p.push_str("/p");
@@ -100,51 +100,90 @@ fn swap_point(depth: usize) -> String {
     p
 }
 
+/// The campaign's ground: a root with a swap point at each depth, a
+/// canary outside it, and the attackers that swap `sw` with `alt` (a
+/// symlink to the canary).
+pub(crate) struct Arena {
+    // Held for its drop: the whole tree goes with it.
+    _tmp: tempfile::TempDir,
+    pub(crate) outside: PathBuf,
+    pub(crate) canary: Canary,
+    pub(crate) root: Arc<Root>,
+    pub(crate) root_dir: PathBuf,
+    swap_dirs: Vec<PathBuf>,
+    pub(crate) stop: Arc<AtomicBool>,
+    pub(crate) swaps: Arc<AtomicU64>,
+}
+
+impl Arena {
+    /// Plants the trees. Inside each `sw` the canary's names `file` and
+    /// `dir/file` hold `inside` data, `link` points to `inside-target`.
+    pub(crate) fn plant(depths: &[usize], follow_in_root: bool) -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let outside = tmp.path().join("outside");
+        let canary = Canary::plant(&outside);
+        let root_dir = tmp.path().join("root");
+        fs::create_dir(&root_dir).unwrap();
+        let mut swap_dirs = Vec::new();
+        for &depth in depths {
+            let base = root_dir.join(swap_point(depth));
+            fs::create_dir_all(base.join("sw")).unwrap();
+            // The same names as the canary, so an escape would hit them.
+            fs::create_dir_all(base.join("sw/dir")).unwrap();
+            fs::write(base.join("sw/file"), b"inside\n").unwrap();
+            fs::write(base.join("sw/dir/file"), b"inside dir/file\n").unwrap();
+            std::os::unix::fs::symlink("inside-target", base.join("sw/link")).unwrap();
+            std::os::unix::fs::symlink(&outside, base.join("alt")).unwrap();
+            std::os::unix::fs::symlink("../sw", base.join("sw/up")).unwrap();
+            swap_dirs.push(base);
+        }
+        let options = RootOptions::new().follow_symlinks_in_root(follow_in_root);
+        let root = Arc::new(Root::open_with(&root_dir, options).unwrap());
+        Self {
+            _tmp: tmp,
+            outside,
+            canary,
+            root,
+            root_dir,
+            swap_dirs,
+            stop: Arc::new(AtomicBool::new(false)),
+            swaps: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// Starts one attacker per swap point; they run until `stop`.
+    pub(crate) fn attack(&self) -> Vec<std::thread::JoinHandle<()>> {
+        self.swap_dirs
+            .iter()
+            .map(|base| {
+                let (a, b) = (base.join("sw"), base.join("alt"));
+                let (stop, swaps) = (self.stop.clone(), self.swaps.clone());
+                std::thread::spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        rustix::fs::renameat_with(
+                            rustix::fs::CWD,
+                            a.as_path(),
+                            rustix::fs::CWD,
+                            b.as_path(),
+                            rustix::fs::RenameFlags::EXCHANGE,
+                        )
+                        .unwrap();
+                        swaps.fetch_add(1, Ordering::Relaxed);
+                    }
+                })
+            })
+            .collect()
+    }
+}
+
 /// Runs the campaign in a fresh temporary directory.
 pub fn run(config: &RaceConfig) -> RaceReport {
-    let tmp = tempfile::tempdir().unwrap();
-    let outside = tmp.path().join("outside");
-    let canary = Canary::plant(&outside);
-    let root_dir = tmp.path().join("root");
-    fs::create_dir(&root_dir).unwrap();
-    let mut swap_dirs = Vec::new();
-    for &depth in &config.depths {
-        let base = root_dir.join(swap_point(depth));
-        fs::create_dir_all(base.join("sw")).unwrap();
-        // The same names as the canary, so an escape would hit them.
-        fs::create_dir_all(base.join("sw/dir")).unwrap();
-        fs::write(base.join("sw/file"), b"inside\n").unwrap();
-        std::os::unix::fs::symlink(&outside, base.join("alt")).unwrap();
-        std::os::unix::fs::symlink("../sw", base.join("sw/up")).unwrap();
-        swap_dirs.push(base);
-    }
-    let options = RootOptions::new().follow_symlinks_in_root(config.follow_in_root);
-    let root = Arc::new(Root::open_with(&root_dir, options).unwrap());
-    let stop = Arc::new(AtomicBool::new(false));
-    let swaps = Arc::new(AtomicU64::new(0));
+    let arena = Arena::plant(&config.depths, config.follow_in_root);
+    let (outside, canary, root) = (&arena.outside, &arena.canary, &arena.root);
+    let (stop, swaps) = (&arena.stop, &arena.swaps);
     let counters: Arc<[AtomicU64; 4]> = Arc::new(Default::default());
     let start = Instant::now();
-
-    let attackers: Vec<_> = swap_dirs
-        .iter()
-        .map(|base| {
-            let (a, b) = (base.join("sw"), base.join("alt"));
-            let (stop, swaps) = (stop.clone(), swaps.clone());
-            std::thread::spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    rustix::fs::renameat_with(
-                        rustix::fs::CWD,
-                        a.as_path(),
-                        rustix::fs::CWD,
-                        b.as_path(),
-                        rustix::fs::RenameFlags::EXCHANGE,
-                    )
-                    .unwrap();
-                    swaps.fetch_add(1, Ordering::Relaxed);
-                }
-            })
-        })
-        .collect();
+    let attackers = arena.attack();
 
     let per_worker = config.ops.div_ceil(config.workers as u64);
     let escape_found = Arc::new(AtomicBool::new(false));

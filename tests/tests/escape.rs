@@ -14,6 +14,8 @@
 mod attacks;
 #[path = "escape/cases.rs"]
 mod cases;
+#[path = "escape/hardening.rs"]
+mod hardening;
 #[path = "../../sandbox-core/tests/common/world.rs"]
 mod world;
 
@@ -32,10 +34,42 @@ struct Row {
     expected: &'static str,
     observed: String,
     control: String,
-    escaped: bool,
+    /// Why the row fails the suite: an escape, an attack that sent no
+    /// report, a control that did not work outside.
+    failure: Option<String>,
 }
 
-struct Suite {
+/// What an attack inside the sandbox did.
+pub(crate) enum Observed {
+    /// It worked: an escape.
+    Worked(String),
+    /// It was refused (or held), with the evidence.
+    Refused(String),
+    /// Nothing to judge by: the sandbox did not start, or the attacker
+    /// sent no report. A failure of the suite, never a refusal.
+    NoReport(String),
+}
+
+impl From<Attempt> for Observed {
+    fn from(attempt: Attempt) -> Self {
+        match attempt {
+            Ok(evidence) => Observed::Worked(evidence),
+            Err(why) => Observed::Refused(why),
+        }
+    }
+}
+
+/// What the control outside showed.
+pub(crate) enum ControlResult {
+    /// The attack works outside: it is real.
+    Worked(String),
+    /// It failed outside too, so the refusal inside shows nothing.
+    Failed(String),
+    /// No control, and why (said in the table).
+    None(String),
+}
+
+pub(crate) struct Suite {
     exe: String,
     sandbox: Sandbox,
     rows: Vec<Row>,
@@ -74,42 +108,42 @@ fn with_stdin<T>(fd: &OwnedFd, f: impl FnOnce() -> T) -> T {
 }
 
 impl Suite {
-    fn inside(&self, name: &str, arg: Option<&str>, stdin: Stdio) -> Attempt {
+    fn inside(&self, name: &str, arg: Option<&str>, stdin: Stdio) -> Observed {
         let mut cmd = self.sandbox.command(&self.exe);
         cmd.args(["--attack", name]).stdin(stdin);
         if let Some(arg) = arg {
             cmd.arg(arg);
         }
-        let out = cmd
-            .output()
-            .map_err(|e| format!("the sandbox failed: {e}"))?;
-        parse(&out.stdout, &out.stderr)
+        match cmd.output() {
+            Ok(out) => parse(&out.stdout, &out.stderr),
+            Err(e) => Observed::NoReport(format!("the sandbox failed: {e}")),
+        }
     }
 
-    fn outside(&self, name: &str, arg: Option<&str>) -> Attempt {
+    fn outside(&self, name: &str, arg: Option<&str>) -> ControlResult {
         let mut cmd = Command::new(&self.exe);
         cmd.args(["--attack", name]);
         if let Some(arg) = arg {
             cmd.arg(arg);
         }
-        let out = cmd.output().map_err(|e| e.to_string())?;
-        parse(&out.stdout, &out.stderr)
+        match cmd.output() {
+            Err(e) => ControlResult::Failed(format!("could not start: {e}")),
+            Ok(out) => match parse(&out.stdout, &out.stderr) {
+                Observed::Worked(evidence) => ControlResult::Worked(evidence),
+                Observed::Refused(why) | Observed::NoReport(why) => ControlResult::Failed(why),
+            },
+        }
     }
 
     /// A case: the attack inside must fail; the control (if any) outside
     /// should work, showing the attack is real.
-    fn case(&mut self, name: &str, arg: Option<&str>, control: Control, stdin: Stdio) {
+    pub(crate) fn case(&mut self, name: &str, arg: Option<&str>, control: Control, stdin: Stdio) {
         let observed = self.inside(name, arg, stdin);
         let control = match control {
-            Control::Same => match self.outside(name, arg) {
-                Ok(evidence) => format!("works outside: {evidence}"),
-                Err(e) => format!("fails outside too: {e}"),
-            },
-            Control::Other(arg) => match self.outside(name, Some(&arg)) {
-                Ok(evidence) => format!("works outside: {evidence}"),
-                Err(e) => format!("fails outside too: {e}"),
-            },
-            Control::None(why) => format!("no control: {why}"),
+            Control::Same => self.outside(name, arg),
+            Control::SameIfPresent => hardening::unless_missing(self.outside(name, arg)),
+            Control::Other(arg) => self.outside(name, Some(&arg)),
+            Control::None(why) => ControlResult::None(why.to_string()),
         };
         let case = match arg {
             Some(arg) => format!("{name} {arg}"),
@@ -118,40 +152,59 @@ impl Suite {
         self.push(case, "refused", observed, control);
     }
 
-    fn push(&mut self, case: String, expected: &'static str, observed: Attempt, control: String) {
-        let (escaped, observed) = match observed {
-            Ok(evidence) => (true, format!("ESCAPED: {evidence}")),
-            Err(why) => (false, format!("{expected}: {why}")),
+    pub(crate) fn push(
+        &mut self,
+        case: String,
+        expected: &'static str,
+        observed: impl Into<Observed>,
+        control: ControlResult,
+    ) {
+        let (mut failure, observed) = match observed.into() {
+            Observed::Worked(evidence) => (Some("ESCAPED"), format!("ESCAPED: {evidence}")),
+            Observed::Refused(why) => (None, format!("{expected}: {why}")),
+            Observed::NoReport(why) => (Some("NO REPORT"), format!("NO REPORT: {why}")),
+        };
+        let control = match control {
+            ControlResult::Worked(evidence) => format!("works outside: {evidence}"),
+            ControlResult::Failed(why) => {
+                failure = failure.or(Some("CONTROL FAILED"));
+                format!("CONTROL FAILED outside: {why}")
+            }
+            ControlResult::None(why) => format!("no control: {why}"),
         };
         self.rows.push(Row {
             case,
             expected,
             observed,
             control,
-            escaped,
+            failure: failure.map(String::from),
         });
     }
 }
 
-enum Control {
+pub(crate) enum Control {
     /// The same attack, outside.
     Same,
+    /// The same attack outside, where this kernel has the feature (else
+    /// "no control", with the kernel's answer).
+    SameIfPresent,
     /// The attack outside with this argument instead (another target).
     Other(String),
     /// None, and why.
     None(&'static str),
 }
 
-fn parse(stdout: &[u8], stderr: &[u8]) -> Attempt {
+fn parse(stdout: &[u8], stderr: &[u8]) -> Observed {
     let text = String::from_utf8_lossy(stdout).trim().to_string();
     if let Some(evidence) = text.strip_prefix("WORKED ") {
-        Ok(evidence.to_string())
+        Observed::Worked(evidence.to_string())
     } else if let Some(why) = text.strip_prefix("REFUSED ") {
-        Err(why.to_string())
+        Observed::Refused(why.to_string())
     } else {
-        // The attacker could not even report (killed by seccomp, say).
-        Err(format!(
-            "no report ({})",
+        // The attacker could not even report: nothing shows a refusal.
+        Observed::NoReport(format!(
+            "stdout {:?}, stderr {}",
+            text.chars().take(80).collect::<String>(),
             String::from_utf8_lossy(stderr)
                 .trim()
                 .chars()
@@ -162,7 +215,7 @@ fn parse(stdout: &[u8], stderr: &[u8]) -> Attempt {
 }
 
 #[allow(clippy::unnecessary_cast)]
-fn tiocsti_control(master: &OwnedFd, slave: &OwnedFd) -> String {
+fn tiocsti_control(master: &OwnedFd, slave: &OwnedFd) -> ControlResult {
     // Root outside the sandbox pushing a byte into its own pty, then
     // reading it back from the master: the attack is real.
     let result = with_stdin(slave, || tiocsti(libc::TIOCSTI as u64));
@@ -171,9 +224,9 @@ fn tiocsti_control(master: &OwnedFd, slave: &OwnedFd) -> String {
             rustix::fs::fcntl_setfl(master, rustix::fs::OFlags::NONBLOCK).ok();
             let mut buf = [0u8; 16];
             let echoed = rustix::io::read(master, &mut buf).unwrap_or(0);
-            format!("works outside: the pty echoed {echoed} byte(s)")
+            ControlResult::Worked(format!("the pty echoed {echoed} byte(s)"))
         }
-        Err(e) => format!("fails outside too: {e}"),
+        Err(e) => ControlResult::Failed(e),
     }
 }
 
@@ -198,8 +251,8 @@ fn main() {
         return;
     }
     if !rustix::process::geteuid().is_root() {
-        println!("escape suite: skipped (needs root, as CI has)");
-        return;
+        eprintln!("escape suite: needs root (as CI has): nothing was tested");
+        std::process::exit(1);
     }
     let started = Instant::now();
     // Everything runs in a network namespace of the suite's own: web
@@ -231,7 +284,7 @@ fn main() {
         let control = if name == "tiocsti" {
             tiocsti_control(&master, &slave)
         } else {
-            "no control: same request as tiocsti".to_string()
+            ControlResult::None("same request as tiocsti".into())
         };
         suite.push(
             format!("{name} (stdin is a pty)"),
@@ -342,6 +395,7 @@ fn main() {
     }
     suite.case("af_packet", None, Control::Same, Stdio::Null);
     suite.case("raw_ip", None, Control::Same, Stdio::Null);
+    hardening::hardening_cases(&mut suite);
 
     // The network, with allowlisted egress to port 80 anywhere (metadata
     // stays blocked, as the policy's default).
@@ -360,15 +414,19 @@ fn main() {
     );
     let offline = std::mem::replace(&mut suite.sandbox, networked);
     let reached = suite.inside("http", Some("198.18.1.1"), Stdio::Null);
+    let (observed, failure) = match reached {
+        Observed::Worked(evidence) => (format!("reached: {evidence}"), None),
+        Observed::Refused(why) | Observed::NoReport(why) => (
+            format!("NOT REACHED: {why}"),
+            Some("NOT REACHED".to_string()),
+        ),
+    };
     suite.rows.push(Row {
         case: "http 198.18.1.1 (allowed: the control)".into(),
         expected: "reached",
-        observed: match &reached {
-            Ok(evidence) => format!("reached: {evidence}"),
-            Err(why) => format!("NOT REACHED: {why}"),
-        },
+        observed,
         control: "-".into(),
-        escaped: reached.is_err(),
+        failure,
     });
     for form in [
         "169.254.169.254",
@@ -421,12 +479,35 @@ fn main() {
             row.control.replace('|', "/")
         );
     }
-    let escaped: Vec<&Row> = suite.rows.iter().filter(|r| r.escaped).collect();
-    if !escaped.is_empty() {
-        for row in escaped {
-            eprintln!("ESCAPE: {}: {}", row.case, row.observed);
+    let failed: Vec<&Row> = suite.rows.iter().filter(|r| r.failure.is_some()).collect();
+    let controls = suite
+        .rows
+        .iter()
+        .filter(|r| r.control.starts_with("works outside"))
+        .count();
+    println!(
+        "\n{} cases: {} refused or held, {} failed; {} with a control that worked outside, {} without a control (reason given)",
+        suite.rows.len(),
+        suite.rows.len() - failed.len(),
+        failed.len(),
+        controls,
+        suite
+            .rows
+            .iter()
+            .filter(|r| r.control.starts_with("no control"))
+            .count()
+    );
+    if !failed.is_empty() {
+        for row in failed {
+            eprintln!(
+                "{}: {}: {} / {}",
+                row.failure.as_deref().unwrap_or("FAILED"),
+                row.case,
+                row.observed,
+                row.control
+            );
         }
         std::process::exit(1);
     }
-    println!("every attack refused");
+    println!("every attack refused or held, every control worked");
 }

@@ -42,3 +42,27 @@ fn assert_no_escapes(report: &RaceReport) {
         report.escape_details.join("\n")
     );
 }
+
+#[test]
+fn racing_renames_never_return_data_from_outside() {
+    use integration_tests::race_reads::{ReadRaceConfig, run_reads, std_control};
+    // The control: std::fs on the same paths reads the canary's data.
+    let leaked = std_control(20_000);
+    assert!(
+        leaked > 0,
+        "the attack never redirected std::fs: it shows nothing"
+    );
+    let config = ReadRaceConfig::default();
+    let report = run_reads(&config);
+    println!("{report}; control: std::fs read the canary {leaked} times in 20000");
+    assert_eq!(
+        report.escapes,
+        0,
+        "reads returned outside data:\n{}",
+        report.escape_details.join("\n")
+    );
+    assert!(report.ops >= config.ops, "{report}");
+    // Live: swaps happened, and reads were both refused and answered.
+    assert!(report.swaps > 1000, "{report}");
+    assert!(report.refused > 0 && report.succeeded > 0, "{report}");
+}

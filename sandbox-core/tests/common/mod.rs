@@ -30,14 +30,13 @@ pub(crate) fn is_root() -> bool {
     rustix::process::geteuid().is_root()
 }
 
-/// Skips (with a message) a test that needs root where it is not root.
-macro_rules! require_root {
-    () => {
-        if !$crate::common::is_root() {
-            eprintln!("skipped: needs root (CI runs as root)");
-            return;
-        }
-    };
+/// Fails the test where it is not root: a root-only test is
+/// `#[ignore = "needs root"]`, and run with `--include-ignored` as root.
+pub(crate) fn require_root() {
+    assert!(
+        is_root(),
+        "needs root: run as root with --include-ignored, as CI does"
+    );
 }
 
 pub(crate) fn status_field(status: &str, field: &str) -> String {
@@ -48,8 +47,6 @@ pub(crate) fn status_field(status: &str, field: &str) -> String {
         .trim()
         .to_string()
 }
-
-pub(crate) use require_root;
 
 /// The pids of processes whose command line contains `marker`.
 pub(crate) fn pids_with(marker: &str) -> Vec<i32> {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use sandbox_core::Sandbox;
 use sandbox_policy::Policy;
 
-use crate::Suite;
+use crate::{ControlResult, Suite};
 
 fn limited(extra: &str) -> Sandbox {
     Sandbox::new(Policy::from_toml_str(&format!("[resources]\n{extra}")).unwrap()).unwrap()
@@ -43,8 +43,10 @@ pub(crate) fn setup_cases(suite: &mut Suite) {
         .command("true")
         .output()
     {
-        Ok(out) if out.success() => "the same through a real directory mounts".to_string(),
-        other => format!("the real directory failed too: {other:?}"),
+        Ok(out) if out.success() => {
+            ControlResult::Worked("the same through a real directory mounts".into())
+        }
+        other => ControlResult::Failed(format!("the real directory failed too: {other:?}")),
     };
     suite.push(
         "symlink planted in a bind source, under a mount target".into(),
@@ -89,7 +91,7 @@ pub(crate) fn resource_cases(suite: &mut Suite) {
         "fork bomb".into(),
         "held",
         observed,
-        "no control: it would take the host down".into(),
+        ControlResult::None("it would take the host down".into()),
     );
 
     // A memory hog: the OOM killer, reported as such.
@@ -111,7 +113,7 @@ pub(crate) fn resource_cases(suite: &mut Suite) {
         "memory hog (64 MiB limit)".into(),
         "held",
         observed,
-        "no control: it would press the host".into(),
+        ControlResult::None("it would press the host".into()),
     );
 
     // 1 GiB of output: capped, flagged, and the command never blocked.
@@ -142,6 +144,8 @@ pub(crate) fn resource_cases(suite: &mut Suite) {
         "1 GiB of output".into(),
         "capped",
         observed,
-        "no control".into(),
+        ControlResult::None(
+            "the cap is the library's own, there is nothing outside to compare".into(),
+        ),
     );
 }

@@ -33,6 +33,12 @@ pub(crate) const LAYOUTS: [&str; 6] = [
     "systemd-session",
 ];
 
+/// Whether a layout's tests run as root (the guest script's choice of
+/// user: root in `leaf`, `root` and `systemd`; nobody or a user otherwise).
+pub(crate) fn runs_as_root(layout: &str) -> bool {
+    matches!(layout, "leaf" | "root" | "systemd")
+}
+
 /// How the matrix is asked to run.
 #[derive(Debug, Clone)]
 pub(crate) struct Options {

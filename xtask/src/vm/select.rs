@@ -14,6 +14,21 @@ pub(crate) struct TestBinary {
     pub(crate) executable: PathBuf,
     /// Arguments before the user's filter.
     pub(crate) args: Vec<String>,
+    /// Whether libtest runs it (else it is a `harness = false` program: the
+    /// escape suite, the tamper test, both root-only).
+    pub(crate) harness: bool,
+}
+
+/// libtest arguments for a binary run as root (`as_root`) or not: root runs
+/// the root-only tests (`#[ignore = "needs root"]`) too; neither runs the
+/// helpers that a test starts in a child process of its own.
+pub(crate) fn libtest_args(as_root: bool) -> Vec<String> {
+    let mut args = Vec::new();
+    if as_root {
+        args.push("--include-ignored".to_string());
+    }
+    args.extend(["--skip".to_string(), "child_process::".to_string()]);
+    args
 }
 
 impl TestBinary {
@@ -133,6 +148,7 @@ pub(crate) fn build_and_select(selection: &Selection) -> Result<Vec<TestBinary>,
             } else {
                 Vec::new()
             },
+            harness,
         });
     }
     match selection {
@@ -177,6 +193,20 @@ pub(crate) fn count_results(log: &str) -> Option<(u64, u64)> {
     seen.then_some((passed, failed))
 }
 
+/// Tests libtest ignored (root-only ones where the tests are not root),
+/// summed over a log's `test result:` lines.
+pub(crate) fn count_ignored(log: &str) -> usize {
+    log.lines()
+        .filter(|l| l.starts_with("test result:"))
+        .filter_map(|line| {
+            line.split(';')
+                .find(|part| part.trim_end().ends_with("ignored"))
+                .and_then(|part| part.split_whitespace().rev().nth(1))
+                .and_then(|n| n.parse::<usize>().ok())
+        })
+        .sum()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -185,6 +215,7 @@ mod tests {
     fn counts_libtest_results() {
         let log = "running 3 tests\ntest result: ok. 3 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 1.2s\n";
         assert_eq!(count_results(log), Some((3, 0)));
+        assert_eq!(count_ignored(log), 1);
         let failed =
             "test result: FAILED. 2 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out\n";
         assert_eq!(count_results(failed), Some((2, 1)));

@@ -42,6 +42,18 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// A bind would let the sandbox reach the host's unix sockets (its
+    /// source tree holds some, or is too large to check) and does not say
+    /// `sockets = true`. Nothing was spawned.
+    #[error("bind {} -> {}: {reason}", bind_source.display(), bind_target.display())]
+    BindExposesSockets {
+        /// The bind's host path.
+        bind_source: std::path::PathBuf,
+        /// Where it would appear in the sandbox.
+        bind_target: std::path::PathBuf,
+        /// The sockets found, or why the tree could not be checked.
+        reason: String,
+    },
     /// Preparing the run in the parent failed (a bind source missing, a
     /// pipe or a cgroup that could not be made, …). Nothing was left
     /// running.

@@ -74,6 +74,7 @@ mod report;
 mod run;
 mod sandbox;
 mod seccomp;
+mod sockets;
 mod sys;
 
 pub use cgroups::{

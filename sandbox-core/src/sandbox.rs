@@ -117,7 +117,18 @@ impl Sandbox {
         }
         let policy = policy.resolved();
         policy.validate()?;
-        let (decisions, report) = decide(&policy, host);
+        let (decisions, mut report) = decide(&policy, host);
+        if decisions.fs_mode != sandbox_policy::FsMode::Off {
+            let reachable = crate::sockets::check_binds(&policy)?;
+            report
+                .filesystem
+                .mechanisms
+                .extend(crate::sockets::report_lines(
+                    &policy,
+                    decisions.fs_mode,
+                    &reachable,
+                ));
+        }
         let options = SeccompOptions::new(policy.privilege.allow_nested_userns.unwrap_or(false))
             .with_socket_families(policy.privilege.socket_families.as_deref().unwrap_or(&[]));
         let compiled = match decisions.seccomp {

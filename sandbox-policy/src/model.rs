@@ -97,6 +97,12 @@ pub struct Bind {
     /// Whether the sandbox may write to it (default: read-only).
     #[serde(default, skip_serializing_if = "is_false")]
     pub writable: bool,
+    /// Whether unix sockets beneath the source may be reached (default:
+    /// no: a bind whose tree holds a socket is refused, since connecting
+    /// to one needs no write access to the bind and opens a channel to
+    /// whatever serves it).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub sockets: bool,
 }
 
 /// A fresh in-memory filesystem.

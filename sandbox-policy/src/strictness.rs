@@ -8,7 +8,7 @@
 //! | field | stricter is |
 //! |---|---|
 //! | `filesystem.mode` | `minimal` < `host-readonly` < `off` |
-//! | `filesystem.binds` | each of `a`'s binds is one of `b`'s (same source and target), writable only if `b`'s is |
+//! | `filesystem.binds` | each of `a`'s binds is one of `b`'s (same source and target), writable or with `sockets` only if `b`'s is |
 //! | `filesystem.tmpfs` | each of `a`'s tmpfs targets is one of `b`'s, no larger |
 //! | `filesystem.mask` | `a` masks every path `b` masks |
 //! | `network.mode` | `none` < `allowlist` < `host` |
@@ -74,16 +74,20 @@ impl Policy {
         );
         for bind in fa.binds.iter().flatten() {
             let ok = fb.binds.iter().flatten().any(|c| {
-                c.source == bind.source && c.target == bind.target && (c.writable || !bind.writable)
+                c.source == bind.source
+                    && c.target == bind.target
+                    && (c.writable || !bind.writable)
+                    && (c.sockets || !bind.sockets)
             });
             check(
                 "filesystem.binds",
                 !ok,
                 format!(
-                    "{} -> {}{} is not granted by the base",
+                    "{} -> {}{}{} is not granted by the base",
                     bind.source.display(),
                     bind.target.display(),
-                    if bind.writable { " (writable)" } else { "" }
+                    if bind.writable { " (writable)" } else { "" },
+                    if bind.sockets { " (sockets)" } else { "" }
                 ),
             );
         }

@@ -61,10 +61,15 @@ impl Display for FsLine<'_> {
         };
         let binds = list(&fs.binds, |b| {
             format!(
-                "{} at {} ({})",
+                "{} at {} ({}{})",
                 b.source.display(),
                 b.target.display(),
-                if b.writable { "rw" } else { "ro" }
+                if b.writable { "rw" } else { "ro" },
+                if b.sockets {
+                    ", its unix sockets reachable"
+                } else {
+                    ""
+                }
             )
         });
         let tmpfs = list(&fs.tmpfs, |t| match t.size {

@@ -445,3 +445,23 @@ fn socket_families_parse_merge_tighten_and_explain() {
     );
     assert!(Policy::json_schema().contains("vsock"));
 }
+
+#[test]
+fn a_bind_may_allow_sockets_which_loosens_it() {
+    let with = Policy::from_toml_str(
+        "[filesystem]\nbinds = [{ source = \"/srv\", target = \"/srv\", sockets = true }]\n",
+    )
+    .unwrap();
+    let without =
+        Policy::from_toml_str("[filesystem]\nbinds = [{ source = \"/srv\", target = \"/srv\" }]\n")
+            .unwrap();
+    assert!(with.filesystem.binds.as_ref().unwrap()[0].sockets);
+    assert!(!without.filesystem.binds.as_ref().unwrap()[0].sockets);
+    assert!(without.is_at_least_as_strict_as(&with));
+    let err = without.merge_tighten_only(&with).unwrap_err().to_string();
+    assert!(err.contains("(sockets)"), "{err}");
+    assert!(with.to_string().contains("its unix sockets reachable"));
+    // Canonical output keeps it, and only when set.
+    assert!(with.to_toml_string().contains("sockets = true"));
+    assert!(!without.to_toml_string().contains("sockets"));
+}

@@ -73,6 +73,7 @@ fn filesystem() -> impl Strategy<Value = Filesystem> {
                         source: format!("/host/src{i}").into(),
                         target: format!("/b{i}").into(),
                         writable,
+                        sockets: i % 2 == 1 && writable,
                     })
                     .collect()
             }),

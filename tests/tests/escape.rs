@@ -71,7 +71,7 @@ pub(crate) enum ControlResult {
 
 pub(crate) struct Suite {
     exe: String,
-    sandbox: Sandbox,
+    pub(crate) sandbox: Sandbox,
     rows: Vec<Row>,
 }
 
@@ -108,7 +108,7 @@ fn with_stdin<T>(fd: &OwnedFd, f: impl FnOnce() -> T) -> T {
 }
 
 impl Suite {
-    fn inside(&self, name: &str, arg: Option<&str>, stdin: Stdio) -> Observed {
+    pub(crate) fn inside(&self, name: &str, arg: Option<&str>, stdin: Stdio) -> Observed {
         let mut cmd = self.sandbox.command(&self.exe);
         cmd.args(["--attack", name]).stdin(stdin);
         if let Some(arg) = arg {
@@ -138,6 +138,22 @@ impl Suite {
     /// A case: the attack inside must fail; the control (if any) outside
     /// should work, showing the attack is real.
     pub(crate) fn case(&mut self, name: &str, arg: Option<&str>, control: Control, stdin: Stdio) {
+        let case = match arg {
+            Some(arg) => format!("{name} {arg}"),
+            None => name.to_string(),
+        };
+        self.case_labelled(&case, name, arg, control, stdin);
+    }
+
+    /// [`case`](Self::case) with a row label of its own.
+    pub(crate) fn case_labelled(
+        &mut self,
+        label: &str,
+        name: &str,
+        arg: Option<&str>,
+        control: Control,
+        stdin: Stdio,
+    ) {
         let observed = self.inside(name, arg, stdin);
         let control = match control {
             Control::Same => self.outside(name, arg),
@@ -145,11 +161,7 @@ impl Suite {
             Control::Other(arg) => self.outside(name, Some(&arg)),
             Control::None(why) => ControlResult::None(why.to_string()),
         };
-        let case = match arg {
-            Some(arg) => format!("{name} {arg}"),
-            None => name.to_string(),
-        };
-        self.push(case, "refused", observed, control);
+        self.push(label.to_string(), "refused", observed, control);
     }
 
     pub(crate) fn push(
@@ -395,7 +407,7 @@ fn main() {
     }
     suite.case("af_packet", None, Control::Same, Stdio::Null);
     suite.case("raw_ip", None, Control::Same, Stdio::Null);
-    hardening::hardening_cases(&mut suite);
+    hardening::hardening_cases(&mut suite, &dir);
 
     // The network, with allowlisted egress to port 80 anywhere (metadata
     // stays blocked, as the policy's default).

@@ -191,6 +191,23 @@ pub(super) fn filesystem_steps(
             },
         });
     }
+    // host-readonly: the directories where the host's services keep their
+    // sockets, each a fresh tmpfs (see `sockets`).
+    for dir in crate::sockets::masked_host_dirs(policy, mode) {
+        let sticky = dir.ends_with("tmp");
+        mounts.push(Mount {
+            target: dir,
+            kind: TargetKind::Dir,
+            source: Source::New {
+                fstype: "tmpfs",
+                options: vec![(
+                    "mode".into(),
+                    Some(if sticky { "1777" } else { "0755" }.into()),
+                )],
+                attrs: MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+            },
+        });
+    }
     for bind in fs.binds.iter().flatten() {
         let meta = std::fs::metadata(&bind.source).map_err(Error::prepare(format!(
             "bind source {} (for {})",

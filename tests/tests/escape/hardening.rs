@@ -4,7 +4,8 @@
 
 use std::process::Command;
 
-use sandbox_core::Stdio;
+use sandbox_core::{Sandbox, Stdio};
+use sandbox_policy::Policy;
 
 use crate::attacks::{Attempt, errno_text};
 use crate::{Control, ControlResult, Observed, Suite};
@@ -116,9 +117,107 @@ fn syscall_number(nr: i64) -> Attempt {
     )
 }
 
+/// Connects to the unix socket at `path` and trades a line with it.
+fn unix_connect(path: &str) -> Attempt {
+    use std::io::{BufRead, BufReader, Write};
+    let mut stream = std::os::unix::net::UnixStream::connect(path)
+        .map_err(|e| format!("connect {path}: {e}"))?;
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .map_err(|e| e.to_string())?;
+    stream.write_all(b"ping\n").map_err(|e| e.to_string())?;
+    let mut line = String::new();
+    BufReader::new(stream)
+        .read_line(&mut line)
+        .map_err(|e| e.to_string())?;
+    Ok(format!("{path} answered {:?}", line.trim()))
+}
+
+/// A unix socket server of the suite's own: answers each line with
+/// `pong`, until the process ends.
+fn serve_unix(path: &std::path::Path) {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::os::unix::net::UnixListener::bind(path).unwrap();
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let mut line = String::new();
+            if BufReader::new(&stream).read_line(&mut line).is_ok() {
+                let _ = stream.write_all(b"pong\n");
+            }
+        }
+    });
+}
+
+/// The host's unix sockets: one in the host's /tmp, hidden by
+/// `host-readonly`; one in a directory bound into the sandbox, refused
+/// unless the bind says `sockets = true`.
+fn unix_socket_cases(suite: &mut Suite, exe_dir: &str) {
+    let dir = tempfile::Builder::new()
+        .prefix("escape-sockets-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    // As host services make theirs: reachable by anyone (the D-Bus
+    // system bus, say, is srw-rw-rw-).
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = dir.path().join("agent.sock");
+    serve_unix(&path);
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let path_text = path.display().to_string();
+
+    // host-readonly: the host's /tmp is a fresh tmpfs.
+    let host_readonly = Sandbox::new(
+        Policy::from_toml_str("[filesystem]\nmode = \"host-readonly\"\ntmpfs = []\n").unwrap(),
+    )
+    .unwrap();
+    let saved = std::mem::replace(&mut suite.sandbox, host_readonly);
+    suite.case_labelled(
+        "unix-connect (host-readonly, a socket in the host's /tmp)",
+        "unix-connect",
+        Some(&path_text),
+        Control::Same,
+        Stdio::Null,
+    );
+
+    // A bind of the socket's directory: refused when the sandbox is made,
+    // unless the bind allows sockets (the control: then it connects).
+    let bind = |sockets: bool| {
+        Policy::from_toml_str(&format!(
+            "[filesystem]\nbinds = [{{ source = \"{exe_dir}\", target = \"{exe_dir}\" }}, \
+             {{ source = \"{}\", target = \"/agent\", sockets = {sockets} }}]\n",
+            dir.path().display()
+        ))
+        .unwrap()
+    };
+    let observed = match Sandbox::new(bind(false)) {
+        Err(e) => Observed::Refused(e.to_string()),
+        Ok(_) => Observed::Worked("the sandbox was made with the socket bound".into()),
+    };
+    let control = match Sandbox::new(bind(true)) {
+        Err(e) => ControlResult::Failed(e.to_string()),
+        Ok(allowed) => {
+            suite.sandbox = allowed;
+            match suite.inside("unix-connect", Some("/agent/agent.sock"), Stdio::Null) {
+                Observed::Worked(evidence) => {
+                    ControlResult::Worked(format!("with sockets = true: {evidence}"))
+                }
+                Observed::Refused(why) | Observed::NoReport(why) => ControlResult::Failed(why),
+            }
+        }
+    };
+    suite.sandbox = saved;
+    suite.push(
+        "a bind whose tree holds a unix socket".into(),
+        "refused",
+        observed,
+        control,
+    );
+}
+
 /// The attacks of this file, by name.
 pub(crate) fn attack(name: &str, arg: Option<&str>) -> Option<Attempt> {
     match name {
+        "unix-connect" => Some(unix_connect(arg.unwrap_or("/run/dbus/system_bus_socket"))),
         "vsock-listen" => Some(vsock_listen(
             arg.and_then(|a| a.parse().ok())
                 .unwrap_or(libc::VMADDR_PORT_ANY),
@@ -195,7 +294,8 @@ fn forged_report(suite: &mut Suite) {
     );
 }
 
-pub(crate) fn hardening_cases(suite: &mut Suite) {
+pub(crate) fn hardening_cases(suite: &mut Suite, exe_dir: &str) {
+    unix_socket_cases(suite, exe_dir);
     for name in [
         "modify_ldt",
         "memfd_secret",

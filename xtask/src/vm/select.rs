@@ -1,7 +1,7 @@
 //! Which test binaries a guest runs: built here with
 //! `cargo test --no-run`, named `crate/target`, chosen by name.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::run;
@@ -139,7 +139,7 @@ pub(crate) fn build_and_select(selection: &Selection) -> Result<Vec<TestBinary>,
         } else {
             target["name"].as_str().unwrap_or("?").to_string()
         };
-        let harness = target["harness"].as_bool().unwrap_or(true);
+        let harness = !harness_free_tests(Path::new(manifest)).contains(&name);
         all.push(TestBinary {
             display: format!("{package}/{name}"),
             executable: PathBuf::from(exe),
@@ -171,6 +171,48 @@ pub(crate) fn build_and_select(selection: &Selection) -> Result<Vec<TestBinary>,
             })
             .collect(),
     }
+}
+
+/// The `[[test]]` targets a manifest declares with `harness = false`
+/// (cargo's build messages do not say which these are).
+fn harness_free_tests(manifest: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(manifest).unwrap_or_default();
+    let mut found = Vec::new();
+    let mut in_test = false;
+    let mut name: Option<String> = None;
+    let mut harness = true;
+    let mut flush = |name: &mut Option<String>, harness: &mut bool| {
+        if let Some(n) = name.take()
+            && !*harness
+        {
+            found.push(n);
+        }
+        *harness = true;
+    };
+    for line in text.lines().map(str::trim) {
+        if line.starts_with('[') {
+            if in_test {
+                flush(&mut name, &mut harness);
+            }
+            in_test = line == "[[test]]";
+            continue;
+        }
+        if !in_test {
+            continue;
+        }
+        let Some((key, value)) = line.split_once('=') else {
+            continue;
+        };
+        match key.trim() {
+            "name" => name = Some(value.trim().trim_matches('"').to_string()),
+            "harness" => harness = value.trim() != "false",
+            _ => {}
+        }
+    }
+    if in_test {
+        flush(&mut name, &mut harness);
+    }
+    found
 }
 
 /// Passed and failed counts summed over a libtest log's `test result:`
@@ -210,6 +252,20 @@ pub(crate) fn count_ignored(log: &str) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn finds_the_harness_free_tests() {
+        let root = run::workspace_root();
+        assert_eq!(
+            harness_free_tests(&root.join("tests/Cargo.toml")),
+            vec!["escape".to_string()]
+        );
+        assert_eq!(
+            harness_free_tests(&root.join("sandbox-net/Cargo.toml")),
+            vec!["tamper".to_string()]
+        );
+        assert!(harness_free_tests(&root.join("sandbox-core/Cargo.toml")).is_empty());
+    }
 
     #[test]
     fn counts_libtest_results() {

@@ -35,6 +35,11 @@ pub(crate) struct Decisions {
     /// Process limit enforced instead by `RLIMIT_NPROC` under a host uid
     /// of the run's own (root callers, where no pids cgroup is writable).
     pub(crate) nproc: Option<u32>,
+    /// Each run's user namespace owned by, and its user mapped to, a host
+    /// uid and gid of its own (root callers).
+    pub(crate) run_ids: bool,
+    /// The kernel quotas set in the run's user namespace.
+    pub(crate) quotas: crate::quotas::QuotaPlan,
     /// The uid and gid inside the sandbox.
     pub(crate) uid: u32,
     pub(crate) gid: u32,
@@ -235,18 +240,19 @@ pub(crate) fn decide(policy: &Policy, host: &HostCapabilities) -> (Decisions, Ef
         User::Root => (0, 0),
         User::Uid(uid) => (uid, uid),
     };
-    // Without a pids cgroup, a root caller's runs each get a host uid of
-    // their own (RLIMIT_NPROC then counts one run's processes).
-    let run_uid = matches!(policy.resources.pids, Some(Limit::Max(_)))
-        && host.cgroups.hierarchy_for("pids").is_none()
-        && namespaces
-        && host.euid == 0;
+    // A root caller's runs each get a host uid and gid of their own, which
+    // own their user namespace (see `quotas`); without a pids cgroup,
+    // RLIMIT_NPROC then counts one run's processes.
+    let run_ids = namespaces && host.euid == 0;
+    let run_uid = run_ids
+        && matches!(policy.resources.pids, Some(Limit::Max(_)))
+        && host.cgroups.hierarchy_for("pids").is_none();
     if namespaces {
         priv_mech.push(if host.euid == 0 {
             format!(
                 "user namespace: runs as uid {uid} inside, {} outside; setup ran as the namespace's root and gave it up",
-                if run_uid {
-                    "a host uid of the run's own (2^30 and up)"
+                if run_ids {
+                    "a host uid of the run's own (2^30 and up), which also owns its user namespace"
                 } else {
                     "the host's nobody (65534)"
                 }
@@ -455,6 +461,39 @@ pub(crate) fn decide(policy: &Policy, host: &HostCapabilities) -> (Decisions, Ef
         }
         _ => None,
     };
+    let quotas = if namespaces {
+        let (lines, shared) = crate::quotas::report(policy, host.euid == 0);
+        if let Capability::Available = host.kernel_quotas {
+            res_mech.extend(lines);
+        } else if !r.kernel.is_unset() {
+            down(
+                Layer::Resources,
+                format!(
+                    "resources.kernel: the run's user namespace cannot cap them here ({})",
+                    reason(&host.kernel_quotas)
+                ),
+            );
+        }
+        if let Some(shared) = shared {
+            note(Layer::Resources, shared);
+        }
+        if host.kernel_quotas.is_available() {
+            crate::quotas::plan(policy)
+        } else {
+            crate::quotas::QuotaPlan::default()
+        }
+    } else {
+        if !r.kernel.is_unset() {
+            down(
+                Layer::Resources,
+                format!(
+                    "resources.kernel: the quotas are set in the run's own user namespace, and user namespaces are unusable here ({})",
+                    reason(&host.user_namespaces)
+                ),
+            );
+        }
+        crate::quotas::QuotaPlan::default()
+    };
     let cpu = match r.cpu {
         Some(Limit::Max(n)) => {
             cgroup_limit("cpu", format!("cpu {n}% of one CPU"), res_mech, &mut down).then_some(n)
@@ -511,6 +550,8 @@ pub(crate) fn decide(policy: &Policy, host: &HostCapabilities) -> (Decisions, Ef
         pids,
         cpu,
         nproc,
+        run_ids,
+        quotas,
         uid,
         gid,
         fail_closed: policy.on_unavailable.unwrap_or(OnUnavailable::Fail) == OnUnavailable::Fail,

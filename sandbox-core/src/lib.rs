@@ -70,6 +70,7 @@ mod error;
 mod outcome;
 mod plan;
 mod probe;
+mod quotas;
 mod report;
 mod run;
 mod sandbox;
@@ -84,6 +85,7 @@ pub use cgroups::{
 pub use error::{Error, Result};
 pub use outcome::{EgressStats, ExitStatus, RunOutcome};
 pub use probe::{Capability, HostCapabilities, MINIMUM_KERNEL, probe, probe_now};
+pub use quotas::RunIds;
 pub use report::{Downgrade, EffectiveSandbox, Layer, LayerReport, Note};
 pub use sandbox::{Sandbox, SandboxChild, SandboxCommand, Stdio};
 pub use seccomp::{

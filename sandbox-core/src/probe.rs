@@ -74,6 +74,10 @@ pub struct HostCapabilities {
     /// a new network namespace of a new user namespace (tried in the same
     /// throwaway child as `user_namespaces`).
     pub nftables_in_userns: Capability,
+    /// The kernel's per-user counters can be capped in a user namespace of
+    /// the run's own: every `/proc/sys/user/max_*` a run writes, written in
+    /// the same throwaway child as `user_namespaces`.
+    pub kernel_quotas: Capability,
 }
 
 /// The oldest kernel supported, as (major, minor): Ubuntu 22.04's 5.15.
@@ -134,7 +138,7 @@ pub fn probe_now() -> HostCapabilities {
     // rest (the cgroup trials cost about as much).
     let namespaces = probe_user_namespaces(euid, rustix::process::getegid().as_raw());
     let cgroups = probe_cgroups();
-    let (user_namespaces, nftables_in_userns) = namespaces();
+    let (user_namespaces, nftables_in_userns, kernel_quotas) = namespaces();
     HostCapabilities {
         kernel: rustix::system::uname()
             .release()
@@ -170,6 +174,7 @@ pub fn probe_now() -> HostCapabilities {
             .map(drop),
         ),
         nftables_in_userns,
+        kernel_quotas,
     }
 }
 
@@ -177,7 +182,10 @@ pub fn probe_now() -> HostCapabilities {
 /// the uid and gid maps, a private propagation and a tmpfs mount (user
 /// namespaces usable), then an nftables table created over netlink in that
 /// network namespace (nf_tables usable in a user namespace).
-fn probe_user_namespaces(euid: u32, egid: u32) -> impl FnOnce() -> (Capability, Capability) {
+fn probe_user_namespaces(
+    euid: u32,
+    egid: u32,
+) -> impl FnOnce() -> (Capability, Capability, Capability) {
     let c = |s: &str| CString::new(s).unwrap_or_default();
     let (setgroups, uid_map, gid_map) = (
         c("/proc/self/setgroups"),
@@ -187,52 +195,80 @@ fn probe_user_namespaces(euid: u32, egid: u32) -> impl FnOnce() -> (Capability, 
     let (uid_line, gid_line) = (format!("0 {euid} 1\n"), format!("0 {egid} 1\n"));
     let (none, root, tmpfs, tmp) = (c("none"), c("/"), c("tmpfs"), c("/tmp"));
     let (batch, acks) = nftables_probe_batch();
-    let steps = [
-        TrialStep::Unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNS | libc::CLONE_NEWNET),
-        TrialStep::WriteFile(&setgroups, b"deny"),
-        TrialStep::WriteFile(&uid_map, uid_line.as_bytes()),
-        TrialStep::WriteFile(&gid_map, gid_line.as_bytes()),
-        TrialStep::Mount(&none, &root, None, libc::MS_REC | libc::MS_PRIVATE),
-        TrialStep::Mount(&tmpfs, &tmp, Some(&tmpfs), 0),
-        TrialStep::NetlinkAck(libc::NETLINK_NETFILTER, &batch, acks),
-    ];
-    const NAMES: [&str; 7] = [
+    // The quotas a run sets, each written in the trial's own namespace
+    // (the value does not matter: the write is what is tried).
+    let quota_paths: Vec<CString> = crate::quotas::all_sysctls()
+        .map(|name| c(&format!("/proc/sys/user/{name}")))
+        .collect();
+    let mut names: Vec<String> = [
         "unshare(CLONE_NEWUSER|CLONE_NEWNS|CLONE_NEWNET)",
         "write /proc/self/setgroups",
         "write /proc/self/uid_map",
         "write /proc/self/gid_map",
         "make / private",
         "mount tmpfs",
-        "install the egress ruleset (nftables) in the new network namespace",
+    ]
+    .map(String::from)
+    .to_vec();
+    let mut steps = vec![
+        TrialStep::Unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNS | libc::CLONE_NEWNET),
+        TrialStep::WriteFile(&setgroups, b"deny"),
+        TrialStep::WriteFile(&uid_map, uid_line.as_bytes()),
+        TrialStep::WriteFile(&gid_map, gid_line.as_bytes()),
+        TrialStep::Mount(&none, &root, None, libc::MS_REC | libc::MS_PRIVATE),
+        TrialStep::Mount(&tmpfs, &tmp, Some(&tmpfs), 0),
     ];
-    const NFT_STEP: usize = 6;
+    let quota_steps = steps.len()..steps.len() + quota_paths.len();
+    for path in &quota_paths {
+        steps.push(TrialStep::WriteFile(path, b"64"));
+        names.push(format!("write {}", path.to_string_lossy()));
+    }
+    let nft_step = steps.len();
+    steps.push(TrialStep::NetlinkAck(libc::NETLINK_NETFILTER, &batch, acks));
+    names.push("install the egress ruleset (nftables) in the new network namespace".into());
     let trial = sys::start_trial(&steps);
-    move || match trial.and_then(sys::RunningTrial::finish) {
-        Ok(()) => (Capability::Available, Capability::Available),
-        Err(f) if f.step == NFT_STEP => (
-            Capability::Available,
-            Capability::Unavailable {
-                reason: format!("{}: {}", NAMES[NFT_STEP], f.errno),
-            },
-        ),
-        Err(f) => {
-            let reason = format!(
+    drop(steps);
+    move || {
+        let failed = |f: &sys::TrialFailure| Capability::Unavailable {
+            reason: format!(
                 "{}: {}",
-                NAMES
+                names
                     .get(f.step)
-                    .copied()
-                    .unwrap_or("the trial child (fork, or it died)"),
+                    .map_or("the trial child (fork, or it died)", String::as_str),
                 f.errno
-            );
-            (
-                Capability::Unavailable {
-                    reason: reason.clone(),
-                },
+            ),
+        };
+        match trial.and_then(sys::RunningTrial::finish) {
+            Ok(()) => (
+                Capability::Available,
+                Capability::Available,
+                Capability::Available,
+            ),
+            Err(f) if f.step == nft_step => {
+                (Capability::Available, failed(&f), Capability::Available)
+            }
+            Err(f) if quota_steps.contains(&f.step) => (
+                Capability::Available,
                 Capability::Unknown {
-                    reason: format!("needs a user namespace, which failed: {reason}"),
+                    reason: "not tried: a kernel quota could not be set first".into(),
                 },
-            )
+                failed(&f),
+            ),
+            Err(f) => {
+                let why = failed(&f);
+                let unknown = Capability::Unknown {
+                    reason: format!("needs a user namespace, which failed: {}", reason_of(&why)),
+                };
+                (why, unknown.clone(), unknown)
+            }
         }
+    }
+}
+
+fn reason_of(capability: &Capability) -> &str {
+    match capability {
+        Capability::Available => "available",
+        Capability::Unavailable { reason } | Capability::Unknown { reason } => reason,
     }
 }
 

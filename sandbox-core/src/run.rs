@@ -197,11 +197,14 @@ pub(crate) fn start(inner: &Inner, spec: &CommandSpec, stdio: StdioChoice) -> Re
         inner.seccomp.as_ref(),
         spec,
         fds,
-        host.euid,
-        egid,
+        plan::RunIdentity {
+            euid: host.euid,
+            egid,
+            run_id: inner.decisions.run_ids.then(|| inner.run_ids.next()),
+        },
     )?;
     let started = Instant::now();
-    let (pid, pidfd) = spawn_init(plan.namespaces, &plan.child)
+    let (pid, pidfd) = spawn_init(plan.namespaces, &plan.child, plan.owner)
         .map_err(Error::prepare_errno("clone the sandbox"))?;
     drop((sync_read, setup_write, status_write));
     drop((child_in, child_out, child_err));

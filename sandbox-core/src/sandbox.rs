@@ -16,6 +16,7 @@ use crate::error::{Error, Result};
 use crate::outcome::RunOutcome;
 use crate::plan::CommandSpec;
 use crate::probe::{HostCapabilities, probe};
+use crate::quotas::RunIds;
 use crate::report::EffectiveSandbox;
 use crate::run::{self, StdioChoice};
 use crate::seccomp::{SeccompOptions, SeccompProgram};
@@ -45,6 +46,8 @@ pub(crate) struct Inner {
     /// Where the forwarder sends the sandbox's DNS queries (`None`: the
     /// host's resolver, from `/etc/resolv.conf`).
     pub(crate) dns_upstream: Option<std::net::SocketAddr>,
+    /// The host ids a root caller's runs take (see [`RunIds`]).
+    pub(crate) run_ids: RunIds,
 }
 
 /// A policy, checked against this host and ready to run commands.
@@ -150,6 +153,7 @@ impl Sandbox {
                 report,
                 seccomp,
                 dns_upstream: None,
+                run_ids: RunIds::default(),
             }),
         })
     }
@@ -169,6 +173,26 @@ impl Sandbox {
     #[must_use]
     pub fn with_dns_upstream(mut self, upstream: std::net::SocketAddr) -> Self {
         Arc::make_mut(&mut self.inner).dns_upstream = Some(upstream);
+        self
+    }
+
+    /// Takes a root caller's run ids from `ids` instead of 2^30 and up:
+    /// each run's user namespace is owned by, and its user is, a host uid
+    /// (and gid) of this range that no other run of the process holds at
+    /// the same time, so that the kernel's per-user counters (inotify,
+    /// queued signals, pipe buffers, process counts, …) are the run's own.
+    /// Files a run creates in a writable bind are owned by that uid.
+    ///
+    /// ```no_run
+    /// use sandbox_core::{RunIds, Sandbox};
+    ///
+    /// let ids = RunIds::new(2_000_000_000, 1_000_000).expect("a valid range");
+    /// let sandbox = Sandbox::from_profile("default")?.with_run_ids(ids);
+    /// # Ok::<(), sandbox_core::Error>(())
+    /// ```
+    #[must_use]
+    pub fn with_run_ids(mut self, ids: RunIds) -> Self {
+        Arc::make_mut(&mut self.inner).run_ids = ids;
         self
     }
 

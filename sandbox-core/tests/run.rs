@@ -33,10 +33,14 @@ fn privilege_layer_seen_from_inside() {
         .lines()
         .map(|l| l.split_whitespace().collect())
         .collect();
-    assert!(
-        lines.contains(&vec!["65534", "65534", "1"]),
-        "the sandbox user is the host's nobody: {uid_map}"
-    );
+    // A root caller's run: the sandbox's nobody is a host uid of the
+    // run's own (2^30 and up), never a real account or the host's nobody.
+    let host_uid: u32 = lines
+        .iter()
+        .find(|l| l[0] == "65534")
+        .map(|l| l[1].parse().unwrap())
+        .unwrap_or_else(|| panic!("the sandbox user is mapped: {uid_map}"));
+    assert!(host_uid >= 1 << 30, "a run id: {uid_map}");
     assert!(
         lines.iter().all(|l| l[2] == "1"),
         "single ids only: {uid_map}"
@@ -311,7 +315,7 @@ fn host_readonly_shows_the_host_tree_read_only() {
     let sb = sandbox("[filesystem]\nmode = \"host-readonly\"\n");
     let out = sh(
         &sb,
-        "ls /; echo ---; { echo x > /var/tmp/sbx-test; } 2>&1; ls -d /proc/[0-9]* | wc -l; ls /dev | wc -l",
+        "ls /; echo ---; { echo x > /etc/sbx-test; } 2>&1; ls -d /proc/[0-9]* | wc -l; ls /dev | wc -l; ls -A /run /var/tmp | wc -l",
     );
     assert!(out.success(), "{out:?}");
     let text = stdout(&out);
@@ -326,11 +330,20 @@ fn host_readonly_shows_the_host_tree_read_only() {
     assert!(root.lines().count() >= host_root.len() - 1, "{root}");
     let lines: Vec<&str> = rest.lines().collect();
     assert!(lines[0].contains("Read-only file system"), "{rest}");
-    assert!(!Path::new("/var/tmp/sbx-test").exists());
+    assert!(!Path::new("/etc/sbx-test").exists());
     let procs: usize = lines[1].trim().parse().unwrap();
     assert!(procs <= 4, "only the sandbox's processes: {procs}");
     let devs: usize = lines[2].trim().parse().unwrap();
     assert!(devs < 20, "a minimal /dev: {devs} entries");
+    // Where the host's services keep their sockets: a fresh tmpfs each
+    // (`ls -A` of two empty directories prints their two headers and a
+    // blank line).
+    let run: usize = lines[3].trim().parse().unwrap();
+    assert!(run <= 3, "/run and /var/tmp are empty: {rest}");
+    assert!(
+        std::fs::read_dir("/run").unwrap().count() > 0,
+        "the control: the host's /run is not"
+    );
 }
 
 #[test]

@@ -350,6 +350,81 @@ pub struct Resources {
     /// Open files (`RLIMIT_NOFILE`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub open_files: Option<Limit<u32>>,
+    /// The kernel's per-user counters, capped for the run.
+    #[serde(default, skip_serializing_if = "KernelQuotas::is_unset")]
+    pub kernel: KernelQuotas,
+}
+
+/// `resources.kernel`: caps on the kernel objects the kernel counts per
+/// user rather than per cgroup. Without them a run draws on its caller's
+/// share (for a root caller, host root's): 128 inotify instances held by
+/// one sandbox leave none for the host's services.
+///
+/// Each is set in the sandbox's own user namespace (`/proc/sys/user/max_*`,
+/// which bounds the run whatever the caller's share is), except
+/// `pending_signals` (`RLIMIT_SIGPENDING`). A value, or `"unlimited"` for
+/// the caller's share.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KernelQuotas {
+    /// inotify instances (`max_inotify_instances`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inotify_instances: Option<Limit<u32>>,
+    /// inotify watches across them (`max_inotify_watches`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inotify_watches: Option<Limit<u32>>,
+    /// fanotify groups (`max_fanotify_groups`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fanotify_groups: Option<Limit<u32>>,
+    /// fanotify marks (`max_fanotify_marks`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fanotify_marks: Option<Limit<u32>>,
+    /// Namespaces of each kind other than user (`max_{pid,mnt,net,uts,ipc,cgroup,time}_namespaces`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespaces: Option<Limit<u32>>,
+    /// User namespaces (`max_user_namespaces`): 0 unless
+    /// `privilege.allow_nested_userns`, whatever is set here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_namespaces: Option<Limit<u32>>,
+    /// Signals queued and not yet delivered (`RLIMIT_SIGPENDING`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_signals: Option<Limit<u32>>,
+}
+
+impl KernelQuotas {
+    /// The largest value a quota may take: the kernel's sysctls are `int`s.
+    pub const MAX: u32 = i32::MAX as u32;
+
+    /// Whether nothing is set.
+    pub fn is_unset(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// Each quota with its policy name (`inotify_instances`), in order.
+    pub fn fields(&self) -> [(&'static str, Option<Limit<u32>>); 7] {
+        [
+            ("inotify_instances", self.inotify_instances),
+            ("inotify_watches", self.inotify_watches),
+            ("fanotify_groups", self.fanotify_groups),
+            ("fanotify_marks", self.fanotify_marks),
+            ("namespaces", self.namespaces),
+            ("user_namespaces", self.user_namespaces),
+            ("pending_signals", self.pending_signals),
+        ]
+    }
+
+    /// Field by field: `over`'s where set, else `self`'s.
+    pub fn merged(&self, over: &KernelQuotas) -> KernelQuotas {
+        KernelQuotas {
+            inotify_instances: over.inotify_instances.or(self.inotify_instances),
+            inotify_watches: over.inotify_watches.or(self.inotify_watches),
+            fanotify_groups: over.fanotify_groups.or(self.fanotify_groups),
+            fanotify_marks: over.fanotify_marks.or(self.fanotify_marks),
+            namespaces: over.namespaces.or(self.namespaces),
+            user_namespaces: over.user_namespaces.or(self.user_namespaces),
+            pending_signals: over.pending_signals.or(self.pending_signals),
+        }
+    }
 }
 
 /// A limit: a value, or `"unlimited"`.

@@ -195,6 +195,7 @@ impl Policy {
                 pids: pick(&o.resources.pids, &b.resources.pids),
                 cpu: pick(&o.resources.cpu, &b.resources.cpu),
                 open_files: pick(&o.resources.open_files, &b.resources.open_files),
+                kernel: b.resources.kernel.merged(&o.resources.kernel),
             },
             env: Env {
                 allow: pick(&o.env.allow, &b.env.allow),

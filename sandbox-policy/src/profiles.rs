@@ -94,6 +94,15 @@ pub(crate) fn default_profile() -> Policy {
             pids: Some(Limit::Max(128)),
             cpu: Some(Limit::Unlimited),
             open_files: Some(Limit::Max(256)),
+            kernel: KernelQuotas {
+                inotify_instances: Some(Limit::Max(32)),
+                inotify_watches: Some(Limit::Max(8192)),
+                fanotify_groups: Some(Limit::Max(8)),
+                fanotify_marks: Some(Limit::Max(8192)),
+                namespaces: Some(Limit::Max(64)),
+                user_namespaces: Some(Limit::Max(16)),
+                pending_signals: Some(Limit::Max(1024)),
+            },
         },
         env: Env {
             allow: Some(["PATH", "LANG", "LC_*", "TZ"].map(String::from).to_vec()),

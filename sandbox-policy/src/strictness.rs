@@ -213,6 +213,9 @@ impl Policy {
         );
         limit(&mut check, "resources.pids", ra.pids, rb.pids);
         limit(&mut check, "resources.cpu", ra.cpu, rb.cpu);
+        for ((name, qa), (_, qb)) in ra.kernel.fields().into_iter().zip(rb.kernel.fields()) {
+            limit(&mut check, &format!("resources.kernel.{name}"), qa, qb);
+        }
         limit(
             &mut check,
             "resources.open_files",

@@ -167,6 +167,15 @@ impl Display for ResLine<'_> {
             }
             let _ = write!(out, "{name} {value}");
         }
+        let quotas: Vec<String> = r
+            .kernel
+            .fields()
+            .iter()
+            .filter_map(|(name, q)| q.map(|q| format!("{} {q}", name.replace('_', " "))))
+            .collect();
+        if !quotas.is_empty() {
+            let _ = write!(out, "; kernel quotas: {}", quotas.join(", "));
+        }
         f.write_str(&out)
     }
 }

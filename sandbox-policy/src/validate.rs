@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::{Component, Path};
 
 use crate::error::{Error, Problem};
-use crate::model::{Limit, NetMode, Policy};
+use crate::model::{KernelQuotas, Limit, NetMode, Policy};
 use crate::units::ByteSize;
 
 /// The smallest memory limit a run can live with.
@@ -156,6 +156,16 @@ impl Policy {
                 "resources.pids",
                 "must be at least 1 (or \"unlimited\")",
             ));
+        }
+        for (name, quota) in r.kernel.fields() {
+            if let Some(Limit::Max(n)) = quota
+                && n > KernelQuotas::MAX
+            {
+                problems.push(Problem::new(
+                    format!("resources.kernel.{name}"),
+                    format!("{n} is above {} (the kernel's limit)", KernelQuotas::MAX),
+                ));
+            }
         }
         if let Some(Limit::Max(n)) = r.open_files {
             if n < 3 {

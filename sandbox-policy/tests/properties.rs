@@ -158,7 +158,32 @@ fn privilege() -> impl Strategy<Value = Privilege> {
         )
 }
 
-fn resources() -> impl Strategy<Value = Resources> {
+fn resources() -> BoxedStrategy<Resources> {
+    (resource_limits().boxed(), kernel_quotas().boxed())
+        .prop_map(|(mut r, kernel)| {
+            r.kernel = kernel;
+            r
+        })
+        .boxed()
+}
+
+fn kernel_quotas() -> impl Strategy<Value = KernelQuotas> {
+    (
+        limit(0u32..=KernelQuotas::MAX),
+        limit(0u32..=KernelQuotas::MAX),
+        limit(0u32..=1024),
+    )
+        .prop_map(
+            |(inotify_instances, namespaces, pending_signals)| KernelQuotas {
+                inotify_instances,
+                namespaces,
+                pending_signals,
+                ..KernelQuotas::default()
+            },
+        )
+}
+
+fn resource_limits() -> impl Strategy<Value = Resources> {
     (
         limit(duration()),
         limit(duration()),
@@ -189,6 +214,7 @@ fn resources() -> impl Strategy<Value = Resources> {
                     pids,
                     cpu,
                     open_files,
+                    kernel: KernelQuotas::default(),
                 }
             },
         )

@@ -99,11 +99,23 @@ pub(super) fn landlock_step(abi: u32, writable: &[(PathBuf, bool)]) -> Result<St
     })
 }
 
-/// The rlimits of the command: the policy's, and `RLIMIT_NPROC` when it
-/// stands in for a pids cgroup.
-pub(super) fn rlimits(policy: &Policy, nproc: Option<u32>) -> Vec<(u32, u64, u64, &'static str)> {
+/// The rlimits of the command: the policy's, `RLIMIT_NPROC` when it
+/// stands in for a pids cgroup, and `RLIMIT_SIGPENDING` (a kernel quota).
+pub(super) fn rlimits(
+    policy: &Policy,
+    nproc: Option<u32>,
+    pending_signals: Option<u32>,
+) -> Vec<(u32, u64, u64, &'static str)> {
     let r = &policy.resources;
     let mut out = vec![(libc::RLIMIT_CORE, 0, 0, "RLIMIT_CORE")];
+    if let Some(n) = pending_signals {
+        out.push((
+            libc::RLIMIT_SIGPENDING,
+            u64::from(n),
+            u64::from(n),
+            "RLIMIT_SIGPENDING",
+        ));
+    }
     if let Some(n) = nproc {
         out.push((
             libc::RLIMIT_NPROC,

@@ -61,6 +61,9 @@ pub(crate) struct Plan {
     pub(crate) uid_map: String,
     pub(crate) gid_map: String,
     pub(crate) deny_setgroups: bool,
+    /// The host uid that creates (and so owns) the run's user namespace,
+    /// if not the caller's: a root caller's run id (see `quotas`).
+    pub(crate) owner: Option<u32>,
 }
 
 fn cstring(what: &str, bytes: &[u8]) -> Result<CString> {
@@ -196,14 +199,14 @@ impl Builder {
 /// The host's nobody.
 const NOBODY: u32 = 65534;
 
-/// A host uid for one run, used by nothing else: 2^30 and up, from this
-/// process's pid and a counter (concurrent runs of one process differ;
-/// processes differ unless their pids collide modulo 2^18).
-fn run_host_uid() -> u32 {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static COUNTER: AtomicU32 = AtomicU32::new(0);
-    let run = COUNTER.fetch_add(1, Ordering::Relaxed) % (1 << 11);
-    (1 << 30) + ((std::process::id() % (1 << 18)) << 11) + run
+/// Who a run is made by, and the host id it takes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RunIdentity {
+    /// The caller's effective uid and gid.
+    pub(crate) euid: u32,
+    pub(crate) egid: u32,
+    /// A root caller's run id (see `quotas::RunIds`).
+    pub(crate) run_id: Option<u32>,
 }
 
 /// Builds the plan for one run.
@@ -213,9 +216,9 @@ pub(crate) fn build(
     seccomp: Option<&Arc<SeccompProgram>>,
     spec: &CommandSpec,
     fds: PlanFds,
-    euid: u32,
-    egid: u32,
+    identity: RunIdentity,
 ) -> Result<Plan> {
+    let RunIdentity { euid, egid, run_id } = identity;
     let mut b = Builder::default();
     let mut keep: Vec<c_int> = [
         fds.sync_read,
@@ -281,6 +284,18 @@ pub(crate) fn build(
             Step::SetHostname(cstring("hostname", b"sandbox")?),
             "sethostname",
         );
+        // The kernel quotas of the run's user namespace (it holds
+        // CAP_SYS_RESOURCE there until the capabilities go).
+        for (name, value) in &decisions.quotas.sysctls {
+            let path = format!("/proc/sys/user/{name}");
+            b.push(
+                Step::WriteSetting {
+                    path: cstring("sysctl path", path.as_bytes())?,
+                    contents: value.to_string().into_bytes(),
+                },
+                format!("write {value} to {path}"),
+            );
+        }
         // The parent moved us into our cgroups meanwhile (a cgroup v1
         // migration can take milliseconds: it overlaps the mounts).
         b.push(
@@ -340,7 +355,9 @@ pub(crate) fn build(
         Step::Chdir(path_cstring(&workdir)?),
         format!("chdir {}", workdir.display()),
     );
-    for (resource, soft, hard, name) in rlimits(policy, decisions.nproc) {
+    for (resource, soft, hard, name) in
+        rlimits(policy, decisions.nproc, decisions.quotas.pending_signals)
+    {
         b.push(
             Step::Rlimit {
                 resource,
@@ -404,13 +421,9 @@ pub(crate) fn build(
         }
     }
     let (uid, gid) = (decisions.uid, decisions.gid);
-    // The host uid the sandbox's user is: nobody, or one of the run's own
-    // when RLIMIT_NPROC stands in for a pids cgroup.
-    let host_uid = if decisions.nproc.is_some() {
-        run_host_uid()
-    } else {
-        NOBODY
-    };
+    // The host uid the sandbox's user is: a root caller's run id (which
+    // also owns the user namespace), else the host's nobody.
+    let host_uid = run_id.unwrap_or(NOBODY);
     let id_map = |inside: u32, host: u32, mapped: u32| {
         if !root_caller {
             format!("{inside} {host} 1\n")
@@ -437,7 +450,8 @@ pub(crate) fn build(
         descriptions: b.descriptions,
         namespaces,
         uid_map: id_map(uid, euid, host_uid),
-        gid_map: id_map(gid, egid, NOBODY),
+        gid_map: id_map(gid, egid, run_id.unwrap_or(NOBODY)),
+        owner: run_id,
         deny_setgroups: !root_caller,
     })
 }
@@ -500,13 +514,14 @@ mod tests {
             "[resources]\ncpu_time = \"1500ms\"\nmax_file_size = \"unlimited\"\nopen_files = 9\n",
         )
         .unwrap();
-        let limits = rlimits(&policy, None);
+        let limits = rlimits(&policy, None, None);
         assert_eq!(limits[0], (libc::RLIMIT_CORE, 0, 0, "RLIMIT_CORE"));
         assert!(limits.contains(&(libc::RLIMIT_CPU, 2, 3, "RLIMIT_CPU")));
         assert!(limits.contains(&(libc::RLIMIT_NOFILE, 9, 9, "RLIMIT_NOFILE")));
         assert!(!limits.iter().any(|l| l.0 == libc::RLIMIT_FSIZE));
         assert!(!limits.iter().any(|l| l.0 == libc::RLIMIT_NPROC));
-        let with_nproc = rlimits(&policy, Some(16));
+        let with_nproc = rlimits(&policy, Some(16), Some(8));
+        assert!(with_nproc.contains(&(libc::RLIMIT_SIGPENDING, 8, 8, "RLIMIT_SIGPENDING")));
         assert!(with_nproc.contains(&(libc::RLIMIT_NPROC, 16, 16, "RLIMIT_NPROC")));
     }
 

@@ -322,18 +322,121 @@ fn raw_clone(flags: u64, pidfd: *mut c_int) -> libc::c_long {
     }
 }
 
+/// The calling thread's effective uid set to `owner` for the life of the
+/// guard (and back to the one it had after): a user namespace it creates
+/// meanwhile is owned by `owner`. Only this thread's credentials change
+/// (raw `setresuid`, not libc's, which would change every thread's), and
+/// with `SECBIT_NO_SETUID_FIXUP` it keeps its capabilities, so the new
+/// namespace is made by a privileged process as before (an LSM that
+/// restricts unprivileged user namespaces does not apply).
+///
+/// A change of effective uid also makes the process non-dumpable (the
+/// kernel's rule for credential changes, `suid_dumpable`): the guard puts
+/// the caller's dumpable flag back as it was.
+struct ThreadOwner {
+    euid: libc::uid_t,
+    securebits: libc::c_long,
+    dumpable: libc::c_long,
+}
+
+impl ThreadOwner {
+    fn become_owner(owner: libc::uid_t) -> Result<Self, Errno> {
+        // SAFETY: prctl(2) and setresuid(2) as raw syscalls on the calling
+        // thread only; each failure is returned before anything else ran,
+        // and the first change is undone when the second fails.
+        unsafe {
+            let securebits = libc::syscall(libc::SYS_prctl, libc::PR_GET_SECUREBITS, 0, 0, 0, 0);
+            let dumpable = libc::syscall(libc::SYS_prctl, libc::PR_GET_DUMPABLE, 0, 0, 0, 0);
+            if securebits < 0 || dumpable < 0 {
+                return Err(last_errno());
+            }
+            const SECBIT_NO_SETUID_FIXUP: libc::c_long = 1 << 2;
+            if libc::syscall(
+                libc::SYS_prctl,
+                libc::PR_SET_SECUREBITS,
+                securebits | SECBIT_NO_SETUID_FIXUP,
+                0,
+                0,
+                0,
+            ) < 0
+            {
+                return Err(last_errno());
+            }
+            let euid = libc::geteuid();
+            let keep: libc::uid_t = libc::uid_t::MAX; // -1: unchanged
+            if libc::syscall(libc::SYS_setresuid, keep, owner, keep) < 0 {
+                let e = last_errno();
+                libc::syscall(
+                    libc::SYS_prctl,
+                    libc::PR_SET_SECUREBITS,
+                    securebits,
+                    0,
+                    0,
+                    0,
+                );
+                return Err(e);
+            }
+            Ok(Self {
+                euid,
+                securebits,
+                dumpable,
+            })
+        }
+    }
+}
+
+impl Drop for ThreadOwner {
+    fn drop(&mut self) {
+        // SAFETY: as in `become_owner`: the thread's own euid back (its
+        // real and saved uids never changed, so this is always allowed),
+        // then its securebits.
+        unsafe {
+            let keep: libc::uid_t = libc::uid_t::MAX;
+            libc::syscall(libc::SYS_setresuid, keep, self.euid, keep);
+            libc::syscall(
+                libc::SYS_prctl,
+                libc::PR_SET_SECUREBITS,
+                self.securebits,
+                0,
+                0,
+                0,
+            );
+            libc::syscall(
+                libc::SYS_prctl,
+                libc::PR_SET_DUMPABLE,
+                self.dumpable,
+                0,
+                0,
+                0,
+            );
+        }
+    }
+}
+
 /// Clones the sandbox's PID 1 with `namespaces` (`CLONE_NEW*` flags) and
-/// runs `plan` in it. Returns its host pid and a pidfd.
-pub(crate) fn spawn_init(namespaces: c_int, plan: &ChildPlan) -> Result<(i32, OwnedFd), Errno> {
+/// runs `plan` in it; with `owner`, the new user namespace is owned by
+/// that host uid (the clone is made with it as the thread's effective
+/// uid). Returns its host pid and a pidfd.
+pub(crate) fn spawn_init(
+    namespaces: c_int,
+    plan: &ChildPlan,
+    owner: Option<u32>,
+) -> Result<(i32, OwnedFd), Errno> {
     let registers: Vec<Cell<c_int>> = (0..plan.registers).map(|_| Cell::new(NO_FD)).collect();
     let mut pidfd: c_int = -1;
     let flags = (namespaces as u32 as u64) | libc::CLONE_PIDFD as u64 | libc::SIGCHLD as u64;
+    let guard = owner.map(ThreadOwner::become_owner).transpose()?;
     let pid = raw_clone(flags, &mut pidfd);
-    if pid < 0 {
-        return Err(last_errno());
-    }
+    let clone_error = (pid < 0).then(last_errno);
     if pid == 0 {
+        // The child: its credentials are a copy; the user namespace it is
+        // in reset its securebits and gave it every capability there.
+        std::mem::forget(guard);
         init_main(plan, &registers);
+    }
+    drop(guard);
+    if let Some(errno) = clone_error {
+        return Err(errno);
     }
     // SAFETY: CLONE_PIDFD stored a new pidfd, owned by nobody else.
     let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };

@@ -16,6 +16,8 @@ mod attacks;
 mod cases;
 #[path = "escape/hardening.rs"]
 mod hardening;
+#[path = "escape/quotas.rs"]
+mod quotas;
 #[path = "../../sandbox-core/tests/common/world.rs"]
 mod world;
 
@@ -70,7 +72,7 @@ pub(crate) enum ControlResult {
 }
 
 pub(crate) struct Suite {
-    exe: String,
+    pub(crate) exe: String,
     pub(crate) sandbox: Sandbox,
     rows: Vec<Row>,
 }
@@ -206,7 +208,7 @@ pub(crate) enum Control {
     None(&'static str),
 }
 
-fn parse(stdout: &[u8], stderr: &[u8]) -> Observed {
+pub(crate) fn parse(stdout: &[u8], stderr: &[u8]) -> Observed {
     let text = String::from_utf8_lossy(stdout).trim().to_string();
     if let Some(evidence) = text.strip_prefix("WORKED ") {
         Observed::Worked(evidence.to_string())
@@ -408,6 +410,7 @@ fn main() {
     suite.case("af_packet", None, Control::Same, Stdio::Null);
     suite.case("raw_ip", None, Control::Same, Stdio::Null);
     hardening::hardening_cases(&mut suite, &dir);
+    quotas::quota_cases(&mut suite, &dir);
 
     // The network, with allowlisted egress to port 80 anywhere (metadata
     // stays blocked, as the policy's default).

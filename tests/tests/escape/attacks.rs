@@ -344,6 +344,8 @@ pub(crate) fn attack(name: &str, arg: Option<&str>) -> Attempt {
         "http" => http_get(arg.unwrap_or("169.254.169.254")),
         "nft-replace" => nft_replace(arg == Some("own-netns")),
         "link-down" => link_down(arg == Some("own-netns")),
-        other => crate::hardening::attack(other, arg).unwrap_or_else(|| raw_syscall(other)),
+        other => crate::hardening::attack(other, arg)
+            .or_else(|| crate::quotas::attack(other, arg))
+            .unwrap_or_else(|| raw_syscall(other)),
     }
 }

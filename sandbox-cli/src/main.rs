@@ -82,6 +82,12 @@ struct RunArgs {
     /// (3 or more, e.g. `3>report.json`); the sandbox never gets it.
     #[arg(long, value_name = "N")]
     report_fd: Option<i32>,
+    /// Host ids for the run when sbx runs as root: each run's user
+    /// namespace is owned by, and its user is, a uid and gid of its own
+    /// from FIRST (count COUNT), not host root or nobody (default:
+    /// 1073741824:1073741824).
+    #[arg(long, value_name = "FIRST:COUNT")]
+    run_ids: Option<String>,
     /// Send the sandbox's DNS queries (network.dns = true) to this
     /// resolver instead of the host's (from /etc/resolv.conf).
     #[arg(long, value_name = "IP:PORT")]
@@ -271,6 +277,15 @@ fn run(args: RunArgs) -> Result<ExitCode, String> {
         sandbox = sandbox.with_dns_upstream(upstream);
     }
     sandbox = args.placement.apply(sandbox)?;
+    if let Some(range) = &args.run_ids {
+        let (first, count) = range
+            .split_once(':')
+            .and_then(|(f, c)| Some((f.parse().ok()?, c.parse().ok()?)))
+            .ok_or_else(|| format!("--run-ids {range}: expected FIRST:COUNT, two numbers"))?;
+        let ids = sandbox_core::RunIds::new(first, count)
+            .map_err(|e| format!("--run-ids {range}: {e}"))?;
+        sandbox = sandbox.with_run_ids(ids);
+    }
     let (program, rest) = args
         .command
         .split_first()

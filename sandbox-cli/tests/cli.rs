@@ -414,3 +414,34 @@ fn run_text_report_follows_a_delimiter_with_the_stderr_length() {
         "{err}"
     );
 }
+
+#[test]
+#[ignore = "needs root"]
+fn run_ids_come_from_the_given_range() {
+    require_root();
+    let out = sbx(&[
+        "run",
+        "--run-ids",
+        "2000000000:5",
+        "--",
+        "cat",
+        "/proc/self/uid_map",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let host: u32 = text(&out.stdout)
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|l| l[0] == "65534")
+        .map(|l| l[1].parse().unwrap())
+        .unwrap();
+    assert!((2_000_000_000..2_000_000_005).contains(&host), "{host}");
+    for bad in ["12", "100:5", "2000000000:0"] {
+        let out = sbx(&["run", "--run-ids", bad, "--", "true"]);
+        assert_eq!(out.status.code(), Some(125), "{bad}");
+        assert!(
+            text(&out.stderr).contains("--run-ids"),
+            "{}",
+            text(&out.stderr)
+        );
+    }
+}

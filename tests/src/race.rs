@@ -92,6 +92,26 @@ impl std::fmt::Display for RaceReport {
 }
 
 /// The path of the swap point at `depth`: `d{depth}/p/p/…/sw`.
+/// A worker's stream of choices: for each operation, the depth of the
+/// swap point it goes through and which of `ops` operations it is
+/// (xorshift, seeded by the worker's number, so runs are repeatable).
+pub(crate) fn choices(
+    seed: u64,
+    depths: &[usize],
+    ops: usize,
+) -> impl Iterator<Item = (usize, usize)> + '_ {
+    let mut rng = (seed + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    std::iter::repeat_with(move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        (
+            depths[(rng % depths.len() as u64) as usize],
+            ((rng >> 8) % ops as u64) as usize,
+        )
+    })
+}
+
 pub(crate) fn swap_point(depth: usize) -> String {
     let mut p = format!("d{depth}");
     for _ in 1..depth {
@@ -197,17 +217,13 @@ pub fn run(config: &RaceConfig) -> RaceReport {
             let escape_found = escape_found.clone();
             let via = if config.follow_in_root { "sw/up" } else { "sw" };
             std::thread::spawn(move || {
-                let mut rng = (w as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-                for i in 0..per_worker {
-                    rng ^= rng << 13;
-                    rng ^= rng >> 7;
-                    rng ^= rng << 17;
-                    let depth = depths[(rng % depths.len() as u64) as usize];
+                let picks = choices(w as u64, &depths, OPS).take(per_worker as usize);
+                for (i, (depth, op)) in picks.enumerate() {
+                    let i = i as u64;
                     let base = format!("{}/{via}", swap_point(depth));
-                    let op = ((rng >> 8) % OPS as u64) as usize;
                     let outcome = run_op(&root, op, &base, w);
                     counters[outcome].fetch_add(1, Ordering::Relaxed);
-                    if (i + 1) % check_every == 0 && quick_escape_check(&outside) {
+                    if (i + 1).is_multiple_of(check_every) && quick_escape_check(&outside) {
                         escape_found.store(true, Ordering::Relaxed);
                     }
                 }

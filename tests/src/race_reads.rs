@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use openat2_root::{ErrorKind, OpenOptions, Root};
 
-use crate::race::{Arena, swap_point};
+use crate::race::{Arena, choices, swap_point};
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -195,14 +195,8 @@ pub fn run_reads(config: &ReadRaceConfig) -> ReadRaceReport {
             let (counters, details) = (counters.clone(), details.clone());
             let depths = config.depths.clone();
             std::thread::spawn(move || {
-                let mut rng = (w as u64 + 7).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-                for _ in 0..per_worker {
-                    rng ^= rng << 13;
-                    rng ^= rng >> 7;
-                    rng ^= rng << 17;
-                    let depth = depths[(rng % depths.len() as u64) as usize];
+                for (depth, op) in choices(w as u64 + 7, &depths, READS).take(per_worker as usize) {
                     let base = format!("{}/sw", swap_point(depth));
-                    let op = ((rng >> 8) % READS as u64) as usize;
                     let slot = match read_op(&root, op, &base, w, &outside) {
                         Verdict::Inside => 0,
                         Verdict::Refused => 1,

@@ -18,6 +18,25 @@ use crate::{ControlResult, Observed, Suite};
 /// How long a storm holds what it took.
 const HOLD: Duration = Duration::from_secs(6);
 
+/// Blocks the first real-time signal and queues one to this process.
+///
+/// # Safety
+///
+/// Plain signal calls on this process; the signal stays pending (blocked).
+unsafe fn queue_blocked_signal() -> libc::c_int {
+    // SAFETY: see the function's contract.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGRTMIN());
+        libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        let value = libc::sigval {
+            sival_ptr: std::ptr::null_mut(),
+        };
+        libc::sigqueue(libc::getpid(), libc::SIGRTMIN(), value)
+    }
+}
+
 /// Takes `kind`'s counter until the kernel refuses, writes
 /// `<marks>/<kind>` with the count, holds for [`HOLD`].
 fn storm(kind: &str, marks: &str) -> Attempt {
@@ -40,15 +59,8 @@ fn storm(kind: &str, marks: &str) -> Attempt {
                 }
             }
             "sigqueue" => {
-                let mut set: libc::sigset_t = std::mem::zeroed();
-                libc::sigemptyset(&mut set);
-                libc::sigaddset(&mut set, libc::SIGRTMIN());
-                libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-                let value = libc::sigval {
-                    sival_ptr: std::ptr::null_mut(),
-                };
                 while count < 1_000_000 {
-                    if libc::sigqueue(libc::getpid(), libc::SIGRTMIN(), value) < 0 {
+                    if queue_blocked_signal() < 0 {
                         why = errno_text();
                         break;
                     }
@@ -94,14 +106,7 @@ fn probe(kind: &str) -> Attempt {
                 Ok("inotify_init1 worked".into())
             }
             "sigqueue" => {
-                let mut set: libc::sigset_t = std::mem::zeroed();
-                libc::sigemptyset(&mut set);
-                libc::sigaddset(&mut set, libc::SIGRTMIN());
-                libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-                let value = libc::sigval {
-                    sival_ptr: std::ptr::null_mut(),
-                };
-                if libc::sigqueue(libc::getpid(), libc::SIGRTMIN(), value) < 0 {
+                if queue_blocked_signal() < 0 {
                     return Err(format!("sigqueue: {}", errno_text()));
                 }
                 Ok("sigqueue worked".into())

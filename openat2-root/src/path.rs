@@ -135,8 +135,12 @@ impl<'a> RelPath<'a> {
             Some(i) => (trim_trailing_slashes(&trimmed[..i]), i + 1),
             None => (&trimmed[..0], 0),
         };
-        // A parent made only of `.` and `/` is the root itself.
-        let parent = if parent.iter().all(|&b| b == b'.' || b == b'/') {
+        // A parent whose every component is `.` (or empty: `./`, `.//.`)
+        // is the root itself. `...` and `....` are ordinary names.
+        let parent = if parent
+            .split(|&b| b == b'/')
+            .all(|c| c.is_empty() || c == b".")
+        {
             &parent[..0]
         } else {
             parent
@@ -240,6 +244,12 @@ mod tests {
         s(".", "", ".", ".", false);
         s("a/.", "a", ".", ".", false);
         s("./", "", ".", "./", true);
+        s(".//./a", "", "a", "a", false);
+        // Names made only of dots are names, not the root.
+        s(".../x", "...", "x", "x", false);
+        s("..../x", "....", "x", "x", false);
+        s("./.../x", "./...", "x", "x", false);
+        s(".../.../x/", ".../...", "x", "x/", true);
     }
 
     #[test]

@@ -329,3 +329,73 @@ fn hard_link_and_symlink_and_read_link() {
         Path::new("../../outside")
     );
 }
+
+/// `...` and `....` are directory names like any other: an operation on
+/// `.../x` acts on the `x` inside `...`, never on the root's `x` (every
+/// operation that splits a parent from its last component).
+#[test]
+fn dot_named_directories_are_not_the_root() {
+    let t = setup();
+    for dots in ["...", "....", "./..."] {
+        let name = dots.trim_start_matches("./");
+        t.dir(name);
+        t.file("x", "root's x");
+        t.file(&format!("{name}/x"), "dots' x");
+        // Reads.
+        assert_eq!(
+            t.root.metadata(format!("{dots}/x")).unwrap().len(),
+            "dots' x".len() as u64,
+            "{dots}"
+        );
+        // Writes, each checked against the root's own `x`.
+        t.root.write_atomic(format!("{dots}/new"), b"n").unwrap();
+        assert!(
+            t.p(&format!("{name}/new")).exists() && !t.p("new").exists(),
+            "{dots}"
+        );
+        t.root.remove_file(format!("{dots}/x")).unwrap();
+        assert!(
+            t.p("x").exists() && !t.p(&format!("{name}/x")).exists(),
+            "{dots}"
+        );
+        t.root.create_dir(format!("{dots}/d"), 0o755).unwrap();
+        assert!(
+            t.p(&format!("{name}/d")).is_dir() && !t.p("d").exists(),
+            "{dots}"
+        );
+        t.root.create_dir_all(format!("{dots}/e/f"), 0o755).unwrap();
+        assert!(
+            t.p(&format!("{name}/e/f")).is_dir() && !t.p("e").exists(),
+            "{dots}"
+        );
+        t.root
+            .rename(format!("{dots}/new"), format!("{dots}/moved"))
+            .unwrap();
+        assert!(
+            t.p(&format!("{name}/moved")).exists() && !t.p("moved").exists(),
+            "{dots}"
+        );
+        t.root
+            .hard_link(format!("{dots}/moved"), format!("{dots}/hl"))
+            .unwrap();
+        assert!(
+            t.p(&format!("{name}/hl")).exists() && !t.p("hl").exists(),
+            "{dots}"
+        );
+        t.root.symlink("target", format!("{dots}/sl")).unwrap();
+        assert_eq!(
+            t.root.read_link(format!("{dots}/sl")).unwrap(),
+            Path::new("target")
+        );
+        assert!(
+            t.p(&format!("{name}/sl")).is_symlink() && !t.p("sl").is_symlink(),
+            "{dots}"
+        );
+        t.root.remove_dir(format!("{dots}/d")).unwrap();
+        t.root.remove_dir_all(format!("{dots}/e")).unwrap();
+        assert!(!t.p(&format!("{name}/e")).exists(), "{dots}");
+        t.root.remove_dir_all(name).unwrap();
+        assert!(t.p("x").exists(), "the root's x is untouched");
+        fs::remove_file(t.p("x")).unwrap();
+    }
+}

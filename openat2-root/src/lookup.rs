@@ -54,8 +54,10 @@ impl Root {
         }
         if split.parent.is_empty() {
             // One syscall: the leaf is a single name in the root.
-            return Metadata::statx_at(self.fd.as_fd(), split.leaf, AtFlags::SYMLINK_NOFOLLOW)
-                .map_err(|e| ctx.os(e));
+            let meta = Metadata::statx_at(self.fd.as_fd(), split.leaf, AtFlags::SYMLINK_NOFOLLOW)
+                .map_err(|e| ctx.os(e))?;
+            self.refuse_crossed_mount(&meta, &ctx)?;
+            return Ok(meta);
         }
         // O_PATH|O_NOFOLLOW opens a final symlink itself, even under
         // RESOLVE_NO_SYMLINKS (openat2(2)); the fd is then described.
@@ -130,6 +132,17 @@ impl Root {
 
     /// `metadata` of `ctx.path`, following nothing (or following within the
     /// root, with `follow_symlinks_in_root`).
+    /// With `no_xdev`, the one-name fast paths (a `statx` of a name in the
+    /// root, which crosses a mount on it) refuse what openat2 would:
+    /// `EXDEV`, as an escape.
+    fn refuse_crossed_mount(&self, meta: &Metadata, ctx: &Ctx<'_>) -> Result<()> {
+        if self.resolve.contains(rustix::fs::ResolveFlags::NO_XDEV) && meta.is_mount_root() {
+            Err(ctx.escape(Errno::XDEV))
+        } else {
+            Ok(())
+        }
+    }
+
     pub(crate) fn metadata_following(&self, ctx: &Ctx<'_>) -> Result<Metadata> {
         let rel = ctx.parse()?;
         let split = rel.split();
@@ -138,6 +151,7 @@ impl Root {
             // without following; a symlink there is refused after the fact.
             let meta = Metadata::statx_at(self.fd.as_fd(), split.leaf, AtFlags::SYMLINK_NOFOLLOW)
                 .map_err(|e| ctx.os(e))?;
+            self.refuse_crossed_mount(&meta, ctx)?;
             return if meta.is_symlink() {
                 Err(ctx.escape(Errno::LOOP))
             } else if split.must_be_dir && !meta.is_dir() {

@@ -107,6 +107,14 @@ impl Metadata {
             .map(|stx| Self { stx })
     }
 
+    /// Whether the entry is the root of a mount (`STATX_ATTR_MOUNT_ROOT`,
+    /// Linux 5.8): a lookup of its name crossed into another mount.
+    pub(crate) fn is_mount_root(&self) -> bool {
+        use rustix::fs::StatxAttributes;
+        let root = StatxAttributes::MOUNT_ROOT;
+        self.stx.stx_attributes_mask.contains(root) && self.stx.stx_attributes.contains(root)
+    }
+
     /// `statx(fd, "", AT_EMPTY_PATH)`: metadata of an open fd (`O_PATH` too).
     pub(crate) fn of_fd(fd: impl AsFd) -> Result<Self, Errno> {
         Self::statx_at(fd, b"", AtFlags::EMPTY_PATH | AtFlags::SYMLINK_NOFOLLOW)

@@ -130,6 +130,23 @@ fn no_xdev_refuses_mount_crossings() {
         plain.metadata("proc/version").unwrap().is_file(),
         "control: reachable without no_xdev"
     );
+    // The mount point itself, by the one-name fast paths (a statx of the
+    // name crosses onto the mount): refused too, not the outside inode.
+    let root_dev = plain.metadata(".").unwrap().dev();
+    for path in ["proc", "proc/"] {
+        let e = root.metadata(path).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Escape, "metadata {path}: {e}");
+        assert_ne!(
+            plain.metadata(path).unwrap().dev(),
+            root_dev,
+            "control: {path} is another mount"
+        );
+    }
+    let e = root.symlink_metadata("proc").unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Escape, "symlink_metadata proc: {e}");
+    // Names on the root's own mount are still answered at once.
+    assert!(root.metadata("etc").unwrap().is_dir());
+    assert!(root.symlink_metadata("etc").unwrap().is_dir());
 }
 
 #[test]

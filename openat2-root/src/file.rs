@@ -243,32 +243,67 @@ impl Root {
         if options.allow_special_files || options.create_new {
             return Ok((self.openat2_root(rel.as_bytes(), flags, mode, ctx)?, None));
         }
-        // O_NONBLOCK so that opening a FIFO cannot block before we have
-        // looked at what it is.
-        flags |= OFlags::NONBLOCK;
-        let fd = match self.openat2_root(rel.as_bytes(), flags, mode, ctx) {
-            // ENXIO: a FIFO opened for writing with no reader, or a device
-            // with no driver. Say which, if it is one.
-            Err(err) if err.raw_os_error() == Some(libc::ENXIO) => {
-                let fd = self.open_path(rel.as_bytes(), OFlags::empty(), ctx)?;
-                let stat = rustix::fs::fstat(&fd).map_err(|e| ctx.os(e))?;
-                return Err(match FileType::from_mode(stat.st_mode) {
-                    FileType::File | FileType::Dir => err,
-                    special => ctx.special(special),
-                });
+        // A FIFO or a device must not be opened at all (an open releases a
+        // FIFO's blocked writer, runs a driver's open, shows in inotify):
+        // resolve to an O_PATH fd, which opens nothing, look at what it is,
+        // and only then open that very inode through /proc/self/fd. A name
+        // that is missing is created with O_EXCL, which only ever makes a
+        // new regular file (and fails if something appeared meanwhile: then
+        // look again).
+        for _ in 0..8 {
+            let found = match self.open_path(rel.as_bytes(), OFlags::empty(), ctx) {
+                Ok(fd) => fd,
+                Err(err)
+                    if flags.contains(OFlags::CREATE)
+                        && err.raw_os_error() == Some(libc::ENOENT) =>
+                {
+                    let created =
+                        self.openat2_root(rel.as_bytes(), flags | OFlags::EXCL, mode, ctx);
+                    match created {
+                        Ok(fd) => {
+                            let stat = rustix::fs::fstat(&fd).map_err(|e| ctx.os(e))?;
+                            return Ok((fd, Some(stat)));
+                        }
+                        Err(err) if err.raw_os_error() == Some(libc::EEXIST) => continue,
+                        Err(err) => return Err(err),
+                    }
+                }
+                Err(err) => return Err(err),
+            };
+            let stat = rustix::fs::fstat(&found).map_err(|e| ctx.os(e))?;
+            match FileType::from_mode(stat.st_mode) {
+                FileType::File | FileType::Dir => {}
+                special => return Err(ctx.special(special)),
             }
-            other => other?,
-        };
-        let stat = rustix::fs::fstat(&fd).map_err(|e| ctx.os(e))?;
-        match FileType::from_mode(stat.st_mode) {
-            FileType::File | FileType::Dir => {}
-            special => return Err(ctx.special(special)),
+            flags.remove(OFlags::CREATE | OFlags::EXCL);
+            return reopen(&found, flags)
+                .map(|fd| (fd, Some(stat)))
+                .map_err(|e| ctx.os(e));
         }
-        // Back to blocking mode: F_SETFL sets O_APPEND and O_NONBLOCK (and
-        // flags we never set) from its argument.
-        rustix::fs::fcntl_setfl(&fd, flags & OFlags::APPEND).map_err(|e| ctx.os(e))?;
-        Ok((fd, Some(stat)))
+        Err(ctx.os(Errno::AGAIN))
     }
+}
+
+/// Opens the inode `path_fd` (an `O_PATH` fd) names with `flags`, through
+/// its `/proc/self/fd` entry: the same inode whatever happened to its name
+/// since, with the permission checks of an ordinary open.
+fn reopen(path_fd: &OwnedFd, flags: OFlags) -> Result<OwnedFd, Errno> {
+    use std::os::fd::AsRawFd;
+    let proc_fd = rustix_linux_procfs::proc_self_fd()?;
+    // The fd number in decimal, NUL-terminated, without allocating.
+    let mut digits = [0u8; 12];
+    let mut n = path_fd.as_raw_fd().unsigned_abs();
+    let mut start = digits.len() - 1;
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    let name = std::ffi::CStr::from_bytes_with_nul(&digits[start..]).map_err(|_| Errno::INVAL)?;
+    rustix::fs::openat(proc_fd, name, flags | OFlags::CLOEXEC, Mode::empty())
 }
 
 /// Copies all of `src` (from its start) to `dst` (at its offset).

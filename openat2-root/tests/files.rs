@@ -360,3 +360,74 @@ fn root_is_send_and_sync() {
     });
     assert_eq!(t.root.read_dir(".").unwrap().count(), 4);
 }
+
+/// A refused FIFO is never opened: a writer blocked in its open stays
+/// blocked (an open for reading would release it), and inotify sees no
+/// `IN_OPEN` — for `open_file`, `copy` and `set_len` alike. The control:
+/// std's open for reading releases the writer, and inotify sees it.
+#[test]
+fn refused_special_files_are_never_opened() {
+    use std::sync::mpsc;
+    use std::time::Duration;
+    let t = setup();
+    let fifo = t.p("fifo");
+    rustix::fs::mkfifoat(
+        rustix::fs::CWD,
+        fifo.as_path(),
+        rustix::fs::Mode::from_raw_mode(0o644),
+    )
+    .unwrap();
+    let inotify = rustix::fs::inotify::init(
+        rustix::fs::inotify::CreateFlags::CLOEXEC | rustix::fs::inotify::CreateFlags::NONBLOCK,
+    )
+    .unwrap();
+    rustix::fs::inotify::add_watch(
+        &inotify,
+        fifo.as_path(),
+        rustix::fs::inotify::WatchFlags::OPEN,
+    )
+    .unwrap();
+    let opens = || {
+        let mut buf = [std::mem::MaybeUninit::uninit(); 1024];
+        let mut reader = rustix::fs::inotify::Reader::new(&inotify, &mut buf);
+        let mut n = 0;
+        while reader.next().is_ok() {
+            n += 1;
+        }
+        n
+    };
+    // A writer waiting for a reader.
+    let (done, writer_returned) = mpsc::channel();
+    let path = fifo.clone();
+    let writer = std::thread::spawn(move || {
+        let f = fs::OpenOptions::new().write(true).open(&path);
+        let _ = done.send(());
+        f
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    let before = opens();
+    for e in [
+        t.root
+            .open_file("fifo", OpenOptions::new().read(true))
+            .unwrap_err(),
+        t.root.copy("fifo", "copy").unwrap_err(),
+        t.root.set_len("fifo", 0).unwrap_err(),
+    ] {
+        assert!(matches!(e, Error::SpecialFile { .. }), "{e}");
+    }
+    assert!(
+        writer_returned
+            .recv_timeout(Duration::from_millis(300))
+            .is_err(),
+        "the blocked writer was released: the FIFO was opened"
+    );
+    assert_eq!(opens(), 0, "inotify saw the FIFO opened ({before} before)");
+    // The control: an ordinary open for reading releases the writer.
+    let reader = fs::File::open(&fifo).unwrap();
+    writer_returned
+        .recv_timeout(Duration::from_secs(5))
+        .expect("an open for reading releases the writer");
+    assert!(writer.join().unwrap().is_ok());
+    assert!(opens() > 0, "inotify sees an open");
+    drop(reader);
+}

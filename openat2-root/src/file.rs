@@ -253,10 +253,10 @@ impl Root {
         for _ in 0..8 {
             let found = match self.open_path(rel.as_bytes(), OFlags::empty(), ctx) {
                 Ok(fd) => fd,
-                Err(err)
-                    if flags.contains(OFlags::CREATE)
-                        && err.raw_os_error() == Some(libc::ENOENT) =>
-                {
+                // Nothing to open there (missing, or the lookup failed):
+                // with O_CREAT, an exclusive create says what open(2)
+                // would (it creates, or gives the kernel's own error).
+                Err(_) if flags.contains(OFlags::CREATE) => {
                     let created =
                         self.openat2_root(rel.as_bytes(), flags | OFlags::EXCL, mode, ctx);
                     match created {

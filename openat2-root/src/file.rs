@@ -256,7 +256,7 @@ impl Root {
                 // Nothing to open there (missing, or the lookup failed):
                 // with O_CREAT, an exclusive create says what open(2)
                 // would (it creates, or gives the kernel's own error).
-                Err(_) if flags.contains(OFlags::CREATE) => {
+                Err(lookup) if flags.contains(OFlags::CREATE) => {
                     let created =
                         self.openat2_root(rel.as_bytes(), flags | OFlags::EXCL, mode, ctx);
                     match created {
@@ -264,7 +264,18 @@ impl Root {
                             let stat = rustix::fs::fstat(&fd).map_err(|e| ctx.os(e))?;
                             return Ok((fd, Some(stat)));
                         }
-                        Err(err) if err.raw_os_error() == Some(libc::EEXIST) => continue,
+                        // Something appeared since the lookup: look again.
+                        Err(err)
+                            if err.raw_os_error() == Some(libc::EEXIST)
+                                && lookup.raw_os_error() == Some(libc::ENOENT) =>
+                        {
+                            continue;
+                        }
+                        // There all along, and not to be opened (a symlink
+                        // the root does not follow): the lookup's answer.
+                        Err(err) if err.raw_os_error() == Some(libc::EEXIST) => {
+                            return Err(lookup);
+                        }
                         Err(err) => return Err(err),
                     }
                 }

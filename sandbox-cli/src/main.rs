@@ -284,7 +284,9 @@ fn run(args: RunArgs) -> Result<ExitCode, String> {
             .ok_or_else(|| format!("--run-ids {range}: expected FIRST:COUNT, two numbers"))?;
         let ids = sandbox_core::RunIds::new(first, count)
             .map_err(|e| format!("--run-ids {range}: {e}"))?;
-        sandbox = sandbox.with_run_ids(ids);
+        sandbox = sandbox
+            .with_run_ids(ids)
+            .map_err(|e| format!("--run-ids {range}: {e}"))?;
     }
     let (program, rest) = args
         .command

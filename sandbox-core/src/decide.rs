@@ -243,7 +243,7 @@ pub(crate) fn decide(policy: &Policy, host: &HostCapabilities) -> (Decisions, Ef
     // A root caller's runs each get a host uid and gid of their own, which
     // own their user namespace (see `quotas`); without a pids cgroup,
     // RLIMIT_NPROC then counts one run's processes.
-    let run_ids = namespaces && host.euid == 0;
+    let run_ids = namespaces && host.euid == 0 && crate::quotas::RunIds::default().mapped_here();
     let run_uid = run_ids
         && matches!(policy.resources.pids, Some(Limit::Max(_)))
         && host.cgroups.hierarchy_for("pids").is_none();
@@ -462,7 +462,7 @@ pub(crate) fn decide(policy: &Policy, host: &HostCapabilities) -> (Decisions, Ef
         _ => None,
     };
     let quotas = if namespaces {
-        let (lines, shared) = crate::quotas::report(policy, host.euid == 0);
+        let (lines, shared) = crate::quotas::report(policy, host.euid == 0, run_ids);
         if let Capability::Available = host.kernel_quotas {
             res_mech.extend(lines);
         } else if !r.kernel.is_unset() {

@@ -54,6 +54,18 @@ pub enum Error {
         /// The sockets found, or why the tree could not be checked.
         reason: String,
     },
+    /// [`Sandbox::with_run_ids`](crate::Sandbox::with_run_ids) was given a
+    /// range its runs cannot take: the caller is not root, or its user
+    /// namespace does not map every id of the range.
+    #[error(
+        "run ids {first}..+{count}: runs of this process cannot take them (the caller is not root, or its user namespace does not map them all as uids and gids; see /proc/self/uid_map)"
+    )]
+    RunIdsUnmapped {
+        /// The first id of the range.
+        first: u32,
+        /// How many ids.
+        count: u32,
+    },
     /// Preparing the run in the parent failed (a bind source missing, a
     /// pipe or a cgroup that could not be made, …). Nothing was left
     /// running.

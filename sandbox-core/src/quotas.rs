@@ -85,7 +85,11 @@ pub(crate) fn plan(policy: &Policy) -> QuotaPlan {
 
 /// What the report says of the quotas: the mechanism lines, and for an
 /// unprivileged caller the note of what its runs still share with it.
-pub(crate) fn report(policy: &Policy, root_caller: bool) -> (Vec<String>, Option<String>) {
+pub(crate) fn report(
+    policy: &Policy,
+    root_caller: bool,
+    run_ids: bool,
+) -> (Vec<String>, Option<String>) {
     let mut lines = Vec::new();
     let set: Vec<String> = policy
         .resources
@@ -110,6 +114,15 @@ pub(crate) fn report(policy: &Policy, root_caller: bool) -> (Vec<String>, Option
             "kernel quotas in the run's own user namespace (/proc/sys/user/max_*, RLIMIT_SIGPENDING): {}",
             set.join(", ")
         ));
+    }
+    if root_caller && !run_ids {
+        return (
+            lines,
+            Some(format!(
+                "this process's user namespace does not map the run ids ({}..): every run's user is the host's nobody and its user namespace host root's, so host root's per-user counters (inotify, fanotify, namespaces, queued signals) are charged, and nobody's (pipe buffer pages, process counts) shared between runs (each run capped by the quotas above)",
+                RunIds::default().first
+            )),
+        );
     }
     if root_caller {
         lines.push(
@@ -173,6 +186,34 @@ impl RunIds {
         }
     }
 
+    /// Whether the caller's user namespace maps every id of the range, as
+    /// uid and as gid (a root caller in a container whose namespace maps
+    /// 65536 ids cannot take ids from 2^30).
+    pub(crate) fn mapped_here(&self) -> bool {
+        static MAPS: std::sync::OnceLock<(String, String)> = std::sync::OnceLock::new();
+        let (uids, gids) = MAPS.get_or_init(|| {
+            let read = |file| std::fs::read_to_string(file).unwrap_or_default();
+            (read("/proc/self/uid_map"), read("/proc/self/gid_map"))
+        });
+        self.covered_by(uids) && self.covered_by(gids)
+    }
+
+    /// Whether one line of an id map (`inside outside count`, as
+    /// `/proc/self/uid_map` has them) covers the whole range.
+    fn covered_by(&self, map: &str) -> bool {
+        let (first, end) = (
+            u64::from(self.first),
+            u64::from(self.first) + u64::from(self.count),
+        );
+        map.lines().any(|line| {
+            let mut f = line.split_whitespace().map(|n| n.parse::<u64>().ok());
+            match (f.next().flatten(), f.next().flatten(), f.next().flatten()) {
+                (Some(inside), Some(_), Some(count)) => inside <= first && end <= inside + count,
+                _ => false,
+            }
+        })
+    }
+
     /// The id for the next run of this process: from its pid and a
     /// counter, so that concurrent runs of one process differ, and
     /// processes differ unless their pids collide in the range.
@@ -221,5 +262,18 @@ mod tests {
         assert!(RunIds::new(1 << 30, 0).is_err());
         let d = RunIds::default();
         assert!(u64::from(d.first) + u64::from(d.count) < u64::from(u32::MAX));
+        // This process's namespace maps what it maps: the whole range in
+        // the initial namespace, and never an id past 2^32 - 1.
+        let everything = std::fs::read_to_string("/proc/self/uid_map")
+            .unwrap()
+            .contains("4294967295");
+        assert_eq!(d.mapped_here(), everything);
+        // A container's namespace mapping 65536 ids: no run ids from 2^30.
+        let container = "         0     100000      65536\n";
+        assert!(!d.covered_by(container));
+        assert!(RunIds::new(65536, 1).is_ok_and(|r| !r.covered_by(container)));
+        let full = "         0          0 4294967295\n";
+        assert!(d.covered_by(full));
+        assert!(!d.covered_by("garbage\n"));
     }
 }

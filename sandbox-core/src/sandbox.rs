@@ -187,13 +187,25 @@ impl Sandbox {
     /// use sandbox_core::{RunIds, Sandbox};
     ///
     /// let ids = RunIds::new(2_000_000_000, 1_000_000).expect("a valid range");
-    /// let sandbox = Sandbox::from_profile("default")?.with_run_ids(ids);
+    /// let sandbox = Sandbox::from_profile("default")?.with_run_ids(ids)?;
     /// # Ok::<(), sandbox_core::Error>(())
     /// ```
-    #[must_use]
-    pub fn with_run_ids(mut self, ids: RunIds) -> Self {
+    ///
+    /// # Errors
+    ///
+    /// [`Error::RunIdsUnmapped`] if this process's user namespace does not
+    /// map every id of the range (as uid and gid), or its runs cannot take
+    /// run ids at all (the caller is not root, or the default range is not
+    /// mapped either: the report then says what its runs share).
+    pub fn with_run_ids(mut self, ids: RunIds) -> Result<Self> {
+        if !self.inner.decisions.run_ids || !ids.mapped_here() {
+            return Err(Error::RunIdsUnmapped {
+                first: ids.first,
+                count: ids.count,
+            });
+        }
         Arc::make_mut(&mut self.inner).run_ids = ids;
-        self
+        Ok(self)
     }
 
     /// Sets the MTU of the sandbox's egress link (`tap0`; 65520 unless

@@ -175,7 +175,7 @@ fn storm_sandbox(exe_dir: &str, marks: &Path, ids: Option<RunIds>) -> Sandbox {
     )
     .unwrap();
     match ids {
-        Some(ids) => sandbox.with_run_ids(ids),
+        Some(ids) => sandbox.with_run_ids(ids).unwrap(),
         None => sandbox,
     }
 }

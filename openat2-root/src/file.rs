@@ -210,8 +210,15 @@ impl Root {
                 return Err(ctx.invalid_input("source and destination are the same file"));
             }
         }
-        rustix::fs::ftruncate(&dst, 0).map_err(|e| to_ctx.os(e))?;
-        let copied = copy_contents(&src, &dst).map_err(|e| ctx.os(e))?;
+        // Only an existing file with contents is emptied first: a
+        // truncate to 0 makes ext4 flush the new data on close
+        // (auto_da_alloc), which std's O_TRUNC on a file it just created
+        // does not pay either.
+        if dst_stat.is_some_and(|s| s.st_size > 0) {
+            rustix::fs::ftruncate(&dst, 0).map_err(|e| to_ctx.os(e))?;
+        }
+        let len = u64::try_from(src_stat.st_size).unwrap_or(0);
+        let copied = copy_contents(&src, &dst, len).map_err(|e| ctx.os(e))?;
         rustix::fs::fchmod(&dst, Mode::from_raw_mode(src_stat.st_mode & 0o7777))
             .map_err(|e| to_ctx.os(e))?;
         Ok(copied)
@@ -317,45 +324,85 @@ fn reopen(path_fd: &OwnedFd, flags: OFlags) -> Result<OwnedFd, Errno> {
     rustix::fs::openat(proc_fd, name, flags | OFlags::CLOEXEC, Mode::empty())
 }
 
-/// Copies all of `src` (from its start) to `dst` (at its offset).
-fn copy_contents(src: &OwnedFd, dst: &OwnedFd) -> Result<u64, Errno> {
-    let mut total = 0u64;
+/// Copies all of `src` (`len` bytes when it was looked at) into the empty
+/// `dst`: a reflink where the filesystem shares extents (`FICLONE`), else
+/// the data extents only (`SEEK_DATA`/`SEEK_HOLE`), each with
+/// `copy_file_range`, so holes stay holes; `dst` is then given `src`'s
+/// length. Returns the bytes of `src`.
+fn copy_contents(src: &OwnedFd, dst: &OwnedFd, len: u64) -> Result<u64, Errno> {
+    use rustix::fs::SeekFrom;
+    if len > 0 && rustix::fs::ioctl_ficlone(dst, src).is_ok() {
+        return Ok(len);
+    }
+    let mut pos = 0u64;
     loop {
-        match rustix::fs::copy_file_range(src, None, dst, None, 1 << 30) {
-            Ok(0) => return Ok(total),
-            Ok(n) => total += n as u64,
-            // Not possible between these two files: copy through userspace,
-            // from where copy_file_range left off.
-            Err(Errno::XDEV | Errno::NOSYS | Errno::INVAL | Errno::OPNOTSUPP | Errno::PERM)
-                if total == 0 =>
-            {
-                return read_write_copy(src, dst);
+        let data = match rustix::fs::seek(src, SeekFrom::Data(pos)) {
+            Ok(data) => data,
+            // No data past `pos`: the rest is a hole (or the end).
+            Err(Errno::NXIO) => break,
+            // No SEEK_DATA here: one extent, all of it.
+            Err(Errno::INVAL | Errno::OPNOTSUPP) if pos == 0 => 0,
+            Err(errno) => return Err(errno),
+        };
+        let hole = match rustix::fs::seek(src, SeekFrom::Hole(data)) {
+            Ok(hole) => hole,
+            Err(Errno::INVAL | Errno::OPNOTSUPP) => u64::MAX,
+            Err(errno) => return Err(errno),
+        };
+        let n = copy_range(src, dst, data, hole)?;
+        if n < hole.saturating_sub(data) {
+            break; // the end of the file (it may have shrunk meanwhile)
+        }
+        pos = hole;
+    }
+    // The length as it is now, a trailing hole included, without writing
+    // it (a size the data already has changes nothing).
+    let now = u64::try_from(rustix::fs::fstat(src)?.st_size).unwrap_or(len);
+    rustix::fs::ftruncate(dst, now)?;
+    Ok(now)
+}
+
+/// Copies `src`'s bytes `start..end` (or to its end) to the same offsets of
+/// `dst`; the bytes copied.
+fn copy_range(src: &OwnedFd, dst: &OwnedFd, start: u64, end: u64) -> Result<u64, Errno> {
+    let (mut off_in, mut off_out) = (start, start);
+    while off_in < end {
+        let want = usize::try_from((end - off_in).min(1 << 30)).unwrap_or(1 << 30);
+        match rustix::fs::copy_file_range(src, Some(&mut off_in), dst, Some(&mut off_out), want) {
+            Ok(0) => break,
+            Ok(_) => {}
+            // Not possible between these two files: through userspace.
+            Err(Errno::XDEV | Errno::NOSYS | Errno::INVAL | Errno::OPNOTSUPP | Errno::PERM) => {
+                return read_write_range(src, dst, off_in, end).map(|n| off_in - start + n);
             }
             Err(Errno::INTR) => continue,
             Err(errno) => return Err(errno),
         }
     }
+    Ok(off_in - start)
 }
 
-fn read_write_copy(src: &OwnedFd, dst: &OwnedFd) -> Result<u64, Errno> {
+fn read_write_range(src: &OwnedFd, dst: &OwnedFd, start: u64, end: u64) -> Result<u64, Errno> {
     let mut buf = vec![0u8; 128 * 1024];
-    let mut total = 0u64;
-    loop {
-        let n = match rustix::io::read(src, &mut buf) {
-            Ok(0) => return Ok(total),
+    let mut off = start;
+    while off < end {
+        let want = usize::try_from((end - off).min(buf.len() as u64)).unwrap_or(buf.len());
+        let n = match rustix::io::pread(src, &mut buf[..want], off) {
+            Ok(0) => break,
             Ok(n) => n,
             Err(Errno::INTR) => continue,
             Err(errno) => return Err(errno),
         };
-        let mut chunk = &buf[..n];
-        while !chunk.is_empty() {
-            match rustix::io::write(dst, chunk) {
+        let mut written = 0;
+        while written < n {
+            match rustix::io::pwrite(dst, &buf[written..n], off + written as u64) {
                 Ok(0) => return Err(Errno::IO),
-                Ok(w) => chunk = &chunk[w..],
+                Ok(w) => written += w,
                 Err(Errno::INTR) => continue,
                 Err(errno) => return Err(errno),
             }
         }
-        total += n as u64;
+        off += n as u64;
     }
+    Ok(off - start)
 }

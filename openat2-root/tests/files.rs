@@ -431,3 +431,48 @@ fn refused_special_files_are_never_opened() {
     assert!(opens() > 0, "inotify sees an open");
     drop(reader);
 }
+
+/// `copy` keeps holes: a 64 MiB file with two 4 KiB extents copies to a
+/// file of the same length and contents that allocates no more than the
+/// source (the control: writing the same bytes densely allocates 64 MiB).
+/// An existing longer file is replaced, not merged.
+#[test]
+fn copy_keeps_holes_and_replaces_whole_files() {
+    use std::io::{Seek, SeekFrom, Write};
+    use std::os::unix::fs::MetadataExt;
+    let t = setup();
+    let mut f = fs::File::create(t.p("sparse")).unwrap();
+    f.write_all(&[1u8; 4096]).unwrap();
+    f.seek(SeekFrom::Start(32 << 20)).unwrap();
+    f.write_all(&[2u8; 4096]).unwrap();
+    f.set_len(64 << 20).unwrap();
+    drop(f);
+    assert_eq!(t.root.copy("sparse", "copy").unwrap(), 64 << 20);
+    let (src, dst) = (
+        fs::metadata(t.p("sparse")).unwrap(),
+        fs::metadata(t.p("copy")).unwrap(),
+    );
+    assert_eq!(dst.len(), src.len());
+    assert!(
+        dst.blocks() <= src.blocks() + 16,
+        "holes kept: {} blocks against the source's {}",
+        dst.blocks(),
+        src.blocks()
+    );
+    assert_eq!(
+        fs::read(t.p("copy")).unwrap(),
+        fs::read(t.p("sparse")).unwrap()
+    );
+    // The control: the same bytes written densely take the whole length.
+    fs::write(t.p("dense"), fs::read(t.p("sparse")).unwrap()).unwrap();
+    assert!(fs::metadata(t.p("dense")).unwrap().blocks() * 512 >= 60 << 20);
+    // Over a longer file: its old tail is gone.
+    t.file("long", &"x".repeat(100_000));
+    t.file("short", "short");
+    assert_eq!(t.root.copy("short", "long").unwrap(), 5);
+    assert_eq!(t.read("long"), "short");
+    // An empty source makes an empty file.
+    t.file("empty", "");
+    assert_eq!(t.root.copy("empty", "long").unwrap(), 0);
+    assert_eq!(t.read("long"), "");
+}

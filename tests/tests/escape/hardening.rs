@@ -165,9 +165,14 @@ fn unix_socket_cases(suite: &mut Suite, exe_dir: &str) {
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
     let path_text = path.display().to_string();
 
-    // host-readonly: the host's /tmp is a fresh tmpfs.
+    // host-readonly: the host's /tmp is a fresh tmpfs. The attacker's own
+    // directory is bound, as it may be under /tmp too (a clone there).
     let host_readonly = Sandbox::new(
-        Policy::from_toml_str("[filesystem]\nmode = \"host-readonly\"\ntmpfs = []\n").unwrap(),
+        Policy::from_toml_str(&format!(
+            "[filesystem]\nmode = \"host-readonly\"\ntmpfs = []\n\
+             binds = [{{ source = \"{exe_dir}\", target = \"{exe_dir}\" }}]\n"
+        ))
+        .unwrap(),
     )
     .unwrap();
     let saved = std::mem::replace(&mut suite.sandbox, host_readonly);

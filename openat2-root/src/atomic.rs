@@ -19,9 +19,15 @@ impl Root {
     /// Replaces (or creates) the file at `path` with `contents`, atomically:
     /// readers see the old file or the new one, never a mix.
     ///
-    /// The data goes to a new temporary file beside `path` (created with
-    /// `O_EXCL`), is flushed with `fdatasync(2)`, and is renamed over `path`
-    /// with `renameat(2)`. A symlink at `path` is replaced, not followed.
+    /// The data goes to an anonymous file in `path`'s directory
+    /// (`O_TMPFILE`: a crash or a kill while writing leaves nothing
+    /// behind), is flushed with `fdatasync(2)`, is given a temporary name
+    /// (`linkat`) and is renamed over `path` with `renameat(2)`; then the
+    /// directory is flushed with `fsync(2)`, so the new file is there after
+    /// a power failure too. A new `path` is linked in place directly. Where
+    /// the filesystem has no `O_TMPFILE`, a named temporary file (created
+    /// with `O_EXCL`) stands in, removed on every error. A symlink at
+    /// `path` is replaced, not followed.
     ///
     /// The new file keeps the permission bits of the regular file it
     /// replaces (the temporary file is created with them, so it is never
@@ -59,19 +65,101 @@ impl Root {
             .ok()
             .filter(Metadata::is_file);
         let mode = replaced.as_ref().map_or(0o666, |m| m.permissions() & 0o777);
-        let (tmp_name, file) = create_temp_file(&parent, mode).map_err(|e| ctx.os(e))?;
-        let result = match &replaced {
-            Some(old) => keep_attributes(&file, old, mode),
-            None => Ok(()),
+        let prepare = |file: &File| {
+            match &replaced {
+                Some(old) => keep_attributes(file, old, mode),
+                None => Ok(()),
+            }
+            .and_then(|()| write_and_sync(file, contents.as_ref()))
+        };
+        let placed = match anonymous_file(&parent, mode) {
+            Ok(file) => {
+                prepare(&file).map_err(|e| ctx.os(e))?;
+                place_anonymous(&parent, &file, split.leaf, replaced.is_none())
+            }
+            // No O_TMPFILE on this filesystem: a named temporary file.
+            Err(Errno::OPNOTSUPP | Errno::ISDIR | Errno::INVAL | Errno::NOSYS) => {
+                let (tmp_name, file) = create_temp_file(&parent, mode).map_err(|e| ctx.os(e))?;
+                let result = prepare(&file).and_then(|()| {
+                    rustix::fs::renameat(&parent, tmp_name.as_str(), &parent, split.leaf)
+                });
+                if result.is_err() {
+                    // Best effort: the temporary name is ours alone (O_EXCL).
+                    let _ = rustix::fs::unlinkat(&parent, tmp_name.as_str(), AtFlags::empty());
+                }
+                result
+            }
+            Err(errno) => Err(errno),
+        };
+        placed
+            .and_then(|()| sync_dir(&parent))
+            .map_err(|e| ctx.os(e))
+    }
+}
+
+/// `fsync(2)` of the directory `dir` names (which may be an `O_PATH` fd):
+/// the new entry survives a power failure.
+fn sync_dir(dir: &impl AsFd) -> Result<(), Errno> {
+    let opened = rustix::fs::openat(
+        dir,
+        ".",
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    rustix::fs::fsync(opened)
+}
+
+/// An anonymous regular file in `dir` (`O_TMPFILE`), with `mode` less the
+/// umask: nothing is left of it if the process dies before it is linked.
+fn anonymous_file(dir: &impl AsFd, mode: u32) -> Result<File, Errno> {
+    rustix::fs::openat(
+        dir,
+        ".",
+        OFlags::WRONLY | OFlags::TMPFILE | OFlags::CLOEXEC,
+        Mode::from_raw_mode(mode),
+    )
+    .map(File::from)
+}
+
+/// Gives the anonymous `file` the name `leaf` in `dir`: linked there
+/// directly when nothing is (`linkat` fails rather than replace), else
+/// linked to a temporary name and renamed over `leaf`. The link goes
+/// through `/proc/self/fd` (an `AT_EMPTY_PATH` link needs
+/// `CAP_DAC_READ_SEARCH`).
+fn place_anonymous(dir: &impl AsFd, file: &File, leaf: &[u8], new: bool) -> Result<(), Errno> {
+    use std::os::fd::AsRawFd;
+    let proc_fd = rustix_linux_procfs::proc_self_fd()?;
+    let fd_name = file.as_raw_fd().to_string();
+    let link = |name: &[u8]| {
+        rustix::fs::linkat(
+            proc_fd,
+            fd_name.as_str(),
+            dir,
+            name,
+            AtFlags::SYMLINK_FOLLOW,
+        )
+    };
+    if new {
+        match link(leaf) {
+            Ok(()) => return Ok(()),
+            // Made meanwhile: replace it as below.
+            Err(Errno::EXIST) => {}
+            Err(errno) => return Err(errno),
         }
-        .and_then(|()| write_and_sync(file, contents.as_ref()))
-        .and_then(|()| rustix::fs::renameat(&parent, tmp_name.as_str(), &parent, split.leaf));
-        if let Err(errno) = result {
-            // Best effort: the temporary name is ours alone (O_EXCL).
-            let _ = rustix::fs::unlinkat(&parent, tmp_name.as_str(), AtFlags::empty());
-            return Err(ctx.os(errno));
+    }
+    loop {
+        let tmp_name = temp_name();
+        match link(tmp_name.as_bytes()) {
+            Ok(()) => {
+                let renamed = rustix::fs::renameat(dir, tmp_name.as_str(), dir, leaf);
+                if renamed.is_err() {
+                    let _ = rustix::fs::unlinkat(dir, tmp_name.as_str(), AtFlags::empty());
+                }
+                return renamed;
+            }
+            Err(Errno::EXIST) => continue,
+            Err(errno) => return Err(errno),
         }
-        Ok(())
     }
 }
 
@@ -92,14 +180,8 @@ fn keep_attributes(file: &File, old: &Metadata, mode: u32) -> Result<(), Errno> 
 /// Creates a fresh temporary file with `mode` (less the umask) in `dir`,
 /// returning its name.
 fn create_temp_file(dir: &impl AsFd, mode: u32) -> Result<(String, File), Errno> {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let pid = std::process::id();
     loop {
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        let name = format!(".openat2-root.{pid}.{n}.{nanos:08x}.tmp");
+        let name = temp_name();
         // A single component beneath `dir`; O_CREAT|O_EXCL never follows a
         // symlink, so this creates a new file or fails.
         match rustix::fs::openat(
@@ -115,7 +197,17 @@ fn create_temp_file(dir: &impl AsFd, mode: u32) -> Result<(String, File), Errno>
     }
 }
 
-fn write_and_sync(mut file: File, contents: &[u8]) -> Result<(), Errno> {
+/// A temporary name, unlikely to be taken: pid, a counter, the clock.
+fn temp_name() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!(".openat2-root.{}.{n}.{nanos:08x}.tmp", std::process::id())
+}
+
+fn write_and_sync(mut file: &File, contents: &[u8]) -> Result<(), Errno> {
     let io_errno = |e: std::io::Error| Errno::from_io_error(&e).unwrap_or(Errno::IO);
     file.write_all(contents).map_err(io_errno)?;
     file.sync_data().map_err(io_errno)

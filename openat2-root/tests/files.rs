@@ -476,3 +476,72 @@ fn copy_keeps_holes_and_replaces_whole_files() {
     assert_eq!(t.root.copy("empty", "long").unwrap(), 0);
     assert_eq!(t.read("long"), "");
 }
+
+/// Helpers run in a child process by the test that names them; each
+/// returns at once when run any other way (CI skips `child_process::`).
+mod child_process {
+    use super::*;
+
+    /// Replaces `big` with 64 MiB, for ever, in the directory the parent
+    /// names; killed by `write_atomic_leaves_nothing_when_killed`.
+    #[test]
+    #[ignore = "run by write_atomic_leaves_nothing_when_killed in a child process"]
+    fn write_atomic_forever() {
+        let Some(dir) = std::env::var_os("OPENAT2_ROOT_KILL_CHILD") else {
+            return;
+        };
+        let root = Root::open(dir).unwrap();
+        let data = vec![7u8; 64 << 20];
+        loop {
+            root.write_atomic("big", &data).unwrap();
+        }
+    }
+}
+
+/// A process killed while `write_atomic` writes leaves no temporary file
+/// behind: the data was in an anonymous `O_TMPFILE` file. The kill is
+/// made while the child holds such a file open (seen in `/proc/PID/fd` as
+/// `#NNN (deleted)` in the directory): the control that a write was under
+/// way.
+#[test]
+fn write_atomic_leaves_nothing_when_killed() {
+    let t = setup();
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "child_process::write_atomic_forever",
+            "--include-ignored",
+            "--nocapture",
+        ])
+        .env("OPENAT2_ROOT_KILL_CHILD", t.p(""))
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let fd_dir = format!("/proc/{}/fd", child.id());
+    let dir = t.p("").display().to_string();
+    let started = std::time::Instant::now();
+    let mut caught = false;
+    while started.elapsed() < std::time::Duration::from_secs(30) && !caught {
+        caught = fs::read_dir(&fd_dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| {
+                fs::read_link(e.path()).is_ok_and(|l| {
+                    let l = l.display().to_string();
+                    l.starts_with(dir.trim_end_matches('/'))
+                        && l.contains("/#")
+                        && l.ends_with("(deleted)")
+                })
+            });
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(caught, "never saw the child mid-write");
+    let left: Vec<String> = fs::read_dir(t.p(""))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n != "big")
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}

@@ -212,6 +212,15 @@ fn parent_death_kills_the_sandbox() {
     // Sandbox made here does.
     let left = common::leaks::run_cgroups_of(child.id());
     assert!(!left.is_empty(), "the killed caller left its run cgroups");
+    // Its processes may still be on their way out (zombies are reaped by
+    // whoever adopted them): the sweep removes empty cgroups only.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let populated = |dir: &std::path::PathBuf| {
+        std::fs::read_to_string(dir.join("cgroup.procs")).is_ok_and(|p| !p.trim().is_empty())
+    };
+    while left.iter().any(populated) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let _next = Sandbox::from_profile("default").unwrap();
     assert_eq!(
         common::leaks::run_cgroups_of(child.id()),

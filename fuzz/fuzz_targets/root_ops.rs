@@ -152,10 +152,7 @@ fn run(r: &Root, op: &Op, outside: &std::path::Path) {
         Op::RemoveDirAll(p) => r.remove_dir_all(p.path()),
         Op::Remove(p, recursive, force) => r.remove(
             p.path(),
-            RemoveOptions {
-                recursive: *recursive,
-                force: *force,
-            },
+            RemoveOptions::new().recursive(*recursive).force(*force),
         ),
         Op::Rename(a, b) => r.rename(a.path(), b.path()),
         Op::RenameNoReplace(a, b) => r.rename_noreplace(a.path(), b.path()),

@@ -11,23 +11,44 @@ use rustix::fs::{AtFlags, Gid, Mode, OFlags, Uid};
 use rustix::io::Errno;
 
 use crate::Root;
-use crate::error::{Operation, Result};
+use crate::error::{Operation, Result, Step};
 use crate::metadata::Metadata;
 use crate::resolve::Ctx;
 
+/// Whether [`Root::write_atomic_with`] waits for the data and the new
+/// directory entry to reach the disk.
+///
+/// Either way readers see the old file or the new one, never a mix, and a
+/// process killed while writing leaves nothing behind. The difference is a
+/// crash of the *machine* (power failure, kernel panic) just after the call
+/// returned.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum DurableWrite {
+    /// Flush the file's data (`fdatasync(2)`) before it takes `path`'s
+    /// name, and the directory (`fsync(2)`) after: once the call returns,
+    /// the new contents are on disk. The default.
+    #[default]
+    Sync,
+    /// Skip both flushes, for speed (on a disk, a flush costs milliseconds;
+    /// on tmpfs nothing). After a machine crash, `path` may hold the old
+    /// contents, the new ones or (on some filesystems) an empty file.
+    NoSync,
+}
+
 impl Root {
-    /// Replaces (or creates) the file at `path` with `contents`, atomically:
-    /// readers see the old file or the new one, never a mix.
+    /// Replaces (or creates) the file at `path` with `contents`, atomically
+    /// and durably: readers see the old file or the new one, never a mix,
+    /// and once it returns the new contents survive a power failure.
     ///
     /// The data goes to an anonymous file in `path`'s directory
     /// (`O_TMPFILE`: a crash or a kill while writing leaves nothing
     /// behind), is flushed with `fdatasync(2)`, is given a temporary name
     /// (`linkat`) and is renamed over `path` with `renameat(2)`; then the
-    /// directory is flushed with `fsync(2)`, so the new file is there after
-    /// a power failure too. A new `path` is linked in place directly. Where
-    /// the filesystem has no `O_TMPFILE`, a named temporary file (created
-    /// with `O_EXCL`) stands in, removed on every error. A symlink at
-    /// `path` is replaced, not followed.
+    /// directory is flushed with `fsync(2)`. A new `path` is linked in
+    /// place directly. Where the filesystem has no `O_TMPFILE`, a named
+    /// temporary file (created with `O_EXCL`) stands in, removed on every
+    /// error. A symlink at `path` is replaced, not followed.
+    /// [`write_atomic_with`](Root::write_atomic_with) can skip the flushes.
     ///
     /// The new file keeps the permission bits of the regular file it
     /// replaces (the temporary file is created with them, so it is never
@@ -39,8 +60,12 @@ impl Root {
     /// # Errors
     ///
     /// [`Error::Escape`](crate::Error::Escape) if the parent path crosses a
-    /// symlink; `EISDIR` if `path` is a directory. On error the temporary
-    /// file is removed and `path` is unchanged.
+    /// symlink; `EISDIR` if `path` is a directory;
+    /// [`Error::Step`](crate::Error::Step) naming the [`Step`] that failed
+    /// (writing, flushing, linking, renaming…). On error the temporary file
+    /// is removed and `path` is unchanged, except after
+    /// [`Step::SyncDir`]: then the new file is in place but may not survive
+    /// a power failure.
     ///
     /// # Examples
     ///
@@ -51,10 +76,38 @@ impl Root {
     /// root.write_atomic("secret.toml", b"token = 1")?;
     /// root.set_permissions("secret.toml", 0o600)?;
     /// root.write_atomic("secret.toml", b"token = 2")?;
-    /// assert_eq!(root.metadata("secret.toml")?.permissions(), 0o600);
+    /// assert_eq!(root.metadata("secret.toml")?.permissions().mode(), 0o600);
     /// # Ok(()) }
     /// ```
     pub fn write_atomic(&self, path: impl AsRef<Path>, contents: impl AsRef<[u8]>) -> Result<()> {
+        self.write_atomic_with(path, contents, DurableWrite::Sync)
+    }
+
+    /// As [`write_atomic`](Root::write_atomic), flushing to disk or not as
+    /// `durable` says.
+    ///
+    /// # Errors
+    ///
+    /// As [`write_atomic`](Root::write_atomic).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use openat2_root::{DurableWrite, Root};
+    /// # let dir = tempfile::tempdir()?;
+    /// let root = Root::open(dir.path())?;
+    /// // A cache entry: atomic for readers, but not worth a disk flush.
+    /// root.write_atomic_with("cache.json", b"{}", DurableWrite::NoSync)?;
+    /// assert_eq!(root.read("cache.json")?, b"{}");
+    /// # Ok(()) }
+    /// ```
+    pub fn write_atomic_with(
+        &self,
+        path: impl AsRef<Path>,
+        contents: impl AsRef<[u8]>,
+        durable: DurableWrite,
+    ) -> Result<()> {
         let ctx = Ctx::new(Operation::WriteAtomic, path.as_ref());
         let split = ctx.parse_entry()?;
         if split.must_be_dir {
@@ -64,24 +117,27 @@ impl Root {
         let replaced = Metadata::statx_at(&parent, split.leaf, AtFlags::SYMLINK_NOFOLLOW)
             .ok()
             .filter(Metadata::is_file);
-        let mode = replaced.as_ref().map_or(0o666, |m| m.permissions() & 0o777);
+        let mode = replaced
+            .as_ref()
+            .map_or(0o666, |m| m.permissions().mode() & 0o777);
+        let sync = durable == DurableWrite::Sync;
         let prepare = |file: &File| {
             match &replaced {
-                Some(old) => keep_attributes(file, old, mode),
+                Some(old) => keep_attributes(file, old, mode).map_err(|e| (Step::SetAttributes, e)),
                 None => Ok(()),
             }
-            .and_then(|()| write_and_sync(file, contents.as_ref()))
+            .and_then(|()| write_and_sync(file, contents.as_ref(), sync))
         };
-        let placed = match anonymous_file(&parent, mode) {
-            Ok(file) => {
-                prepare(&file).map_err(|e| ctx.os(e))?;
-                place_anonymous(&parent, &file, split.leaf, replaced.is_none())
-            }
+        match anonymous_file(&parent, mode) {
+            Ok(file) => prepare(&file)
+                .and_then(|()| place_anonymous(&parent, &file, split.leaf, replaced.is_none())),
             // No O_TMPFILE on this filesystem: a named temporary file.
             Err(Errno::OPNOTSUPP | Errno::ISDIR | Errno::INVAL | Errno::NOSYS) => {
-                let (tmp_name, file) = create_temp_file(&parent, mode).map_err(|e| ctx.os(e))?;
+                let (tmp_name, file) =
+                    create_temp_file(&parent, mode).map_err(|e| ctx.step(Step::CreateTemp, e))?;
                 let result = prepare(&file).and_then(|()| {
                     rustix::fs::renameat(&parent, tmp_name.as_str(), &parent, split.leaf)
+                        .map_err(|e| (Step::Rename, e))
                 });
                 if result.is_err() {
                     // Best effort: the temporary name is ours alone (O_EXCL).
@@ -89,11 +145,21 @@ impl Root {
                 }
                 result
             }
-            Err(errno) => Err(errno),
-        };
-        placed
-            .and_then(|()| sync_dir(&parent))
-            .map_err(|e| ctx.os(e))
+            Err(errno) => Err((Step::CreateTemp, errno)),
+        }
+        .and_then(|()| {
+            if sync {
+                sync_dir(&parent).map_err(|e| (Step::SyncDir, e))
+            } else {
+                Ok(())
+            }
+        })
+        .map_err(|(step, errno)| match (step, errno) {
+            // Renaming a file over a directory: what the caller asked for
+            // is wrong, not a step.
+            (Step::Rename | Step::Link, Errno::ISDIR) => ctx.os(errno),
+            _ => ctx.step(step, errno),
+        })
     }
 }
 
@@ -126,9 +192,14 @@ fn anonymous_file(dir: &impl AsFd, mode: u32) -> Result<File, Errno> {
 /// linked to a temporary name and renamed over `leaf`. The link goes
 /// through `/proc/self/fd` (an `AT_EMPTY_PATH` link needs
 /// `CAP_DAC_READ_SEARCH`).
-fn place_anonymous(dir: &impl AsFd, file: &File, leaf: &[u8], new: bool) -> Result<(), Errno> {
+fn place_anonymous(
+    dir: &impl AsFd,
+    file: &File,
+    leaf: &[u8],
+    new: bool,
+) -> Result<(), (Step, Errno)> {
     use std::os::fd::AsRawFd;
-    let proc_fd = rustix_linux_procfs::proc_self_fd()?;
+    let proc_fd = rustix_linux_procfs::proc_self_fd().map_err(|e| (Step::Link, e))?;
     let fd_name = file.as_raw_fd().to_string();
     let link = |name: &[u8]| {
         rustix::fs::linkat(
@@ -144,7 +215,7 @@ fn place_anonymous(dir: &impl AsFd, file: &File, leaf: &[u8], new: bool) -> Resu
             Ok(()) => return Ok(()),
             // Made meanwhile: replace it as below.
             Err(Errno::EXIST) => {}
-            Err(errno) => return Err(errno),
+            Err(errno) => return Err((Step::Link, errno)),
         }
     }
     loop {
@@ -155,10 +226,10 @@ fn place_anonymous(dir: &impl AsFd, file: &File, leaf: &[u8], new: bool) -> Resu
                 if renamed.is_err() {
                     let _ = rustix::fs::unlinkat(dir, tmp_name.as_str(), AtFlags::empty());
                 }
-                return renamed;
+                return renamed.map_err(|e| (Step::Rename, e));
             }
             Err(Errno::EXIST) => continue,
-            Err(errno) => return Err(errno),
+            Err(errno) => return Err((Step::Link, errno)),
         }
     }
 }
@@ -207,8 +278,13 @@ fn temp_name() -> String {
     format!(".openat2-root.{}.{n}.{nanos:08x}.tmp", std::process::id())
 }
 
-fn write_and_sync(mut file: &File, contents: &[u8]) -> Result<(), Errno> {
+fn write_and_sync(mut file: &File, contents: &[u8], sync: bool) -> Result<(), (Step, Errno)> {
     let io_errno = |e: std::io::Error| Errno::from_io_error(&e).unwrap_or(Errno::IO);
-    file.write_all(contents).map_err(io_errno)?;
-    file.sync_data().map_err(io_errno)
+    file.write_all(contents)
+        .map_err(|e| (Step::Write, io_errno(e)))?;
+    if sync {
+        file.sync_data()
+            .map_err(|e| (Step::SyncFile, io_errno(e)))?;
+    }
+    Ok(())
 }

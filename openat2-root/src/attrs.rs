@@ -12,12 +12,13 @@ use rustix::io::Errno;
 
 use crate::error::{Operation, Result};
 use crate::file::OpenOptions;
+use crate::metadata::Permissions;
 use crate::resolve::Ctx;
 use crate::{Root, sys};
 
 impl Root {
-    /// Sets the permission bits of the entry at `path` to `mode`
-    /// (`mode & 0o7777`).
+    /// Sets the permission bits of the entry at `path` to `perms` (a
+    /// [`Permissions`] or a `u32` mode, of which `mode & 0o7777` is used).
     ///
     /// This corresponds to [`std::fs::set_permissions`], but only accesses
     /// paths beneath `self`. It works on a file with mode `000` (no read or
@@ -31,10 +32,14 @@ impl Root {
     /// [`Error::NotSupported`](crate::Error::NotSupported) on a kernel older
     /// than 6.6 without `/proc` mounted.
     #[doc(alias = "chmod")]
-    pub fn set_permissions(&self, path: impl AsRef<Path>, mode: u32) -> Result<()> {
+    pub fn set_permissions(
+        &self,
+        path: impl AsRef<Path>,
+        perms: impl Into<Permissions>,
+    ) -> Result<()> {
         let ctx = Ctx::new(Operation::SetPermissions, path.as_ref());
         let rel = ctx.parse()?;
-        let mode = mode & 0o7777;
+        let mode = perms.into().mode();
         let fd = self.open_path(rel.as_bytes(), OFlags::empty(), &ctx)?;
         match sys::fchmod_empty_path(&fd, mode) {
             Ok(()) => Ok(()),

@@ -37,6 +37,9 @@ pub enum Operation {
     Chown,
     Open,
     WriteAtomic,
+    Read,
+    Write,
+    TryExists,
 }
 
 impl fmt::Display for Operation {
@@ -66,6 +69,45 @@ impl fmt::Display for Operation {
             Self::Chown => "chown",
             Self::Open => "open",
             Self::WriteAtomic => "write_atomic",
+            Self::Read => "read",
+            Self::Write => "write",
+            Self::TryExists => "try_exists",
+        })
+    }
+}
+
+/// The step of a multi-step operation ([`Root::write_atomic`](crate::Root::write_atomic))
+/// that failed, carried by [`Error::Step`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Step {
+    /// Creating the temporary file (`O_TMPFILE`, or a named `O_EXCL` file).
+    CreateTemp,
+    /// Giving the temporary file the replaced file's mode and owner.
+    SetAttributes,
+    /// Writing the contents.
+    Write,
+    /// Flushing the file's data (`fdatasync(2)`).
+    SyncFile,
+    /// Giving the anonymous file a name (`linkat(2)`).
+    Link,
+    /// Renaming the temporary file over the path (`renameat(2)`).
+    Rename,
+    /// Flushing the directory (`fsync(2)`), so the new entry survives a
+    /// power failure. The file is in place when only this step failed.
+    SyncDir,
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::CreateTemp => "creating the temporary file",
+            Self::SetAttributes => "setting the temporary file's mode and owner",
+            Self::Write => "writing the contents",
+            Self::SyncFile => "flushing the file (fdatasync)",
+            Self::Link => "linking the temporary file",
+            Self::Rename => "renaming the temporary file into place",
+            Self::SyncDir => "flushing the directory (fsync)",
         })
     }
 }
@@ -78,6 +120,8 @@ pub enum ErrorKind {
     InvalidPath,
     /// An argument other than the path was refused ([`Error::InvalidInput`]).
     InvalidInput,
+    /// The contents were not what the operation needs ([`Error::InvalidData`]).
+    InvalidData,
     /// Resolution would have left the root, crossed a symlink, a magic link
     /// or (with `no_xdev`) a mount ([`Error::Escape`]).
     Escape,
@@ -125,6 +169,17 @@ pub enum Error {
         path: PathBuf,
         /// What was wrong.
         reason: &'static str,
+    },
+    /// The contents were not what the operation needs (not UTF-8, for
+    /// [`Root::read_to_string`](crate::Root::read_to_string)).
+    #[error("{op} {path:?}: invalid data: {reason}")]
+    InvalidData {
+        /// The operation.
+        op: Operation,
+        /// The path.
+        path: PathBuf,
+        /// What was wrong.
+        reason: String,
     },
     /// Resolution was refused by the kernel because it would have left the
     /// root (`EXDEV`), followed a symlink or magic link (`ELOOP`), or crossed
@@ -176,6 +231,20 @@ pub enum Error {
         /// What it is.
         file_type: FileType,
     },
+    /// A step of a multi-step operation failed with an error from the
+    /// kernel; [`Step`] says which. [`Error::kind`] is as for
+    /// [`Error::Os`].
+    #[error("{op} {path:?}: {step} failed: {source}")]
+    Step {
+        /// The operation.
+        op: Operation,
+        /// The path.
+        path: PathBuf,
+        /// The step that failed.
+        step: Step,
+        /// The error, with its errno.
+        source: io::Error,
+    },
     /// Any other error from the kernel.
     #[error("{op} {path:?}{}: {source}", to.as_ref().map(|t| format!(" -> {t:?}")).unwrap_or_default())]
     Os {
@@ -188,6 +257,24 @@ pub enum Error {
         /// The error, with its errno.
         source: io::Error,
     },
+}
+
+/// The field `$field`, which every variant of [`Error`] has, of `$err`
+/// (borrowed as `$err` is).
+macro_rules! every_variant {
+    ($err:expr, $field:ident) => {
+        match $err {
+            Error::InvalidPath { $field, .. }
+            | Error::InvalidInput { $field, .. }
+            | Error::InvalidData { $field, .. }
+            | Error::Escape { $field, .. }
+            | Error::NotSupported { $field, .. }
+            | Error::RetryExhausted { $field, .. }
+            | Error::SpecialFile { $field, .. }
+            | Error::Step { $field, .. }
+            | Error::Os { $field, .. } => $field,
+        }
+    };
 }
 
 impl Error {
@@ -210,11 +297,12 @@ impl Error {
         match self {
             Self::InvalidPath { .. } => ErrorKind::InvalidPath,
             Self::InvalidInput { .. } => ErrorKind::InvalidInput,
+            Self::InvalidData { .. } => ErrorKind::InvalidData,
             Self::Escape { .. } => ErrorKind::Escape,
             Self::NotSupported { .. } => ErrorKind::NotSupported,
             Self::RetryExhausted { .. } => ErrorKind::RetryExhausted,
             Self::SpecialFile { .. } => ErrorKind::SpecialFile,
-            Self::Os { source, .. } => match source.raw_os_error() {
+            Self::Os { source, .. } | Self::Step { source, .. } => match source.raw_os_error() {
                 Some(libc::ENOENT) => ErrorKind::NotFound,
                 Some(libc::EEXIST) => ErrorKind::AlreadyExists,
                 Some(errno) => ErrorKind::Os(errno),
@@ -225,27 +313,29 @@ impl Error {
 
     /// The operation that failed.
     pub fn operation(&self) -> Operation {
-        match self {
-            Self::InvalidPath { op, .. }
-            | Self::InvalidInput { op, .. }
-            | Self::Escape { op, .. }
-            | Self::NotSupported { op, .. }
-            | Self::RetryExhausted { op, .. }
-            | Self::SpecialFile { op, .. }
-            | Self::Os { op, .. } => *op,
-        }
+        *every_variant!(self, op)
     }
 
     /// The path the error concerns, relative to the root.
     pub fn path(&self) -> &std::path::Path {
+        every_variant!(self, path)
+    }
+
+    /// The same error about `dir/<path>`: for an operation on a name in a
+    /// listed directory.
+    pub(crate) fn in_dir(mut self, dir: &std::path::Path) -> Self {
+        let path = every_variant!(&mut self, path);
+        if dir != std::path::Path::new(".") && !dir.as_os_str().is_empty() {
+            *path = dir.join(&*path);
+        }
+        self
+    }
+
+    /// The step that failed, for [`Error::Step`].
+    pub fn step(&self) -> Option<Step> {
         match self {
-            Self::InvalidPath { path, .. }
-            | Self::InvalidInput { path, .. }
-            | Self::Escape { path, .. }
-            | Self::NotSupported { path, .. }
-            | Self::RetryExhausted { path, .. }
-            | Self::SpecialFile { path, .. }
-            | Self::Os { path, .. } => path,
+            Self::Step { step, .. } => Some(*step),
+            _ => None,
         }
     }
 
@@ -254,6 +344,7 @@ impl Error {
         match self {
             Self::Escape { errno: e, .. }
             | Self::NotSupported { source: e, .. }
+            | Self::Step { source: e, .. }
             | Self::Os { source: e, .. } => e.raw_os_error(),
             Self::RetryExhausted { .. } => Some(libc::EAGAIN),
             _ => None,
@@ -268,6 +359,7 @@ impl From<Error> for io::Error {
     fn from(err: Error) -> Self {
         let kind = match err.kind() {
             ErrorKind::InvalidPath | ErrorKind::InvalidInput => io::ErrorKind::InvalidInput,
+            ErrorKind::InvalidData => io::ErrorKind::InvalidData,
             ErrorKind::Escape | ErrorKind::SpecialFile => io::ErrorKind::PermissionDenied,
             ErrorKind::NotSupported => io::ErrorKind::Unsupported,
             ErrorKind::RetryExhausted => io::ErrorKind::WouldBlock,

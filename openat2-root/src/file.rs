@@ -29,7 +29,7 @@ use crate::resolve::Ctx;
 /// let root = Root::open(dir.path())?;
 /// let mut log = root.open_file("log", OpenOptions::new().append(true).create(true).mode(0o600))?;
 /// log.write_all(b"one line\n")?;
-/// assert_eq!(root.metadata("log")?.permissions(), 0o600);
+/// assert_eq!(root.metadata("log")?.permissions().mode(), 0o600);
 /// # Ok(()) }
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -68,13 +68,16 @@ mod read_dir;
 mod remove_all;
 mod resolve;
 mod root;
+mod shortcuts;
 mod sys;
 
-pub use error::{Error, ErrorKind, Operation, Result};
+pub use atomic::DurableWrite;
+pub use error::{Error, ErrorKind, Operation, Result, Step};
 pub use file::OpenOptions;
-pub use metadata::{FileType, Metadata};
+pub use metadata::{FileType, Metadata, Permissions};
 pub use path::{InvalidPathReason, check_path};
 pub use read_dir::{DirEntry, ReadDir};
 pub use remove_all::RemoveOptions;
 pub use resolve::MAX_RESOLVE_ATTEMPTS;
 pub use root::{Root, RootOptions};
+pub use shortcuts::DirBuilder;

@@ -127,7 +127,7 @@ impl Root {
             rustix::fs::Mode::empty(),
             &ctx,
         )?;
-        ReadDir::new(fd, ctx.path).map_err(|e| ctx.os(e))
+        ReadDir::new(fd, ctx.path, self.resolve).map_err(|e| ctx.os(e))
     }
 
     /// `metadata` of `ctx.path`, following nothing (or following within the

@@ -7,6 +7,107 @@ use std::time::{Duration, SystemTime};
 use rustix::fs::{AtFlags, Statx, StatxFlags, StatxTimestamp};
 use rustix::io::Errno;
 
+/// The permission bits of an entry (`mode & 0o7777`: the set-id and sticky
+/// bits and `rwx` for owner, group and others), from
+/// [`Metadata::permissions`], for [`Root::set_permissions`](crate::Root::set_permissions).
+///
+/// This corresponds to [`std::fs::Permissions`] with
+/// `std::os::unix::fs::PermissionsExt`. A plain `u32` mode converts into it,
+/// so `root.set_permissions(path, 0o600)` works too.
+///
+/// # Examples
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let dir = tempfile::tempdir()?;
+/// let root = openat2_root::Root::open(dir.path())?;
+/// root.write("notes", "draft")?;
+/// let mut perms = root.metadata("notes")?.permissions();
+/// perms.set_readonly(true);
+/// root.set_permissions("notes", perms)?;
+/// assert!(root.metadata("notes")?.permissions().readonly());
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Permissions {
+    mode: u32,
+}
+
+impl Permissions {
+    /// Permissions of `mode`'s permission bits (`mode & 0o7777`; the file
+    /// type bits are dropped).
+    pub fn from_mode(mode: u32) -> Self {
+        Self {
+            mode: mode & 0o7777,
+        }
+    }
+
+    /// The permission bits.
+    pub fn mode(&self) -> u32 {
+        self.mode
+    }
+
+    /// Sets the permission bits to `mode & 0o7777`.
+    pub fn set_mode(&mut self, mode: u32) {
+        self.mode = mode & 0o7777;
+    }
+
+    /// Whether no one may write (no `w` bit is set). As with std, this says
+    /// nothing about whether *this* process may write (root may).
+    pub fn readonly(&self) -> bool {
+        self.mode & 0o222 == 0
+    }
+
+    /// Clears every `w` bit, or (`false`) sets the owner's. Unlike std's,
+    /// which sets all three, this never makes an entry writable by the
+    /// group or others.
+    pub fn set_readonly(&mut self, readonly: bool) {
+        if readonly {
+            self.mode &= !0o222;
+        } else {
+            self.mode |= 0o200;
+        }
+    }
+}
+
+impl From<u32> for Permissions {
+    fn from(mode: u32) -> Self {
+        Self::from_mode(mode)
+    }
+}
+
+impl From<Permissions> for u32 {
+    fn from(perms: Permissions) -> Self {
+        perms.mode
+    }
+}
+
+impl From<std::fs::Permissions> for Permissions {
+    fn from(perms: std::fs::Permissions) -> Self {
+        use std::os::unix::fs::PermissionsExt;
+        Self::from_mode(perms.mode())
+    }
+}
+
+impl From<Permissions> for std::fs::Permissions {
+    fn from(perms: Permissions) -> Self {
+        use std::os::unix::fs::PermissionsExt;
+        Self::from_mode(perms.mode)
+    }
+}
+
+impl fmt::Debug for Permissions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Permissions({:#o})", self.mode)
+    }
+}
+
+impl fmt::Octal for Permissions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Octal::fmt(&self.mode, f)
+    }
+}
+
 /// The type of a directory entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum FileType {
@@ -153,8 +254,10 @@ impl Metadata {
     }
 
     /// The permission bits (`mode() & 0o7777`).
-    pub fn permissions(&self) -> u32 {
-        self.mode() & 0o7777
+    ///
+    /// This corresponds to [`std::fs::Metadata::permissions`].
+    pub fn permissions(&self) -> Permissions {
+        Permissions::from_mode(self.mode())
     }
 
     /// Owner user id.

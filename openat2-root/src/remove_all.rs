@@ -28,13 +28,50 @@ const WALK_RESOLVE: ResolveFlags = ResolveFlags::BENEATH
     .union(ResolveFlags::NO_MAGICLINKS)
     .union(ResolveFlags::NO_XDEV);
 
-/// Options for [`Root::remove`], as `rm`'s `-r` and `-f`.
+/// Options for [`Root::remove`], as `rm`'s `-r` and `-f`. Both are off by
+/// default: then `remove` removes a file or symlink and fails on a
+/// directory or a missing entry.
+///
+/// # Examples
+///
+/// ```
+/// use openat2_root::RemoveOptions;
+/// let rm_rf = RemoveOptions::new().recursive(true).force(true);
+/// assert!(rm_rf.is_recursive() && rm_rf.is_force());
+/// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RemoveOptions {
+    recursive: bool,
+    force: bool,
+}
+
+impl RemoveOptions {
+    /// Neither recursive nor forced.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
     /// Remove directories and their contents (`rm -r`).
-    pub recursive: bool,
+    pub fn recursive(mut self, yes: bool) -> Self {
+        self.recursive = yes;
+        self
+    }
+
     /// A missing entry is not an error (`rm -f`).
-    pub force: bool,
+    pub fn force(mut self, yes: bool) -> Self {
+        self.force = yes;
+        self
+    }
+
+    /// Whether directories are removed with their contents.
+    pub fn is_recursive(&self) -> bool {
+        self.recursive
+    }
+
+    /// Whether a missing entry is fine.
+    pub fn is_force(&self) -> bool {
+        self.force
+    }
 }
 
 /// A directory on the walk's stack.
@@ -64,14 +101,7 @@ impl Root {
     #[doc(alias = "rm_rf")]
     pub fn remove_dir_all(&self, path: impl AsRef<Path>) -> Result<()> {
         let ctx = Ctx::new(Operation::RemoveDirAll, path.as_ref());
-        self.remove_entry(
-            &ctx,
-            RemoveOptions {
-                recursive: true,
-                force: false,
-            },
-            true,
-        )
+        self.remove_entry(&ctx, RemoveOptions::new().recursive(true), true)
     }
 
     /// Removes the entry at `path` as `rm` would: a file or symlink always,
@@ -90,8 +120,9 @@ impl Root {
     /// # let dir = tempfile::tempdir()?;
     /// let root = Root::open(dir.path())?;
     /// root.create_dir_all("build/out", 0o755)?;
-    /// root.remove("build", RemoveOptions { recursive: true, force: false })?;
-    /// root.remove("build", RemoveOptions { recursive: true, force: true })?; // already gone: fine
+    /// root.remove("build", RemoveOptions::new().recursive(true))?;
+    /// // Already gone: fine with `force`.
+    /// root.remove("build", RemoveOptions::new().recursive(true).force(true))?;
     /// # Ok(()) }
     /// ```
     #[doc(alias = "rm")]

@@ -65,6 +65,15 @@ impl<'p> Ctx<'p> {
         }
     }
 
+    pub(crate) fn step(&self, step: crate::Step, errno: Errno) -> Error {
+        Error::Step {
+            op: self.op,
+            path: self.path.to_path_buf(),
+            step,
+            source: errno.into(),
+        }
+    }
+
     pub(crate) fn escape(&self, errno: Errno) -> Error {
         Error::Escape {
             op: self.op,

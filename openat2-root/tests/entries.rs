@@ -204,10 +204,7 @@ fn remove_like_rm() {
     let t = setup();
     t.dir("d/e");
     t.file("f", "");
-    let rf = RemoveOptions {
-        recursive: true,
-        force: true,
-    };
+    let rf = RemoveOptions::new().recursive(true).force(true);
     assert_eq!(
         errno(&t.root.remove("d", RemoveOptions::default()).unwrap_err()),
         libc::EISDIR
@@ -221,13 +218,7 @@ fn remove_like_rm() {
         ErrorKind::NotFound
     );
     t.root
-        .remove(
-            "f",
-            RemoveOptions {
-                recursive: false,
-                force: true,
-            },
-        )
+        .remove("f", RemoveOptions::new().recursive(false).force(true))
         .unwrap();
     t.root.remove("missing/deeper", rf).unwrap();
     t.root.remove("d", rf).unwrap();

@@ -34,28 +34,9 @@ fn remove_dir_all_never_crosses_a_mount() {
     let tree_for_thread = tree.clone();
     // A thread of its own, in a mount namespace of its own: the mount is
     // seen by this thread only and disappears with it.
-    std::thread::spawn(move || {
+    in_private_mount_ns(move || {
         let tree = tree_for_thread;
-        // SAFETY: CLONE_NEWNS (which implies CLONE_FS) changes only this
-        // thread's mount namespace and fs context; no fd table is unshared,
-        // so no thread can observe fds of another table.
-        unsafe {
-            rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNS).unwrap();
-        }
-        use rustix::mount::{MountFlags, MountPropagationFlags, mount, mount_change};
-        mount_change(
-            "/",
-            MountPropagationFlags::REC | MountPropagationFlags::PRIVATE,
-        )
-        .unwrap();
-        mount(
-            "tmpfs",
-            tree.join("sub/mnt").as_path(),
-            "tmpfs",
-            MountFlags::empty(),
-            None,
-        )
-        .unwrap();
+        tmpfs_at(&tree.join("sub/mnt"), None);
         fs::write(tree.join("sub/mnt/on-the-mount"), b"keep me").unwrap();
 
         let root = Root::open(tree.parent().unwrap()).unwrap();
@@ -73,9 +54,72 @@ fn remove_dir_all_never_crosses_a_mount() {
         .unwrap();
         root.remove_dir_all("tree").unwrap();
         assert!(!tree.exists());
+    });
+}
+
+/// Runs `f` in a thread of its own, in a mount namespace of its own where
+/// every mount is private: what it mounts is seen by that thread only and
+/// disappears with it.
+fn in_private_mount_ns(f: impl FnOnce() + Send + 'static) {
+    std::thread::spawn(move || {
+        // SAFETY: CLONE_NEWNS (which implies CLONE_FS) changes only this
+        // thread's mount namespace and fs context; no fd table is unshared,
+        // so no thread can observe fds of another table.
+        unsafe {
+            rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNS).unwrap();
+        }
+        rustix::mount::mount_change(
+            "/",
+            rustix::mount::MountPropagationFlags::REC
+                | rustix::mount::MountPropagationFlags::PRIVATE,
+        )
+        .unwrap();
+        f();
     })
     .join()
     .unwrap();
+}
+
+/// Mounts a tmpfs at `dir` with `options` (in the caller's mount namespace:
+/// call it inside [`in_private_mount_ns`]).
+fn tmpfs_at(dir: &Path, options: Option<&std::ffi::CStr>) {
+    rustix::mount::mount(
+        "tmpfs",
+        dir,
+        "tmpfs",
+        rustix::mount::MountFlags::empty(),
+        options,
+    )
+    .unwrap();
+}
+
+/// A filesystem that fills up while `write_atomic` writes: the error names
+/// the step (`Step::Write`, `ENOSPC`), the old file is untouched and
+/// nothing is left behind; control: the same call with data that fits.
+#[test]
+#[ignore = "needs root"]
+fn write_atomic_on_a_full_filesystem_names_the_step() {
+    require_root();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_path_buf();
+    in_private_mount_ns(move || {
+        tmpfs_at(&dir, Some(c"size=64k"));
+        let root = Root::open(&dir).unwrap();
+        root.write_atomic("f", b"old").unwrap();
+        let e = root.write_atomic("f", vec![7u8; 1 << 20]).unwrap_err();
+        assert_eq!(e.step(), Some(openat2_root::Step::Write), "{e}");
+        assert_eq!(e.raw_os_error(), Some(libc::ENOSPC), "{e}");
+        assert!(e.to_string().contains("writing the contents"), "{e}");
+        assert_eq!(fs::read(dir.join("f")).unwrap(), b"old");
+        let names: Vec<_> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["f"], "nothing left behind");
+        // Control: what fits is written.
+        root.write_atomic("f", vec![7u8; 16 << 10]).unwrap();
+        assert_eq!(fs::metadata(dir.join("f")).unwrap().len(), 16 << 10);
+    });
 }
 
 /// Helpers run in a child process by the test that names them; each

@@ -44,13 +44,7 @@ fn invalid_paths_are_refused_for_every_operation() {
             r.remove_file(bad),
             r.remove_dir(bad),
             r.remove_dir_all(bad),
-            r.remove(
-                bad,
-                RemoveOptions {
-                    recursive: true,
-                    force: true,
-                },
-            ),
+            r.remove(bad, RemoveOptions::new().recursive(true).force(true)),
             r.rename(bad, "g"),
             r.rename("f", bad),
             r.rename_noreplace(bad, "g"),

@@ -125,13 +125,7 @@ fn operations() -> Vec<Op> {
         ("remove_dir", Leaf::OnLink, |r, p| r.remove_dir(p)),
         ("remove_dir_all", Leaf::OnLink, |r, p| r.remove_dir_all(p)),
         ("remove -rf", Leaf::OnLink, |r, p| {
-            r.remove(
-                p,
-                RemoveOptions {
-                    recursive: true,
-                    force: true,
-                },
-            )
+            r.remove(p, RemoveOptions::new().recursive(true).force(true))
         }),
         ("rename(from)", Leaf::OnLink, |r, p| r.rename(p, "renamed")),
         ("rename(to)", Leaf::OnLink, |r, p| r.rename("inside", p)),

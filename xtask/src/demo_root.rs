@@ -113,14 +113,8 @@ pub(crate) fn run() -> Result<(), String> {
     );
     step(
         "remove(\"docs\", -r) removes the link itself",
-        root.remove(
-            "docs",
-            RemoveOptions {
-                recursive: true,
-                force: false,
-            },
-        )
-        .map(|()| String::new()),
+        root.remove("docs", RemoveOptions::new().recursive(true).force(false))
+            .map(|()| String::new()),
     );
 
     let after = std::fs::read_to_string(secret.join("credentials")).map_err(|e| e.to_string())?;

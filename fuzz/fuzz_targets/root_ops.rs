@@ -85,6 +85,12 @@ enum Op {
     Chown(P, Option<u16>, Option<u16>),
     Open(P, u8),
     WriteAtomic(P, Vec<u8>),
+    Write(P, Vec<u8>),
+    ReadToString(P),
+    TryExists(P),
+    /// Lists a directory and, for each entry, as the bits say: metadata,
+    /// open, open_dir, remove_file.
+    Entries(P, u8),
 }
 
 #[derive(Debug, Arbitrary)]
@@ -190,5 +196,16 @@ fn run(r: &Root, op: &Op, outside: &std::path::Path) {
             r.open_file(p.path(), &o).map(drop)
         }
         Op::WriteAtomic(p, data) => r.write_atomic(p.path(), data),
+        Op::Write(p, data) => r.write(p.path(), data),
+        Op::ReadToString(p) => r.read_to_string(p.path()).map(drop),
+        Op::TryExists(p) => r.try_exists(p.path()).map(drop),
+        Op::Entries(p, bits) => r.read_dir(p.path()).map(|entries| {
+            for entry in entries.flatten() {
+                let _ = (bits & 1 != 0).then(|| entry.metadata());
+                let _ = (bits & 2 != 0).then(|| entry.open());
+                let _ = (bits & 4 != 0).then(|| entry.open_dir());
+                let _ = (bits & 8 != 0).then(|| entry.remove_file());
+            }
+        }),
     };
 }

@@ -12,6 +12,8 @@ use std::path::PathBuf;
 use cap_std::ambient_authority;
 use openat2_root::{OpenOptions, Root};
 
+pub mod data;
+
 /// The path depths measured (components, the last one included).
 pub const DEPTHS: [usize; 3] = [1, 4, 16];
 
@@ -104,17 +106,7 @@ impl Tree {
     /// place: the resolution paths are measured without a disk journal's
     /// noise.
     pub fn new() -> Self {
-        let parent = std::env::var_os("BENCH_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| {
-                let shm = PathBuf::from("/dev/shm");
-                if shm.is_dir() {
-                    shm
-                } else {
-                    std::env::temp_dir()
-                }
-            });
-        let tmp = tempfile::tempdir_in(&parent).unwrap();
+        let tmp = tempfile::tempdir_in(bench_parent()).unwrap();
         let base = tmp.path().to_path_buf();
         for depth in DEPTHS {
             let dir = base.join(dir_of(depth));
@@ -197,6 +189,125 @@ impl Tree {
             }
         }
     }
+}
+
+/// The syscalls an `open_close` of `Root` with the FIFO/device check makes,
+/// each measured alone, to explain its ratio to cap-std (one `openat2`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Syscall {
+    /// `openat2(O_RDONLY)` and `close`: all cap-std's open makes.
+    Openat2Read,
+    /// `openat2(O_PATH)` and `close`: resolves without opening.
+    Openat2Path,
+    /// `fstat` of that `O_PATH` fd: is it a regular file?
+    Fstat,
+    /// `openat(/proc/self/fd, "N", O_RDONLY)` and `close`: the reopen.
+    ProcReopen,
+}
+
+impl Syscall {
+    /// All four, in table order.
+    pub const ALL: [Syscall; 4] = [
+        Syscall::Openat2Read,
+        Syscall::Openat2Path,
+        Syscall::Fstat,
+        Syscall::ProcReopen,
+    ];
+
+    /// The name in the table.
+    pub fn name(self) -> &'static str {
+        match self {
+            Syscall::Openat2Read => "openat2(O_RDONLY) + close",
+            Syscall::Openat2Path => "openat2(O_PATH) + close",
+            Syscall::Fstat => "fstat(O_PATH fd)",
+            Syscall::ProcReopen => "openat(/proc/self/fd, N) + close",
+        }
+    }
+}
+
+/// Handles for [`Tree::syscall`]: an `O_PATH` fd of the file and
+/// `/proc/self/fd`.
+pub struct Primitives {
+    path_fd: std::os::fd::OwnedFd,
+    fd_name: std::ffi::CString,
+    proc_fd: std::os::fd::OwnedFd,
+}
+
+impl Tree {
+    /// Opens what [`Tree::syscall`] needs for the file at `p`.
+    pub fn primitives(&self, p: &Paths) -> Primitives {
+        use rustix::fs::{Mode, OFlags};
+        use std::os::fd::AsRawFd;
+        let path_fd = rustix::fs::openat2(
+            &self.root,
+            p.rel_f.as_str(),
+            OFlags::PATH | OFlags::CLOEXEC,
+            Mode::empty(),
+            RESOLVE,
+        )
+        .unwrap();
+        let proc_fd = rustix::fs::open(
+            "/proc/self/fd",
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .unwrap();
+        Primitives {
+            fd_name: std::ffi::CString::new(path_fd.as_raw_fd().to_string()).unwrap(),
+            path_fd,
+            proc_fd,
+        }
+    }
+
+    /// Makes one `which` on the file at `p`.
+    pub fn syscall(&self, which: Syscall, p: &Paths, prims: &Primitives) {
+        use rustix::fs::{Mode, OFlags};
+        let open = |flags: OFlags| {
+            rustix::fs::openat2(
+                &self.root,
+                p.rel_f.as_str(),
+                flags | OFlags::CLOEXEC,
+                Mode::empty(),
+                RESOLVE,
+            )
+            .unwrap()
+        };
+        match which {
+            Syscall::Openat2Read => drop(black_box(open(OFlags::RDONLY))),
+            Syscall::Openat2Path => drop(black_box(open(OFlags::PATH))),
+            Syscall::Fstat => drop(black_box(rustix::fs::fstat(&prims.path_fd).unwrap())),
+            Syscall::ProcReopen => drop(black_box(
+                rustix::fs::openat(
+                    &prims.proc_fd,
+                    prims.fd_name.as_c_str(),
+                    OFlags::RDONLY | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+                .unwrap(),
+            )),
+        }
+    }
+}
+
+/// The resolve flags of a default `Root` (and of cap-std's openat2).
+const RESOLVE: rustix::fs::ResolveFlags = rustix::fs::ResolveFlags::BENEATH
+    .union(rustix::fs::ResolveFlags::NO_SYMLINKS)
+    .union(rustix::fs::ResolveFlags::NO_MAGICLINKS);
+
+/// Where the benchmarks make their trees: `BENCH_DIR` if set, else tmpfs
+/// (`/dev/shm`), so that resolution is measured without a disk journal's
+/// noise.
+pub fn bench_parent() -> PathBuf {
+    std::env::var_os("BENCH_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let shm = PathBuf::from("/dev/shm");
+            if shm.is_dir() {
+                shm
+            } else {
+                std::env::temp_dir()
+            }
+        })
 }
 
 impl Default for Tree {

@@ -216,6 +216,14 @@ impl Metadata {
         self.stx.stx_attributes_mask.contains(root) && self.stx.stx_attributes.contains(root)
     }
 
+    /// Whether the kernel said whether the entry is a mount's root (the
+    /// attribute is in `stx_attributes_mask`: Linux 5.8 and later).
+    pub(crate) fn knows_mount_root(&self) -> bool {
+        self.stx
+            .stx_attributes_mask
+            .contains(rustix::fs::StatxAttributes::MOUNT_ROOT)
+    }
+
     /// `statx(fd, "", AT_EMPTY_PATH)`: metadata of an open fd (`O_PATH` too).
     pub(crate) fn of_fd(fd: impl AsFd) -> Result<Self, Errno> {
         Self::statx_at(fd, b"", AtFlags::EMPTY_PATH | AtFlags::SYMLINK_NOFOLLOW)

@@ -58,6 +58,7 @@ impl ReadDir {
                 root: Root {
                     fd: root_fd,
                     resolve,
+                    own_mount: false,
                 },
                 path: path.to_path_buf(),
             }),

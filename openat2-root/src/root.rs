@@ -50,6 +50,8 @@ use crate::resolve::Ctx;
 pub struct Root {
     pub(crate) fd: OwnedFd,
     pub(crate) resolve: ResolveFlags,
+    /// Opened with `require_own_mount` (and found to be a mount's root).
+    pub(crate) own_mount: bool,
 }
 
 /// How a [`Root`] resolves paths. The default is the strictest: no symlink
@@ -58,6 +60,7 @@ pub struct Root {
 pub struct RootOptions {
     follow_symlinks_in_root: bool,
     no_xdev: bool,
+    require_own_mount: bool,
 }
 
 impl RootOptions {
@@ -81,6 +84,44 @@ impl RootOptions {
     /// with [`Error::Escape`].
     pub fn no_xdev(mut self, yes: bool) -> Self {
         self.no_xdev = yes;
+        self
+    }
+
+    /// Require the root to be the root of a mount (`STATX_ATTR_MOUNT_ROOT`),
+    /// checked when it is opened: refused with
+    /// [`Error::InvalidInput`] otherwise.
+    ///
+    /// Why: an operation resolves its parent directory, then acts on it
+    /// (`mkdirat`, `linkat`, …). If another process renames that directory
+    /// out of the root in between, the action lands outside — the pinned
+    /// parent residual, which no `openat2` flag closes. A rename out of a
+    /// mount fails with `EXDEV`, so where the root is its own mount no one
+    /// working through it (through its path, as everyone sharing this
+    /// mount namespace does) can move a directory out of it. Make one with
+    /// `mount --bind DIR DIR` (as root, or in a mount namespace of a user
+    /// namespace one owns).
+    ///
+    /// What it does not cover: a process with *another* mount of the same
+    /// filesystem that holds both the root's directory and places outside
+    /// it (a second bind mount of a parent, a container's view) can still
+    /// move a directory out; the re-checks multi-step operations make
+    /// catch most of those (see [`Root::write_atomic`]). A root opened with
+    /// [`Root::open_dir`] from this one is not a mount and does not keep
+    /// the option.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use openat2_root::{ErrorKind, Root, RootOptions};
+    /// let dir = tempfile::tempdir()?;
+    /// // A plain directory is not a mount of its own.
+    /// let err = Root::open_with(dir.path(), RootOptions::new().require_own_mount(true)).unwrap_err();
+    /// assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    /// # Ok(()) }
+    /// ```
+    pub fn require_own_mount(mut self, yes: bool) -> Self {
+        self.require_own_mount = yes;
         self
     }
 
@@ -126,10 +167,7 @@ impl Root {
             Mode::empty(),
         )
         .map_err(|e| Ctx::new(Operation::OpenRoot, path).os(e))?;
-        Ok(Self {
-            fd,
-            resolve: options.resolve_flags(),
-        })
+        Self::with_options(fd, options, &Ctx::new(Operation::OpenRoot, path))
     }
 
     /// Makes a root of an open directory fd (an `O_PATH` fd is enough), with
@@ -154,9 +192,30 @@ impl Root {
         if meta.file_type() != FileType::Dir {
             return Err(ctx.os(rustix::io::Errno::NOTDIR));
         }
+        Self::with_options(fd, options, &ctx)
+    }
+
+    /// A root of the directory `fd`, after the checks `options` ask for.
+    fn with_options(fd: OwnedFd, options: RootOptions, ctx: &Ctx<'_>) -> Result<Self> {
+        if options.require_own_mount {
+            let meta = Metadata::of_fd(&fd).map_err(|e| ctx.os(e))?;
+            if !meta.knows_mount_root() {
+                return Err(ctx.not_supported(
+                    "statx(2) reporting STATX_ATTR_MOUNT_ROOT (Linux 5.8)",
+                    rustix::io::Errno::NOSYS,
+                ));
+            }
+            if !meta.is_mount_root() {
+                return Err(ctx.invalid_input(
+                    "require_own_mount: the directory is not the root of a mount \
+                     (make it one with `mount --bind DIR DIR`)",
+                ));
+            }
+        }
         Ok(Self {
             fd,
             resolve: options.resolve_flags(),
+            own_mount: options.require_own_mount,
         })
     }
 
@@ -174,6 +233,7 @@ impl Root {
         Ok(Self {
             fd,
             resolve: self.resolve,
+            own_mount: false,
         })
     }
 
@@ -182,6 +242,7 @@ impl Root {
         RootOptions {
             follow_symlinks_in_root: self.resolve.contains(ResolveFlags::IN_ROOT),
             no_xdev: self.resolve.contains(ResolveFlags::NO_XDEV),
+            require_own_mount: self.own_mount,
         }
     }
 
@@ -200,6 +261,7 @@ impl Root {
         Ok(Self {
             fd,
             resolve: self.resolve,
+            own_mount: self.own_mount,
         })
     }
 

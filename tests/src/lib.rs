@@ -6,6 +6,7 @@
 
 pub mod canary;
 pub mod race;
+pub mod race_mover;
 pub mod race_reads;
 
 /// The workspace README's examples, compiled and run as doctests (this crate

@@ -66,3 +66,52 @@ fn racing_renames_never_return_data_from_outside() {
     assert!(report.swaps > 1000, "{report}");
     assert!(report.refused > 0 && report.succeeded > 0, "{report}");
 }
+
+/// The pinned-parent residual with a mover renaming `root/a` out: measured
+/// and printed; multi-step operations re-check and refuse (the refusals
+/// show the re-checks at work: nothing else here can be refused).
+#[test]
+fn mover_outside_effects_are_measured_and_refused() {
+    use integration_tests::race_mover::{MoverConfig, run_mover};
+    let report = run_mover(&MoverConfig::default());
+    println!("{report}");
+    assert!(report.moves > 100, "the mover must be live: {report}");
+    assert!(report.succeeded > 0, "{report}");
+}
+
+/// With the root its own mount, a mover renaming through the root's path
+/// cannot move anything out (`EXDEV`): no outside effect at all. Control:
+/// the same mover, through a second view of the filesystem, moves.
+#[test]
+#[ignore = "needs root"]
+fn mover_cannot_move_out_of_an_own_mount_root() {
+    use integration_tests::race_mover::{MoverConfig, MoverMode, in_private_mount_ns, run_mover};
+    assert!(
+        rustix::process::geteuid().is_root(),
+        "needs root: run as root with --include-ignored, as CI does"
+    );
+    let own = in_private_mount_ns(|| {
+        run_mover(&MoverConfig {
+            mode: MoverMode::OwnMount,
+            ..MoverConfig::default()
+        })
+    });
+    println!("{own}");
+    assert!(own.move_attempts > 100, "{own}");
+    assert_eq!(
+        (own.moves, own.moves_refused),
+        (0, own.move_attempts),
+        "{own}"
+    );
+    assert_eq!(own.outside_total(), 0, "{own}");
+    assert_eq!(own.succeeded, own.ops, "nothing else fails: {own}");
+    let other = in_private_mount_ns(|| {
+        run_mover(&MoverConfig {
+            mode: MoverMode::OtherView,
+            ops: 50_000,
+            ..MoverConfig::default()
+        })
+    });
+    println!("{other}");
+    assert!(other.moves > 10, "control: a second view moves: {other}");
+}

@@ -50,6 +50,15 @@ impl Root {
     /// error. A symlink at `path` is replaced, not followed.
     /// [`write_atomic_with`](Root::write_atomic_with) can skip the flushes.
     ///
+    /// Before the file is given its name, the directory is checked to be
+    /// still beneath the root (its `..` chain, by inode): if another
+    /// process moved it out of the root while the data was written, the
+    /// call fails with [`Error::Escape`](crate::Error::Escape) and nothing
+    /// is placed there. (A move in the microseconds between that check and
+    /// the link is not seen; a root opened with
+    /// [`RootOptions::require_own_mount`](crate::RootOptions::require_own_mount)
+    /// rules out moves through its path altogether.)
+    ///
     /// The new file keeps the permission bits of the regular file it
     /// replaces (the temporary file is created with them, so it is never
     /// more readable than the old one), and its owner and group where the
@@ -60,7 +69,8 @@ impl Root {
     /// # Errors
     ///
     /// [`Error::Escape`](crate::Error::Escape) if the parent path crosses a
-    /// symlink; `EISDIR` if `path` is a directory;
+    /// symlink or the directory was moved out of the root; `EISDIR` if
+    /// `path` is a directory;
     /// [`Error::Step`](crate::Error::Step) naming the [`Step`] that failed
     /// (writing, flushing, linking, renaming…). On error the temporary file
     /// is removed and `path` is unchanged, except after
@@ -128,38 +138,53 @@ impl Root {
             }
             .and_then(|()| write_and_sync(file, contents.as_ref(), sync))
         };
+        // The data first (the long part), then a re-check that `parent`
+        // was not moved out of the root meanwhile, then the name.
         match anonymous_file(&parent, mode) {
-            Ok(file) => prepare(&file)
-                .and_then(|()| place_anonymous(&parent, &file, split.leaf, replaced.is_none())),
+            Ok(file) => {
+                prepare(&file).map_err(|(step, e)| ctx.step(step, e))?;
+                self.check_beneath(parent.as_fd(), &ctx)?;
+                place_anonymous(&parent, &file, split.leaf, replaced.is_none())
+            }
             // No O_TMPFILE on this filesystem: a named temporary file.
             Err(Errno::OPNOTSUPP | Errno::ISDIR | Errno::INVAL | Errno::NOSYS) => {
                 let (tmp_name, file) =
                     create_temp_file(&parent, mode).map_err(|e| ctx.step(Step::CreateTemp, e))?;
-                let result = prepare(&file).and_then(|()| {
-                    rustix::fs::renameat(&parent, tmp_name.as_str(), &parent, split.leaf)
-                        .map_err(|e| (Step::Rename, e))
-                });
+                let result = prepare(&file)
+                    .map_err(|(step, e)| ctx.step(step, e))
+                    .and_then(|()| self.check_beneath(parent.as_fd(), &ctx))
+                    .and_then(|()| {
+                        rustix::fs::renameat(&parent, tmp_name.as_str(), &parent, split.leaf)
+                            .map_err(|e| step_error(&ctx, Step::Rename, e))
+                    });
                 if result.is_err() {
                     // Best effort: the temporary name is ours alone (O_EXCL).
                     let _ = rustix::fs::unlinkat(&parent, tmp_name.as_str(), AtFlags::empty());
                 }
-                result
+                return result.and_then(|()| self.finish(&parent, sync, &ctx));
             }
             Err(errno) => Err((Step::CreateTemp, errno)),
         }
-        .and_then(|()| {
-            if sync {
-                sync_dir(&parent).map_err(|e| (Step::SyncDir, e))
-            } else {
-                Ok(())
-            }
-        })
-        .map_err(|(step, errno)| match (step, errno) {
-            // Renaming a file over a directory: what the caller asked for
-            // is wrong, not a step.
-            (Step::Rename | Step::Link, Errno::ISDIR) => ctx.os(errno),
-            _ => ctx.step(step, errno),
-        })
+        .map_err(|(step, errno)| step_error(&ctx, step, errno))?;
+        self.finish(&parent, sync, &ctx)
+    }
+
+    /// The last step: the directory flushed, if asked.
+    fn finish(&self, parent: &impl AsFd, sync: bool, ctx: &Ctx<'_>) -> Result<()> {
+        if sync {
+            sync_dir(parent).map_err(|e| ctx.step(Step::SyncDir, e))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// The error of `step`; renaming or linking a file over a directory is
+/// the caller's mistake (`EISDIR`), not a step's.
+fn step_error(ctx: &Ctx<'_>, step: Step, errno: Errno) -> crate::Error {
+    match (step, errno) {
+        (Step::Rename | Step::Link, Errno::ISDIR) => ctx.os(errno),
+        _ => ctx.step(step, errno),
     }
 }
 

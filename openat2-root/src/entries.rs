@@ -45,9 +45,11 @@ impl Root {
     ///
     /// # Errors
     ///
-    /// [`Error::Escape`](crate::Error::Escape) if a component is a symlink;
-    /// `EEXIST` if a component exists and is not a directory. On error, the
-    /// directories created before it remain.
+    /// [`Error::Escape`](crate::Error::Escape) if a component is a symlink,
+    /// or if a directory it made one in was moved out of the root meanwhile
+    /// (each is checked before a directory is made in it); `EEXIST` if a
+    /// component exists and is not a directory. On error, the directories
+    /// created before it remain.
     #[doc(alias = "mkdir_p")]
     pub fn create_dir_all(&self, path: impl AsRef<Path>, mode: u32) -> Result<()> {
         let ctx = Ctx::new(Operation::CreateDirAll, path.as_ref());
@@ -67,12 +69,15 @@ impl Root {
             Err(err) => return Err(err),
         }
         // Slow path: walk down from the root one component at a time,
-        // holding the fd of each directory reached.
+        // holding the fd of each directory reached; before each directory
+        // is made, check that the one it goes in is still beneath the root
+        // (another process may have moved it out since it was reached).
         let mut dir = DirFd::Borrowed(self.fd.as_fd());
         for (name, prefix) in rel.components_with_prefixes() {
             dir = match self.step_into(&dir, name, prefix, &ctx) {
                 Ok(fd) => DirFd::Owned(fd),
                 Err(err) if err.raw_os_error() == Some(libc::ENOENT) => {
+                    self.check_beneath(dir.as_fd(), &ctx)?;
                     self.mkdir_or_existing_dir(&dir, name, prefix, mode, &ctx)?;
                     DirFd::Owned(self.step_into(&dir, name, prefix, &ctx)?)
                 }

@@ -377,7 +377,9 @@ fn escape_reason(errno: &io::Error) -> &'static str {
         Some(libc::ELOOP) => {
             "a symlink (or magic link) is in the path, and it is not followed (ELOOP)"
         }
-        Some(libc::EXDEV) => "the path leaves the root or crosses a mount point (EXDEV)",
+        Some(libc::EXDEV) => {
+            "the path leaves the root or crosses a mount point, or a directory on it was moved out of the root while the operation ran (EXDEV)"
+        }
         _ => "resolution would leave the root",
     }
 }

@@ -58,6 +58,7 @@
 
 mod atomic;
 mod attrs;
+mod beneath;
 mod entries;
 mod error;
 mod file;

@@ -18,6 +18,10 @@ use crate::error::{ErrorKind, Operation, Result};
 use crate::metadata::{FileType, Metadata};
 use crate::resolve::Ctx;
 
+/// How many entries a recursive removal removes from one directory between
+/// two checks that the directory is still beneath the root.
+const CHECK_EVERY: usize = 16;
+
 /// How many directory fds a recursive removal keeps open at most.
 const MAX_OPEN_DIRS: usize = 32;
 
@@ -96,7 +100,10 @@ impl Root {
     ///
     /// `ENOTDIR` if `path` is a file; [`Error::Escape`](crate::Error::Escape)
     /// for a symlink in the parent path, a mount inside the tree, or a
-    /// directory moved away during the walk. On error, part of the tree may
+    /// directory moved away during the walk (or out of the root: each
+    /// directory is checked to be still beneath the root when it is entered,
+    /// every 16 removals in it, and before it is removed). On error, part
+    /// of the tree may
     /// already be removed; what remains is intact.
     #[doc(alias = "rm_rf")]
     pub fn remove_dir_all(&self, path: impl AsRef<Path>) -> Result<()> {
@@ -183,7 +190,13 @@ fn remove_tree(
     top: OwnedFd,
     ctx: &Ctx<'_>,
 ) -> Result<()> {
+    // Every directory is checked to be still beneath the root when it is
+    // entered, before an emptied one is removed from the one below it, and
+    // every CHECK_EVERY removals: another process may move a directory of
+    // the walk out of the root while it runs.
+    root.check_beneath(top.as_fd(), ctx)?;
     let mut stack = vec![open_frame(top, top_name.to_vec(), ctx)?];
+    let mut unchecked = 0usize;
     loop {
         let Some(frame) = stack.last_mut() else {
             return Ok(());
@@ -208,6 +221,11 @@ fn remove_tree(
                     }
                 }
                 if file_type != FileType::Dir {
+                    unchecked += 1;
+                    if unchecked >= CHECK_EVERY {
+                        root.check_beneath(dir_fd, ctx)?;
+                        unchecked = 0;
+                    }
                     match rustix::fs::unlinkat(dir_fd, name.as_slice(), AtFlags::empty()) {
                         Ok(()) | Err(Errno::NOENT) => continue,
                         // Swapped for a directory since it was listed: read
@@ -239,6 +257,8 @@ fn remove_tree(
                         old.dir = None;
                     }
                 }
+                root.check_beneath(child.as_fd(), ctx)?;
+                unchecked = 0;
                 stack.push(open_frame(child, name, ctx)?);
             }
             Some(Err(errno)) => return Err(ctx.os(errno)),
@@ -246,6 +266,7 @@ fn remove_tree(
                 // Empty now: remove it from the directory below it.
                 let done = stack.pop().ok_or_else(|| ctx.os(Errno::BADF))?;
                 let Some(below) = stack.last_mut() else {
+                    root.check_beneath(base, ctx)?;
                     return rustix::fs::unlinkat(base, top_name, AtFlags::REMOVEDIR)
                         .map_err(|e| ctx.os(e));
                 };
@@ -260,6 +281,8 @@ fn remove_tree(
                     .ok_or_else(|| ctx.os(Errno::BADF))?;
                 let below_fd = below_fd.map_err(|e| ctx.os(e))?;
                 drop(done.dir);
+                root.check_beneath(below_fd, ctx)?;
+                unchecked = 0;
                 rustix::fs::unlinkat(below_fd, done.name.as_slice(), AtFlags::REMOVEDIR)
                     .map_err(|e| ctx.os(e))?;
             }

@@ -51,6 +51,10 @@ pub struct MoverConfig {
     pub mode: MoverMode,
     /// The mover's pause between moves.
     pub pause: Duration,
+    /// Where to make the tree: by default tmpfs (`/dev/shm`) where there is
+    /// one (the residual is about resolution, and `write_atomic`'s flushes
+    /// would dominate the time on a disk), else the temporary directory.
+    pub parent: Option<PathBuf>,
 }
 
 impl Default for MoverConfig {
@@ -60,6 +64,7 @@ impl Default for MoverConfig {
             workers: 4,
             mode: MoverMode::Plain,
             pause: Duration::from_micros(500),
+            parent: None,
         }
     }
 }
@@ -164,13 +169,11 @@ fn listing(b: &Path) -> HashMap<String, u64> {
 /// `OtherView` mount, and so must run in a mount namespace of their own
 /// (the caller's thread, after `unshare(CLONE_NEWNS)` and a private `/`).
 pub fn run_mover(config: &MoverConfig) -> MoverReport {
-    // tmpfs where there is one: the residual is about resolution, not
-    // about the disk (and write_atomic's flushes would dominate the time).
     let shm = Path::new("/dev/shm");
-    let tmp = if shm.is_dir() {
-        tempfile::tempdir_in(shm).unwrap()
-    } else {
-        tempfile::tempdir().unwrap()
+    let tmp = match &config.parent {
+        Some(parent) => tempfile::tempdir_in(parent).unwrap(),
+        None if shm.is_dir() => tempfile::tempdir_in(shm).unwrap(),
+        None => tempfile::tempdir().unwrap(),
     };
     let base = tmp.path().to_path_buf();
     let (root_dir, outside) = (base.join("root"), base.join("outside"));

@@ -72,8 +72,8 @@ fn racing_renames_never_return_data_from_outside() {
 /// show the re-checks at work: nothing else here can be refused).
 #[test]
 fn mover_outside_effects_are_measured_and_refused() {
-    use integration_tests::race_mover::{MoverConfig, run_mover};
-    let report = run_mover(&MoverConfig::default());
+    use integration_tests::race_mover::run_mover;
+    let report = run_mover(&mover_config());
     println!("{report}");
     assert!(report.moves > 100, "the mover must be live: {report}");
     assert!(report.succeeded > 0, "{report}");
@@ -93,7 +93,7 @@ fn mover_cannot_move_out_of_an_own_mount_root() {
     let own = in_private_mount_ns(|| {
         run_mover(&MoverConfig {
             mode: MoverMode::OwnMount,
-            ..MoverConfig::default()
+            ..mover_config()
         })
     });
     println!("{own}");
@@ -108,10 +108,18 @@ fn mover_cannot_move_out_of_an_own_mount_root() {
     let other = in_private_mount_ns(|| {
         run_mover(&MoverConfig {
             mode: MoverMode::OtherView,
-            ops: 50_000,
-            ..MoverConfig::default()
+            ..mover_config()
         })
     });
     println!("{other}");
     assert!(other.moves > 10, "control: a second view moves: {other}");
+}
+
+/// The mover's configuration: the default, with the tree made in
+/// `MOVER_DIR` when that is set (a disk, say, to measure there).
+fn mover_config() -> integration_tests::race_mover::MoverConfig {
+    integration_tests::race_mover::MoverConfig {
+        parent: std::env::var_os("MOVER_DIR").map(Into::into),
+        ..Default::default()
+    }
 }

@@ -30,6 +30,30 @@
 //! the root" (`RESOLVE_IN_ROOT`) and forbid crossing mounts
 //! (`RESOLVE_NO_XDEV`).
 //!
+//! # The one thing resolution cannot stop: a directory moved out meanwhile
+//!
+//! An operation resolves its parent directory, then acts on it by fd. If
+//! another process renames that directory (or one above it) out of the
+//! root in between, the fd follows the directory, and the action lands
+//! outside. No `openat2` flag closes this (resolution is over), and no peer
+//! closes it either. What this crate does about it:
+//!
+//! - [`RootOptions::require_own_mount`]: where the root is a mount of its
+//!   own (`mount --bind DIR DIR`), a rename out of it through its path is
+//!   `EXDEV`, so no process working through that path can move anything
+//!   out; the option checks the root is one when it is opened.
+//! - Multi-step operations ([`Root::write_atomic`],
+//!   [`Root::create_dir_all`], [`Root::remove_dir_all`]) check that the
+//!   directory they hold is still beneath the root (its `..` chain, by
+//!   inode) before each step that changes it, and stop with
+//!   [`Error::Escape`]: the window shrinks from the whole operation (a
+//!   write and its flush, a tree's removal) to microseconds.
+//! - Single-step operations (`create_dir`, `remove_file`, `rename`, …) keep
+//!   a window of a few microseconds between resolution and action.
+//!
+//! `cargo xtask race` measures it with a mover renaming a directory out
+//! while operations run under it.
+//!
 //! # Example
 //!
 //! ```

@@ -122,6 +122,40 @@ fn write_atomic_on_a_full_filesystem_names_the_step() {
     });
 }
 
+/// `require_own_mount`: a bind mount of the directory on itself is
+/// accepted, and then a rename out of it through its path is `EXDEV`;
+/// the plain directory is refused; a root opened beneath it does not
+/// keep the option. Control: before the bind mount, the same rename
+/// moves the directory out.
+#[test]
+#[ignore = "needs root"]
+fn require_own_mount_wants_a_mount_and_stops_moves_out() {
+    require_root();
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path().to_path_buf();
+    in_private_mount_ns(move || {
+        let (dir, outside) = (base.join("root"), base.join("outside"));
+        fs::create_dir_all(dir.join("a/b")).unwrap();
+        fs::create_dir(&outside).unwrap();
+        let own = openat2_root::RootOptions::new().require_own_mount(true);
+        let e = Root::open_with(&dir, own).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
+        assert!(e.to_string().contains("mount --bind"), "{e}");
+        // Control: a plain directory lets a directory move out, and back.
+        fs::rename(dir.join("a"), outside.join("a")).unwrap();
+        fs::rename(outside.join("a"), dir.join("a")).unwrap();
+        rustix::mount::mount_bind(dir.as_path(), dir.as_path()).unwrap();
+        let root = Root::open_with(&dir, own).unwrap();
+        assert_eq!(root.options(), own);
+        let e = fs::rename(dir.join("a"), outside.join("a")).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EXDEV), "{e}");
+        root.create_dir("a/b/still-inside", 0o755).unwrap();
+        assert!(dir.join("a/b/still-inside").is_dir());
+        let below = root.open_dir("a").unwrap();
+        assert_eq!(below.options(), openat2_root::RootOptions::new());
+    });
+}
+
 /// Helpers run in a child process by the test that names them; each
 /// returns at once when run any other way (CI skips `child_process::`).
 mod child_process {

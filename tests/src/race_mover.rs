@@ -329,3 +329,8 @@ pub fn in_private_mount_ns<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'st
     .join()
     .unwrap()
 }
+
+/// Whether this process may run the mount set-ups (it is root).
+pub fn may_mount() -> bool {
+    rustix::process::geteuid().is_root()
+}

@@ -7,7 +7,8 @@
 //! - `cargo xtask demo` — the main job on the embedded default profile: real
 //!   commands in a sandbox, each layer seen from inside, and the report
 //!   (`cargo xtask demo root`: `openat2-root` on its own);
-//! - `cargo xtask race [--ops N]` — a longer race campaign, writes and reads;
+//! - `cargo xtask race [--ops N]` — a longer race campaign, writes and reads,
+//!   and the mover (the pinned-parent residual, measured);
 //! - `cargo xtask fuzz TARGET [--seconds N]` — run a cargo-fuzz target;
 //! - `cargo xtask bench fs` — the filesystem benchmarks and their ratio table;
 //! - `cargo xtask escape` — the escape suite's table (root);
@@ -147,6 +148,30 @@ fn soak(args: &[String]) -> Result<(), String> {
     )
 }
 
+/// The mover campaign in each set-up this host allows (the mount ones need
+/// root), printed.
+fn mover(ops: u64) {
+    use integration_tests::race_mover::{
+        MoverConfig, MoverMode, in_private_mount_ns, may_mount, run_mover,
+    };
+    let config = MoverConfig {
+        ops,
+        ..MoverConfig::default()
+    };
+    println!("{}", run_mover(&config));
+    if may_mount() {
+        for mode in [MoverMode::OwnMount, MoverMode::OtherView] {
+            let config = MoverConfig {
+                mode,
+                ..config.clone()
+            };
+            println!("{}", in_private_mount_ns(move || run_mover(&config)));
+        }
+    } else {
+        println!("(the own-mount and second-view set-ups need root: not run)");
+    }
+}
+
 fn race(args: &[String]) -> Result<(), String> {
     let mut config = integration_tests::race::RaceConfig::default();
     if let Some(ops) = run::flag_value(args, "--ops")? {
@@ -166,6 +191,9 @@ fn race(args: &[String]) -> Result<(), String> {
     };
     let read_report = integration_tests::race_reads::run_reads(&reads);
     println!("{read_report}");
+    // The mover: the pinned-parent residual, measured (it is not an
+    // escape through resolution, so it does not fail the run).
+    mover(config.ops);
     let mut details = report.escape_details.clone();
     details.extend(read_report.escape_details.iter().cloned());
     if report.escapes == 0 && read_report.escapes == 0 {

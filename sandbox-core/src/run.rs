@@ -3,7 +3,7 @@
 //! status, resource usage, and cleanup on every path.
 
 use std::fs::File;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 use crate::outcome::{EgressStats, ExitStatus, RunOutcome};
 use crate::plan::{self, CommandSpec, PlanFds};
 use crate::sandbox::{Inner, Stdio};
-use crate::sys::child::{
+use sandbox_child::{
     NO_FD, RECORD_COMMAND_STATUS, RECORD_LEN, RECORD_STEP_FAILED, decode_record, spawn_init,
 };
 
@@ -185,9 +185,7 @@ pub(crate) fn start(inner: &Inner, spec: &CommandSpec, stdio: StdioChoice) -> Re
         setup_write: setup_write.as_raw_fd(),
         status_write: status_write.as_raw_fd(),
         stdio: [raw(&child_in), raw(&child_out), raw(&child_err)],
-        egress_socket: egress_sockets
-            .as_ref()
-            .map_or(NO_FD, |(_, child)| child.as_raw_fd()),
+        egress_socket: egress_sockets.as_ref().map(|(_, child)| child.as_fd()),
     };
     let host = &inner.report.host;
     let egid = rustix::process::getegid().as_raw();

@@ -2,7 +2,9 @@
 //! egress ruleset loaded before the link comes up.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+
+use sandbox_child::{Reg, Step, Trial};
 
 use sandbox_policy::Network;
 
@@ -118,16 +120,7 @@ impl EgressNamespace {
     /// [`Error::Os`] naming the child's step that failed and its errno;
     /// nothing is left behind (the child and its namespaces are gone).
     pub fn create_rootless(network: &Network, addressing: &EgressAddressing) -> Result<Self> {
-        // In a fresh namespace loopback is link 1 and the first device made
-        // is link 2; the child checks.
-        const TAP_INDEX: u32 = 2;
-        let lo = link_up(Link::Name("lo"))?;
-        let ruleset = Ruleset::from_network(network, &addressing.gateway);
-        let batch = ruleset.batch()?;
-        let setup = tap_setup(addressing, TAP_INDEX)?;
         let (sync_read, sync_write) =
-            rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(Error::os("pipe"))?;
-        let (status_read, status_write) =
             rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(Error::os("pipe"))?;
         let (ours, theirs) = rustix::net::socketpair(
             rustix::net::AddressFamily::UNIX,
@@ -136,28 +129,41 @@ impl EgressNamespace {
             None,
         )
         .map_err(Error::os("socketpair"))?;
-        use std::os::fd::AsRawFd;
-        let mut plan = crate::sys::RootlessPlan {
-            sync_read: sync_read.as_raw_fd(),
-            status_write: status_write.as_raw_fd(),
-            fd_socket: theirs.as_raw_fd(),
-            lo_up: lo.as_bytes().to_vec(),
-            lo_up_count: lo.len() as u32,
-            nft_batch: batch.as_bytes().to_vec(),
-            nft_acks: batch.acks(),
-            tap_name: std::ffi::CString::new(addressing.name).map_err(|_| Error::Invalid {
-                what: "interface name",
-                detail: addressing.name.into(),
-            })?,
-            tap_index: TAP_INDEX as i32,
-            tap_setup: setup.as_bytes().to_vec(),
-            tap_setup_count: setup.len() as u32,
-            fd_buffer: crate::tap::FdPassBuffer::new().into_bytes(),
-        };
-        crate::tap::check_name(addressing.name)?;
-        let pid = crate::sys::spawn_rootless(&mut plan)
-            .map_err(Error::os("clone(CLONE_NEWUSER|CLONE_NEWNET)"))?;
-        drop((sync_read, status_write, theirs));
+        // Registers: the tap, then the namespace fd.
+        let (tap_reg, netns_reg): (Reg, Reg) = (0, 1);
+        let mut steps = vec![
+            (
+                Step::WaitForParent(sync_read.as_raw_fd()),
+                "wait for the id maps".to_string(),
+            ),
+            (Step::LoopbackUp, "bring loopback up".to_string()),
+        ];
+        steps.extend(egress_steps(network, addressing, theirs.as_fd(), tap_reg)?);
+        steps.push((
+            Step::OpenFile {
+                path: c"/proc/self/ns/net".to_owned(),
+                flags: libc::O_RDONLY,
+                out: netns_reg,
+            },
+            "open the network namespace".to_string(),
+        ));
+        steps.push((
+            Step::SendFd {
+                socket: theirs.as_raw_fd(),
+                reg: netns_reg,
+            },
+            "pass the namespace fd to the parent".to_string(),
+        ));
+        let (steps, names): (Vec<Step>, Vec<String>) = steps.into_iter().unzip();
+        let trial =
+            Trial::start(libc::CLONE_NEWUSER | libc::CLONE_NEWNET, &steps, 2).map_err(|f| {
+                Error::Os {
+                    operation: "clone(CLONE_NEWUSER|CLONE_NEWNET)".into(),
+                    source: f.errno.into(),
+                }
+            })?;
+        let pid = trial.pid();
+        drop((sync_read, theirs));
         let maps = || -> std::io::Result<()> {
             let uid = rustix::process::geteuid().as_raw();
             let gid = rustix::process::getegid().as_raw();
@@ -169,17 +175,16 @@ impl EgressNamespace {
         };
         let mapped = maps();
         drop(sync_write);
-        crate::sys::reap(pid);
-        let mut record = [0u8; 8];
-        if rustix::io::read(&status_read, &mut record).ok() == Some(8) {
-            let step = i32::from_ne_bytes([record[0], record[1], record[2], record[3]]) as usize;
-            let errno = i32::from_ne_bytes([record[4], record[5], record[6], record[7]]);
+        // The fds the child sent wait in the socket after it exits.
+        if let Err(failure) = trial.finish() {
             return Err(Error::Os {
                 operation: format!(
                     "rootless egress namespace: {}",
-                    crate::sys::ROOTLESS_STEPS.get(step).copied().unwrap_or("?")
+                    names
+                        .get(failure.step)
+                        .map_or("the child (clone, or it died)", String::as_str)
                 ),
-                source: std::io::Error::from_raw_os_error(errno),
+                source: failure.errno.into(),
             });
         }
         mapped.map_err(|source| Error::Os {
@@ -191,9 +196,78 @@ impl EgressNamespace {
         Ok(Self {
             tap,
             netns,
-            ruleset,
+            ruleset: Ruleset::from_network(network, &addressing.gateway),
         })
     }
+}
+
+/// The link index the tap gets in a new network namespace: loopback is 1,
+/// the first device made is 2 (the child checks).
+pub const TAP_INDEX: u32 = 2;
+
+/// The steps a child in a new network namespace runs to make its egress
+/// inside, each with a description for errors: the ruleset for `network`
+/// (one nf_tables batch); the tap, which must come out as link
+/// [`TAP_INDEX`], its fd in register `tap`; its MTU, queue length,
+/// addresses, state and routes (rtnetlink); its fd passed over `socket`
+/// (an fd the child inherits at the same number); the register closed.
+/// Loopback and anything else the namespace needs are the caller's.
+///
+/// The run's child (`sandbox-core`) and
+/// [`EgressNamespace::create_rootless`] run exactly these.
+///
+/// # Errors
+///
+/// A tap name longer than [`MAX_NAME_LEN`](crate::MAX_NAME_LEN) or
+/// holding a NUL; libnftnl failing to build the batch.
+pub fn egress_steps(
+    network: &Network,
+    addressing: &EgressAddressing,
+    socket: BorrowedFd<'_>,
+    tap: Reg,
+) -> Result<Vec<(Step, String)>> {
+    crate::tap::check_name(addressing.name)?;
+    let name = std::ffi::CString::new(addressing.name).map_err(|_| Error::Invalid {
+        what: "interface name",
+        detail: addressing.name.into(),
+    })?;
+    let batch = Ruleset::from_network(network, &addressing.gateway).batch()?;
+    let setup = tap_setup(addressing, TAP_INDEX)?;
+    Ok(vec![
+        (
+            Step::NftBatch {
+                bytes: batch.as_bytes().to_vec(),
+                acks: batch.acks(),
+            },
+            "install the egress ruleset (nftables)".into(),
+        ),
+        (
+            Step::CreateTap {
+                name,
+                index: TAP_INDEX as std::ffi::c_int,
+                out: tap,
+            },
+            format!("create {} (/dev/net/tun, TUNSETIFF)", addressing.name),
+        ),
+        (
+            Step::Netlink {
+                bytes: setup.as_bytes().to_vec(),
+                count: setup.len() as u32,
+            },
+            format!(
+                "configure {} (MTU {}, queue, addresses, up, routes)",
+                addressing.name, addressing.mtu
+            ),
+        ),
+        (
+            Step::SendFd {
+                socket: socket.as_raw_fd(),
+                reg: tap,
+            },
+            "pass the tap fd to the parent".into(),
+        ),
+        (Step::Close(tap), "close the tap".into()),
+    ])
 }
 
 /// A request that brings `link` up.

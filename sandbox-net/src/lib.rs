@@ -2,8 +2,12 @@
 //! and configured over rtnetlink, and a default-drop nftables ruleset built
 //! with libnftnl and installed over netlink — no `ip`, no `nft`.
 //!
-//! - [`create_tap`], [`send_fd`]/[`recv_fd`] and [`FdPassBuffer`]: the tap
-//!   and its fd's way out of the sandbox.
+//! - [`create_tap`] and [`send_fd`]/[`recv_fd`]: the tap and its fd's way
+//!   out of the sandbox.
+//! - [`egress_steps`]: the steps a sandbox's child runs to make the inside
+//!   of an egress namespace (the ruleset, the tap, its configuration, the
+//!   tap's fd passed out), for `sandbox-child`'s executor; the run and
+//!   [`EgressNamespace::create_rootless`] both use them.
 //! - [`Requests`] and [`Rtnetlink`]: link, address and route configuration,
 //!   as direct calls or as prebuilt bytes a forked child sends with
 //!   [`send_prebuilt`].
@@ -34,7 +38,7 @@ mod rtnl;
 mod sys;
 mod tap;
 
-pub use egress::{EgressAddressing, EgressNamespace, tap_setup};
+pub use egress::{EgressAddressing, EgressNamespace, TAP_INDEX, egress_steps, tap_setup};
 pub use error::{Error, Result};
 pub use namespace::{
     current_network_namespace, enter_network_namespace, unshare_network_namespace,
@@ -47,6 +51,6 @@ pub use rtnl::{
     AddressState, Link, LinkChange, LinkState, Requests, RouteState, Rtnetlink, send_prebuilt,
 };
 pub use tap::{
-    FdPassBuffer, MAX_NAME_LEN, TapOptions, VNET_HDR_LEN, create_tap, enable_offloads,
-    has_vnet_hdr, recv_fd, send_fd,
+    MAX_NAME_LEN, TapOptions, VNET_HDR_LEN, create_tap, enable_offloads, has_vnet_hdr, recv_fd,
+    send_fd,
 };

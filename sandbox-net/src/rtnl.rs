@@ -313,7 +313,7 @@ fn family(addr: IpAddr) -> AddressFamily {
 /// `(index, errno)`: the 0-based index of the first refused request (or
 /// `u32::MAX` if sending or receiving failed) and its errno.
 pub fn send_prebuilt(fd: BorrowedFd<'_>, bytes: &[u8], count: u32) -> Result<(), (u32, i32)> {
-    sys::send_and_check_acks(fd.as_raw_fd(), bytes, count)
+    sandbox_child::net::send_each_and_check_acks(fd, bytes, count)
 }
 
 /// One link, as the kernel lists it.

@@ -134,8 +134,8 @@ pub fn send_fd(socket: impl AsFd, fd: impl AsFd) -> Result<()> {
     Ok(())
 }
 
-/// Receives one fd sent by [`send_fd`] (or by a child with
-/// [`FdPassBuffer`]); it comes `O_CLOEXEC`.
+/// Receives one fd sent by [`send_fd`] (or by a sandbox's child); it comes
+/// `O_CLOEXEC`.
 ///
 /// # Errors
 ///
@@ -164,38 +164,4 @@ pub fn recv_fd(socket: impl AsFd) -> Result<OwnedFd> {
         request: "recvmsg(SCM_RIGHTS)".into(),
         detail: "no fd in the message".into(),
     })
-}
-
-/// A prebuilt `SCM_RIGHTS` control buffer for a forked child: it fills in
-/// the fd number and calls `sendmsg` with no allocation
-/// ([`FdPassBuffer::send_raw`]).
-#[derive(Debug, Clone)]
-pub struct FdPassBuffer {
-    control: Vec<u8>,
-}
-
-impl Default for FdPassBuffer {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl FdPassBuffer {
-    /// A buffer for one fd.
-    pub fn new() -> Self {
-        Self {
-            control: sys::scm_rights_template(),
-        }
-    }
-
-    /// The control buffer's bytes (for a plan built before a fork).
-    pub(crate) fn into_bytes(self) -> Vec<u8> {
-        self.control
-    }
-
-    /// Sends raw fd `fd` over raw socket `socket`: for a child process that
-    /// must not allocate. Returns the errno on failure.
-    pub fn send_raw(&mut self, socket: i32, fd: i32) -> Result<(), i32> {
-        sys::send_fd_raw(socket, fd, &mut self.control)
-    }
 }

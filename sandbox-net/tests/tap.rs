@@ -1,9 +1,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 //! Tap creation and fd passing, in a throwaway network namespace.
 
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 
-use sandbox_net::{FdPassBuffer, Rtnetlink, TapOptions, create_tap, recv_fd, send_fd};
+use sandbox_net::{Rtnetlink, TapOptions, create_tap, recv_fd, send_fd};
 
 /// Fails the test where it is not root: a root-only test is
 /// `#[ignore = "needs root"]`, and run with `--include-ignored` as root.
@@ -46,9 +46,8 @@ fn a_tap_is_made_and_its_fd_passed() {
         assert_ne!(received.as_raw_fd(), tap.as_raw_fd());
         assert_eq!(tun_name(&received), "tap0", "the same tap queue");
 
-        // The child-side sender: a prebuilt control buffer, raw fds.
-        let mut buffer = FdPassBuffer::new();
-        buffer.send_raw(a.as_raw_fd(), tap.as_raw_fd()).unwrap();
+        // The child-side sender (sandbox-child's, stack buffers only).
+        sandbox_child::net::send_fd(a.as_fd(), tap.as_fd()).unwrap();
         assert_eq!(tun_name(&recv_fd(&b).unwrap()), "tap0");
 
         // Errors name what failed.

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use sandbox_policy::{FsMode, Limit, Policy};
 
 use crate::error::{Error, Result};
-use crate::sys::child::Step;
+use sandbox_child::Step;
 
 use super::{CommandSpec, cstring, path_cstring};
 

@@ -1,11 +1,11 @@
 //! The allowlisted network's steps.
 
-use std::ffi::c_int;
+use std::os::fd::BorrowedFd;
 
 use sandbox_policy::Policy;
 
 use crate::error::{Error, Result};
-use crate::sys::child::Step;
+use sandbox_child::Step;
 
 use super::{Builder, cstring};
 
@@ -16,60 +16,27 @@ pub(super) fn egress_steps(
     policy: &Policy,
     mtu: u32,
     gid: u32,
-    socket: c_int,
+    socket: Option<BorrowedFd<'_>>,
 ) -> Result<()> {
-    use sandbox_net::{EgressAddressing, FdPassBuffer, Gateway, Ruleset, tap_setup};
-    let prepare = |what: &str| {
-        let what = what.to_string();
-        move |e: sandbox_net::Error| Error::Prepare {
-            what,
-            source: std::io::Error::other(e.to_string()),
-        }
-    };
-    const TAP_INDEX: u32 = 2;
-    let addressing = EgressAddressing {
+    let addressing = sandbox_net::EgressAddressing {
         mtu,
-        ..EgressAddressing::default()
+        ..sandbox_net::EgressAddressing::default()
     };
-    let batch = Ruleset::from_network(&policy.network, &Gateway::default())
-        .batch()
-        .map_err(prepare("build the nftables batch"))?;
-    b.push(
-        Step::NftBatch {
-            bytes: batch.as_bytes().to_vec(),
-            acks: batch.acks(),
-        },
-        "install the egress ruleset (nftables)",
-    );
     let tap = b.register();
-    b.push(
-        Step::CreateTap {
-            name: cstring("interface name", addressing.name.as_bytes())?,
-            index: TAP_INDEX as c_int,
-            out: tap,
-        },
-        format!("create {} (/dev/net/tun, TUNSETIFF)", addressing.name),
-    );
-    let setup = tap_setup(&addressing, TAP_INDEX).map_err(prepare("build the tap's requests"))?;
-    b.push(
-        Step::Netlink {
-            bytes: setup.as_bytes().to_vec(),
-            count: setup.len() as u32,
-        },
-        format!(
-            "configure {} (MTU {}, queue, addresses, up, routes)",
-            addressing.name, addressing.mtu
-        ),
-    );
-    b.push(
-        Step::SendFd {
-            socket,
-            reg: tap,
-            buffer: std::cell::RefCell::new(FdPassBuffer::new()),
-        },
-        "pass the tap fd to the parent",
-    );
-    b.push(Step::Close(tap), "close the tap");
+    let socket = socket.ok_or_else(|| Error::Prepare {
+        what: "the egress socket pair".into(),
+        source: std::io::Error::from(std::io::ErrorKind::NotFound),
+    })?;
+    let steps =
+        sandbox_net::egress_steps(&policy.network, &addressing, socket, tap).map_err(|e| {
+            Error::Prepare {
+                what: "build the egress namespace's steps".into(),
+                source: std::io::Error::other(e),
+            }
+        })?;
+    for (step, description) in steps {
+        b.push(step, description);
+    }
     // ICMP echo through ping sockets, for the sandbox's group only (the
     // namespace's default lets no group open one).
     b.push(

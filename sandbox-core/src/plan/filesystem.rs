@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use sandbox_policy::{FsMode, Policy};
 
 use crate::error::{Error, Result};
-use crate::sys::child::{
+use sandbox_child::{
     MOUNT_ATTR_NODEV, MOUNT_ATTR_NOEXEC, MOUNT_ATTR_NOSUID, MOUNT_ATTR_RDONLY, Reg, Step,
     TargetKind,
 };

@@ -6,6 +6,7 @@
 //! Landlock), `egress.rs` the allowlisted network.
 
 use std::ffi::{CString, OsString, c_int};
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
@@ -15,7 +16,7 @@ use sandbox_policy::{Policy, SeccompMode};
 use crate::decide::Decisions;
 use crate::error::{Error, Result};
 use crate::seccomp::SeccompProgram;
-use crate::sys::child::{CStringArray, ChildPlan, Reg, Step, TargetKind};
+use sandbox_child::{CStringArray, ChildPlan, NO_FD, Reg, Step, TargetKind};
 
 mod command;
 mod egress;
@@ -28,15 +29,15 @@ use filesystem::filesystem_steps;
 
 /// The fds the parent made for the child.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct PlanFds {
+pub(crate) struct PlanFds<'a> {
     pub(crate) sync_read: c_int,
     pub(crate) setup_write: c_int,
     pub(crate) status_write: c_int,
     /// The command's stdin, stdout, stderr (`NO_FD`: inherit the caller's).
     pub(crate) stdio: [c_int; 3],
-    /// The child's end of the socket the tap fd goes out on (`NO_FD`
-    /// without allowlisted egress).
-    pub(crate) egress_socket: c_int,
+    /// The child's end of the socket the tap fd goes out on (none without
+    /// allowlisted egress).
+    pub(crate) egress_socket: Option<BorrowedFd<'a>>,
 }
 
 /// What to run, as the command builder collected it.
@@ -215,7 +216,7 @@ pub(crate) fn build(
     decisions: &Decisions,
     seccomp: Option<&Arc<SeccompProgram>>,
     spec: &CommandSpec,
-    fds: PlanFds,
+    fds: PlanFds<'_>,
     identity: RunIdentity,
 ) -> Result<Plan> {
     let RunIdentity { euid, egid, run_id } = identity;
@@ -224,7 +225,7 @@ pub(crate) fn build(
         fds.sync_read,
         fds.setup_write,
         fds.status_write,
-        fds.egress_socket,
+        fds.egress_socket.map_or(NO_FD, |s| s.as_raw_fd()),
     ]
     .into_iter()
     .chain(fds.stdio)
@@ -377,7 +378,7 @@ pub(crate) fn build(
         b.push(
             Step::Seccomp {
                 filters: program.raw_filters(),
-                _owner: Arc::clone(program),
+                _owner: Arc::clone(program) as Arc<dyn std::any::Any + Send + Sync>,
             },
             "install the seccomp filter",
         );

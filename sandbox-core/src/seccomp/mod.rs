@@ -369,10 +369,10 @@ impl SeccompProgram {
     }
 
     /// The programs as the kernel's `sock_fprog` parts, for the child.
-    pub(crate) fn raw_filters(&self) -> Vec<crate::sys::child::RawFilter> {
+    pub(crate) fn raw_filters(&self) -> Vec<sandbox_child::RawFilter> {
         self.programs
             .iter()
-            .map(|p| crate::sys::child::RawFilter {
+            .map(|p| sandbox_child::RawFilter {
                 instructions: p.as_ptr().cast(),
                 len: u16::try_from(p.len()).unwrap_or(u16::MAX),
             })

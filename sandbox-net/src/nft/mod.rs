@@ -4,7 +4,7 @@
 
 use std::ffi::CString;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 
 use nftnl::expr::{Bitwise, Cmp, CmpOp, Conntrack, Meta, Payload};
 use nftnl::{
@@ -473,7 +473,7 @@ impl NftBatch {
     pub fn send(&self) -> Result<()> {
         let socket = sys::netlink_socket(libc::NETLINK_NETFILTER)
             .map_err(Error::os("socket(NETLINK_NETFILTER)"))?;
-        send_nft_batch(socket.as_raw_fd(), &self.bytes, self.acks).map_err(|(seq, errno)| {
+        send_nft_batch(socket.as_fd(), &self.bytes, self.acks).map_err(|(seq, errno)| {
             Error::Netlink {
                 request: format!("nftables batch (message {seq})"),
                 source: std::io::Error::from_raw_os_error(errno),
@@ -492,14 +492,14 @@ impl NftBatch {
 }
 
 /// Sends an nf_tables batch (all of it in one `send`, as nfnetlink needs)
-/// on raw socket `fd` and waits for `acks` ACKs. No allocation: usable in a
-/// forked child.
+/// on `socket` and waits for `acks` ACKs. No allocation: the same sender a
+/// sandbox's child runs (`sandbox-child`).
 ///
 /// # Errors
 ///
 /// `(sequence, errno)` of the first error the kernel answered.
-pub fn send_nft_batch(fd: i32, bytes: &[u8], acks: u32) -> Result<(), (u32, i32)> {
-    sys::send_batch_and_check_acks(fd, bytes, acks)
+pub fn send_nft_batch(socket: BorrowedFd<'_>, bytes: &[u8], acks: u32) -> Result<(), (u32, i32)> {
+    sandbox_child::net::send_batch_and_check_acks(socket, bytes, acks)
 }
 
 /// What the kernel holds in table `inet sandbox`, rendered by libnftnl.

@@ -1,15 +1,11 @@
-//! The raw syscalls and FFI this crate makes. The only module allowed to
-//! use `unsafe`; the netlink sender and the fd-passing sender allocate
-//! nothing, so a child forked from a multithreaded process may call them.
+//! The raw syscalls and FFI this crate makes in the parent (tun ioctls,
+//! libnftnl's parsers). The only module allowed to use `unsafe`; what a
+//! child runs (the netlink senders, fd passing) is `sandbox-child`'s.
 #![allow(unsafe_code)]
 
 mod nft;
-mod rootless;
 
-pub(crate) use nft::{
-    DumpKind, count_ack_requests, nft_dump, render_rules, send_batch_and_check_acks,
-};
-pub(crate) use rootless::{ROOTLESS_STEPS, RootlessPlan, reap, spawn_rootless};
+pub(crate) use nft::{DumpKind, count_ack_requests, nft_dump, render_rules};
 
 use std::os::fd::{BorrowedFd, FromRawFd, OwnedFd};
 
@@ -113,120 +109,6 @@ pub(crate) fn netlink_socket(protocol: libc::c_int) -> Result<OwnedFd, Errno> {
         Some(std::time::Duration::from_secs(5)),
     )?;
     Ok(fd)
-}
-
-/// The first `NLMSG_ERROR` of a reply: `(sequence, errno)` (errno 0: an
-/// ACK), or `None`.
-pub(crate) fn first_error(reply: &[u8]) -> Option<(u32, i32)> {
-    let mut offset = 0;
-    while offset + 20 <= reply.len() {
-        let word = |at: usize| [reply[at], reply[at + 1], reply[at + 2], reply[at + 3]];
-        let len = u32::from_ne_bytes(word(offset)) as usize;
-        let kind = u16::from_ne_bytes([reply[offset + 4], reply[offset + 5]]);
-        let seq = u32::from_ne_bytes(word(offset + 8));
-        if kind == libc::NLMSG_ERROR as u16 {
-            return Some((seq, -i32::from_ne_bytes(word(offset + 16))));
-        }
-        if len < 16 {
-            return None;
-        }
-        offset += (len + 3) & !3;
-    }
-    None
-}
-
-/// Sends the `count` netlink messages in `bytes` one at a time on `fd`,
-/// waiting for each one's ACK, and stops at the first refusal:
-/// `Err((index, errno))` (`index` `u32::MAX` when the socket itself
-/// failed). Stack buffers only.
-pub(crate) fn send_and_check_acks(fd: i32, bytes: &[u8], count: u32) -> Result<(), (u32, i32)> {
-    let mut offset = 0usize;
-    let mut index = 0u32;
-    let mut reply = [0u8; 8192];
-    while index < count && offset + 16 <= bytes.len() {
-        let len = u32::from_ne_bytes([
-            bytes[offset],
-            bytes[offset + 1],
-            bytes[offset + 2],
-            bytes[offset + 3],
-        ]) as usize;
-        if len < 16 || offset + len > bytes.len() {
-            return Err((index, libc::EINVAL));
-        }
-        let message = &bytes[offset..offset + len];
-        // SAFETY: send(2) of a live slice on the caller's socket.
-        let sent = unsafe { libc::send(fd, message.as_ptr().cast(), message.len(), 0) };
-        if sent != message.len() as isize {
-            return Err((u32::MAX, errno()));
-        }
-        loop {
-            // SAFETY: recv(2) into a live stack buffer.
-            let n = unsafe { libc::recv(fd, reply.as_mut_ptr().cast(), reply.len(), 0) };
-            if n < 0 {
-                if errno() == libc::EINTR {
-                    continue;
-                }
-                return Err((u32::MAX, errno()));
-            }
-            match first_error(&reply[..n as usize]) {
-                Some((_, 0)) => break,
-                Some((_, e)) => return Err((index, e)),
-                None if n == 0 => return Err((u32::MAX, libc::EPROTO)),
-                None => {}
-            }
-        }
-        offset += (len + 3) & !3;
-        index += 1;
-    }
-    Ok(())
-}
-
-/// A `cmsghdr` for one `SCM_RIGHTS` fd, fd slot zeroed.
-pub(crate) fn scm_rights_template() -> Vec<u8> {
-    // SAFETY: CMSG_SPACE and CMSG_LEN are pure arithmetic.
-    let (space, len) = unsafe {
-        (
-            libc::CMSG_SPACE(std::mem::size_of::<i32>() as u32) as usize,
-            libc::CMSG_LEN(std::mem::size_of::<i32>() as u32) as usize,
-        )
-    };
-    let mut control = vec![0u8; space];
-    let header = libc::cmsghdr {
-        cmsg_len: len as _,
-        cmsg_level: libc::SOL_SOCKET,
-        cmsg_type: libc::SCM_RIGHTS,
-    };
-    // SAFETY: the buffer holds at least one cmsghdr (CMSG_SPACE ≥ its size);
-    // write_unaligned copes with the Vec's alignment.
-    unsafe {
-        std::ptr::write_unaligned(control.as_mut_ptr().cast::<libc::cmsghdr>(), header);
-    }
-    control
-}
-
-/// `sendmsg(socket, 1 byte, SCM_RIGHTS [fd])` using a prebuilt control
-/// buffer: the fd is written into it in place. No allocation.
-pub(crate) fn send_fd_raw(socket: i32, fd: i32, control: &mut [u8]) -> Result<(), i32> {
-    let data_offset = std::mem::size_of::<libc::cmsghdr>();
-    if control.len() < data_offset + 4 {
-        return Err(libc::EINVAL);
-    }
-    control[data_offset..data_offset + 4].copy_from_slice(&fd.to_ne_bytes());
-    let mut byte = [0u8; 1];
-    let mut iov = libc::iovec {
-        iov_base: byte.as_mut_ptr().cast(),
-        iov_len: 1,
-    };
-    // SAFETY: msghdr is plain data; zero is a valid value.
-    let mut message: libc::msghdr = unsafe { std::mem::zeroed() };
-    message.msg_iov = &mut iov;
-    message.msg_iovlen = 1;
-    message.msg_control = control.as_mut_ptr().cast();
-    message.msg_controllen = control.len() as _;
-    // SAFETY: sendmsg(2) with an iovec and a control buffer that live for
-    // the call.
-    let ret = unsafe { libc::sendmsg(socket, &message, 0) };
-    if ret < 0 { Err(errno()) } else { Ok(()) }
 }
 
 /// `unshare(CLONE_NEWNET)` for the calling thread only.

@@ -1,7 +1,9 @@
 //! nf_tables over netlink: the batch sender and dumps rendered by
 //! libnftnl.
 
-use super::{errno, first_error};
+use sandbox_child::net::first_error;
+
+use super::errno;
 
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
 const NFT_MSG_NEWCHAIN: u16 = 3;
@@ -35,58 +37,6 @@ pub(crate) fn count_ack_requests(bytes: &[u8]) -> u32 {
     messages(bytes)
         .filter(|(_, flags, _, _)| flags & libc::NLM_F_ACK as u16 != 0)
         .count() as u32
-}
-
-/// Sends a whole nfnetlink batch with one `send` and waits for `acks`
-/// ACKs; the first error ends it: `Err((sequence, errno))`. Stack buffers
-/// only.
-pub(crate) fn send_batch_and_check_acks(
-    fd: i32,
-    bytes: &[u8],
-    acks: u32,
-) -> Result<(), (u32, i32)> {
-    // SAFETY: send(2) of a live slice on the caller's socket.
-    let sent = unsafe { libc::send(fd, bytes.as_ptr().cast(), bytes.len(), 0) };
-    if sent != bytes.len() as isize {
-        return Err((0, errno()));
-    }
-    let mut reply = [0u8; 8192];
-    let mut received = 0;
-    while received < acks {
-        // SAFETY: recv(2) into a live stack buffer.
-        let n = unsafe { libc::recv(fd, reply.as_mut_ptr().cast(), reply.len(), 0) };
-        if n < 0 {
-            if errno() == libc::EINTR {
-                continue;
-            }
-            return Err((0, errno()));
-        }
-        if n == 0 {
-            return Err((0, libc::EPROTO));
-        }
-        let mut offset = 0usize;
-        while let Some((seq, error)) = first_error(&reply[offset..n as usize]) {
-            if error != 0 {
-                return Err((seq, error));
-            }
-            received += 1;
-            // Move past this message (first_error found the first one).
-            let len = u32::from_ne_bytes([
-                reply[offset],
-                reply[offset + 1],
-                reply[offset + 2],
-                reply[offset + 3],
-            ]) as usize;
-            if len < 16 {
-                break;
-            }
-            offset += (len + 3) & !3;
-            if offset >= n as usize {
-                break;
-            }
-        }
-    }
-    Ok(())
 }
 
 /// What to dump from table `inet <table>`.

@@ -5,8 +5,9 @@
 use std::cell::Cell;
 use std::ffi::{CString, c_char, c_int};
 
-use super::child::{NO_FD, Step, TargetKind, errno};
-use super::steps::{check, close_reg, reg, set_reg};
+use crate::errno;
+use crate::exec::{check, close_reg, reg, set_reg};
+use crate::step::{NO_FD, Step, TargetKind};
 
 /// `openat2(dir, name, flags, RESOLVE_BENEATH | NO_SYMLINKS | NO_MAGICLINKS)`.
 fn openat2_beneath(dir: c_int, name: &CString, flags: c_int) -> Result<c_int, c_int> {
@@ -49,13 +50,13 @@ const FSCONFIG_SET_STRING: libc::c_uint = 1;
 const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
 const FSMOUNT_CLOEXEC: libc::c_uint = 1;
 /// `MOUNT_ATTR_RDONLY`.
-pub(crate) const MOUNT_ATTR_RDONLY: u64 = 0x1;
+pub const MOUNT_ATTR_RDONLY: u64 = 0x1;
 /// `MOUNT_ATTR_NOSUID`.
-pub(crate) const MOUNT_ATTR_NOSUID: u64 = 0x2;
+pub const MOUNT_ATTR_NOSUID: u64 = 0x2;
 /// `MOUNT_ATTR_NODEV`.
-pub(crate) const MOUNT_ATTR_NODEV: u64 = 0x4;
+pub const MOUNT_ATTR_NODEV: u64 = 0x4;
 /// `MOUNT_ATTR_NOEXEC`.
-pub(crate) const MOUNT_ATTR_NOEXEC: u64 = 0x8;
+pub const MOUNT_ATTR_NOEXEC: u64 = 0x8;
 
 #[repr(C)]
 struct MountAttr {
@@ -87,7 +88,7 @@ fn mount_setattr(dir: c_int, path: &std::ffi::CStr, flags: libc::c_uint, set: u6
 }
 
 /// Runs one mount step (the caller dispatches only those here).
-pub(super) fn mount_step(step: &Step, registers: &[Cell<c_int>]) -> Result<(), c_int> {
+pub(crate) fn mount_step(step: &Step, registers: &[Cell<c_int>]) -> Result<(), c_int> {
     // SAFETY (for the whole match): every call is a thin syscall wrapper
     // given NUL-terminated strings and buffers the plan owns, or live
     // locals; fds come from the registers this plan filled.

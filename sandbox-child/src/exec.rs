@@ -4,8 +4,9 @@
 use std::cell::Cell;
 use std::ffi::{c_char, c_int};
 
-use super::child::{NO_FD, Reg, Step, errno};
-use super::mounts::mount_step;
+use crate::errno;
+use crate::mounts::mount_step;
+use crate::step::{NO_FD, Reg, Step};
 
 #[repr(C, packed)]
 struct LandlockPathBeneath {
@@ -14,22 +15,22 @@ struct LandlockPathBeneath {
 }
 
 /// Checks a syscall's return value.
-pub(super) fn check(ret: impl Into<i64>) -> Result<i64, c_int> {
+pub(crate) fn check(ret: impl Into<i64>) -> Result<i64, c_int> {
     let ret = ret.into();
     if ret < 0 { Err(errno()) } else { Ok(ret) }
 }
 
-pub(super) fn reg(registers: &[Cell<c_int>], r: Reg) -> c_int {
+pub(crate) fn reg(registers: &[Cell<c_int>], r: Reg) -> c_int {
     registers.get(r).map_or(NO_FD, Cell::get)
 }
 
-pub(super) fn set_reg(registers: &[Cell<c_int>], r: Reg, fd: i64) {
+pub(crate) fn set_reg(registers: &[Cell<c_int>], r: Reg, fd: i64) {
     if let Some(cell) = registers.get(r) {
         cell.set(fd as c_int);
     }
 }
 
-pub(super) fn close_reg(registers: &[Cell<c_int>], r: Reg) {
+pub(crate) fn close_reg(registers: &[Cell<c_int>], r: Reg) {
     let fd = reg(registers, r);
     if fd >= 0 {
         // SAFETY: close(2) of an fd this plan opened.
@@ -39,7 +40,7 @@ pub(super) fn close_reg(registers: &[Cell<c_int>], r: Reg) {
 }
 
 #[allow(clippy::too_many_lines)]
-pub(super) fn run_step(step: &Step, registers: &[Cell<c_int>]) -> Result<(), c_int> {
+pub(crate) fn run_step(step: &Step, registers: &[Cell<c_int>]) -> Result<(), c_int> {
     // SAFETY (for the whole match): every call is a thin syscall wrapper
     // given NUL-terminated strings and buffers the plan owns, or live
     // locals; fds come from the registers this plan filled.
@@ -85,6 +86,27 @@ pub(super) fn run_step(step: &Step, registers: &[Cell<c_int>]) -> Result<(), c_i
             }
             Step::UnshareCgroup => {
                 check(libc::unshare(libc::CLONE_NEWCGROUP))?;
+            }
+            Step::Unshare(flags) => {
+                check(libc::unshare(*flags))?;
+            }
+            Step::Mount {
+                source,
+                target,
+                fstype,
+                flags,
+            } => {
+                check(libc::mount(
+                    source.as_ptr(),
+                    target.as_ptr(),
+                    fstype.as_ref().map_or(std::ptr::null(), |f| f.as_ptr()),
+                    *flags as libc::c_ulong,
+                    std::ptr::null(),
+                ))?;
+            }
+            Step::OpenFile { path, flags, out } => {
+                let fd = check(libc::open(path.as_ptr(), *flags | libc::O_CLOEXEC))?;
+                set_reg(registers, *out, fd);
             }
             Step::MakeMountsPrivate => {
                 check(libc::mount(
@@ -150,7 +172,11 @@ pub(super) fn run_step(step: &Step, registers: &[Cell<c_int>]) -> Result<(), c_i
                     libc::SOCK_RAW | libc::SOCK_CLOEXEC,
                     libc::NETLINK_NETFILTER,
                 ))? as c_int;
-                let sent = sandbox_net::send_nft_batch(fd, bytes, *acks);
+                let sent = crate::net::send_batch_and_check_acks(
+                    std::os::fd::BorrowedFd::borrow_raw(fd),
+                    bytes,
+                    *acks,
+                );
                 libc::close(fd);
                 sent.map_err(|(_, e)| e)?;
             }
@@ -203,7 +229,7 @@ pub(super) fn run_step(step: &Step, registers: &[Cell<c_int>]) -> Result<(), c_i
                     libc::SOCK_RAW | libc::SOCK_CLOEXEC,
                     libc::NETLINK_ROUTE,
                 ))? as c_int;
-                let sent = sandbox_net::send_prebuilt(
+                let sent = crate::net::send_each_and_check_acks(
                     std::os::fd::BorrowedFd::borrow_raw(fd),
                     bytes,
                     *count,
@@ -211,14 +237,8 @@ pub(super) fn run_step(step: &Step, registers: &[Cell<c_int>]) -> Result<(), c_i
                 libc::close(fd);
                 sent.map_err(|(_, e)| e)?;
             }
-            Step::SendFd {
-                socket,
-                reg: r,
-                buffer,
-            } => {
-                let fd = reg(registers, *r);
-                let mut buffer = buffer.try_borrow_mut().map_err(|_| libc::EBUSY)?;
-                buffer.send_raw(*socket, fd)?;
+            Step::SendFd { socket, reg: r } => {
+                crate::net::send_fd_raw(*socket, reg(registers, *r))?;
             }
             Step::DropBoundingAndAmbient => {
                 for cap in 0..64 {

@@ -1,0 +1,43 @@
+//! The child runtime of `sandbox-core` and `sandbox-net` (internal: no
+//! stable API). One step language ([`Step`]), one executor, one record
+//! format, used by the sandbox's PID 1 and command process
+//! ([`spawn_init`]), by the host probe's trial child and by the rootless
+//! egress namespace ([`Trial`]).
+//!
+//! The parent prepares everything: strings, buffers, the number of fd
+//! registers. The child is cloned from a possibly multithreaded process
+//! (a raw `clone(2)`, no glibc fork handlers), where any lock another
+//! thread held stays held for ever, so it only reads the plan and makes
+//! raw syscalls: no allocation, no locks. The first failing step is
+//! reported to the parent as a 12-byte record `(kind, index, errno)` on a
+//! close-on-exec pipe.
+#![allow(unsafe_code)] // this crate is the raw syscalls; each block says why it is sound
+
+mod exec;
+mod mounts;
+pub mod net;
+mod record;
+mod spawn;
+mod step;
+mod trial;
+
+pub use record::{RECORD_COMMAND_STATUS, RECORD_LEN, RECORD_STEP_FAILED, decode_record};
+pub use spawn::spawn_init;
+pub use step::{
+    CStringArray, ChildPlan, MOUNT_ATTR_NODEV, MOUNT_ATTR_NOEXEC, MOUNT_ATTR_NOSUID,
+    MOUNT_ATTR_RDONLY, NO_FD, RawFilter, Reg, Step, TargetKind,
+};
+pub use trial::{StepFailure, Trial};
+
+use rustix::io::Errno;
+
+/// The calling thread's errno.
+pub(crate) fn errno() -> std::ffi::c_int {
+    // SAFETY: reading the calling thread's errno is async-signal-safe.
+    unsafe { *libc::__errno_location() }
+}
+
+/// The calling thread's errno, as rustix's type.
+pub(crate) fn last_errno() -> Errno {
+    Errno::from_raw_os_error(errno())
+}

@@ -16,11 +16,13 @@
 mod exec;
 mod mounts;
 pub mod net;
+mod progress;
 mod record;
 mod spawn;
 mod step;
 mod trial;
 
+pub use progress::{Progress, Setup, read_record_within};
 pub use record::{RECORD_COMMAND_STATUS, RECORD_LEN, RECORD_STEP_FAILED, decode_record};
 pub use spawn::spawn_init;
 pub use step::{

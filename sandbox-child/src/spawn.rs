@@ -9,6 +9,7 @@ use std::os::fd::{FromRawFd, OwnedFd};
 use rustix::io::Errno;
 
 use crate::exec::run_step;
+use crate::progress::Progress;
 use crate::record::{RECORD_COMMAND_STATUS, RECORD_STEP_FAILED, write_record};
 use crate::step::{ChildPlan, NO_FD};
 use crate::{errno, last_errno};
@@ -135,8 +136,9 @@ pub fn spawn_init(
     namespaces: c_int,
     plan: &ChildPlan,
     owner: Option<u32>,
-) -> Result<(i32, OwnedFd), Errno> {
+) -> Result<(i32, OwnedFd, Progress), Errno> {
     let registers: Vec<Cell<c_int>> = (0..plan.registers).map(|_| Cell::new(NO_FD)).collect();
+    let progress = Progress::new()?;
     let mut pidfd: c_int = -1;
     let flags = (namespaces as u32 as u64) | libc::CLONE_PIDFD as u64 | libc::SIGCHLD as u64;
     let guard = owner.map(ThreadOwner::become_owner).transpose()?;
@@ -146,7 +148,7 @@ pub fn spawn_init(
         // The child: its credentials are a copy; the user namespace it is
         // in reset its securebits and gave it every capability there.
         std::mem::forget(guard);
-        init_main(plan, &registers);
+        init_main(plan, &registers, &progress);
     }
     drop(guard);
     if let Some(errno) = clone_error {
@@ -154,16 +156,32 @@ pub fn spawn_init(
     }
     // SAFETY: CLONE_PIDFD stored a new pidfd, owned by nobody else.
     let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
-    Ok((pid as i32, pidfd))
+    Ok((pid as i32, pidfd, progress))
 }
 
-fn init_main(plan: &ChildPlan, registers: &[Cell<c_int>]) -> ! {
-    for (index, step) in plan.init_steps.iter().enumerate() {
+/// Runs `steps`, numbered from `base`, each marked in `progress` before it
+/// runs; at the first failure, writes its record on `report` and exits
+/// with `code`. Nothing here allocates.
+pub(crate) fn run_steps_or_exit(
+    steps: &[crate::step::Step],
+    base: usize,
+    registers: &[Cell<c_int>],
+    progress: &Progress,
+    report: c_int,
+    code: c_int,
+) {
+    for (offset, step) in steps.iter().enumerate() {
+        let index = base + offset;
+        progress.mark(index);
         if let Err(e) = run_step(step, registers) {
-            write_record(plan.setup_fd, RECORD_STEP_FAILED, index as u32, e);
-            exit(126);
+            write_record(report, RECORD_STEP_FAILED, index as u32, e);
+            exit(code);
         }
     }
+}
+
+fn init_main(plan: &ChildPlan, registers: &[Cell<c_int>], progress: &Progress) -> ! {
+    run_steps_or_exit(&plan.init_steps, 0, registers, progress, plan.setup_fd, 126);
     let command = raw_clone(libc::SIGCHLD as u64, std::ptr::null_mut());
     if command < 0 {
         let index = plan.init_steps.len() + plan.command_steps.len();
@@ -172,12 +190,14 @@ fn init_main(plan: &ChildPlan, registers: &[Cell<c_int>]) -> ! {
     }
     if command == 0 {
         let base = plan.init_steps.len();
-        for (index, step) in plan.command_steps.iter().enumerate() {
-            if let Err(e) = run_step(step, registers) {
-                write_record(plan.setup_fd, RECORD_STEP_FAILED, (base + index) as u32, e);
-                exit(127);
-            }
-        }
+        run_steps_or_exit(
+            &plan.command_steps,
+            base,
+            registers,
+            progress,
+            plan.setup_fd,
+            127,
+        );
         exit(127);
     }
     // PID 1 from here: keep only the status pipe, and reap until the

@@ -8,9 +8,11 @@ use std::os::fd::{AsRawFd, OwnedFd};
 
 use rustix::io::Errno;
 
-use crate::exec::run_step;
-use crate::record::{RECORD_LEN, RECORD_STEP_FAILED, decode_record, write_record};
-use crate::spawn::{exit, raw_clone};
+use std::time::Duration;
+
+use crate::progress::{Progress, Setup, read_record_within};
+use crate::record::RECORD_STEP_FAILED;
+use crate::spawn::{exit, raw_clone, run_steps_or_exit};
 use crate::step::{NO_FD, Step};
 
 /// Why a trial failed: the index of the failing step and its errno.
@@ -39,6 +41,8 @@ impl StepFailure {
 pub struct Trial {
     pid: libc::pid_t,
     read_end: OwnedFd,
+    progress: Progress,
+    reaped: bool,
 }
 
 impl Trial {
@@ -58,25 +62,22 @@ impl Trial {
         let (read_end, write_end) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
             .map_err(StepFailure::of_child)?;
         let cells: Vec<Cell<c_int>> = (0..registers).map(|_| Cell::new(NO_FD)).collect();
+        let progress = Progress::new().map_err(StepFailure::of_child)?;
         let flags = (clone_flags as u32 as u64) | libc::SIGCHLD as u64;
         let pid = raw_clone(flags, std::ptr::null_mut());
         if pid < 0 {
             return Err(StepFailure::of_child(crate::last_errno()));
         }
         if pid == 0 {
-            let report = write_end.as_raw_fd();
-            for (index, step) in steps.iter().enumerate() {
-                if let Err(errno) = run_step(step, &cells) {
-                    write_record(report, RECORD_STEP_FAILED, index as u32, errno);
-                    exit(1);
-                }
-            }
+            run_steps_or_exit(steps, 0, &cells, &progress, write_end.as_raw_fd(), 1);
             exit(0);
         }
         drop(write_end);
         Ok(Self {
             pid: pid as libc::pid_t,
             read_end,
+            progress,
+            reaped: false,
         })
     }
 
@@ -85,36 +86,74 @@ impl Trial {
         self.pid
     }
 
-    /// Waits for the child; its first failing step, if any.
+    /// Waits for the child; its first failing step, if any. A child that
+    /// has not finished within `timeout` is killed and reported as failing
+    /// with `ETIMEDOUT` at the step it was in.
     ///
     /// # Errors
     ///
     /// The failing step and its errno; `step` `usize::MAX` if the child
     /// died without a report or could not be waited for.
+    pub fn finish_within(mut self, timeout: Duration) -> Result<(), StepFailure> {
+        // The pipe closes when the child exits (or reports and exits).
+        let read = read_record_within(&self.read_end, timeout);
+        if matches!(read, Ok(Setup::TimedOut)) {
+            let step = self.progress.current().unwrap_or(usize::MAX);
+            self.kill_and_reap();
+            return Err(StepFailure {
+                step,
+                errno: Errno::TIMEDOUT,
+            });
+        }
+        let status = self.reap().map_err(StepFailure::of_child)?;
+        match read {
+            Ok(Setup::Record(RECORD_STEP_FAILED, index, errno)) => Err(StepFailure {
+                step: index as usize,
+                errno: Errno::from_raw_os_error(errno),
+            }),
+            Err(errno) => Err(StepFailure::of_child(errno)),
+            _ if libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0 => Ok(()),
+            _ => Err(StepFailure::of_child(Errno::CHILD)),
+        }
+    }
+
+    /// [`finish_within`](Trial::finish_within) with a minute's patience:
+    /// long enough for any working host (a trial takes milliseconds).
+    ///
+    /// # Errors
+    ///
+    /// As [`finish_within`](Trial::finish_within).
     pub fn finish(self) -> Result<(), StepFailure> {
+        self.finish_within(Duration::from_secs(60))
+    }
+
+    fn reap(&mut self) -> Result<c_int, Errno> {
         let mut status = 0;
-        // SAFETY: waitpid(2) on our own child, with a live local for the
-        // status.
+        // SAFETY: waitpid(2) on our own child, not reaped yet (so the pid
+        // is still ours), with a live local for the status.
         while unsafe { libc::waitpid(self.pid, &mut status, 0) } < 0 {
             let errno = crate::last_errno();
             if errno != Errno::INTR {
-                return Err(StepFailure::of_child(errno));
+                return Err(errno);
             }
         }
-        let mut record = [0u8; RECORD_LEN];
-        if rustix::io::read(&self.read_end, &mut record).unwrap_or(0) == RECORD_LEN {
-            let (kind, index, errno) = decode_record(&record);
-            if kind == RECORD_STEP_FAILED {
-                return Err(StepFailure {
-                    step: index as usize,
-                    errno: Errno::from_raw_os_error(errno),
-                });
-            }
-        }
-        if libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0 {
-            Ok(())
-        } else {
-            Err(StepFailure::of_child(Errno::CHILD))
+        self.reaped = true;
+        Ok(status)
+    }
+
+    fn kill_and_reap(&mut self) {
+        // SAFETY: kill(2) of our own child, not reaped yet.
+        unsafe { libc::kill(self.pid, libc::SIGKILL) };
+        let _ = self.reap();
+    }
+}
+
+impl Drop for Trial {
+    /// A trial dropped unfinished is killed and reaped: no zombie, no
+    /// stray child.
+    fn drop(&mut self) {
+        if !self.reaped {
+            self.kill_and_reap();
         }
     }
 }

@@ -97,3 +97,35 @@ fn the_child_sender_passes_a_working_fd() {
         .unwrap();
     assert_eq!(text, "through");
 }
+
+/// A child stuck in a step is killed at the deadline and named by that
+/// step (`ETIMEDOUT`); control: the same trial, unblocked, succeeds.
+#[test]
+fn a_stuck_trial_is_killed_and_names_its_step() {
+    use std::os::fd::AsRawFd;
+    use std::time::{Duration, Instant};
+    let (read_end, write_end) = rustix::pipe::pipe().unwrap();
+    let steps = [
+        write(c"/proc/self/comm", b"stuck-test"),
+        Step::WaitForParent(read_end.as_raw_fd()),
+        write(c"/proc/self/comm", b"after"),
+    ];
+    let started = Instant::now();
+    let trial = Trial::start(0, &steps, 0).unwrap();
+    let pid = trial.pid();
+    let failure = trial.finish_within(Duration::from_millis(300)).unwrap_err();
+    assert_eq!(
+        failure,
+        StepFailure {
+            step: 1,
+            errno: Errno::TIMEDOUT
+        }
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
+    // Killed and reaped: the pid is gone.
+    assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists());
+    // Control: with the byte written, the same steps finish.
+    let trial = Trial::start(0, &steps, 0).unwrap();
+    rustix::io::write(&write_end, &[1]).unwrap();
+    assert_eq!(trial.finish_within(Duration::from_secs(10)), Ok(()));
+}

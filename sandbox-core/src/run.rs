@@ -19,8 +19,14 @@ use crate::outcome::{EgressStats, ExitStatus, RunOutcome};
 use crate::plan::{self, CommandSpec, PlanFds};
 use crate::sandbox::{Inner, Stdio};
 use sandbox_child::{
-    NO_FD, RECORD_COMMAND_STATUS, RECORD_LEN, RECORD_STEP_FAILED, decode_record, spawn_init,
+    NO_FD, RECORD_COMMAND_STATUS, RECORD_LEN, RECORD_STEP_FAILED, Setup, decode_record, spawn_init,
 };
+
+/// How long the sandbox's setup (from the clone to the command's `execve`)
+/// may take before the sandbox is killed and the run fails naming the
+/// step it was stuck in. Setup takes milliseconds; this is for a child
+/// that would otherwise hang the caller for ever.
+pub(crate) const SETUP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// A sandbox whose command has started (its `execve` succeeded).
 #[derive(Debug)]
@@ -202,7 +208,7 @@ pub(crate) fn start(inner: &Inner, spec: &CommandSpec, stdio: StdioChoice) -> Re
         },
     )?;
     let started = Instant::now();
-    let (pid, pidfd) = spawn_init(plan.namespaces, &plan.child, plan.owner)
+    let (pid, pidfd, progress) = spawn_init(plan.namespaces, &plan.child, plan.owner)
         .map_err(Error::prepare_errno("clone the sandbox"))?;
     drop((sync_read, setup_write, status_write));
     drop((child_in, child_out, child_err));
@@ -243,21 +249,39 @@ pub(crate) fn start(inner: &Inner, spec: &CommandSpec, stdio: StdioChoice) -> Re
         // report explains more than our broken pipe.
         abandon(pid, &pidfd);
     }
-    // Setup failures arrive as a record; EOF means the command exec'd.
-    let record = read_record(&setup_read);
-    if parent_result.is_ok() && matches!(record, Ok(Some(_))) {
+    // Setup failures arrive as a record; EOF means the command exec'd. A
+    // child stuck in a step (a netlink reply that never comes, a hung
+    // FUSE lookup) is killed after SETUP_TIMEOUT and named by its step.
+    let record = sandbox_child::read_record_within(&setup_read, SETUP_TIMEOUT)
+        .map_err(Error::supervise("read the setup pipe"));
+    if parent_result.is_ok() && matches!(record, Ok(Setup::Record(..) | Setup::TimedOut)) {
         abandon(pid, &pidfd);
     }
+    let step_name = |index: usize| {
+        plan.descriptions
+            .get(index)
+            .cloned()
+            .unwrap_or_else(|| format!("step {index}"))
+    };
     match record {
-        Ok(Some((RECORD_STEP_FAILED, index, errno))) => {
-            let step = plan
-                .descriptions
-                .get(index as usize)
-                .cloned()
-                .unwrap_or_else(|| format!("step {index}"));
+        Ok(Setup::Record(RECORD_STEP_FAILED, index, errno)) => {
             return Err(Error::Setup {
-                step,
+                step: step_name(index as usize),
                 source: std::io::Error::from_raw_os_error(errno),
+            });
+        }
+        Ok(Setup::TimedOut) => {
+            return Err(Error::Setup {
+                step: progress
+                    .current()
+                    .map_or_else(|| "the clone".to_string(), step_name),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!(
+                        "still not done after {} s; the sandbox was killed",
+                        SETUP_TIMEOUT.as_secs()
+                    ),
+                ),
             });
         }
         Err(e) if parent_result.is_ok() => {
@@ -291,21 +315,6 @@ pub(crate) fn start(inner: &Inner, spec: &CommandSpec, stdio: StdioChoice) -> Re
         started,
         reaped: false,
     })
-}
-
-/// Reads one record from a pipe, or `None` at EOF.
-fn read_record(pipe: &OwnedFd) -> Result<Option<(u32, u32, i32)>> {
-    let mut record = [0u8; RECORD_LEN];
-    let mut filled = 0;
-    while filled < RECORD_LEN {
-        match rustix::io::read(pipe, &mut record[filled..]) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(Errno::INTR) => {}
-            Err(e) => return Err(Error::supervise("read the setup pipe")(e)),
-        }
-    }
-    Ok((filled == RECORD_LEN).then(|| decode_record(&record)))
 }
 
 /// One captured stream: the bytes kept, and whether some were dropped.

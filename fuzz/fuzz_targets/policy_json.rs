@@ -8,13 +8,13 @@ use sandbox_policy::Policy;
 
 fuzz_target!(|text: &str| {
     if let Ok(policy) = Policy::from_json_str(text) {
-        let json = policy.to_json_string();
+        let json = policy.to_json_string().unwrap();
         assert_eq!(
             Policy::from_json_str(&json).as_ref(),
             Ok(&policy),
             "JSON round trip of {text:?}:\n{json}"
         );
-        let toml = policy.to_toml_string();
+        let toml = policy.to_toml_string().unwrap();
         assert_eq!(
             Policy::from_toml_str(&toml).as_ref(),
             Ok(&policy),

@@ -8,13 +8,13 @@ use sandbox_policy::Policy;
 
 fuzz_target!(|text: &str| {
     if let Ok(policy) = Policy::from_toml_str(text) {
-        let toml = policy.to_toml_string();
+        let toml = policy.to_toml_string().unwrap();
         assert_eq!(
             Policy::from_toml_str(&toml).as_ref(),
             Ok(&policy),
             "TOML round trip of {text:?}:\n{toml}"
         );
-        let json = policy.to_json_string();
+        let json = policy.to_json_string().unwrap();
         assert_eq!(
             Policy::from_json_str(&json).as_ref(),
             Ok(&policy),

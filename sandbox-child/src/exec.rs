@@ -323,7 +323,7 @@ pub(crate) fn run_step(step: &Step, registers: &[Cell<c_int>]) -> Result<(), c_i
                     std::ptr::null_mut::<libc::sigset_t>(),
                     8usize,
                 ))?;
-                // The kernel's struct sigaction (x86-64 and aarch64 layout):
+                // The kernel's struct sigaction (x86_64's layout):
                 // handler, flags, restorer, mask.
                 #[repr(C)]
                 struct KernelSigaction {

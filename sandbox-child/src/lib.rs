@@ -13,6 +13,15 @@
 //! close-on-exec pipe.
 #![allow(unsafe_code)] // this crate is the raw syscalls; each block says why it is sound
 
+// The kernel structures the steps lay out by hand (`struct sigaction`,
+// `cmsghdr` sizes, the Landlock attributes) are x86_64's; another
+// architecture must be checked against its headers first.
+#[cfg(not(target_arch = "x86_64"))]
+compile_error!(
+    "sandbox-child lays out kernel structures for x86_64 only; check each `#[repr(C)]` \
+     struct and syscall number in src/exec.rs and src/mounts.rs for this architecture first"
+);
+
 mod exec;
 mod mounts;
 pub mod net;

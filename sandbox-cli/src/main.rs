@@ -488,9 +488,9 @@ fn policy(cmd: PolicyCommand) -> Result<ExitCode, String> {
                 };
             }
             if json {
-                println!("{}", merged.to_json_string());
+                println!("{}", merged.to_json_string().map_err(|e| e.to_string())?);
             } else {
-                print!("{}", merged.to_toml_string());
+                print!("{}", merged.to_toml_string().map_err(|e| e.to_string())?);
             }
             Ok(ExitCode::SUCCESS)
         }

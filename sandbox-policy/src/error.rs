@@ -99,6 +99,16 @@ pub enum Error {
         /// The kind of I/O error.
         kind: std::io::ErrorKind,
     },
+    /// The policy could not be written in a format (it never happens for a
+    /// policy this crate built: every value has a TOML and a JSON form; it
+    /// is an error rather than text that would parse as another policy).
+    #[error("this policy has no {format} form: {message}")]
+    Serialize {
+        /// TOML or JSON.
+        format: Format,
+        /// What the serializer said.
+        message: String,
+    },
     /// No built-in profile has this name.
     #[error("unknown profile {name:?}: the built-in profiles are {known}")]
     UnknownProfile {

@@ -39,7 +39,7 @@
 //! assert_eq!(run.network.mode, Some(NetMode::Allowlist));
 //! assert_eq!(run.resources.wall_time.map(|l| l.to_string()), Some("2m".into()));
 //! assert_eq!(run.resources.pids, Some(Limit::Max(128))); // from the default profile
-//! assert_eq!(Policy::from_toml_str(&run.to_toml_string())?, run);
+//! assert_eq!(Policy::from_toml_str(&run.to_toml_string()?)?, run);
 //! # Ok::<(), sandbox_policy::Error>(())
 //! ```
 #![deny(missing_docs)]

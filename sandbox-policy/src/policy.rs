@@ -126,20 +126,33 @@ impl Policy {
 
     /// The canonical TOML form: stable field order, canonical units and
     /// rules, unset fields left out. Parses back to an equal policy.
-    pub fn to_toml_string(&self) -> String {
-        // Every value of this model has a TOML form (integers are u32,
-        // durations and sizes are strings, map keys are strings), so this
-        // cannot fail; if it ever did, the output says so rather than
-        // passing for a policy.
-        toml::to_string(self)
-            .unwrap_or_else(|e| format!("# error: this policy has no TOML form: {e}\n"))
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Serialize`] if the serializer refuses a value. Every value
+    /// of this model has a TOML form (integers are u32, durations and
+    /// sizes are strings, map keys are strings), so this is a bug if it
+    /// happens; it is an error rather than text that would parse back as
+    /// another policy.
+    pub fn to_toml_string(&self) -> Result<String, Error> {
+        toml::to_string(self).map_err(|e| Error::Serialize {
+            format: Format::Toml,
+            message: e.to_string(),
+        })
     }
 
     /// The canonical JSON form (pretty-printed). Parses back to an equal
     /// policy.
-    pub fn to_json_string(&self) -> String {
-        serde_json::to_string_pretty(self)
-            .unwrap_or_else(|e| format!("{{\"error\": {:?}}}", e.to_string()))
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Serialize`], as for
+    /// [`to_toml_string`](Policy::to_toml_string).
+    pub fn to_json_string(&self) -> Result<String, Error> {
+        serde_json::to_string_pretty(self).map_err(|e| Error::Serialize {
+            format: Format::Json,
+            message: e.to_string(),
+        })
     }
 
     /// This policy with every unset field taken from `base`. Lists and maps

@@ -342,19 +342,19 @@ proptest! {
 
     #[test]
     fn toml_round_trip_is_identity(p in policy()) {
-        let text = p.to_toml_string();
+        let text = p.to_toml_string().unwrap();
         prop_assert_eq!(Policy::from_toml_str(&text).map_err(|e| format!("{e}\n{text}")), Ok(p));
     }
 
     #[test]
     fn json_round_trip_is_identity(p in policy()) {
-        let text = p.to_json_string();
+        let text = p.to_json_string().unwrap();
         prop_assert_eq!(Policy::from_json_str(&text).map_err(|e| format!("{e}\n{text}")), Ok(p));
     }
 
     #[test]
     fn toml_and_json_of_a_policy_are_equal(p in policy()) {
-        prop_assert_eq!(Policy::from_toml_str(&p.to_toml_string()).unwrap(), Policy::from_json_str(&p.to_json_string()).unwrap());
+        prop_assert_eq!(Policy::from_toml_str(&p.to_toml_string().unwrap()).unwrap(), Policy::from_json_str(&p.to_json_string().unwrap()).unwrap());
     }
 
     #[test]

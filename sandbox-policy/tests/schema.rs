@@ -15,7 +15,8 @@ fn schema_accepts_every_profile_and_parseable_document() {
     let v = validator();
     for name in PROFILE_NAMES {
         let doc: Value =
-            serde_json::from_str(&Policy::profile(name).unwrap().to_json_string()).unwrap();
+            serde_json::from_str(&Policy::profile(name).unwrap().to_json_string().unwrap())
+                .unwrap();
         let errors: Vec<String> = v.iter_errors(&doc).map(|e| e.to_string()).collect();
         assert!(errors.is_empty(), "{name}: {errors:?}");
     }

@@ -94,6 +94,13 @@ pub enum Error {
         /// The underlying error.
         source: io::Error,
     },
+    /// The thread supervising a running sandbox failed without an error
+    /// of the kernel's (it panicked, or ended early).
+    #[error("supervising the sandbox: {what}")]
+    Supervisor {
+        /// What happened.
+        what: &'static str,
+    },
 }
 
 impl Error {

@@ -71,7 +71,7 @@ fn start_forwarder(inner: &Inner, socket: &OwnedFd) -> Result<EgressRun> {
     let fail = |what: &'static str| {
         move |e: sandbox_net::Error| Error::Supervise {
             what,
-            source: std::io::Error::other(e.to_string()),
+            source: std::io::Error::other(e),
         }
     };
     let tap = sandbox_net::recv_fd(socket).map_err(fail("receive the tap fd"))?;

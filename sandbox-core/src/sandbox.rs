@@ -472,9 +472,9 @@ impl SandboxCommand {
                     }
                     Err(e) => {
                         let _ = tx.send(Err(e));
-                        Err(Error::Supervise {
-                            what: "start",
-                            source: std::io::ErrorKind::Other.into(),
+                        // The real error went to the caller over `tx`.
+                        Err(Error::Supervisor {
+                            what: "the sandbox did not start",
                         })
                     }
                 }
@@ -491,9 +491,8 @@ impl SandboxCommand {
                 let _ = handle.join();
                 Err(e)
             }
-            Err(_) => Err(Error::Supervise {
-                what: "the supervisor thread ended early",
-                source: std::io::ErrorKind::Other.into(),
+            Err(_) => Err(Error::Supervisor {
+                what: "the supervisor thread ended before it said whether the sandbox started",
             }),
         }
     }
@@ -541,9 +540,8 @@ impl SandboxChild {
         drop(self.stdin.take());
         match self.handle.take().map(JoinHandle::join) {
             Some(Ok(result)) => result,
-            _ => Err(Error::Supervise {
+            _ => Err(Error::Supervisor {
                 what: "the supervisor thread panicked",
-                source: std::io::ErrorKind::Other.into(),
             }),
         }
     }

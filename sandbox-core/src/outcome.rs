@@ -69,6 +69,7 @@ impl std::fmt::Display for ExitStatus {
 /// The result of a sandboxed run: how it ended, what it printed (capped),
 /// what it used, and the report of what confined it.
 #[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
 pub struct RunOutcome {
     /// How the command ended.
     pub status: ExitStatus,
@@ -108,6 +109,7 @@ pub struct RunOutcome {
 
 /// What a run's egress forwarder relayed and refused.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct EgressStats {
     /// TCP connections relayed (host side connected).
     pub tcp_connections: u64,

@@ -49,6 +49,7 @@ impl Capability {
 
 /// The host's sandboxing facilities, as [`probe`] found them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct HostCapabilities {
     /// The kernel release (`uname -r`).
     pub kernel: String,

@@ -34,6 +34,7 @@ impl fmt::Display for Layer {
 
 /// A layer that cannot be enforced as the policy asks, and why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct Downgrade {
     /// The layer concerned.
     pub layer: Layer,
@@ -60,6 +61,7 @@ impl fmt::Display for Downgrade {
 /// Something worth knowing that is not a downgrade (it never makes a run
 /// fail closed).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct Note {
     /// The layer concerned.
     pub layer: Layer,
@@ -69,6 +71,7 @@ pub struct Note {
 
 /// One layer of the report.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct LayerReport {
     /// Whether the layer is in force as the policy asks (no downgrade).
     pub enforced: bool,
@@ -84,6 +87,7 @@ pub struct LayerReport {
 /// [`RunOutcome`](crate::RunOutcome) carries it. It serializes to JSON and
 /// displays as a short human summary.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct EffectiveSandbox {
     /// The policy asked for, resolved (every field set).
     pub policy: Policy,

@@ -318,6 +318,7 @@ pub fn send_prebuilt(fd: BorrowedFd<'_>, bytes: &[u8], count: u32) -> Result<(),
 
 /// One link, as the kernel lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct LinkState {
     /// Its index.
     pub index: u32,
@@ -333,6 +334,7 @@ pub struct LinkState {
 
 /// One address, as the kernel lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct AddressState {
     /// The link it is on.
     pub index: u32,
@@ -344,6 +346,7 @@ pub struct AddressState {
 
 /// One route of the main table, as the kernel lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RouteState {
     /// The destination (`None` for a default route).
     pub destination: Option<IpAddr>,

@@ -38,6 +38,7 @@ const TAP_BATCH: usize = 256;
 
 /// What the forwarder has done, for the report and for tests.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Counters {
     /// Frames read from the tap.
     pub frames_in: u64,

@@ -137,6 +137,7 @@ struct Connection {
 
 /// What the TCP side has done.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct TcpCounters {
     /// Connections relayed (host socket connected).
     pub connected: u64,

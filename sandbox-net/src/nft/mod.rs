@@ -504,6 +504,7 @@ pub fn send_nft_batch(socket: BorrowedFd<'_>, bytes: &[u8], acks: u32) -> Result
 
 /// What the kernel holds in table `inet sandbox`, rendered by libnftnl.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct KernelRuleset {
     /// Chains as `name (hook H, policy P)`, sorted.
     pub chains: Vec<String>,

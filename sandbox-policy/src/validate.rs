@@ -85,13 +85,13 @@ impl Policy {
         for (i, mask) in fs.mask.iter().flatten().enumerate() {
             target(format!("filesystem.mask[{i}]"), mask, problems);
         }
-        if let Some(workdir) = &fs.workdir {
-            if let Some(why) = not_clean_absolute(workdir) {
-                problems.push(Problem::new(
-                    "filesystem.workdir",
-                    format!("{workdir:?} {why}"),
-                ));
-            }
+        if let Some(workdir) = &fs.workdir
+            && let Some(why) = not_clean_absolute(workdir)
+        {
+            problems.push(Problem::new(
+                "filesystem.workdir",
+                format!("{workdir:?} {why}"),
+            ));
         }
     }
 
@@ -124,22 +124,22 @@ impl Policy {
             ("resources.wall_time", &r.wall_time),
             ("resources.cpu_time", &r.cpu_time),
         ] {
-            if let Some(Limit::Max(d)) = limit {
-                if d.as_millis() == 0 {
-                    problems.push(Problem::new(
-                        field,
-                        "must be more than 0s (or \"unlimited\")",
-                    ));
-                }
-            }
-        }
-        if let Some(Limit::Max(m)) = r.memory {
-            if m < MIN_MEMORY {
+            if let Some(Limit::Max(d)) = limit
+                && d.as_millis() == 0
+            {
                 problems.push(Problem::new(
-                    "resources.memory",
-                    format!("{m} is below the minimum of {MIN_MEMORY}"),
+                    field,
+                    "must be more than 0s (or \"unlimited\")",
                 ));
             }
+        }
+        if let Some(Limit::Max(m)) = r.memory
+            && m < MIN_MEMORY
+        {
+            problems.push(Problem::new(
+                "resources.memory",
+                format!("{m} is below the minimum of {MIN_MEMORY}"),
+            ));
         }
         if let Some(Limit::Max(n)) = r.cpu
             && !(1..=MAX_CPU_PERCENT).contains(&n)
@@ -167,13 +167,13 @@ impl Policy {
                 ));
             }
         }
-        if let Some(Limit::Max(n)) = r.open_files {
-            if n < 3 {
-                problems.push(Problem::new(
-                    "resources.open_files",
-                    format!("{n} is below 3: stdin, stdout and stderr need fds"),
-                ));
-            }
+        if let Some(Limit::Max(n)) = r.open_files
+            && n < 3
+        {
+            problems.push(Problem::new(
+                "resources.open_files",
+                format!("{n} is below 3: stdin, stdout and stderr need fds"),
+            ));
         }
     }
 

@@ -390,11 +390,10 @@ proptest! {
     #[test]
     fn strictness_is_transitive_on_chains(c in policy(), o1 in tightening(), o2 in tightening()) {
         // Chains built to satisfy the premise: c ⊒ c·o1 ⊒ c·o1·o2.
-        if let Ok(b) = c.merge_tighten_only(&o1) {
-            if let Ok(a) = b.merge_tighten_only(&o2) {
+        if let Ok(b) = c.merge_tighten_only(&o1)
+            && let Ok(a) = b.merge_tighten_only(&o2) {
                 prop_assert!(a.is_at_least_as_strict_as(&b) && b.is_at_least_as_strict_as(&c));
                 prop_assert!(a.is_at_least_as_strict_as(&c));
             }
-        }
     }
 }

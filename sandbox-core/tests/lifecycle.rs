@@ -177,6 +177,10 @@ fn parent_death_kills_the_sandbox() {
     assert!(lines.any(|l| l.unwrap().contains("READY")));
     assert_eq!(processes_with("4646.5"), 1, "the sandbox runs");
     let child_scope = scope_slice().and_then(|slice| scopes_of(&slice, child.id()).next());
+    // The control, taken while the caller lives: its run has cgroups. (Once
+    // it is dead, any Sandbox made by a test running beside this one may
+    // sweep them, so "they are left" cannot be checked after the kill.)
+    let while_alive = common::leaks::run_cgroups_of(child.id());
     child.kill().unwrap();
     child.wait().unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -209,9 +213,12 @@ fn parent_death_kills_the_sandbox() {
         return;
     }
     // The killed caller could not remove its run's cgroups; the next
-    // Sandbox made here does.
+    // Sandbox made here does (or one made by a test beside this one did).
+    assert!(
+        !while_alive.is_empty(),
+        "the caller's run had cgroups while it ran"
+    );
     let left = common::leaks::run_cgroups_of(child.id());
-    assert!(!left.is_empty(), "the killed caller left its run cgroups");
     // Its processes may still be on their way out (zombies are reaped by
     // whoever adopted them): the sweep removes empty cgroups only.
     let deadline = Instant::now() + Duration::from_secs(10);

@@ -27,12 +27,15 @@ mod mounts;
 pub mod net;
 mod progress;
 mod record;
+mod registers;
 mod spawn;
 mod step;
 mod trial;
 
 pub use progress::{Progress, Setup, read_record_within};
-pub use record::{RECORD_COMMAND_STATUS, RECORD_LEN, RECORD_STEP_FAILED, decode_record};
+pub use record::{
+    RECORD_COMMAND_STATUS, RECORD_LEN, RECORD_STEP_FAILED, RECORD_STEP_PANICKED, decode_record,
+};
 pub use spawn::spawn_init;
 pub use step::{
     CStringArray, ChildPlan, MOUNT_ATTR_NODEV, MOUNT_ATTR_NOEXEC, MOUNT_ATTR_NOSUID,

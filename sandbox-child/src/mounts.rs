@@ -1,54 +1,22 @@
 //! The child's mount steps: the new root built by fd (`open_tree`,
 //! `fsmount`, `move_mount`, `mount_setattr`) on targets resolved with
-//! `openat2`, then `pivot_root`.
+//! `openat2`, then `pivot_root`. All through rustix (which allocates
+//! nothing for a `&CStr` path) except `mount_setattr`, which rustix does
+//! not wrap.
 
-use std::cell::Cell;
-use std::ffi::{CString, c_char, c_int};
+use std::ffi::{CStr, CString};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
-use crate::errno;
-use crate::exec::{check, close_reg, reg, set_reg};
-use crate::step::{NO_FD, Step, TargetKind};
+use rustix::fs::{self, AtFlags, CWD, FileType, Mode, OFlags, ResolveFlags};
+use rustix::io::Errno;
+use rustix::mount::{
+    self, FsMountFlags, FsOpenFlags, MountAttrFlags, MountFlags, MountPropagationFlags,
+    MoveMountFlags, OpenTreeFlags, UnmountFlags,
+};
 
-/// `openat2(dir, name, flags, RESOLVE_BENEATH | NO_SYMLINKS | NO_MAGICLINKS)`.
-fn openat2_beneath(dir: c_int, name: &CString, flags: c_int) -> Result<c_int, c_int> {
-    #[repr(C)]
-    struct OpenHow {
-        flags: u64,
-        mode: u64,
-        resolve: u64,
-    }
-    let how = OpenHow {
-        flags: (flags | libc::O_CLOEXEC) as u64,
-        mode: 0,
-        resolve: libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS,
-    };
-    // SAFETY: openat2(2) with a NUL-terminated name and a live open_how of
-    // the size passed.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_openat2,
-            dir,
-            name.as_ptr(),
-            &how as *const OpenHow,
-            std::mem::size_of::<OpenHow>(),
-        )
-    };
-    if fd < 0 {
-        Err(errno())
-    } else {
-        Ok(fd as c_int)
-    }
-}
+use crate::registers::Registers;
+use crate::step::{Reg, TargetKind};
 
-const OPEN_TREE_CLONE: libc::c_uint = 1;
-const AT_RECURSIVE: libc::c_uint = 0x8000;
-const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
-const MOVE_MOUNT_T_EMPTY_PATH: libc::c_uint = 0x40;
-const FSOPEN_CLOEXEC: libc::c_uint = 1;
-const FSCONFIG_SET_FLAG: libc::c_uint = 0;
-const FSCONFIG_SET_STRING: libc::c_uint = 1;
-const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
-const FSMOUNT_CLOEXEC: libc::c_uint = 1;
 /// `MOUNT_ATTR_RDONLY`.
 pub const MOUNT_ATTR_RDONLY: u64 = 0x1;
 /// `MOUNT_ATTR_NOSUID`.
@@ -58,6 +26,20 @@ pub const MOUNT_ATTR_NODEV: u64 = 0x4;
 /// `MOUNT_ATTR_NOEXEC`.
 pub const MOUNT_ATTR_NOEXEC: u64 = 0x8;
 
+/// `openat2(dir, name, flags | O_CLOEXEC, RESOLVE_BENEATH | NO_SYMLINKS |
+/// NO_MAGICLINKS)`: one component, never leaving `dir`.
+fn open_beneath(dir: BorrowedFd<'_>, name: &CStr, flags: OFlags) -> Result<OwnedFd, Errno> {
+    fs::openat2(
+        dir,
+        name,
+        flags | OFlags::CLOEXEC,
+        Mode::empty(),
+        ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
+    )
+}
+
+/// `struct mount_attr` (`MOUNT_ATTR_SIZE_VER0`, 32 bytes on every
+/// architecture: four `__u64`).
 #[repr(C)]
 struct MountAttr {
     attr_set: u64,
@@ -66,290 +48,274 @@ struct MountAttr {
     userns_fd: u64,
 }
 
-fn mount_setattr(dir: c_int, path: &std::ffi::CStr, flags: libc::c_uint, set: u64) -> c_int {
+/// `mount_setattr(dir, path, flags, {attr_set: set})`: not in rustix.
+fn mount_setattr(dir: BorrowedFd<'_>, path: &CStr, flags: u32, set: u64) -> Result<(), Errno> {
     let attr = MountAttr {
         attr_set: set,
         attr_clr: 0,
         propagation: 0,
         userns_fd: 0,
     };
-    // SAFETY: mount_setattr(2) with a NUL-terminated path and a live
-    // mount_attr of the size passed (MOUNT_ATTR_SIZE_VER0).
-    unsafe {
+    // SAFETY: mount_setattr(2) reads a NUL-terminated path (a `&CStr`)
+    // and `size` bytes of `attr`, a live local of exactly that size laid
+    // out as the kernel's `struct mount_attr` (four u64s, no padding); it
+    // writes nothing back. `dir` is a live fd (or AT_FDCWD) for the call.
+    let ret = unsafe {
         libc::syscall(
             libc::SYS_mount_setattr,
-            dir,
+            dir.as_raw_fd(),
             path.as_ptr(),
             flags,
-            &attr as *const MountAttr,
-            std::mem::size_of::<MountAttr>(),
-        ) as c_int
+            &raw const attr,
+            size_of::<MountAttr>(),
+        )
+    };
+    if ret < 0 {
+        Err(crate::last_errno())
+    } else {
+        Ok(())
     }
 }
 
-/// Runs one mount step (the caller dispatches only those here).
-pub(crate) fn mount_step(step: &Step, registers: &[Cell<c_int>]) -> Result<(), c_int> {
-    // SAFETY (for the whole match): every call is a thin syscall wrapper
-    // given NUL-terminated strings and buffers the plan owns, or live
-    // locals; fds come from the registers this plan filled.
-    unsafe {
-        match step {
-            Step::OpenTree {
-                path,
-                recursive,
-                out,
-            } => {
-                let mut flags = OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint;
-                if *recursive {
-                    flags |= AT_RECURSIVE;
-                }
-                let fd = check(libc::syscall(
-                    libc::SYS_open_tree,
-                    libc::AT_FDCWD,
-                    path.as_ptr(),
-                    flags,
-                ))?;
-                set_reg(registers, *out, fd);
-            }
-            Step::OpenDir { path, out } => {
-                let fd = check(libc::open(
-                    path.as_ptr(),
-                    libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
-                ))?;
-                set_reg(registers, *out, fd);
-            }
-            Step::SetMountAttrs {
-                mount,
-                set,
-                recursive,
-            } => {
-                let mut flags = libc::AT_EMPTY_PATH as libc::c_uint;
-                if *recursive {
-                    flags |= AT_RECURSIVE;
-                }
-                check(mount_setattr(reg(registers, *mount), c"", flags, *set))?;
-            }
-            Step::NewFilesystem {
-                fstype,
-                options,
-                attrs,
-                out,
-            } => {
-                let fs = check(libc::syscall(
-                    libc::SYS_fsopen,
-                    fstype.as_ptr(),
-                    FSOPEN_CLOEXEC,
-                ))? as c_int;
-                let result = (|| {
-                    for (key, value) in options {
-                        match value {
-                            Some(v) => check(libc::syscall(
-                                libc::SYS_fsconfig,
-                                fs,
-                                FSCONFIG_SET_STRING,
-                                key.as_ptr(),
-                                v.as_ptr(),
-                                0,
-                            ))?,
-                            None => check(libc::syscall(
-                                libc::SYS_fsconfig,
-                                fs,
-                                FSCONFIG_SET_FLAG,
-                                key.as_ptr(),
-                                std::ptr::null::<c_char>(),
-                                0,
-                            ))?,
-                        };
-                    }
-                    check(libc::syscall(
-                        libc::SYS_fsconfig,
-                        fs,
-                        FSCONFIG_CMD_CREATE,
-                        std::ptr::null::<c_char>(),
-                        std::ptr::null::<c_char>(),
-                        0,
-                    ))?;
-                    check(libc::syscall(
-                        libc::SYS_fsmount,
-                        fs,
-                        FSMOUNT_CLOEXEC,
-                        *attrs,
-                    ))
-                })();
-                libc::close(fs);
-                set_reg(registers, *out, result?);
-            }
-            Step::AttachAt { mount, path } => {
-                check(libc::syscall(
-                    libc::SYS_move_mount,
-                    reg(registers, *mount),
-                    c"".as_ptr(),
-                    libc::AT_FDCWD,
-                    path.as_ptr(),
-                    MOVE_MOUNT_F_EMPTY_PATH,
-                ))?;
-            }
-            Step::Resolve {
-                base,
-                components,
-                kind,
-                create,
-                optional,
-                out,
-            } => {
-                let mut dir = reg(registers, *base);
-                let mut owned = NO_FD;
-                for (i, name) in components.iter().enumerate() {
-                    let last = i + 1 == components.len();
-                    let flags = if !last || *kind == TargetKind::Dir {
-                        libc::O_PATH | libc::O_DIRECTORY
-                    } else {
-                        libc::O_PATH
-                    };
-                    // Open what is there; create it only if it is missing
-                    // (a read-only mount refuses even an mkdir of an
-                    // existing name with EROFS).
-                    let mut opened = openat2_beneath(dir, name, flags);
-                    if *create && opened == Err(libc::ENOENT) {
-                        let made = if last && *kind == TargetKind::File {
-                            libc::mknodat(dir, name.as_ptr(), libc::S_IFREG | 0o644, 0)
-                        } else {
-                            libc::mkdirat(dir, name.as_ptr(), 0o755)
-                        };
-                        opened = if made < 0 && errno() != libc::EEXIST {
-                            Err(errno())
-                        } else {
-                            openat2_beneath(dir, name, flags)
-                        };
-                    }
-                    if owned >= 0 {
-                        libc::close(owned);
-                    }
-                    match opened {
-                        Ok(fd) => {
-                            dir = fd;
-                            owned = fd;
-                        }
-                        Err(libc::ENOENT) if *optional => {
-                            set_reg(registers, *out, i64::from(NO_FD));
-                            return Ok(());
-                        }
-                        Err(e) => return Err(e),
-                    }
-                }
-                set_reg(registers, *out, i64::from(owned));
-            }
-            Step::MoveMount { from, to } => {
-                let target = reg(registers, *to);
-                if target >= 0 {
-                    check(libc::syscall(
-                        libc::SYS_move_mount,
-                        reg(registers, *from),
-                        c"".as_ptr(),
-                        target,
-                        c"".as_ptr(),
-                        MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH,
-                    ))?;
-                }
-                close_reg(registers, *from);
-                close_reg(registers, *to);
-            }
-            Step::Mask {
-                target,
-                dir_source,
-                file_source,
-            } => {
-                let fd = reg(registers, *target);
-                if fd >= 0 {
-                    let mut st: libc::stat = std::mem::zeroed();
-                    check(libc::fstat(fd, &mut st))?;
-                    let source = if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
-                        *dir_source
-                    } else {
-                        *file_source
-                    };
-                    check(libc::syscall(
-                        libc::SYS_move_mount,
-                        reg(registers, source),
-                        c"".as_ptr(),
-                        fd,
-                        c"".as_ptr(),
-                        MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH,
-                    ))?;
-                }
-                close_reg(registers, *target);
-                close_reg(registers, *dir_source);
-                close_reg(registers, *file_source);
-            }
-            Step::Symlink { dir, name, target } => {
-                check(libc::symlinkat(
-                    target.as_ptr(),
-                    reg(registers, *dir),
-                    name.as_ptr(),
-                ))?;
-            }
-            Step::WriteFile {
-                dir,
-                name,
-                contents,
-            } => {
-                let fd = check(libc::openat(
-                    reg(registers, *dir),
-                    name.as_ptr(),
-                    libc::O_CREAT
-                        | libc::O_EXCL
-                        | libc::O_WRONLY
-                        | libc::O_NOFOLLOW
-                        | libc::O_CLOEXEC,
-                    0o644 as libc::c_uint,
-                ))? as c_int;
-                let mut written = 0;
-                let mut result = Ok(0);
-                while written < contents.len() {
-                    let rest = &contents[written..];
-                    match check(libc::write(fd, rest.as_ptr().cast(), rest.len()) as i64) {
-                        Ok(n) => written += n as usize,
-                        Err(e) => {
-                            result = Err(e);
-                            break;
-                        }
-                    }
-                }
-                if result.is_ok() {
-                    result = check(libc::fchmod(fd, 0o644));
-                }
-                libc::close(fd);
-                result?;
-            }
-            Step::OpenTreeAt { dir, name, out } => {
-                let fd = check(libc::syscall(
-                    libc::SYS_open_tree,
-                    reg(registers, *dir),
-                    name.as_ptr(),
-                    OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint,
-                ))?;
-                set_reg(registers, *out, fd);
-            }
-            Step::Unlink { dir, name } => {
-                check(libc::unlinkat(reg(registers, *dir), name.as_ptr(), 0))?;
-            }
-            Step::Close(r) => close_reg(registers, *r),
-            Step::PivotRoot { root } => {
-                check(libc::fchdir(reg(registers, *root)))?;
-                check(libc::syscall(
-                    libc::SYS_pivot_root,
-                    c".".as_ptr(),
-                    c".".as_ptr(),
-                ))?;
-                check(libc::umount2(c".".as_ptr(), libc::MNT_DETACH))?;
-                check(libc::chdir(c"/".as_ptr()))?;
-                close_reg(registers, *root);
-            }
-            Step::RootReadOnly => {
-                check(mount_setattr(libc::AT_FDCWD, c"/", 0, MOUNT_ATTR_RDONLY))?;
-            }
-            _ => return Err(libc::EINVAL),
+/// `mount(NULL, "/", NULL, MS_REC | MS_PRIVATE)`.
+pub(crate) fn make_private() -> Result<(), Errno> {
+    mount::mount_change(
+        c"/",
+        MountPropagationFlags::PRIVATE | MountPropagationFlags::REC,
+    )
+}
+
+/// `mount(source, target, fstype, flags, NULL)`: the old API (the probe).
+pub(crate) fn old_mount(
+    source: &CStr,
+    target: &CStr,
+    fstype: Option<&CString>,
+    flags: u64,
+) -> Result<(), Errno> {
+    let flags = MountFlags::from_bits_retain(u32::try_from(flags).map_err(|_| Errno::INVAL)?);
+    mount::mount(
+        source,
+        target,
+        fstype.map_or(c"", CString::as_c_str),
+        flags,
+        None,
+    )
+}
+
+/// `open_tree(AT_FDCWD, path, OPEN_TREE_CLONE [| AT_RECURSIVE])`.
+pub(crate) fn open_tree(path: &CStr, recursive: bool) -> Result<OwnedFd, Errno> {
+    let mut flags = OpenTreeFlags::OPEN_TREE_CLONE | OpenTreeFlags::OPEN_TREE_CLOEXEC;
+    if recursive {
+        flags |= OpenTreeFlags::AT_RECURSIVE;
+    }
+    mount::open_tree(CWD, path, flags)
+}
+
+/// `open_tree(dir, name, OPEN_TREE_CLONE)`.
+pub(crate) fn open_tree_at(dir: BorrowedFd<'_>, name: &CStr) -> Result<OwnedFd, Errno> {
+    mount::open_tree(
+        dir,
+        name,
+        OpenTreeFlags::OPEN_TREE_CLONE | OpenTreeFlags::OPEN_TREE_CLOEXEC,
+    )
+}
+
+/// `open(path, O_PATH | O_DIRECTORY)`.
+pub(crate) fn open_dir(path: &CStr) -> Result<OwnedFd, Errno> {
+    fs::open(
+        path,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+}
+
+/// `mount_setattr(mount, "", AT_EMPTY_PATH [| AT_RECURSIVE], set)`.
+pub(crate) fn set_attrs(mount: BorrowedFd<'_>, set: u64, recursive: bool) -> Result<(), Errno> {
+    /// `AT_RECURSIVE` (not among rustix's `AtFlags`).
+    const AT_RECURSIVE: u32 = 0x8000;
+    let mut flags = AtFlags::EMPTY_PATH.bits();
+    if recursive {
+        flags |= AT_RECURSIVE;
+    }
+    mount_setattr(mount, c"", flags, set)
+}
+
+/// `mount_setattr(AT_FDCWD, "/", 0, MOUNT_ATTR_RDONLY)`.
+pub(crate) fn root_read_only() -> Result<(), Errno> {
+    mount_setattr(CWD, c"/", 0, MOUNT_ATTR_RDONLY)
+}
+
+/// `fsopen`, `fsconfig` per option, `fsconfig(CMD_CREATE)`, `fsmount`.
+pub(crate) fn new_filesystem(
+    fstype: &CStr,
+    options: &[(CString, Option<CString>)],
+    attrs: u64,
+) -> Result<OwnedFd, Errno> {
+    let fs = mount::fsopen(fstype, FsOpenFlags::FSOPEN_CLOEXEC)?;
+    for (key, value) in options {
+        match value {
+            Some(value) => mount::fsconfig_set_string(&fs, key.as_c_str(), value.as_c_str())?,
+            None => mount::fsconfig_set_flag(&fs, key.as_c_str())?,
+        }
+    }
+    mount::fsconfig_create(&fs)?;
+    let attrs = MountAttrFlags::from_bits_retain(u32::try_from(attrs).map_err(|_| Errno::INVAL)?);
+    mount::fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, attrs)
+}
+
+/// `move_mount(mount, "", AT_FDCWD, path, F_EMPTY_PATH)`.
+pub(crate) fn attach_at(mount: BorrowedFd<'_>, path: &CStr) -> Result<(), Errno> {
+    mount::move_mount(
+        mount,
+        c"",
+        CWD,
+        path,
+        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+    )
+}
+
+/// `move_mount(from, "", to, "", F_EMPTY_PATH | T_EMPTY_PATH)`.
+fn move_onto(from: BorrowedFd<'_>, to: BorrowedFd<'_>) -> Result<(), Errno> {
+    mount::move_mount(
+        from,
+        c"",
+        to,
+        c"",
+        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH | MoveMountFlags::MOVE_MOUNT_T_EMPTY_PATH,
+    )
+}
+
+/// What a [`resolve`] looks for.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Resolve {
+    pub(crate) kind: TargetKind,
+    pub(crate) create: bool,
+    pub(crate) optional: bool,
+}
+
+/// Walks `components` beneath `base` one at a time with `openat2`,
+/// creating what is missing if `create`; `None` for a missing optional
+/// target.
+pub(crate) fn resolve(
+    base: BorrowedFd<'_>,
+    components: &[CString],
+    how: Resolve,
+) -> Result<Option<OwnedFd>, Errno> {
+    let mut held: Option<OwnedFd> = None;
+    for (i, name) in components.iter().enumerate() {
+        let last = i + 1 == components.len();
+        let file = last && how.kind == TargetKind::File;
+        let flags = if last && how.kind != TargetKind::Dir {
+            OFlags::PATH
+        } else {
+            OFlags::PATH | OFlags::DIRECTORY
+        };
+        let dir = held.as_ref().map_or(base, AsFd::as_fd);
+        // Open what is there; create it only if it is missing (a
+        // read-only mount refuses even an mkdir of an existing name with
+        // EROFS).
+        let mut opened = open_beneath(dir, name, flags);
+        if how.create && opened.as_ref().err() == Some(&Errno::NOENT) {
+            let made = if file {
+                fs::mknodat(
+                    dir,
+                    name.as_c_str(),
+                    FileType::RegularFile,
+                    Mode::from(0o644),
+                    0,
+                )
+            } else {
+                fs::mkdirat(dir, name.as_c_str(), Mode::from(0o755))
+            };
+            opened = match made {
+                Ok(()) | Err(Errno::EXIST) => open_beneath(dir, name, flags),
+                Err(e) => Err(e),
+            };
+        }
+        match opened {
+            Ok(fd) => held = Some(fd),
+            Err(Errno::NOENT) if how.optional => return Ok(None),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(held)
+}
+
+/// Moves the mount in `from` onto the target in `to` (an optional target
+/// that was missing: nothing), then closes both.
+pub(crate) fn move_mount(registers: &mut Registers, from: Reg, to: Reg) -> Result<(), Errno> {
+    if let Some(target) = registers.optional(to) {
+        move_onto(registers.get(from)?, target)?;
+    }
+    registers.close(from);
+    registers.close(to);
+    Ok(())
+}
+
+/// Covers the target in `target` with `dir_source` or `file_source` by
+/// its type, then closes all three.
+pub(crate) fn mask(
+    registers: &mut Registers,
+    target: Reg,
+    dir_source: Reg,
+    file_source: Reg,
+) -> Result<(), Errno> {
+    if let Some(fd) = registers.optional(target) {
+        let st = fs::fstat(fd)?;
+        let source = if FileType::from_raw_mode(st.st_mode) == FileType::Directory {
+            dir_source
+        } else {
+            file_source
+        };
+        move_onto(registers.get(source)?, fd)?;
+    }
+    for r in [target, dir_source, file_source] {
+        registers.close(r);
+    }
+    Ok(())
+}
+
+/// `openat(dir, name, O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW, 0644)`,
+/// write `contents` whole, `fchmod(0644)` (past the umask).
+pub(crate) fn write_file(dir: BorrowedFd<'_>, name: &CStr, contents: &[u8]) -> Result<(), Errno> {
+    let fd = fs::openat(
+        dir,
+        name,
+        OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::from(0o644),
+    )?;
+    write_all(&fd, contents)?;
+    fs::fchmod(&fd, Mode::from(0o644))
+}
+
+/// Writes all of `bytes` to `fd`.
+pub(crate) fn write_all(fd: &OwnedFd, mut bytes: &[u8]) -> Result<(), Errno> {
+    while !bytes.is_empty() {
+        match rustix::io::write(fd, bytes) {
+            Ok(0) => return Err(Errno::IO),
+            Ok(n) => bytes = bytes.get(n..).unwrap_or_default(),
+            Err(Errno::INTR) => {}
+            Err(e) => return Err(e),
         }
     }
     Ok(())
+}
+
+/// `symlinkat(target, dir, name)`.
+pub(crate) fn symlink(dir: BorrowedFd<'_>, name: &CStr, target: &CStr) -> Result<(), Errno> {
+    fs::symlinkat(target, dir, name)
+}
+
+/// `unlinkat(dir, name, 0)`.
+pub(crate) fn unlink(dir: BorrowedFd<'_>, name: &CStr) -> Result<(), Errno> {
+    fs::unlinkat(dir, name, AtFlags::empty())
+}
+
+/// `fchdir(root)`, `pivot_root(".", ".")`, `umount2(".", MNT_DETACH)`,
+/// `chdir("/")`.
+pub(crate) fn pivot_root(root: BorrowedFd<'_>) -> Result<(), Errno> {
+    rustix::process::fchdir(root)?;
+    rustix::process::pivot_root(c".", c".")?;
+    mount::unmount(c".", UnmountFlags::DETACH)?;
+    rustix::process::chdir(c"/")
 }

@@ -9,6 +9,9 @@ pub const RECORD_LEN: usize = 12;
 pub const RECORD_STEP_FAILED: u32 = 1;
 /// The command ended: `(0, wait status)`.
 pub const RECORD_COMMAND_STATUS: u32 = 2;
+/// A step panicked (a bug in this crate) and the child aborted:
+/// `(index, 0)`.
+pub const RECORD_STEP_PANICKED: u32 = 3;
 
 /// Decodes a record: `(kind, index, value)`.
 pub fn decode_record(bytes: &[u8; RECORD_LEN]) -> (u32, u32, i32) {
@@ -25,9 +28,9 @@ pub(crate) fn write_record(fd: c_int, kind: u32, index: u32, value: i32) {
     record[..4].copy_from_slice(&kind.to_ne_bytes());
     record[4..8].copy_from_slice(&index.to_ne_bytes());
     record[8..].copy_from_slice(&value.to_ne_bytes());
-    // SAFETY: write(2) of a live local buffer; a pipe write of 12 bytes is
-    // atomic (below PIPE_BUF).
-    unsafe {
-        libc::write(fd, record.as_ptr().cast(), RECORD_LEN);
+    // One write: a pipe write of 12 bytes is atomic (below PIPE_BUF). A
+    // failure has nobody to be reported to (the parent reads this pipe).
+    if let Ok(fd) = crate::exec::inherited(fd) {
+        let _ = rustix::io::write(fd, &record);
     }
 }

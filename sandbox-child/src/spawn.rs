@@ -2,7 +2,6 @@
 //! process), and the short-lived children of the probe and the rootless
 //! egress namespace.
 
-use std::cell::Cell;
 use std::ffi::{c_int, c_void};
 use std::os::fd::{FromRawFd, OwnedFd};
 
@@ -10,8 +9,11 @@ use rustix::io::Errno;
 
 use crate::exec::run_step;
 use crate::progress::Progress;
-use crate::record::{RECORD_COMMAND_STATUS, RECORD_STEP_FAILED, write_record};
-use crate::step::{ChildPlan, NO_FD};
+use crate::record::{
+    RECORD_COMMAND_STATUS, RECORD_STEP_FAILED, RECORD_STEP_PANICKED, write_record,
+};
+use crate::registers::Registers;
+use crate::step::{ChildPlan, Step};
 use crate::{errno, last_errno};
 
 pub(crate) fn exit(code: c_int) -> ! {
@@ -137,7 +139,7 @@ pub fn spawn_init(
     plan: &ChildPlan,
     owner: Option<u32>,
 ) -> Result<(i32, OwnedFd, Progress), Errno> {
-    let registers: Vec<Cell<c_int>> = (0..plan.registers).map(|_| Cell::new(NO_FD)).collect();
+    let mut registers = Registers::new(plan.registers);
     let progress = Progress::new()?;
     let mut pidfd: c_int = -1;
     let flags = (namespaces as u32 as u64) | libc::CLONE_PIDFD as u64 | libc::SIGCHLD as u64;
@@ -148,7 +150,7 @@ pub fn spawn_init(
         // The child: its credentials are a copy; the user namespace it is
         // in reset its securebits and gave it every capability there.
         std::mem::forget(guard);
-        init_main(plan, &registers, &progress);
+        init_main(plan, &mut registers, &progress);
     }
     drop(guard);
     if let Some(errno) = clone_error {
@@ -159,13 +161,73 @@ pub fn spawn_init(
     Ok((pid as i32, pidfd, progress))
 }
 
+/// Aborts the child when the step it guards panics: dropped only while
+/// unwinding (a step that returns forgets it). It reports the step on the
+/// setup pipe and on stderr, then aborts: a panic must not go on to run
+/// the next step, or std's code after clone (which may take locks another
+/// thread of the caller held).
+struct AbortOnPanic<'a> {
+    step: &'a Step,
+    index: usize,
+    report: c_int,
+}
+
+impl Drop for AbortOnPanic<'_> {
+    fn drop(&mut self) {
+        write_record(
+            self.report,
+            RECORD_STEP_PANICKED,
+            u32::try_from(self.index).unwrap_or(u32::MAX),
+            0,
+        );
+        let mut line = [0u8; 128];
+        let mut at = 0;
+        let mut digits = [0u8; 20];
+        let parts: [&[u8]; 5] = [
+            b"sandbox-child: step ",
+            decimal(self.index, &mut digits),
+            b" (",
+            self.step.name().as_bytes(),
+            b") panicked; aborting\n",
+        ];
+        for part in parts {
+            for &byte in part {
+                if let Some(slot) = line.get_mut(at) {
+                    *slot = byte;
+                    at += 1;
+                }
+            }
+        }
+        if let Ok(stderr) = crate::exec::inherited(2) {
+            let _ = rustix::io::write(stderr, line.get(..at).unwrap_or_default());
+        }
+        std::process::abort();
+    }
+}
+
+/// `n` in decimal, written at the end of `buffer` (no allocation; 20
+/// digits hold any `usize`).
+fn decimal(mut n: usize, buffer: &mut [u8; 20]) -> &[u8] {
+    let mut at = buffer.len();
+    while let Some(slot) = at.checked_sub(1).and_then(|i| buffer.get_mut(i)) {
+        *slot = b'0' + (n % 10) as u8;
+        at -= 1;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    buffer.get(at..).unwrap_or_default()
+}
+
 /// Runs `steps`, numbered from `base`, each marked in `progress` before it
 /// runs; at the first failure, writes its record on `report` and exits
-/// with `code`. Nothing here allocates.
+/// with `code`. A step that panics aborts the child ([`AbortOnPanic`]).
+/// Nothing here allocates.
 pub(crate) fn run_steps_or_exit(
-    steps: &[crate::step::Step],
+    steps: &[Step],
     base: usize,
-    registers: &[Cell<c_int>],
+    registers: &mut Registers,
     progress: &Progress,
     report: c_int,
     code: c_int,
@@ -173,14 +235,26 @@ pub(crate) fn run_steps_or_exit(
     for (offset, step) in steps.iter().enumerate() {
         let index = base + offset;
         progress.mark(index);
-        if let Err(e) = run_step(step, registers) {
-            write_record(report, RECORD_STEP_FAILED, index as u32, e);
+        let guard = AbortOnPanic {
+            step,
+            index,
+            report,
+        };
+        let result = run_step(step, registers);
+        std::mem::forget(guard);
+        if let Err(e) = result {
+            write_record(
+                report,
+                RECORD_STEP_FAILED,
+                u32::try_from(index).unwrap_or(u32::MAX),
+                e.raw_os_error(),
+            );
             exit(code);
         }
     }
 }
 
-fn init_main(plan: &ChildPlan, registers: &[Cell<c_int>], progress: &Progress) -> ! {
+fn init_main(plan: &ChildPlan, registers: &mut Registers, progress: &Progress) -> ! {
     run_steps_or_exit(&plan.init_steps, 0, registers, progress, plan.setup_fd, 126);
     let command = raw_clone(libc::SIGCHLD as u64, std::ptr::null_mut());
     if command < 0 {
@@ -203,27 +277,25 @@ fn init_main(plan: &ChildPlan, registers: &[Cell<c_int>], progress: &Progress) -
     // PID 1 from here: keep only the status pipe, and reap until the
     // command ends. Exiting then makes the kernel kill everything else in
     // the pid namespace.
-    // SAFETY: close(2) and prctl(2) on our own fds and process.
-    unsafe {
-        for &fd in &plan.close_after_fork {
-            libc::close(fd);
-        }
-        libc::close(plan.setup_fd);
-        for fd in 0..3 {
-            libc::close(fd);
-        }
-        libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
+    for &fd in plan
+        .close_after_fork
+        .iter()
+        .chain(&[plan.setup_fd, 0, 1, 2])
+    {
+        // SAFETY: close(2) of fds PID 1 inherited (the plan's pipe ends and
+        // stdio): no register holds them and no step runs in PID 1 after
+        // this, so nothing refers to these numbers again.
+        unsafe { libc::close(fd) };
     }
+    let _ = rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable);
     loop {
-        let mut status: c_int = 0;
-        // SAFETY: waitpid(2) with a live local for the status.
-        let pid = unsafe { libc::waitpid(-1, &mut status, 0) };
-        if pid == command as i32 {
-            write_record(plan.status_fd, RECORD_COMMAND_STATUS, 0, status);
-            exit(0);
-        }
-        if pid < 0 && errno() != libc::EINTR {
-            exit(125);
+        match rustix::process::wait(rustix::process::WaitOptions::empty()) {
+            Ok(Some((pid, status))) if i64::from(pid.as_raw_nonzero().get()) == command => {
+                write_record(plan.status_fd, RECORD_COMMAND_STATUS, 0, status.as_raw());
+                exit(0);
+            }
+            Ok(_) | Err(Errno::INTR) => {}
+            Err(_) => exit(125),
         }
     }
 }

@@ -238,7 +238,11 @@ pub enum Step {
     /// `chdir(path)`.
     Chdir(CString),
     /// `setrlimit(resource, soft, hard)`.
-    Rlimit { resource: u32, soft: u64, hard: u64 },
+    Rlimit {
+        resource: rustix::process::Resource,
+        soft: u64,
+        hard: u64,
+    },
     /// `landlock_create_ruleset`, one path-beneath rule per path, then
     /// `landlock_restrict_self`.
     Landlock {
@@ -259,6 +263,67 @@ pub enum Step {
         argv: CStringArray,
         envp: CStringArray,
     },
+    /// Panics (the test of the executor's panic guard).
+    #[cfg(test)]
+    Panic,
+}
+
+impl Step {
+    /// The step's name (its variant's), for reports of a step that
+    /// panicked or hung.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::CloseFdsExcept { .. } => "CloseFdsExcept",
+            Self::ParentDeathSignal { .. } => "ParentDeathSignal",
+            Self::WaitForParent { .. } => "WaitForParent",
+            Self::CheckParentAlive { .. } => "CheckParentAlive",
+            Self::UnshareCgroup { .. } => "UnshareCgroup",
+            Self::Unshare { .. } => "Unshare",
+            Self::Mount { .. } => "Mount",
+            Self::OpenFile { .. } => "OpenFile",
+            Self::MakeMountsPrivate { .. } => "MakeMountsPrivate",
+            Self::OpenTree { .. } => "OpenTree",
+            Self::OpenDir { .. } => "OpenDir",
+            Self::SetMountAttrs { .. } => "SetMountAttrs",
+            Self::NewFilesystem { .. } => "NewFilesystem",
+            Self::AttachAt { .. } => "AttachAt",
+            Self::Resolve { .. } => "Resolve",
+            Self::MoveMount { .. } => "MoveMount",
+            Self::Mask { .. } => "Mask",
+            Self::Symlink { .. } => "Symlink",
+            Self::WriteFile { .. } => "WriteFile",
+            Self::OpenTreeAt { .. } => "OpenTreeAt",
+            Self::WriteSetting { .. } => "WriteSetting",
+            Self::Unlink { .. } => "Unlink",
+            Self::Close { .. } => "Close",
+            Self::HideCallerIdentity { .. } => "HideCallerIdentity",
+            Self::PivotRoot { .. } => "PivotRoot",
+            Self::RootReadOnly { .. } => "RootReadOnly",
+            Self::SetHostname { .. } => "SetHostname",
+            Self::LoopbackUp { .. } => "LoopbackUp",
+            Self::NftBatch { .. } => "NftBatch",
+            Self::CreateTap { .. } => "CreateTap",
+            Self::Netlink { .. } => "Netlink",
+            Self::SendFd { .. } => "SendFd",
+            Self::DropBoundingAndAmbient { .. } => "DropBoundingAndAmbient",
+            Self::ClearGroups { .. } => "ClearGroups",
+            Self::SetGid { .. } => "SetGid",
+            Self::SetUid { .. } => "SetUid",
+            Self::ClearCapabilities { .. } => "ClearCapabilities",
+            Self::NoNewPrivs { .. } => "NoNewPrivs",
+            Self::ResetSignals { .. } => "ResetSignals",
+            Self::NewSession { .. } => "NewSession",
+            Self::Stdio { .. } => "Stdio",
+            Self::CloseOnExecAbove2 { .. } => "CloseOnExecAbove2",
+            Self::Chdir { .. } => "Chdir",
+            Self::Rlimit { .. } => "Rlimit",
+            Self::Landlock { .. } => "Landlock",
+            Self::Seccomp { .. } => "Seccomp",
+            Self::Exec { .. } => "Exec",
+            #[cfg(test)]
+            Self::Panic => "Panic",
+        }
+    }
 }
 
 /// What the child runs: PID 1's steps, then (in the forked command

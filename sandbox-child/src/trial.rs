@@ -2,7 +2,6 @@
 //! probe's trial (does this host let us make the namespaces a run makes?)
 //! and the rootless egress namespace.
 
-use std::cell::Cell;
 use std::ffi::c_int;
 use std::os::fd::{AsRawFd, OwnedFd};
 
@@ -11,27 +10,38 @@ use rustix::io::Errno;
 use std::time::Duration;
 
 use crate::progress::{Progress, Setup, read_record_within};
-use crate::record::RECORD_STEP_FAILED;
+use crate::record::{RECORD_STEP_FAILED, RECORD_STEP_PANICKED};
+use crate::registers::Registers;
 use crate::spawn::{exit, raw_clone, run_steps_or_exit};
-use crate::step::{NO_FD, Step};
+use crate::step::Step;
 
 /// Why a trial failed: the index of the failing step and its errno.
-/// `step` is `usize::MAX` when the child itself failed (the clone, or it
-/// died without a report).
+/// `step` is `usize::MAX` when the child itself failed before any step
+/// (the clone) or could not be waited for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StepFailure {
     /// The index of the failing step in the list given to
     /// [`Trial::start`], or `usize::MAX`.
     pub step: usize,
-    /// Its errno.
+    /// Its errno; `ETIMEDOUT` for a step still running at the deadline,
+    /// `ENOTRECOVERABLE` for one that panicked, `ECHILD` for a child that
+    /// died in it without a report (a signal).
     pub errno: Errno,
+    /// The step panicked (a bug in this crate) and the child aborted.
+    pub panicked: bool,
 }
 
 impl StepFailure {
     fn of_child(errno: Errno) -> Self {
+        Self::at(usize::MAX, errno)
+    }
+
+    /// A step's failure with `errno`.
+    pub fn at(step: usize, errno: Errno) -> Self {
         Self {
-            step: usize::MAX,
+            step,
             errno,
+            panicked: false,
         }
     }
 }
@@ -61,7 +71,7 @@ impl Trial {
     ) -> Result<Self, StepFailure> {
         let (read_end, write_end) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
             .map_err(StepFailure::of_child)?;
-        let cells: Vec<Cell<c_int>> = (0..registers).map(|_| Cell::new(NO_FD)).collect();
+        let mut registers = Registers::new(registers);
         let progress = Progress::new().map_err(StepFailure::of_child)?;
         let flags = (clone_flags as u32 as u64) | libc::SIGCHLD as u64;
         let pid = raw_clone(flags, std::ptr::null_mut());
@@ -69,7 +79,14 @@ impl Trial {
             return Err(StepFailure::of_child(crate::last_errno()));
         }
         if pid == 0 {
-            run_steps_or_exit(steps, 0, &cells, &progress, write_end.as_raw_fd(), 1);
+            run_steps_or_exit(
+                steps,
+                0,
+                &mut registers,
+                &progress,
+                write_end.as_raw_fd(),
+                1,
+            );
             exit(0);
         }
         drop(write_end);
@@ -100,20 +117,24 @@ impl Trial {
         if matches!(read, Ok(Setup::TimedOut)) {
             let step = self.progress.current().unwrap_or(usize::MAX);
             self.kill_and_reap();
-            return Err(StepFailure {
-                step,
-                errno: Errno::TIMEDOUT,
-            });
+            return Err(StepFailure::at(step, Errno::TIMEDOUT));
         }
         let status = self.reap().map_err(StepFailure::of_child)?;
         match read {
-            Ok(Setup::Record(RECORD_STEP_FAILED, index, errno)) => Err(StepFailure {
-                step: index as usize,
-                errno: Errno::from_raw_os_error(errno),
+            Ok(Setup::Record(RECORD_STEP_FAILED, index, errno)) => Err(StepFailure::at(
+                index as usize,
+                Errno::from_raw_os_error(errno),
+            )),
+            Ok(Setup::Record(RECORD_STEP_PANICKED, index, _)) => Err(StepFailure {
+                panicked: true,
+                ..StepFailure::at(index as usize, Errno::NOTRECOVERABLE)
             }),
             Err(errno) => Err(StepFailure::of_child(errno)),
             _ if libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0 => Ok(()),
-            _ => Err(StepFailure::of_child(Errno::CHILD)),
+            _ => Err(StepFailure::at(
+                self.progress.current().unwrap_or(usize::MAX),
+                Errno::CHILD,
+            )),
         }
     }
 
@@ -155,5 +176,45 @@ impl Drop for Trial {
         if !self.reaped {
             self.kill_and_reap();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A step that panics aborts the child, which names the step: the
+    /// parent gets a panic record for it, not a hang and not the next
+    /// step. Control: the step before it ran (it failed first when made to).
+    #[test]
+    fn a_panicking_step_aborts_the_child_and_names_the_step() {
+        let write = |contents: &[u8]| Step::WriteSetting {
+            path: c"/proc/self/comm".to_owned(),
+            contents: contents.to_vec(),
+        };
+        let steps = [write(b"panic-test"), Step::Panic, write(b"never")];
+        let failure = Trial::start(0, &steps, 0)
+            .and_then(|t| t.finish_within(Duration::from_secs(30)))
+            .unwrap_err();
+        assert_eq!(
+            failure,
+            StepFailure {
+                step: 1,
+                errno: Errno::NOTRECOVERABLE,
+                panicked: true
+            }
+        );
+        assert_eq!(steps[failure.step].name(), "Panic");
+        let failing_first = [
+            Step::WriteSetting {
+                path: c"/nonexistent/file".to_owned(),
+                contents: b"x".to_vec(),
+            },
+            Step::Panic,
+        ];
+        let failure = Trial::start(0, &failing_first, 0)
+            .and_then(|t| t.finish_within(Duration::from_secs(30)))
+            .unwrap_err();
+        assert_eq!(failure, StepFailure::at(0, Errno::NOENT));
     }
 }

@@ -26,13 +26,7 @@ fn a_trial_reports_its_first_failing_step_and_errno() {
         write(c"/nonexistent/file", b"x"),
         write(c"/proc/self/comm", b"never"),
     ];
-    assert_eq!(
-        run(&steps, 0),
-        Err(StepFailure {
-            step: 1,
-            errno: Errno::NOENT
-        })
-    );
+    assert_eq!(run(&steps, 0), Err(StepFailure::at(1, Errno::NOENT)));
     assert_eq!(run(&steps[..1], 0), Ok(()));
     assert_eq!(run(&[], 0), Ok(()));
 }
@@ -114,13 +108,7 @@ fn a_stuck_trial_is_killed_and_names_its_step() {
     let trial = Trial::start(0, &steps, 0).unwrap();
     let pid = trial.pid();
     let failure = trial.finish_within(Duration::from_millis(300)).unwrap_err();
-    assert_eq!(
-        failure,
-        StepFailure {
-            step: 1,
-            errno: Errno::TIMEDOUT
-        }
-    );
+    assert_eq!(failure, StepFailure::at(1, Errno::TIMEDOUT));
     assert!(started.elapsed() < Duration::from_secs(10));
     // Killed and reaped: the pid is gone.
     assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists());

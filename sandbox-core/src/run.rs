@@ -19,7 +19,8 @@ use crate::outcome::{EgressStats, ExitStatus, RunOutcome};
 use crate::plan::{self, CommandSpec, PlanFds};
 use crate::sandbox::{Inner, Stdio};
 use sandbox_child::{
-    NO_FD, RECORD_COMMAND_STATUS, RECORD_LEN, RECORD_STEP_FAILED, Setup, decode_record, spawn_init,
+    NO_FD, RECORD_COMMAND_STATUS, RECORD_LEN, RECORD_STEP_FAILED, RECORD_STEP_PANICKED, Setup,
+    decode_record, spawn_init,
 };
 
 /// How long the sandbox's setup (from the clone to the command's `execve`)
@@ -268,6 +269,14 @@ pub(crate) fn start(inner: &Inner, spec: &CommandSpec, stdio: StdioChoice) -> Re
             return Err(Error::Setup {
                 step: step_name(index as usize),
                 source: std::io::Error::from_raw_os_error(errno),
+            });
+        }
+        Ok(Setup::Record(RECORD_STEP_PANICKED, index, _)) => {
+            return Err(Error::Setup {
+                step: step_name(index as usize),
+                source: std::io::Error::other(
+                    "the step panicked (a bug in sandbox-child) and the sandbox aborted",
+                ),
             });
         }
         Ok(Setup::TimedOut) => {

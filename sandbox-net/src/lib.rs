@@ -9,11 +9,10 @@
 //!   tap's fd passed out), for `sandbox-child`'s executor; the run and
 //!   [`EgressNamespace::create_rootless`] both use them.
 //! - [`Requests`] and [`Rtnetlink`]: link, address and route configuration,
-//!   as direct calls or as prebuilt bytes a forked child sends with
-//!   [`send_prebuilt`].
+//!   as direct calls or as prebuilt bytes a sandbox's child sends.
 //! - [`Ruleset`]: the egress ruleset a policy's `network` section asks for,
 //!   as one atomic batch ([`Ruleset::install`], or
-//!   [`Ruleset::batch`] bytes for [`send_nft_batch`] in a child), read back
+//!   [`Ruleset::batch`] bytes a sandbox's child sends), read back
 //!   from the kernel with [`Ruleset::read_back`].
 //!
 //! ```
@@ -45,11 +44,9 @@ pub use namespace::{
 };
 pub use nft::{
     Gateway, KernelRuleset, METADATA_BLOCKS, Match, NftBatch, RuleSpec, Ruleset, TABLE, Verdict,
-    ipv4_mapped, send_nft_batch,
+    ipv4_mapped,
 };
-pub use rtnl::{
-    AddressState, Link, LinkChange, LinkState, Requests, RouteState, Rtnetlink, send_prebuilt,
-};
+pub use rtnl::{AddressState, Link, LinkChange, LinkState, Requests, RouteState, Rtnetlink};
 pub use tap::{
     MAX_NAME_LEN, TapOptions, VNET_HDR_LEN, create_tap, enable_offloads, has_vnet_hdr, recv_fd,
     send_fd,

@@ -2,9 +2,9 @@
 //! (`netlink-packet-route` builds the messages).
 //!
 //! Requests are built into one byte buffer ([`Requests`]), each asking for
-//! an ACK. [`Rtnetlink::execute`] sends them and checks every ACK; a forked
-//! child can send the same bytes with [`send_prebuilt`], which neither
-//! allocates nor locks.
+//! an ACK. [`Rtnetlink::execute`] sends them and checks every ACK; a
+//! sandbox's child sends the same bytes with `sandbox-child`'s
+//! `Step::Netlink`, which neither allocates nor locks.
 
 use std::net::IpAddr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
@@ -23,7 +23,6 @@ use netlink_packet_route::route::{
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 
 use crate::error::{Error, Result};
-use crate::sys;
 use crate::tap::check_name;
 
 /// Which link a request is about.
@@ -304,18 +303,6 @@ fn family(addr: IpAddr) -> AddressFamily {
     }
 }
 
-/// Sends prebuilt requests (sequence numbers 1..=n, each asking for an
-/// ACK) on netlink socket `fd` and checks the ACKs. No allocation, no lock:
-/// usable in a child forked from a multithreaded process.
-///
-/// # Errors
-///
-/// `(index, errno)`: the 0-based index of the first refused request (or
-/// `u32::MAX` if sending or receiving failed) and its errno.
-pub fn send_prebuilt(fd: BorrowedFd<'_>, bytes: &[u8], count: u32) -> Result<(), (u32, i32)> {
-    sandbox_child::net::send_each_and_check_acks(fd, bytes, count)
-}
-
 /// One link, as the kernel lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -372,7 +359,7 @@ impl Rtnetlink {
     /// [`Error::Os`].
     pub fn open() -> Result<Self> {
         Ok(Self {
-            fd: sys::netlink_socket(libc::NETLINK_ROUTE)
+            fd: sandbox_child::net::netlink_socket(None)
                 .map_err(Error::os("socket(NETLINK_ROUTE)"))?,
         })
     }
@@ -385,21 +372,22 @@ impl Rtnetlink {
     /// the requests before it took effect, the ones after it were not
     /// processed.
     pub fn execute(&self, requests: &Requests) -> Result<()> {
-        send_prebuilt(self.fd.as_fd(), requests.as_bytes(), requests.len() as u32).map_err(
-            |(index, errno)| Error::Netlink {
-                request: if index == u32::MAX {
-                    "the batch (send or receive)".to_string()
-                } else {
-                    format!(
+        use sandbox_child::net::{NetlinkFailure, send_each_and_check_acks};
+        let count = requests.len() as u32;
+        send_each_and_check_acks(self.fd.as_fd(), requests.as_bytes(), count).map_err(|failure| {
+            Error::Netlink {
+                request: match failure {
+                    NetlinkFailure::Refused { at, .. } => format!(
                         "{} (request {} of {})",
-                        requests.description(index as usize),
-                        index + 1,
+                        requests.description(at as usize),
+                        at + 1,
                         requests.len()
-                    )
+                    ),
+                    NetlinkFailure::Socket(_) => "the batch (send or receive)".to_string(),
                 },
-                source: std::io::Error::from_raw_os_error(errno),
-            },
-        )
+                source: failure.errno().into(),
+            }
+        })
     }
 
     fn dump(&self, message: RouteNetlinkMessage, what: &str) -> Result<Vec<RouteNetlinkMessage>> {

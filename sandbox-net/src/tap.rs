@@ -65,7 +65,11 @@ pub fn create_tap(name: &str, options: TapOptions) -> Result<OwnedFd> {
     if options.multi_queue {
         flags |= libc::IFF_MULTI_QUEUE;
     }
-    sys::tun_set_iff(tun.as_fd(), name, flags as libc::c_short)
+    let c_name = std::ffi::CString::new(name).map_err(|_| Error::Invalid {
+        what: "tap name",
+        detail: format!("{name:?} contains a NUL byte"),
+    })?;
+    sandbox_child::net::tun_set_iff(tun.as_fd(), &c_name, flags as libc::c_short)
         .map_err(Error::os(format!("TUNSETIFF {name}")))?;
     Ok(tun)
 }
@@ -114,24 +118,8 @@ pub fn enable_offloads(tap: impl AsFd) -> Result<()> {
 ///
 /// [`Error::Os`] with the errno of `sendmsg`.
 pub fn send_fd(socket: impl AsFd, fd: impl AsFd) -> Result<()> {
-    use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags, sendmsg};
-    let fds = [fd.as_fd()];
-    let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
-    let mut control = SendAncillaryBuffer::new(&mut space);
-    if !control.push(SendAncillaryMessage::ScmRights(&fds)) {
-        return Err(Error::Invalid {
-            what: "control buffer",
-            detail: "too small for one fd".into(),
-        });
-    }
-    sendmsg(
-        socket,
-        &[std::io::IoSlice::new(&[0])],
-        &mut control,
-        SendFlags::empty(),
-    )
-    .map_err(Error::os("sendmsg(SCM_RIGHTS)"))?;
-    Ok(())
+    sandbox_child::net::send_fd(socket.as_fd(), fd.as_fd())
+        .map_err(Error::os("sendmsg(SCM_RIGHTS)"))
 }
 
 /// Receives one fd sent by [`send_fd`] (or by a sandbox's child); it comes

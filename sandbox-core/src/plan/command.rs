@@ -5,6 +5,7 @@ use std::ffi::{CString, OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
+use rustix::process::Resource;
 use sandbox_policy::{FsMode, Limit, Policy};
 
 use crate::error::{Error, Result};
@@ -105,35 +106,30 @@ pub(super) fn rlimits(
     policy: &Policy,
     nproc: Option<u32>,
     pending_signals: Option<u32>,
-) -> Vec<(u32, u64, u64, &'static str)> {
+) -> Vec<(Resource, u64, u64, &'static str)> {
     let r = &policy.resources;
-    let mut out = vec![(libc::RLIMIT_CORE, 0, 0, "RLIMIT_CORE")];
+    let mut out = vec![(Resource::Core, 0, 0, "RLIMIT_CORE")];
     if let Some(n) = pending_signals {
         out.push((
-            libc::RLIMIT_SIGPENDING,
+            Resource::Sigpending,
             u64::from(n),
             u64::from(n),
             "RLIMIT_SIGPENDING",
         ));
     }
     if let Some(n) = nproc {
-        out.push((
-            libc::RLIMIT_NPROC,
-            u64::from(n),
-            u64::from(n),
-            "RLIMIT_NPROC",
-        ));
+        out.push((Resource::Nproc, u64::from(n), u64::from(n), "RLIMIT_NPROC"));
     }
     if let Some(Limit::Max(t)) = r.cpu_time {
         let secs = t.as_millis().div_ceil(1000).max(1);
-        out.push((libc::RLIMIT_CPU, secs, secs + 1, "RLIMIT_CPU"));
+        out.push((Resource::Cpu, secs, secs + 1, "RLIMIT_CPU"));
     }
     if let Some(Limit::Max(n)) = r.max_file_size {
-        out.push((libc::RLIMIT_FSIZE, n.bytes(), n.bytes(), "RLIMIT_FSIZE"));
+        out.push((Resource::Fsize, n.bytes(), n.bytes(), "RLIMIT_FSIZE"));
     }
     if let Some(Limit::Max(n)) = r.open_files {
         out.push((
-            libc::RLIMIT_NOFILE,
+            Resource::Nofile,
             u64::from(n),
             u64::from(n),
             "RLIMIT_NOFILE",

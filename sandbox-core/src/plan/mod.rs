@@ -511,19 +511,20 @@ mod tests {
 
     #[test]
     fn rlimits_follow_the_policy_and_core_dumps_are_off() {
+        use rustix::process::Resource;
         let policy = Policy::from_toml_str(
             "[resources]\ncpu_time = \"1500ms\"\nmax_file_size = \"unlimited\"\nopen_files = 9\n",
         )
         .unwrap();
         let limits = rlimits(&policy, None, None);
-        assert_eq!(limits[0], (libc::RLIMIT_CORE, 0, 0, "RLIMIT_CORE"));
-        assert!(limits.contains(&(libc::RLIMIT_CPU, 2, 3, "RLIMIT_CPU")));
-        assert!(limits.contains(&(libc::RLIMIT_NOFILE, 9, 9, "RLIMIT_NOFILE")));
-        assert!(!limits.iter().any(|l| l.0 == libc::RLIMIT_FSIZE));
-        assert!(!limits.iter().any(|l| l.0 == libc::RLIMIT_NPROC));
+        assert_eq!(limits[0], (Resource::Core, 0, 0, "RLIMIT_CORE"));
+        assert!(limits.contains(&(Resource::Cpu, 2, 3, "RLIMIT_CPU")));
+        assert!(limits.contains(&(Resource::Nofile, 9, 9, "RLIMIT_NOFILE")));
+        assert!(!limits.iter().any(|l| l.0 == Resource::Fsize));
+        assert!(!limits.iter().any(|l| l.0 == Resource::Nproc));
         let with_nproc = rlimits(&policy, Some(16), Some(8));
-        assert!(with_nproc.contains(&(libc::RLIMIT_SIGPENDING, 8, 8, "RLIMIT_SIGPENDING")));
-        assert!(with_nproc.contains(&(libc::RLIMIT_NPROC, 16, 16, "RLIMIT_NPROC")));
+        assert!(with_nproc.contains(&(Resource::Sigpending, 8, 8, "RLIMIT_SIGPENDING")));
+        assert!(with_nproc.contains(&(Resource::Nproc, 16, 16, "RLIMIT_NPROC")));
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 use std::ffi::CString;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd};
 
 use nftnl::expr::{Bitwise, Cmp, CmpOp, Conntrack, Meta, Payload};
 use nftnl::{
@@ -14,6 +14,7 @@ use sandbox_policy::{IpNet, Network, PortRange, Protocol};
 
 use crate::error::{Error, Result};
 use crate::sys;
+use sandbox_child::net::NetlinkFailure;
 
 mod text;
 #[cfg(test)]
@@ -471,14 +472,17 @@ impl NftBatch {
     /// [`Error::Netlink`] with the first errno the kernel answered (the
     /// batch is then rolled back whole).
     pub fn send(&self) -> Result<()> {
-        let socket = sys::netlink_socket(libc::NETLINK_NETFILTER)
-            .map_err(Error::os("socket(NETLINK_NETFILTER)"))?;
-        send_nft_batch(socket.as_fd(), &self.bytes, self.acks).map_err(|(seq, errno)| {
-            Error::Netlink {
-                request: format!("nftables batch (message {seq})"),
-                source: std::io::Error::from_raw_os_error(errno),
-            }
-        })
+        let socket = netfilter_socket()?;
+        sandbox_child::net::send_batch_and_check_acks(socket.as_fd(), &self.bytes, self.acks)
+            .map_err(|failure| Error::Netlink {
+                request: match failure {
+                    NetlinkFailure::Refused { at, .. } => {
+                        format!("nftables batch (message {at})")
+                    }
+                    NetlinkFailure::Socket(_) => "nftables batch (send or receive)".into(),
+                },
+                source: failure.errno().into(),
+            })
     }
 
     /// The batch's rules rendered by libnftnl (table, chain and
@@ -491,15 +495,10 @@ impl NftBatch {
     }
 }
 
-/// Sends an nf_tables batch (all of it in one `send`, as nfnetlink needs)
-/// on `socket` and waits for `acks` ACKs. No allocation: the same sender a
-/// sandbox's child runs (`sandbox-child`).
-///
-/// # Errors
-///
-/// `(sequence, errno)` of the first error the kernel answered.
-pub fn send_nft_batch(socket: BorrowedFd<'_>, bytes: &[u8], acks: u32) -> Result<(), (u32, i32)> {
-    sandbox_child::net::send_batch_and_check_acks(socket, bytes, acks)
+/// A `NETLINK_NETFILTER` socket in the caller's network namespace.
+fn netfilter_socket() -> Result<std::os::fd::OwnedFd> {
+    sandbox_child::net::netlink_socket(Some(rustix::net::netlink::NETFILTER))
+        .map_err(Error::os("socket(NETLINK_NETFILTER)"))
 }
 
 /// What the kernel holds in table `inet sandbox`, rendered by libnftnl.
@@ -521,8 +520,7 @@ impl KernelRuleset {
     /// [`Error::Mismatch`] if there is no such table; [`Error::Os`] or
     /// [`Error::Netlink`] if the dump failed.
     pub fn read() -> Result<Self> {
-        let socket = sys::netlink_socket(libc::NETLINK_NETFILTER)
-            .map_err(Error::os("socket(NETLINK_NETFILTER)"))?;
+        let socket = netfilter_socket()?;
         let dump = |kind| {
             sys::nft_dump(socket.as_raw_fd(), kind, TABLE).map_err(|(what, errno)| {
                 if errno == libc::ENOENT {

@@ -7,36 +7,13 @@ mod nft;
 
 pub(crate) use nft::{DumpKind, count_ack_requests, nft_dump, render_rules};
 
-use std::os::fd::{BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::BorrowedFd;
 
 use rustix::io::Errno;
 
 fn errno() -> i32 {
     // SAFETY: reading the calling thread's errno.
     unsafe { *libc::__errno_location() }
-}
-
-/// `ioctl(fd, TUNSETIFF, {name, flags})`.
-pub(crate) fn tun_set_iff(
-    fd: BorrowedFd<'_>,
-    name: &str,
-    flags: libc::c_short,
-) -> Result<(), Errno> {
-    use std::os::fd::AsRawFd;
-    // SAFETY: ifreq is plain data; zero is a valid value.
-    let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (slot, byte) in request.ifr_name.iter_mut().zip(name.bytes()) {
-        *slot = byte as libc::c_char;
-    }
-    request.ifr_ifru.ifru_flags = flags;
-    // SAFETY: TUNSETIFF reads and writes one ifreq, which lives for the
-    // call; the name is NUL-terminated (checked to be < IFNAMSIZ bytes).
-    let ret = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETIFF as _, &mut request) };
-    if ret < 0 {
-        Err(Errno::from_raw_os_error(errno()))
-    } else {
-        Ok(())
-    }
 }
 
 /// `ioctl(fd, TUNGETIFF)`: the tap's flags (`IFF_*`).
@@ -84,31 +61,6 @@ pub(crate) fn tun_set(
     } else {
         Ok(())
     }
-}
-
-/// `socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, protocol)`.
-pub(crate) fn netlink_socket(protocol: libc::c_int) -> Result<OwnedFd, Errno> {
-    // SAFETY: socket(2) returns a new fd or -1.
-    let fd = unsafe {
-        libc::socket(
-            libc::AF_NETLINK,
-            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-            protocol,
-        )
-    };
-    if fd < 0 {
-        return Err(Errno::from_raw_os_error(errno()));
-    }
-    // SAFETY: a fresh fd nobody else owns.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    // A reply that never comes (a kernel that ACKs less than we count)
-    // must not hang the caller: receives time out after 5 s (EAGAIN).
-    rustix::net::sockopt::set_socket_timeout(
-        &fd,
-        rustix::net::sockopt::Timeout::Recv,
-        Some(std::time::Duration::from_secs(5)),
-    )?;
-    Ok(fd)
 }
 
 /// `unshare(CLONE_NEWNET)` for the calling thread only.

@@ -6,6 +6,8 @@ use std::ffi::{c_int, c_void};
 use std::os::fd::{FromRawFd, OwnedFd};
 
 use rustix::io::Errno;
+use rustix::process::{DumpableBehavior, Uid};
+use rustix::thread::CapabilitiesSecureBits;
 
 use crate::exec::run_step;
 use crate::progress::Progress;
@@ -51,82 +53,44 @@ pub(crate) fn raw_clone(flags: u64, pidfd: *mut c_int) -> libc::c_long {
 /// kernel's rule for credential changes, `suid_dumpable`): the guard puts
 /// the caller's dumpable flag back as it was.
 struct ThreadOwner {
-    euid: libc::uid_t,
-    securebits: libc::c_long,
-    dumpable: libc::c_long,
+    euid: Uid,
+    securebits: CapabilitiesSecureBits,
+    dumpable: DumpableBehavior,
 }
 
 impl ThreadOwner {
-    fn become_owner(owner: libc::uid_t) -> Result<Self, Errno> {
-        // SAFETY: prctl(2) and setresuid(2) as raw syscalls on the calling
-        // thread only; each failure is returned before anything else ran,
-        // and the first change is undone when the second fails.
-        unsafe {
-            let securebits = libc::syscall(libc::SYS_prctl, libc::PR_GET_SECUREBITS, 0, 0, 0, 0);
-            let dumpable = libc::syscall(libc::SYS_prctl, libc::PR_GET_DUMPABLE, 0, 0, 0, 0);
-            if securebits < 0 || dumpable < 0 {
-                return Err(last_errno());
-            }
-            const SECBIT_NO_SETUID_FIXUP: libc::c_long = 1 << 2;
-            if libc::syscall(
-                libc::SYS_prctl,
-                libc::PR_SET_SECUREBITS,
-                securebits | SECBIT_NO_SETUID_FIXUP,
-                0,
-                0,
-                0,
-            ) < 0
-            {
-                return Err(last_errno());
-            }
-            let euid = libc::geteuid();
-            let keep: libc::uid_t = libc::uid_t::MAX; // -1: unchanged
-            if libc::syscall(libc::SYS_setresuid, keep, owner, keep) < 0 {
-                let e = last_errno();
-                libc::syscall(
-                    libc::SYS_prctl,
-                    libc::PR_SET_SECUREBITS,
-                    securebits,
-                    0,
-                    0,
-                    0,
-                );
-                return Err(e);
-            }
-            Ok(Self {
-                euid,
-                securebits,
-                dumpable,
-            })
+    fn become_owner(owner: u32) -> Result<Self, Errno> {
+        if owner == u32::MAX {
+            return Err(Errno::INVAL);
         }
+        let securebits = rustix::thread::capabilities_secure_bits()?;
+        let dumpable = rustix::process::dumpable_behavior()?;
+        rustix::thread::set_capabilities_secure_bits(
+            securebits | CapabilitiesSecureBits::NO_SETUID_FIXUP,
+        )?;
+        let euid = rustix::process::geteuid();
+        // rustix's thread call is the raw syscall: this thread only.
+        let owner = Uid::from_raw_unchecked(owner);
+        if let Err(e) = rustix::thread::set_thread_res_uid(None, owner, None) {
+            let _ = rustix::thread::set_capabilities_secure_bits(securebits);
+            return Err(e);
+        }
+        Ok(Self {
+            euid,
+            securebits,
+            dumpable,
+        })
     }
 }
 
 impl Drop for ThreadOwner {
     fn drop(&mut self) {
-        // SAFETY: as in `become_owner`: the thread's own euid back (its
-        // real and saved uids never changed, so this is always allowed),
-        // then its securebits.
-        unsafe {
-            let keep: libc::uid_t = libc::uid_t::MAX;
-            libc::syscall(libc::SYS_setresuid, keep, self.euid, keep);
-            libc::syscall(
-                libc::SYS_prctl,
-                libc::PR_SET_SECUREBITS,
-                self.securebits,
-                0,
-                0,
-                0,
-            );
-            libc::syscall(
-                libc::SYS_prctl,
-                libc::PR_SET_DUMPABLE,
-                self.dumpable,
-                0,
-                0,
-                0,
-            );
-        }
+        // The thread's own euid back (its real and saved uids never
+        // changed, so this is always allowed), then its securebits and
+        // the process's dumpable flag.
+        let _ = rustix::thread::set_thread_res_uid(None, self.euid, None);
+        let _ = rustix::thread::set_capabilities_secure_bits(self.securebits);
+        let _ = rustix::process::set_dumpable_behavior(self.dumpable);
     }
 }
 

@@ -6,6 +6,7 @@ use std::ffi::c_int;
 use std::os::fd::{AsRawFd, OwnedFd};
 
 use rustix::io::Errno;
+use rustix::process::{Pid, Signal, WaitOptions};
 
 use std::time::Duration;
 
@@ -149,22 +150,24 @@ impl Trial {
     }
 
     fn reap(&mut self) -> Result<c_int, Errno> {
-        let mut status = 0;
-        // SAFETY: waitpid(2) on our own child, not reaped yet (so the pid
-        // is still ours), with a live local for the status.
-        while unsafe { libc::waitpid(self.pid, &mut status, 0) } < 0 {
-            let errno = crate::last_errno();
-            if errno != Errno::INTR {
-                return Err(errno);
+        let pid = Pid::from_raw(self.pid).ok_or(Errno::SRCH)?;
+        loop {
+            match rustix::process::waitpid(Some(pid), WaitOptions::empty()) {
+                Ok(status) => {
+                    self.reaped = true;
+                    return Ok(status.map_or(0, |(_, status)| status.as_raw()));
+                }
+                Err(Errno::INTR) => {}
+                Err(e) => return Err(e),
             }
         }
-        self.reaped = true;
-        Ok(status)
     }
 
     fn kill_and_reap(&mut self) {
-        // SAFETY: kill(2) of our own child, not reaped yet.
-        unsafe { libc::kill(self.pid, libc::SIGKILL) };
+        // Our own child, not reaped yet: the pid is still ours.
+        if let Some(pid) = Pid::from_raw(self.pid) {
+            let _ = rustix::process::kill_process(pid, Signal::KILL);
+        }
         let _ = self.reap();
     }
 }

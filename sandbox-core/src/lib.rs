@@ -65,13 +65,19 @@
 #![deny(missing_docs)]
 
 mod cgroups;
+mod credentials;
 mod decide;
 mod error;
+mod landlock;
+mod mount;
+mod namespaces;
+mod network;
 mod outcome;
 mod plan;
 mod probe;
 mod quotas;
 mod report;
+mod rlimit;
 mod run;
 mod sandbox;
 mod seccomp;

@@ -83,13 +83,57 @@ pub(crate) fn plan(policy: &Policy) -> QuotaPlan {
     }
 }
 
+/// The quotas a run sets, with their report lines: none without a user
+/// namespace of the run's own, or where the probe could not set them.
+pub(crate) fn decide(
+    policy: &Policy,
+    host: &crate::probe::HostCapabilities,
+    namespaces: &crate::namespaces::Namespaces,
+    credentials: &crate::credentials::Credentials,
+    found: &mut crate::decide::Findings,
+) -> QuotaPlan {
+    use crate::report::Layer;
+    let asked = !policy.resources.kernel.is_unset();
+    if !namespaces.made() {
+        if asked {
+            found.down(
+                Layer::Resources,
+                format!(
+                    "resources.kernel: the quotas are set in the run's own user namespace, and user namespaces are unusable here ({})",
+                    namespaces.why_not()
+                ),
+            );
+        }
+        return QuotaPlan::default();
+    }
+    let (lines, shared) = report(policy, host.euid == 0, credentials.run_ids);
+    let available = host.kernel_quotas.is_available();
+    if available {
+        for line in lines {
+            found.mechanism(Layer::Resources, line);
+        }
+    } else if asked {
+        found.down(
+            Layer::Resources,
+            format!(
+                "resources.kernel: the run's user namespace cannot cap them here ({})",
+                crate::decide::reason(&host.kernel_quotas)
+            ),
+        );
+    }
+    if let Some(shared) = shared {
+        found.note(Layer::Resources, shared);
+    }
+    if available {
+        plan(policy)
+    } else {
+        QuotaPlan::default()
+    }
+}
+
 /// What the report says of the quotas: the mechanism lines, and for an
 /// unprivileged caller the note of what its runs still share with it.
-pub(crate) fn report(
-    policy: &Policy,
-    root_caller: bool,
-    run_ids: bool,
-) -> (Vec<String>, Option<String>) {
+fn report(policy: &Policy, root_caller: bool, run_ids: bool) -> (Vec<String>, Option<String>) {
     let mut lines = Vec::new();
     let set: Vec<String> = policy
         .resources

@@ -81,7 +81,11 @@ fn start_forwarder(inner: &Inner, socket: &OwnedFd) -> Result<EgressRun> {
         tap,
         policy,
         &EgressAddressing {
-            mtu: inner.decisions.egress_mtu,
+            mtu: inner
+                .decisions
+                .network
+                .egress_mtu()
+                .unwrap_or(EgressAddressing::default().mtu),
             ..EgressAddressing::default()
         },
         inner.dns_upstream,
@@ -150,6 +154,85 @@ fn abandon(pid: i32, pidfd: &OwnedFd) {
     let _ = crate::sys::wait4(pid);
 }
 
+/// The parent's half of the setup: the id maps, the cgroups, and the
+/// bytes that let the child go on.
+fn parent_setup(
+    plan: &plan::Plan,
+    pid: i32,
+    sync_write: &OwnedFd,
+    cgroups: &RunCgroups,
+) -> Result<()> {
+    if plan.namespaces != 0 {
+        let write = |file: &str, contents: &str| -> Result<()> {
+            let path = format!("/proc/{pid}/{file}");
+            std::fs::write(&path, contents)
+                .map_err(Error::prepare(format!("write {contents:?} to {path}")))
+        };
+        if plan.deny_setgroups {
+            write("setgroups", "deny")?;
+        }
+        write("uid_map", &plan.uid_map)?;
+        write("gid_map", &plan.gid_map)?;
+    }
+    let go = || {
+        rustix::io::write(sync_write, &[1])
+            .map(drop)
+            .map_err(Error::prepare_errno("start the sandbox"))
+    };
+    if plan.namespaces != 0 {
+        // The child builds its root while we move it into its cgroups; it
+        // waits for the second byte before it forks the command.
+        go()?;
+        cgroups.attach(pid)?;
+    } else {
+        cgroups.attach(pid)?;
+    }
+    go()
+}
+
+/// What the setup pipe and the parent's half say together: `Ok` once the
+/// command has exec'd; the failing step (the child's report explains more
+/// than our broken pipe), a stuck one, or the parent's own error.
+fn setup_outcome(
+    record: Result<Setup>,
+    parent_result: Result<()>,
+    plan: &plan::Plan,
+    progress: &sandbox_child::Progress,
+) -> Result<()> {
+    let step_name = |index: usize| {
+        plan.descriptions
+            .get(index)
+            .cloned()
+            .unwrap_or_else(|| format!("step {index}"))
+    };
+    match record {
+        Ok(Setup::Record(RECORD_STEP_FAILED, index, errno)) => Err(Error::Setup {
+            step: step_name(index as usize),
+            source: std::io::Error::from_raw_os_error(errno),
+        }),
+        Ok(Setup::Record(RECORD_STEP_PANICKED, index, _)) => Err(Error::Setup {
+            step: step_name(index as usize),
+            source: std::io::Error::other(
+                "the step panicked (a bug in sandbox-child) and the sandbox aborted",
+            ),
+        }),
+        Ok(Setup::TimedOut) => Err(Error::Setup {
+            step: progress
+                .current()
+                .map_or_else(|| "the clone".to_string(), step_name),
+            source: std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!(
+                    "still not done after {} s; the sandbox was killed",
+                    SETUP_TIMEOUT.as_secs()
+                ),
+            ),
+        }),
+        Err(e) if parent_result.is_ok() => Err(e),
+        _ => parent_result,
+    }
+}
+
 /// Clones the sandbox and runs its setup; returns once the command has
 /// exec'd, or with the step that failed.
 pub(crate) fn start(inner: &Inner, spec: &CommandSpec, stdio: StdioChoice) -> Result<Started> {
@@ -164,7 +247,7 @@ pub(crate) fn start(inner: &Inner, spec: &CommandSpec, stdio: StdioChoice) -> Re
     let (child_in, parent_in) = stdio_fds(stdio.stdin, true)?;
     let (child_out, parent_out) = stdio_fds(stdio.stdout, false)?;
     let (child_err, parent_err) = stdio_fds(stdio.stderr, false)?;
-    let egress_sockets = if inner.decisions.egress {
+    let egress_sockets = if inner.decisions.network.egress_mtu().is_some() {
         Some(
             rustix::net::socketpair(
                 rustix::net::AddressFamily::UNIX,
@@ -177,11 +260,7 @@ pub(crate) fn start(inner: &Inner, spec: &CommandSpec, stdio: StdioChoice) -> Re
     } else {
         None
     };
-    let limits = crate::cgroups::CgroupLimits {
-        memory: inner.decisions.memory,
-        pids: inner.decisions.pids,
-        cpu: inner.decisions.cpu,
-    };
+    let limits = inner.decisions.cgroup_limits;
     let cgroups = if limits.any() {
         RunCgroups::create(&inner.report.host.cgroups, &limits)?
     } else {
@@ -205,7 +284,11 @@ pub(crate) fn start(inner: &Inner, spec: &CommandSpec, stdio: StdioChoice) -> Re
         plan::RunIdentity {
             euid: host.euid,
             egid,
-            run_id: inner.decisions.run_ids.then(|| inner.run_ids.next()),
+            run_id: inner
+                .decisions
+                .credentials
+                .run_ids
+                .then(|| inner.run_ids.next()),
         },
     )?;
     let started = Instant::now();
@@ -215,36 +298,7 @@ pub(crate) fn start(inner: &Inner, spec: &CommandSpec, stdio: StdioChoice) -> Re
     drop((child_in, child_out, child_err));
     let egress_parent = egress_sockets.map(|(parent, _child)| parent);
 
-    // The parent's half: id maps, cgroups, then let the child go.
-    let parent_setup = || -> Result<()> {
-        if plan.namespaces != 0 {
-            let write = |file: &str, contents: &str| -> Result<()> {
-                let path = format!("/proc/{pid}/{file}");
-                std::fs::write(&path, contents)
-                    .map_err(Error::prepare(format!("write {contents:?} to {path}")))
-            };
-            if plan.deny_setgroups {
-                write("setgroups", "deny")?;
-            }
-            write("uid_map", &plan.uid_map)?;
-            write("gid_map", &plan.gid_map)?;
-        }
-        let go = || {
-            rustix::io::write(&sync_write, &[1])
-                .map(drop)
-                .map_err(Error::prepare_errno("start the sandbox"))
-        };
-        if plan.namespaces != 0 {
-            // The child builds its root while we move it into its cgroups;
-            // it waits for the second byte before it forks the command.
-            go()?;
-            cgroups.attach(pid)?;
-        } else {
-            cgroups.attach(pid)?;
-        }
-        go()
-    };
-    let parent_result = parent_setup();
+    let parent_result = parent_setup(&plan, pid, &sync_write, &cgroups);
     if parent_result.is_err() {
         // The child may have failed first (and so refused our bytes): its
         // report explains more than our broken pipe.
@@ -255,49 +309,16 @@ pub(crate) fn start(inner: &Inner, spec: &CommandSpec, stdio: StdioChoice) -> Re
     // FUSE lookup) is killed after SETUP_TIMEOUT and named by its step.
     let record = sandbox_child::read_record_within(&setup_read, SETUP_TIMEOUT)
         .map_err(Error::supervise("read the setup pipe"));
+    let mut abandoned = parent_result.is_err();
     if parent_result.is_ok() && matches!(record, Ok(Setup::Record(..) | Setup::TimedOut)) {
         abandon(pid, &pidfd);
+        abandoned = true;
     }
-    let step_name = |index: usize| {
-        plan.descriptions
-            .get(index)
-            .cloned()
-            .unwrap_or_else(|| format!("step {index}"))
-    };
-    match record {
-        Ok(Setup::Record(RECORD_STEP_FAILED, index, errno)) => {
-            return Err(Error::Setup {
-                step: step_name(index as usize),
-                source: std::io::Error::from_raw_os_error(errno),
-            });
-        }
-        Ok(Setup::Record(RECORD_STEP_PANICKED, index, _)) => {
-            return Err(Error::Setup {
-                step: step_name(index as usize),
-                source: std::io::Error::other(
-                    "the step panicked (a bug in sandbox-child) and the sandbox aborted",
-                ),
-            });
-        }
-        Ok(Setup::TimedOut) => {
-            return Err(Error::Setup {
-                step: progress
-                    .current()
-                    .map_or_else(|| "the clone".to_string(), step_name),
-                source: std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    format!(
-                        "still not done after {} s; the sandbox was killed",
-                        SETUP_TIMEOUT.as_secs()
-                    ),
-                ),
-            });
-        }
-        Err(e) if parent_result.is_ok() => {
+    if let Err(e) = setup_outcome(record, parent_result, &plan, &progress) {
+        if !abandoned {
             abandon(pid, &pidfd);
-            return Err(e);
         }
-        _ => parent_result?,
+        return Err(e);
     }
     // The child handed over the tap before it exec'd: the forwarder runs in
     // a thread of the caller's, in the caller's network namespace.

@@ -198,7 +198,7 @@ impl Sandbox {
     /// run ids at all (the caller is not root, or the default range is not
     /// mapped either: the report then says what its runs share).
     pub fn with_run_ids(mut self, ids: RunIds) -> Result<Self> {
-        if !self.inner.decisions.run_ids || !ids.mapped_here() {
+        if !self.inner.decisions.credentials.run_ids || !ids.mapped_here() {
             return Err(Error::RunIdsUnmapped {
                 first: ids.first,
                 count: ids.count,
@@ -222,7 +222,8 @@ impl Sandbox {
                 reason: format!("egress MTU {mtu} is outside 1280..=65520"),
             });
         }
-        Arc::make_mut(&mut self.inner).decisions.egress_mtu = mtu;
+        let decisions = &mut Arc::make_mut(&mut self.inner).decisions;
+        decisions.network = decisions.network.with_egress_mtu(mtu);
         Ok(self)
     }
 
@@ -283,7 +284,9 @@ impl Sandbox {
         let mut rebuilt = Self::with_host(policy.clone(), &host)?;
         let inner = Arc::make_mut(&mut rebuilt.inner);
         inner.dns_upstream = *dns_upstream;
-        inner.decisions.egress_mtu = decisions.egress_mtu;
+        if let Some(mtu) = decisions.network.egress_mtu() {
+            inner.decisions.network = inner.decisions.network.with_egress_mtu(mtu);
+        }
         Ok(rebuilt)
     }
 

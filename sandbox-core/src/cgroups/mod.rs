@@ -2,6 +2,7 @@
 //! each: the unified (v2) hierarchy, and v1 controllers on hybrid hosts.
 
 mod dir;
+pub(crate) mod limits;
 mod placement;
 mod run;
 pub(crate) mod systemd;

@@ -19,13 +19,13 @@ use crate::seccomp::SeccompProgram;
 use sandbox_child::{CStringArray, ChildPlan, NO_FD, Reg, Step, TargetKind};
 
 mod command;
-mod egress;
-mod filesystem;
 
+use crate::landlock::writable_paths;
+use crate::mount::plan::filesystem_steps;
+use crate::network::plan::{egress_steps, resolv_conf_text};
+use crate::rlimit::rlimits;
 pub(crate) use command::environment;
-use command::{argument_area, exec_candidates, landlock_step, rlimits, writable_paths};
-use egress::{egress_steps, resolv_conf_text};
-use filesystem::filesystem_steps;
+use command::{argument_area, exec_candidates};
 
 /// The fds the parent made for the child.
 #[derive(Debug, Clone, Copy)]
@@ -67,13 +67,13 @@ pub(crate) struct Plan {
     pub(crate) owner: Option<u32>,
 }
 
-fn cstring(what: &str, bytes: &[u8]) -> Result<CString> {
+pub(crate) fn cstring(what: &str, bytes: &[u8]) -> Result<CString> {
     CString::new(bytes).map_err(|_| Error::InvalidCommand {
         reason: format!("{what} contains a NUL byte"),
     })
 }
 
-fn path_cstring(path: &Path) -> Result<CString> {
+pub(crate) fn path_cstring(path: &Path) -> Result<CString> {
     cstring(
         &format!("path {}", path.display()),
         path.as_os_str().as_bytes(),
@@ -99,24 +99,24 @@ fn components(path: &Path) -> Result<Vec<CString>> {
 
 /// Collects steps and their descriptions.
 #[derive(Debug, Default)]
-struct Builder {
+pub(crate) struct Builder {
     steps: Vec<Step>,
     descriptions: Vec<String>,
     registers: usize,
 }
 
 impl Builder {
-    fn push(&mut self, step: Step, description: impl Into<String>) {
+    pub(crate) fn push(&mut self, step: Step, description: impl Into<String>) {
         self.steps.push(step);
         self.descriptions.push(description.into());
     }
 
-    fn register(&mut self) -> Reg {
+    pub(crate) fn register(&mut self) -> Reg {
         self.registers += 1;
         self.registers - 1
     }
 
-    fn host_tree(&mut self, path: &Path, recursive: bool, attrs: u64) -> Result<Reg> {
+    pub(crate) fn host_tree(&mut self, path: &Path, recursive: bool, attrs: u64) -> Result<Reg> {
         let out = self.register();
         self.push(
             Step::OpenTree {
@@ -137,7 +137,7 @@ impl Builder {
         Ok(out)
     }
 
-    fn new_fs(
+    pub(crate) fn new_fs(
         &mut self,
         fstype: &'static str,
         options: &[(String, Option<String>)],
@@ -170,7 +170,7 @@ impl Builder {
         Ok(out)
     }
 
-    fn resolve(
+    pub(crate) fn resolve(
         &mut self,
         base: Reg,
         target: &Path,
@@ -210,17 +210,9 @@ pub(crate) struct RunIdentity {
     pub(crate) run_id: Option<u32>,
 }
 
-/// Builds the plan for one run.
-pub(crate) fn build(
-    policy: &Policy,
-    decisions: &Decisions,
-    seccomp: Option<&Arc<SeccompProgram>>,
-    spec: &CommandSpec,
-    fds: PlanFds<'_>,
-    identity: RunIdentity,
-) -> Result<Plan> {
-    let RunIdentity { euid, egid, run_id } = identity;
-    let mut b = Builder::default();
+/// PID 1's first steps: close the caller's fds, the parent-death signal,
+/// hide the caller's command line, wait for the id maps.
+fn start_steps(b: &mut Builder, fds: &PlanFds<'_>) -> Result<()> {
     let mut keep: Vec<c_int> = [
         fds.sync_read,
         fds.setup_write,
@@ -245,81 +237,85 @@ pub(crate) fn build(
         "hide the caller's command line",
     );
     b.push(Step::WaitForParent(fds.sync_read), "wait for the id maps");
-    let root_caller = euid == 0;
-    let writable_paths = writable_paths(policy, decisions.fs_mode);
-    if decisions.namespaces {
-        if root_caller {
-            // Become the namespace's root by its map: the clone kept the
-            // caller's host uid 0, which a map of the sandbox's root to an
-            // unprivileged host uid (privilege.user = "root") leaves
-            // unmapped, and an unmapped uid cannot create a file.
-            b.push(Step::ClearGroups, "setgroups(0)");
-            b.push(Step::SetGid(0), "setresgid(0) (the namespace's root)");
-            b.push(Step::SetUid(0), "setresuid(0) (the namespace's root)");
-        }
-        b.push(Step::UnshareCgroup, "unshare(CLONE_NEWCGROUP)");
+    Ok(())
+}
+
+/// PID 1's steps in its new namespaces: become the namespace's root, the
+/// network, the new root, the hostname and kernel quotas; wait to be
+/// placed in the run's cgroups; then give up the namespace's root.
+fn namespace_steps(
+    b: &mut Builder,
+    policy: &Policy,
+    decisions: &Decisions,
+    fds: &PlanFds<'_>,
+    root_caller: bool,
+) -> Result<()> {
+    let (uid, gid) = (decisions.credentials.uid, decisions.credentials.gid);
+    if root_caller {
+        // Become the namespace's root by its map: the clone kept the
+        // caller's host uid 0, which a map of the sandbox's root to an
+        // unprivileged host uid (privilege.user = "root") leaves
+        // unmapped, and an unmapped uid cannot create a file.
+        b.push(Step::ClearGroups, "setgroups(0)");
+        b.push(Step::SetGid(0), "setresgid(0) (the namespace's root)");
+        b.push(Step::SetUid(0), "setresuid(0) (the namespace's root)");
+    }
+    b.push(Step::UnshareCgroup, "unshare(CLONE_NEWCGROUP)");
+    b.push(
+        Step::MakeMountsPrivate,
+        "make / private (MS_REC|MS_PRIVATE)",
+    );
+    // The network first: /dev/net/tun is reachable only before the
+    // new root replaces the host's /dev.
+    if decisions.network.new_namespace() {
+        b.push(Step::LoopbackUp, "bring loopback up");
+    }
+    let egress_mtu = decisions.network.egress_mtu();
+    if let Some(mtu) = egress_mtu {
+        egress_steps(b, policy, mtu, gid, fds.egress_socket)?;
+    }
+    // With DNS through the gateway, the sandbox's /etc/resolv.conf
+    // says so.
+    let resolv_conf =
+        (egress_mtu.is_some() && policy.network.dns == Some(true)).then(resolv_conf_text);
+    filesystem_steps(b, policy, decisions.fs_mode, resolv_conf)?;
+    b.push(
+        Step::SetHostname(cstring("hostname", b"sandbox")?),
+        "sethostname",
+    );
+    // The kernel quotas of the run's user namespace (it holds
+    // CAP_SYS_RESOURCE there until the capabilities go).
+    for (name, value) in &decisions.quotas.sysctls {
+        let path = format!("/proc/sys/user/{name}");
         b.push(
-            Step::MakeMountsPrivate,
-            "make / private (MS_REC|MS_PRIVATE)",
-        );
-        // The network first: /dev/net/tun is reachable only before the
-        // new root replaces the host's /dev.
-        if decisions.new_netns {
-            b.push(Step::LoopbackUp, "bring loopback up");
-        }
-        if decisions.egress {
-            egress_steps(
-                &mut b,
-                policy,
-                decisions.egress_mtu,
-                decisions.gid,
-                fds.egress_socket,
-            )?;
-        }
-        // With DNS through the gateway, the sandbox's /etc/resolv.conf
-        // says so.
-        let resolv_conf =
-            (decisions.egress && policy.network.dns == Some(true)).then(resolv_conf_text);
-        filesystem_steps(&mut b, policy, decisions.fs_mode, resolv_conf)?;
-        b.push(
-            Step::SetHostname(cstring("hostname", b"sandbox")?),
-            "sethostname",
-        );
-        // The kernel quotas of the run's user namespace (it holds
-        // CAP_SYS_RESOURCE there until the capabilities go).
-        for (name, value) in &decisions.quotas.sysctls {
-            let path = format!("/proc/sys/user/{name}");
-            b.push(
-                Step::WriteSetting {
-                    path: cstring("sysctl path", path.as_bytes())?,
-                    contents: value.to_string().into_bytes(),
-                },
-                format!("write {value} to {path}"),
-            );
-        }
-        // The parent moved us into our cgroups meanwhile (a cgroup v1
-        // migration can take milliseconds: it overlaps the mounts).
-        b.push(
-            Step::WaitForParent(fds.sync_read),
-            "wait to be placed in the run's cgroups",
-        );
-        b.push(Step::UnshareCgroup, "unshare(CLONE_NEWCGROUP)");
-        b.push(
-            Step::DropBoundingAndAmbient,
-            "drop the bounding and ambient capability sets",
-        );
-        if root_caller {
-            b.push(Step::ClearGroups, "setgroups(0)");
-        }
-        b.push(
-            Step::SetGid(decisions.gid),
-            format!("setresgid({})", decisions.gid),
-        );
-        b.push(
-            Step::SetUid(decisions.uid),
-            format!("setresuid({})", decisions.uid),
+            Step::WriteSetting {
+                path: cstring("sysctl path", path.as_bytes())?,
+                contents: value.to_string().into_bytes(),
+            },
+            format!("write {value} to {path}"),
         );
     }
+    // The parent moved us into our cgroups meanwhile (a cgroup v1
+    // migration can take milliseconds: it overlaps the mounts).
+    b.push(
+        Step::WaitForParent(fds.sync_read),
+        "wait to be placed in the run's cgroups",
+    );
+    b.push(Step::UnshareCgroup, "unshare(CLONE_NEWCGROUP)");
+    b.push(
+        Step::DropBoundingAndAmbient,
+        "drop the bounding and ambient capability sets",
+    );
+    if root_caller {
+        b.push(Step::ClearGroups, "setgroups(0)");
+    }
+    b.push(Step::SetGid(gid), format!("setresgid({gid})"));
+    b.push(Step::SetUid(uid), format!("setresuid({uid})"));
+    Ok(())
+}
+
+/// The privilege drop every run ends PID 1's setup with.
+fn drop_steps(b: &mut Builder, fds: &PlanFds<'_>) {
     b.push(Step::ClearCapabilities, "capset(0)");
     b.push(Step::NoNewPrivs, "prctl(PR_SET_NO_NEW_PRIVS)");
     // Changing credentials cleared the parent-death signal: set it again,
@@ -329,9 +325,18 @@ pub(crate) fn build(
         Step::CheckParentAlive(fds.sync_read),
         "check that the parent is alive",
     );
-    let init_steps = std::mem::take(&mut b.steps);
+}
 
-    // The command's side.
+/// The command process's steps, ending in `execve`.
+fn command_steps(
+    b: &mut Builder,
+    policy: &Policy,
+    decisions: &Decisions,
+    seccomp: Option<&Arc<SeccompProgram>>,
+    spec: &CommandSpec,
+    fds: &PlanFds<'_>,
+) -> Result<()> {
+    let writable_paths = writable_paths(policy, decisions.fs_mode);
     b.push(Step::ResetSignals, "reset signal mask and dispositions");
     b.push(Step::NewSession, "setsid");
     b.push(Step::Stdio(fds.stdio), "dup2 stdin, stdout, stderr");
@@ -370,7 +375,7 @@ pub(crate) fn build(
     }
     if let Some(abi) = decisions.landlock_abi {
         b.push(
-            landlock_step(abi, &writable_paths)?,
+            crate::landlock::step(abi, &writable_paths)?,
             format!("Landlock (ABI {abi})"),
         );
     }
@@ -407,21 +412,14 @@ pub(crate) fn build(
         },
         format!("execve {program_display}"),
     );
-    let command_steps = std::mem::take(&mut b.steps);
-    b.descriptions.push("fork the command process".into());
+    Ok(())
+}
 
-    let mut namespaces = 0;
-    if decisions.namespaces {
-        namespaces = libc::CLONE_NEWUSER
-            | libc::CLONE_NEWNS
-            | libc::CLONE_NEWPID
-            | libc::CLONE_NEWIPC
-            | libc::CLONE_NEWUTS;
-        if decisions.new_netns {
-            namespaces |= libc::CLONE_NEWNET;
-        }
-    }
-    let (uid, gid) = (decisions.uid, decisions.gid);
+/// The uid and gid maps of the run's user namespace.
+fn id_maps(decisions: &Decisions, identity: RunIdentity) -> (String, String) {
+    let RunIdentity { euid, egid, run_id } = identity;
+    let root_caller = euid == 0;
+    let (uid, gid) = (decisions.credentials.uid, decisions.credentials.gid);
     // The host uid the sandbox's user is: a root caller's run id (which
     // also owns the user namespace), else the host's nobody.
     let host_uid = run_id.unwrap_or(NOBODY);
@@ -438,6 +436,36 @@ pub(crate) fn build(
             format!("0 0 1\n{inside} {mapped} 1\n")
         }
     };
+    (
+        id_map(uid, euid, host_uid),
+        id_map(gid, egid, run_id.unwrap_or(NOBODY)),
+    )
+}
+
+/// Builds the plan for one run.
+pub(crate) fn build(
+    policy: &Policy,
+    decisions: &Decisions,
+    seccomp: Option<&Arc<SeccompProgram>>,
+    spec: &CommandSpec,
+    fds: PlanFds<'_>,
+    identity: RunIdentity,
+) -> Result<Plan> {
+    let root_caller = identity.euid == 0;
+    let mut b = Builder::default();
+    start_steps(&mut b, &fds)?;
+    if decisions.namespaces.made() {
+        namespace_steps(&mut b, policy, decisions, &fds, root_caller)?;
+    }
+    drop_steps(&mut b, &fds);
+    let init_steps = std::mem::take(&mut b.steps);
+    command_steps(&mut b, policy, decisions, seccomp, spec, &fds)?;
+    let command_steps = std::mem::take(&mut b.steps);
+    b.descriptions.push("fork the command process".into());
+    let namespaces = decisions
+        .namespaces
+        .clone_flags(decisions.network.new_namespace());
+    let (uid_map, gid_map) = id_maps(decisions, identity);
     let close_after_fork = fds.stdio.into_iter().filter(|&fd| fd >= 3).collect();
     Ok(Plan {
         child: ChildPlan {
@@ -450,17 +478,17 @@ pub(crate) fn build(
         },
         descriptions: b.descriptions,
         namespaces,
-        uid_map: id_map(uid, euid, host_uid),
-        gid_map: id_map(gid, egid, run_id.unwrap_or(NOBODY)),
-        owner: run_id,
+        uid_map,
+        gid_map,
+        owner: identity.run_id,
         deny_setgroups: !root_caller,
     })
 }
 
 #[cfg(test)]
 mod tests {
-    use super::command::landlock_access;
     use super::*;
+    use crate::landlock::access as landlock_access;
     use std::ffi::OsStr;
 
     fn spec(program: &str) -> CommandSpec {
@@ -533,7 +561,7 @@ mod tests {
             handled,
             attr_size,
             rules,
-        } = landlock_step(1, &[(PathBuf::from("/tmp"), true)]).unwrap()
+        } = crate::landlock::step(1, &[(PathBuf::from("/tmp"), true)]).unwrap()
         else {
             panic!()
         };
@@ -541,7 +569,7 @@ mod tests {
         assert_eq!(attr_size, 8);
         assert!(rules.iter().all(|(_, access)| access & !handled[0] == 0));
         let Step::Landlock { handled, rules, .. } =
-            landlock_step(7, &[(PathBuf::from("/out/file"), false)]).unwrap()
+            crate::landlock::step(7, &[(PathBuf::from("/out/file"), false)]).unwrap()
         else {
             panic!()
         };

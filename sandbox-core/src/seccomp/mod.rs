@@ -33,11 +33,13 @@ use seccompiler::{
     SeccompRule, TargetArch,
 };
 
+mod decide;
 mod denied;
 mod strict;
 #[cfg(target_arch = "x86_64")]
 mod x86_64;
 
+pub(crate) use decide::decide;
 pub use denied::DEFAULT_DENIED;
 pub use strict::STRICT_ALLOWED;
 #[cfg(target_arch = "x86_64")]

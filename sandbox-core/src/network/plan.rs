@@ -7,11 +7,11 @@ use sandbox_policy::Policy;
 use crate::error::{Error, Result};
 use sandbox_child::Step;
 
-use super::{Builder, cstring};
+use crate::plan::{Builder, cstring};
 
 /// The egress network: the ruleset first, then the tap (link 2 of the new
 /// namespace) configured and up, and its fd handed to the parent.
-pub(super) fn egress_steps(
+pub(crate) fn egress_steps(
     b: &mut Builder,
     policy: &Policy,
     mtu: u32,

@@ -11,7 +11,7 @@ use sandbox_child::{
     TargetKind,
 };
 
-use super::{Builder, path_cstring};
+use crate::plan::{Builder, path_cstring};
 
 /// The host directories a minimal root binds read-only (or recreates as
 /// symlinks, on merged-/usr systems).
@@ -75,107 +75,113 @@ fn resolv_conf_target() -> PathBuf {
     }
 }
 
-/// The new root's mounts. `resolv_conf` is bound read-only over the
-/// sandbox's `/etc/resolv.conf` (not with `filesystem.mode = "off"`).
-pub(super) fn filesystem_steps(
-    b: &mut Builder,
-    policy: &Policy,
-    mode: FsMode,
-    resolv_conf: Option<String>,
-) -> Result<()> {
-    let fs = &policy.filesystem;
-    let ro = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
-    let mut mounts: Vec<Mount> = Vec::new();
-    let mut symlinks: Vec<(PathBuf, PathBuf)> = Vec::new();
-    if mode == FsMode::Minimal {
-        for path in SYSTEM_PATHS {
-            match std::fs::symlink_metadata(path) {
-                Ok(m) if m.file_type().is_symlink() => {
-                    let target = std::fs::read_link(path)
-                        .map_err(Error::prepare(format!("read the symlink {path}")))?;
-                    symlinks.push((PathBuf::from(path), target));
-                }
-                Ok(m) if m.is_dir() => mounts.push(Mount {
-                    target: PathBuf::from(path),
-                    kind: TargetKind::Dir,
-                    source: Source::Host {
-                        path: PathBuf::from(path),
-                        recursive: true,
-                        attrs: ro,
-                    },
-                }),
-                _ => {}
+/// A symlink to make in the new root: `(link, target)`.
+type Symlink = (PathBuf, PathBuf);
+
+const RO: u64 = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
+
+/// A new filesystem's source.
+fn new_fs(fstype: &'static str, options: &[(&str, Option<&str>)], attrs: u64) -> Source {
+    Source::New {
+        fstype,
+        options: options
+            .iter()
+            .map(|(k, v)| ((*k).to_string(), v.map(String::from)))
+            .collect(),
+        attrs,
+    }
+}
+
+/// The host's system directories, bound read-only (or recreated as
+/// symlinks, on merged-/usr systems).
+fn system_mounts(mounts: &mut Vec<Mount>, symlinks: &mut Vec<Symlink>) -> Result<()> {
+    for path in SYSTEM_PATHS {
+        match std::fs::symlink_metadata(path) {
+            Ok(m) if m.file_type().is_symlink() => {
+                let target = std::fs::read_link(path)
+                    .map_err(Error::prepare(format!("read the symlink {path}")))?;
+                symlinks.push((PathBuf::from(path), target));
             }
+            Ok(m) if m.is_dir() => mounts.push(Mount {
+                target: PathBuf::from(path),
+                kind: TargetKind::Dir,
+                source: Source::Host {
+                    path: PathBuf::from(path),
+                    recursive: true,
+                    attrs: RO,
+                },
+            }),
+            _ => {}
         }
     }
-    mounts.push(Mount {
-        target: PathBuf::from("/proc"),
+    Ok(())
+}
+
+/// The minimal `/dev`: a small tmpfs, the host's harmless devices, a
+/// private devpts, `/dev/shm` and the usual symlinks.
+fn dev_mounts(mounts: &mut Vec<Mount>, symlinks: &mut Vec<Symlink>) {
+    let dir = |target: &str, source: Source| Mount {
+        target: PathBuf::from(target),
         kind: TargetKind::Dir,
-        source: Source::New {
-            fstype: "proc",
-            options: Vec::new(),
-            attrs: MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC,
-        },
-    });
-    if mode != FsMode::Off {
-        mounts.push(Mount {
-            target: PathBuf::from("/dev"),
-            kind: TargetKind::Dir,
-            source: Source::New {
-                fstype: "tmpfs",
-                options: vec![
-                    ("mode".into(), Some("0755".into())),
-                    ("size".into(), Some("65536".into())),
-                ],
-                attrs: MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC,
-            },
-        });
-        for dev in DEVICES {
-            let host = Path::new("/dev").join(dev);
-            if host.exists() {
-                mounts.push(Mount {
-                    target: host.clone(),
-                    kind: TargetKind::File,
-                    source: Source::Host {
-                        path: host,
-                        recursive: false,
-                        attrs: MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC,
-                    },
-                });
-            }
-        }
-        mounts.push(Mount {
-            target: PathBuf::from("/dev/pts"),
-            kind: TargetKind::Dir,
-            source: Source::New {
-                fstype: "devpts",
-                options: vec![
-                    ("newinstance".into(), None),
-                    ("ptmxmode".into(), Some("0666".into())),
-                    ("mode".into(), Some("0620".into())),
-                ],
-                attrs: MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC,
-            },
-        });
-        mounts.push(Mount {
-            target: PathBuf::from("/dev/shm"),
-            kind: TargetKind::Dir,
-            source: Source::New {
-                fstype: "tmpfs",
-                options: vec![("mode".into(), Some("1777".into()))],
-                attrs: MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
-            },
-        });
-        for (link, target) in [
-            ("/dev/ptmx", "pts/ptmx"),
-            ("/dev/fd", "/proc/self/fd"),
-            ("/dev/stdin", "/proc/self/fd/0"),
-            ("/dev/stdout", "/proc/self/fd/1"),
-            ("/dev/stderr", "/proc/self/fd/2"),
-        ] {
-            symlinks.push((PathBuf::from(link), PathBuf::from(target)));
+        source,
+    };
+    mounts.push(dir(
+        "/dev",
+        new_fs(
+            "tmpfs",
+            &[("mode", Some("0755")), ("size", Some("65536"))],
+            MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC,
+        ),
+    ));
+    for dev in DEVICES {
+        let host = Path::new("/dev").join(dev);
+        if host.exists() {
+            mounts.push(Mount {
+                target: host.clone(),
+                kind: TargetKind::File,
+                source: Source::Host {
+                    path: host,
+                    recursive: false,
+                    attrs: MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC,
+                },
+            });
         }
     }
+    mounts.push(dir(
+        "/dev/pts",
+        new_fs(
+            "devpts",
+            &[
+                ("newinstance", None),
+                ("ptmxmode", Some("0666")),
+                ("mode", Some("0620")),
+            ],
+            MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC,
+        ),
+    ));
+    mounts.push(dir(
+        "/dev/shm",
+        new_fs(
+            "tmpfs",
+            &[("mode", Some("1777"))],
+            MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+        ),
+    ));
+    for (link, target) in [
+        ("/dev/ptmx", "pts/ptmx"),
+        ("/dev/fd", "/proc/self/fd"),
+        ("/dev/stdin", "/proc/self/fd/0"),
+        ("/dev/stdout", "/proc/self/fd/1"),
+        ("/dev/stderr", "/proc/self/fd/2"),
+    ] {
+        symlinks.push((PathBuf::from(link), PathBuf::from(target)));
+    }
+}
+
+/// The policy's tmpfs, binds and masks, and (host-readonly) the tmpfs over
+/// the directories where the host's services keep their sockets.
+fn policy_mounts(policy: &Policy, mode: FsMode, mounts: &mut Vec<Mount>) -> Result<()> {
+    let fs = &policy.filesystem;
     for t in fs.tmpfs.iter().flatten() {
         let mut options = vec![("mode".to_string(), Some("1777".to_string()))];
         if let Some(size) = t.size {
@@ -191,21 +197,17 @@ pub(super) fn filesystem_steps(
             },
         });
     }
-    // host-readonly: the directories where the host's services keep their
-    // sockets, each a fresh tmpfs (see `sockets`).
+    // host-readonly: see `sockets`.
     for dir in crate::sockets::masked_host_dirs(policy, mode) {
-        let sticky = dir.ends_with("tmp");
+        let mode = if dir.ends_with("tmp") { "1777" } else { "0755" };
         mounts.push(Mount {
             target: dir,
             kind: TargetKind::Dir,
-            source: Source::New {
-                fstype: "tmpfs",
-                options: vec![(
-                    "mode".into(),
-                    Some(if sticky { "1777" } else { "0755" }.into()),
-                )],
-                attrs: MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
-            },
+            source: new_fs(
+                "tmpfs",
+                &[("mode", Some(mode))],
+                MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+            ),
         });
     }
     for bind in fs.binds.iter().flatten() {
@@ -227,7 +229,7 @@ pub(super) fn filesystem_steps(
                 attrs: if bind.writable {
                     MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV
                 } else {
-                    ro
+                    RO
                 },
             },
         });
@@ -239,13 +241,39 @@ pub(super) fn filesystem_steps(
             source: Source::Mask,
         });
     }
-    // Parents before children, so no later mount hides an earlier one.
-    mounts.sort_by_key(|m| m.target.components().count());
+    Ok(())
+}
 
-    // Sources first: host trees must be opened before the staging mount
-    // hides anything.
-    let mut sources: Vec<(Reg, Option<Reg>)> = Vec::new();
-    for m in &mounts {
+/// Every mount of the new root, parents before children (so no later
+/// mount hides an earlier one), and the symlinks to make in it.
+fn mount_list(policy: &Policy, mode: FsMode) -> Result<(Vec<Mount>, Vec<Symlink>)> {
+    let mut mounts = Vec::new();
+    let mut symlinks = Vec::new();
+    if mode == FsMode::Minimal {
+        system_mounts(&mut mounts, &mut symlinks)?;
+    }
+    mounts.push(Mount {
+        target: PathBuf::from("/proc"),
+        kind: TargetKind::Dir,
+        source: new_fs(
+            "proc",
+            &[],
+            MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC,
+        ),
+    });
+    if mode != FsMode::Off {
+        dev_mounts(&mut mounts, &mut symlinks);
+    }
+    policy_mounts(policy, mode, &mut mounts)?;
+    mounts.sort_by_key(|m| m.target.components().count());
+    Ok((mounts, symlinks))
+}
+
+/// Opens every mount's source (host trees before the staging mount hides
+/// anything): its register, and for a mask the file source as well.
+fn open_sources(b: &mut Builder, mounts: &[Mount]) -> Result<Vec<(Reg, Option<Reg>)>> {
+    let mut sources = Vec::new();
+    for m in mounts {
         sources.push(match &m.source {
             Source::Host {
                 path,
@@ -275,14 +303,20 @@ pub(super) fn filesystem_steps(
             ),
         });
     }
-    let root = match mode {
+    Ok(sources)
+}
+
+/// The new root's own mount: a tmpfs (minimal), the host's tree
+/// read-only (host-readonly), or the caller's `/` (off).
+fn new_root(b: &mut Builder, mode: FsMode) -> Result<Reg> {
+    match mode {
         FsMode::Minimal => b.new_fs(
             "tmpfs",
             &[("mode".into(), Some("0755".into()))],
             MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
             Path::new("/"),
-        )?,
-        FsMode::HostReadonly => b.host_tree(Path::new("/"), true, ro)?,
+        ),
+        FsMode::HostReadonly => b.host_tree(Path::new("/"), true, RO),
         FsMode::Off => {
             let out = b.register();
             b.push(
@@ -292,22 +326,23 @@ pub(super) fn filesystem_steps(
                 },
                 "open /",
             );
-            out
+            Ok(out)
         }
-    };
-    let pivot = mode != FsMode::Off;
-    if pivot {
-        b.push(
-            Step::AttachAt {
-                mount: root,
-                path: path_cstring(Path::new(STAGING))?,
-            },
-            format!("attach the new root at {STAGING} (private mount namespace)"),
-        );
     }
+}
+
+/// Each mount moved onto its target, resolved beneath `root` (created
+/// where missing when the root is our own).
+fn attach_mounts(
+    b: &mut Builder,
+    root: Reg,
+    mounts: &[Mount],
+    sources: Vec<(Reg, Option<Reg>)>,
+    create: bool,
+) -> Result<()> {
     for (m, (source, file_source)) in mounts.iter().zip(sources) {
         let optional = matches!(m.source, Source::Mask);
-        let target = b.resolve(root, &m.target, m.kind, pivot && !optional, optional)?;
+        let target = b.resolve(root, &m.target, m.kind, create && !optional, optional)?;
         match file_source {
             Some(file_source) => b.push(
                 Step::Mask {
@@ -326,6 +361,10 @@ pub(super) fn filesystem_steps(
             ),
         }
     }
+    Ok(())
+}
+
+fn symlink_steps(b: &mut Builder, root: Reg, symlinks: Vec<Symlink>) -> Result<()> {
     for (link, target) in symlinks {
         let name = link.file_name().map(Path::new).unwrap_or(Path::new(""));
         let parent = link.parent().unwrap_or(Path::new("/"));
@@ -346,30 +385,61 @@ pub(super) fn filesystem_steps(
             b.push(Step::Close(dir), "close");
         }
     }
+    Ok(())
+}
+
+/// `/dev` made read-only (its devices stay writable, being devices), then
+/// `pivot_root`, and a minimal root made read-only.
+fn pivot_steps(b: &mut Builder, root: Reg, mode: FsMode) -> Result<()> {
+    let dev = b.resolve(root, Path::new("/dev"), TargetKind::Dir, false, false)?;
+    b.push(
+        Step::SetMountAttrs {
+            mount: dev,
+            set: MOUNT_ATTR_RDONLY,
+            recursive: false,
+        },
+        "make /dev read-only",
+    );
+    b.push(Step::Close(dev), "close");
+    b.push(Step::PivotRoot { root }, "pivot_root into the new root");
+    if mode == FsMode::Minimal {
+        b.push(Step::RootReadOnly, "make / read-only");
+    }
+    Ok(())
+}
+
+/// The new root's mounts. `resolv_conf` is bound read-only over the
+/// sandbox's `/etc/resolv.conf` (not with `filesystem.mode = "off"`).
+pub(crate) fn filesystem_steps(
+    b: &mut Builder,
+    policy: &Policy,
+    mode: FsMode,
+    resolv_conf: Option<String>,
+) -> Result<()> {
+    let (mounts, symlinks) = mount_list(policy, mode)?;
+    let sources = open_sources(b, &mounts)?;
+    let root = new_root(b, mode)?;
+    let pivot = mode != FsMode::Off;
+    if pivot {
+        b.push(
+            Step::AttachAt {
+                mount: root,
+                path: path_cstring(Path::new(STAGING))?,
+            },
+            format!("attach the new root at {STAGING} (private mount namespace)"),
+        );
+    }
+    attach_mounts(b, root, &mounts, sources, pivot)?;
+    symlink_steps(b, root, symlinks)?;
     if let (Some(text), true) = (resolv_conf, pivot) {
         generated_file(b, root, &resolv_conf_target(), text.into_bytes())?;
     }
     if pivot {
-        // The minimal /dev is complete: make it read-only (its devices stay
-        // writable, being devices).
-        let dev = b.resolve(root, Path::new("/dev"), TargetKind::Dir, false, false)?;
-        b.push(
-            Step::SetMountAttrs {
-                mount: dev,
-                set: MOUNT_ATTR_RDONLY,
-                recursive: false,
-            },
-            "make /dev read-only",
-        );
-        b.push(Step::Close(dev), "close");
-        b.push(Step::PivotRoot { root }, "pivot_root into the new root");
-        if mode == FsMode::Minimal {
-            b.push(Step::RootReadOnly, "make / read-only");
-        }
+        pivot_steps(b, root, mode)
     } else {
         b.push(Step::Close(root), "close /");
+        Ok(())
     }
-    Ok(())
 }
 
 /// Binds a file with `contents` read-only over `target`: written to the new

@@ -15,16 +15,7 @@ use rustix::mount::{
 };
 
 use crate::registers::Registers;
-use crate::step::{Reg, TargetKind};
-
-/// `MOUNT_ATTR_RDONLY`.
-pub const MOUNT_ATTR_RDONLY: u64 = 0x1;
-/// `MOUNT_ATTR_NOSUID`.
-pub const MOUNT_ATTR_NOSUID: u64 = 0x2;
-/// `MOUNT_ATTR_NODEV`.
-pub const MOUNT_ATTR_NODEV: u64 = 0x4;
-/// `MOUNT_ATTR_NOEXEC`.
-pub const MOUNT_ATTR_NOEXEC: u64 = 0x8;
+use crate::step::{MOUNT_ATTR_RDONLY, Reg, TargetKind};
 
 /// `openat2(dir, name, flags | O_CLOEXEC, RESOLVE_BENEATH | NO_SYMLINKS |
 /// NO_MAGICLINKS)`: one component, never leaving `dir`.

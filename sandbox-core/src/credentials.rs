@@ -5,9 +5,9 @@
 
 use sandbox_policy::{Limit, Policy, User};
 
-use crate::decide::{Findings, ids_inside};
+use crate::findings::{Findings, ids_inside};
+use crate::host::HostCapabilities;
 use crate::namespaces::Namespaces;
-use crate::probe::HostCapabilities;
 use crate::report::Layer;
 
 /// The command's identity.

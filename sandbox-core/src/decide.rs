@@ -2,18 +2,18 @@
 //! downgrade (with the reason), or (in fail mode) refuse. Each facility
 //! decides its own part (`namespaces`, `mount`, `network`, `credentials`,
 //! `seccomp`, `landlock`, `rlimit`, `cgroups::limits`, `quotas`) and
-//! writes what it found into one [`Findings`]; this module only runs them
+//! writes what it found into one `Findings`; this module only runs them
 //! in order and assembles the report.
 
-use sandbox_policy::{OnUnavailable, Policy, SeccompMode, User};
-use serde::Serialize;
+use sandbox_policy::{OnUnavailable, Policy, SeccompMode};
 
 use crate::cgroups::CgroupLimits;
 use crate::credentials::Credentials;
+use crate::findings::Findings;
+use crate::host::HostCapabilities;
 use crate::namespaces::Namespaces;
 use crate::network::NetworkPlan;
-use crate::probe::{Capability, HostCapabilities};
-use crate::report::{Downgrade, EffectiveSandbox, Layer, LayerReport, Note};
+use crate::report::EffectiveSandbox;
 
 /// What the run will do, layer by layer.
 #[derive(Debug, Clone)]
@@ -41,88 +41,6 @@ pub(crate) struct Decisions {
     pub(crate) fail_closed: bool,
 }
 
-/// What the facilities found while deciding: downgrades, notes, and the
-/// mechanisms each layer is enforced by.
-#[derive(Debug, Default)]
-pub(crate) struct Findings {
-    downgrades: Vec<Downgrade>,
-    notes: Vec<Note>,
-    mechanisms: [Vec<String>; 4],
-}
-
-impl Findings {
-    /// `layer` is not enforced as asked, because of `reason`.
-    pub(crate) fn down(&mut self, layer: Layer, reason: impl Into<String>) {
-        self.downgrades.push(Downgrade {
-            layer,
-            reason: reason.into(),
-        });
-    }
-
-    /// Something the caller should know about `layer` that is not a
-    /// downgrade.
-    pub(crate) fn note(&mut self, layer: Layer, message: impl Into<String>) {
-        self.notes.push(Note {
-            layer,
-            message: message.into(),
-        });
-    }
-
-    /// One mechanism `layer` is enforced by, in the report's order.
-    pub(crate) fn mechanism(&mut self, layer: Layer, text: impl Into<String>) {
-        let index = match layer {
-            Layer::Filesystem => 0,
-            Layer::Network => 1,
-            Layer::Privilege => 2,
-            Layer::Resources => 3,
-        };
-        self.mechanisms[index].push(text.into());
-    }
-
-    fn into_report(self, policy: &Policy, host: &HostCapabilities) -> EffectiveSandbox {
-        let mut report = EffectiveSandbox {
-            policy: policy.clone(),
-            filesystem: LayerReport::default(),
-            network: LayerReport::default(),
-            privilege: LayerReport::default(),
-            resources: LayerReport::default(),
-            downgrades: self.downgrades,
-            notes: self.notes,
-            host: host.clone(),
-        };
-        let layers = [
-            Layer::Filesystem,
-            Layer::Network,
-            Layer::Privilege,
-            Layer::Resources,
-        ];
-        for (layer, mechanisms) in layers.into_iter().zip(self.mechanisms) {
-            let enforced = !report.downgrades.iter().any(|d| d.layer == layer);
-            *report.layer_mut(layer) = LayerReport {
-                enforced,
-                mechanisms,
-            };
-        }
-        report
-    }
-}
-
-/// The kebab-case name serde gives a policy enum value.
-pub(crate) fn name_of(value: &impl Serialize) -> String {
-    serde_json::to_value(value)
-        .ok()
-        .and_then(|v| v.as_str().map(String::from))
-        .unwrap_or_default()
-}
-
-/// Why a capability is (un)available, as the probe said.
-pub(crate) fn reason(capability: &Capability) -> &str {
-    match capability {
-        Capability::Available => "available",
-        Capability::Unavailable { reason } | Capability::Unknown { reason } => reason,
-    }
-}
-
 /// Decides what of `policy` (resolved) this host enforces.
 pub(crate) fn decide(policy: &Policy, host: &HostCapabilities) -> (Decisions, EffectiveSandbox) {
     let mut found = Findings::default();
@@ -135,7 +53,7 @@ pub(crate) fn decide(policy: &Policy, host: &HostCapabilities) -> (Decisions, Ef
     crate::rlimit::decide(policy, &namespaces, &mut found);
     let pids_by_nproc = credentials.pids_by_nproc(policy, host);
     let (cgroup_limits, nproc) = CgroupLimits::decide(policy, host, pids_by_nproc, &mut found);
-    let quotas = crate::quotas::decide(policy, host, &namespaces, &credentials, &mut found);
+    let quotas = crate::quotas::decide(policy, host, &namespaces, credentials.run_ids, &mut found);
     let decisions = Decisions {
         namespaces,
         fs_mode,
@@ -149,13 +67,4 @@ pub(crate) fn decide(policy: &Policy, host: &HostCapabilities) -> (Decisions, Ef
         fail_closed: policy.on_unavailable.unwrap_or(OnUnavailable::Fail) == OnUnavailable::Fail,
     };
     (decisions, found.into_report(policy, host))
-}
-
-/// The uid and gid the sandbox's user has inside.
-pub(crate) fn ids_inside(user: Option<User>) -> (u32, u32) {
-    match user.unwrap_or(User::Nobody) {
-        User::Nobody => (65534, 65534),
-        User::Root => (0, 0),
-        User::Uid(uid) => (uid, uid),
-    }
 }

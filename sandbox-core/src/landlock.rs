@@ -6,10 +6,10 @@ use std::path::{Path, PathBuf};
 
 use sandbox_policy::{FsMode, LandlockMode, NetMode, Policy};
 
-use crate::decide::{Findings, reason};
 use crate::error::Result;
-use crate::plan::path_cstring;
-use crate::probe::HostCapabilities;
+use crate::findings::{Findings, reason};
+use crate::host::HostCapabilities;
+use crate::plan::builder::path_cstring;
 use crate::report::Layer;
 use sandbox_child::Step;
 

@@ -68,6 +68,8 @@ mod cgroups;
 mod credentials;
 mod decide;
 mod error;
+mod findings;
+mod host;
 mod landlock;
 mod mount;
 mod namespaces;
@@ -89,11 +91,13 @@ pub use cgroups::{
     V2Placement,
 };
 pub use error::{Error, Result};
+pub use host::{Capability, HostCapabilities, MINIMUM_KERNEL};
 pub use outcome::{EgressStats, ExitStatus, RunOutcome};
-pub use probe::{Capability, HostCapabilities, MINIMUM_KERNEL, probe, probe_now};
+pub use probe::{probe, probe_now};
 pub use quotas::RunIds;
 pub use report::{Downgrade, EffectiveSandbox, Layer, LayerReport, Note};
-pub use sandbox::{Sandbox, SandboxChild, SandboxCommand, Stdio};
+pub use run::Stdio;
+pub use sandbox::{Sandbox, SandboxChild, SandboxCommand};
 pub use seccomp::{
     DEFAULT_DENIED, KNOWN_SYSCALLS, STRICT_ALLOWED, SeccompError, SeccompOptions, SeccompProgram,
     syscall_number,

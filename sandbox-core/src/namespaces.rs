@@ -2,7 +2,7 @@
 //! cgroup namespaces where user namespaces work here, none where they do
 //! not (every layer that needs them is then downgraded by its facility).
 
-use crate::probe::HostCapabilities;
+use crate::host::HostCapabilities;
 
 /// Whether a run gets namespaces of its own.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,7 +20,7 @@ impl Namespaces {
         if host.user_namespaces.is_available() {
             Self::New
         } else {
-            Self::Unavailable(crate::decide::reason(&host.user_namespaces).to_string())
+            Self::Unavailable(crate::findings::reason(&host.user_namespaces).to_string())
         }
     }
 

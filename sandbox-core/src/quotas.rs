@@ -87,10 +87,10 @@ pub(crate) fn plan(policy: &Policy) -> QuotaPlan {
 /// namespace of the run's own, or where the probe could not set them.
 pub(crate) fn decide(
     policy: &Policy,
-    host: &crate::probe::HostCapabilities,
+    host: &crate::host::HostCapabilities,
     namespaces: &crate::namespaces::Namespaces,
-    credentials: &crate::credentials::Credentials,
-    found: &mut crate::decide::Findings,
+    run_ids: bool,
+    found: &mut crate::findings::Findings,
 ) -> QuotaPlan {
     use crate::report::Layer;
     let asked = !policy.resources.kernel.is_unset();
@@ -106,7 +106,7 @@ pub(crate) fn decide(
         }
         return QuotaPlan::default();
     }
-    let (lines, shared) = report(policy, host.euid == 0, credentials.run_ids);
+    let (lines, shared) = report(policy, host.euid == 0, run_ids);
     let available = host.kernel_quotas.is_available();
     if available {
         for line in lines {
@@ -117,7 +117,7 @@ pub(crate) fn decide(
             Layer::Resources,
             format!(
                 "resources.kernel: the run's user namespace cannot cap them here ({})",
-                crate::decide::reason(&host.kernel_quotas)
+                crate::findings::reason(&host.kernel_quotas)
             ),
         );
     }

@@ -5,7 +5,7 @@ use std::fmt;
 use sandbox_policy::Policy;
 use serde::Serialize;
 
-use crate::probe::HostCapabilities;
+use crate::host::HostCapabilities;
 
 /// The layers of a sandbox, as the policy names them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]

@@ -6,7 +6,7 @@
 use rustix::process::Resource;
 use sandbox_policy::{Limit, Policy};
 
-use crate::decide::Findings;
+use crate::findings::Findings;
 use crate::namespaces::Namespaces;
 use crate::report::Layer;
 

@@ -11,13 +11,16 @@ use rustix::event::{PollFd, PollFlags};
 use rustix::fs::{Mode, OFlags};
 use rustix::io::Errno;
 use rustix::pipe::PipeFlags;
-use sandbox_policy::Limit;
+use sandbox_policy::{Limit, Policy};
 
 use crate::cgroups::RunCgroups;
+use crate::decide::Decisions;
 use crate::error::{Error, Result};
 use crate::outcome::{EgressStats, ExitStatus, RunOutcome};
 use crate::plan::{self, CommandSpec, PlanFds};
-use crate::sandbox::{Inner, Stdio};
+use crate::quotas::RunIds;
+use crate::report::EffectiveSandbox;
+use crate::seccomp::SeccompProgram;
 use sandbox_child::{
     NO_FD, RECORD_COMMAND_STATUS, RECORD_LEN, RECORD_STEP_FAILED, RECORD_STEP_PANICKED, Setup,
     decode_record, spawn_init,
@@ -105,6 +108,35 @@ fn start_forwarder(inner: &Inner, socket: &OwnedFd) -> Result<EgressRun> {
         stop,
         thread: Some(thread),
     })
+}
+
+/// What a command's stdin, stdout or stderr is connected to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stdio {
+    /// `/dev/null`.
+    Null,
+    /// The caller's own stream. (The command still runs in a new session,
+    /// so it cannot push input into the caller's terminal.)
+    Inherit,
+    /// A pipe: for stdout and stderr, captured into the
+    /// [`RunOutcome`](crate::RunOutcome) up to `max_output_bytes`; for stdin, given to the
+    /// caller as [`SandboxChild::stdin`](crate::SandboxChild::stdin).
+    Piped,
+}
+
+/// What every run of one sandbox shares: the resolved policy, the
+/// decisions, the report and the compiled seccomp filter.
+#[derive(Debug, Clone)]
+pub(crate) struct Inner {
+    pub(crate) policy: Policy,
+    pub(crate) decisions: Decisions,
+    pub(crate) report: EffectiveSandbox,
+    pub(crate) seccomp: Option<Arc<SeccompProgram>>,
+    /// Where the forwarder sends the sandbox's DNS queries (`None`: the
+    /// host's resolver, from `/etc/resolv.conf`).
+    pub(crate) dns_upstream: Option<std::net::SocketAddr>,
+    /// The host ids a root caller's runs take (see `RunIds`).
+    pub(crate) run_ids: RunIds,
 }
 
 /// The three stdio choices of a command.
@@ -233,6 +265,72 @@ fn setup_outcome(
     }
 }
 
+/// The socket pair the child hands the tap over on (egress runs only).
+fn egress_sockets(inner: &Inner) -> Result<Option<(OwnedFd, OwnedFd)>> {
+    if inner.decisions.network.egress_mtu().is_none() {
+        return Ok(None);
+    }
+    rustix::net::socketpair(
+        rustix::net::AddressFamily::UNIX,
+        rustix::net::SocketType::STREAM,
+        rustix::net::SocketFlags::CLOEXEC,
+        None,
+    )
+    .map(Some)
+    .map_err(Error::prepare_errno("the egress socket pair"))
+}
+
+/// This run's plan, with its identity (a root caller's run id).
+fn plan_run(inner: &Inner, spec: &CommandSpec, fds: PlanFds<'_>) -> Result<plan::Plan> {
+    plan::build(
+        &inner.policy,
+        &inner.decisions,
+        inner.seccomp.as_ref(),
+        spec,
+        fds,
+        plan::RunIdentity {
+            euid: inner.report.host.euid,
+            egid: rustix::process::getegid().as_raw(),
+            run_id: inner
+                .decisions
+                .credentials
+                .run_ids
+                .then(|| inner.run_ids.next()),
+        },
+    )
+}
+
+/// Waits for the child's setup: failures arrive as a record, EOF means
+/// the command exec'd. A child stuck in a step (a netlink reply that never
+/// comes, a hung FUSE lookup) is killed after `SETUP_TIMEOUT` and named by
+/// its step. A sandbox whose setup failed is killed and reaped.
+fn await_setup(
+    plan: &plan::Plan,
+    pid: i32,
+    pidfd: &OwnedFd,
+    progress: &sandbox_child::Progress,
+    parent_result: Result<()>,
+    setup_read: &OwnedFd,
+) -> Result<()> {
+    if parent_result.is_err() {
+        // The child may have failed first (and so refused our bytes): its
+        // report explains more than our broken pipe.
+        abandon(pid, pidfd);
+    }
+    let record = sandbox_child::read_record_within(setup_read, SETUP_TIMEOUT)
+        .map_err(Error::supervise("read the setup pipe"));
+    let mut abandoned = parent_result.is_err();
+    if parent_result.is_ok() && matches!(record, Ok(Setup::Record(..) | Setup::TimedOut)) {
+        abandon(pid, pidfd);
+        abandoned = true;
+    }
+    let outcome = setup_outcome(record, parent_result, plan, progress);
+    if outcome.is_err() && !abandoned {
+        abandon(pid, pidfd);
+    }
+    outcome
+}
+
 /// Clones the sandbox and runs its setup; returns once the command has
 /// exec'd, or with the step that failed.
 pub(crate) fn start(inner: &Inner, spec: &CommandSpec, stdio: StdioChoice) -> Result<Started> {
@@ -247,19 +345,7 @@ pub(crate) fn start(inner: &Inner, spec: &CommandSpec, stdio: StdioChoice) -> Re
     let (child_in, parent_in) = stdio_fds(stdio.stdin, true)?;
     let (child_out, parent_out) = stdio_fds(stdio.stdout, false)?;
     let (child_err, parent_err) = stdio_fds(stdio.stderr, false)?;
-    let egress_sockets = if inner.decisions.network.egress_mtu().is_some() {
-        Some(
-            rustix::net::socketpair(
-                rustix::net::AddressFamily::UNIX,
-                rustix::net::SocketType::STREAM,
-                rustix::net::SocketFlags::CLOEXEC,
-                None,
-            )
-            .map_err(Error::prepare_errno("the egress socket pair"))?,
-        )
-    } else {
-        None
-    };
+    let egress_sockets = egress_sockets(inner)?;
     let limits = inner.decisions.cgroup_limits;
     let cgroups = if limits.any() {
         RunCgroups::create(&inner.report.host.cgroups, &limits)?
@@ -273,24 +359,7 @@ pub(crate) fn start(inner: &Inner, spec: &CommandSpec, stdio: StdioChoice) -> Re
         stdio: [raw(&child_in), raw(&child_out), raw(&child_err)],
         egress_socket: egress_sockets.as_ref().map(|(_, child)| child.as_fd()),
     };
-    let host = &inner.report.host;
-    let egid = rustix::process::getegid().as_raw();
-    let plan = plan::build(
-        &inner.policy,
-        &inner.decisions,
-        inner.seccomp.as_ref(),
-        spec,
-        fds,
-        plan::RunIdentity {
-            euid: host.euid,
-            egid,
-            run_id: inner
-                .decisions
-                .credentials
-                .run_ids
-                .then(|| inner.run_ids.next()),
-        },
-    )?;
+    let plan = plan_run(inner, spec, fds)?;
     let started = Instant::now();
     let (pid, pidfd, progress) = spawn_init(plan.namespaces, &plan.child, plan.owner)
         .map_err(Error::prepare_errno("clone the sandbox"))?;
@@ -299,27 +368,7 @@ pub(crate) fn start(inner: &Inner, spec: &CommandSpec, stdio: StdioChoice) -> Re
     let egress_parent = egress_sockets.map(|(parent, _child)| parent);
 
     let parent_result = parent_setup(&plan, pid, &sync_write, &cgroups);
-    if parent_result.is_err() {
-        // The child may have failed first (and so refused our bytes): its
-        // report explains more than our broken pipe.
-        abandon(pid, &pidfd);
-    }
-    // Setup failures arrive as a record; EOF means the command exec'd. A
-    // child stuck in a step (a netlink reply that never comes, a hung
-    // FUSE lookup) is killed after SETUP_TIMEOUT and named by its step.
-    let record = sandbox_child::read_record_within(&setup_read, SETUP_TIMEOUT)
-        .map_err(Error::supervise("read the setup pipe"));
-    let mut abandoned = parent_result.is_err();
-    if parent_result.is_ok() && matches!(record, Ok(Setup::Record(..) | Setup::TimedOut)) {
-        abandon(pid, &pidfd);
-        abandoned = true;
-    }
-    if let Err(e) = setup_outcome(record, parent_result, &plan, &progress) {
-        if !abandoned {
-            abandon(pid, &pidfd);
-        }
-        return Err(e);
-    }
+    await_setup(&plan, pid, &pidfd, &progress, parent_result, &setup_read)?;
     // The child handed over the tap before it exec'd: the forwarder runs in
     // a thread of the caller's, in the caller's network namespace.
     let egress = match egress_parent {
@@ -379,20 +428,10 @@ impl Capture {
 }
 
 impl Started {
-    /// Runs the sandbox to its end: drains stdout and stderr (keeping at
-    /// most `max_output_bytes` of each), kills it at the wall-clock limit,
-    /// and collects the status and usage.
-    pub(crate) fn supervise(mut self, inner: &Inner) -> Result<RunOutcome> {
-        drop(self.stdin.take());
-        let resources = &inner.policy.resources;
-        let cap = match resources.max_output_bytes {
-            Some(Limit::Max(n)) => n.bytes(),
-            _ => u64::MAX,
-        };
-        let deadline = match resources.wall_time {
-            Some(Limit::Max(t)) => Some(self.started + t.to_std()),
-            _ => None,
-        };
+    /// Reads stdout and stderr until both close and the sandbox has
+    /// exited (keeping at most `cap` bytes of each), killing it at
+    /// `deadline`: the captures, and whether it was killed for time.
+    fn drain(&mut self, cap: u64, deadline: Option<Instant>) -> Result<([Capture; 2], bool)> {
         for fd in [&self.stdout, &self.stderr].into_iter().flatten() {
             rustix::fs::fcntl_setfl(fd, OFlags::NONBLOCK)
                 .map_err(Error::supervise("make the output pipes non-blocking"))?;
@@ -462,6 +501,24 @@ impl Started {
                     rustix::process::pidfd_send_signal(&*self.pidfd, rustix::process::Signal::KILL);
             }
         }
+        Ok((captures, timed_out))
+    }
+
+    /// Runs the sandbox to its end: drains stdout and stderr (keeping at
+    /// most `max_output_bytes` of each), kills it at the wall-clock limit,
+    /// and collects the status and usage.
+    pub(crate) fn supervise(mut self, inner: &Inner) -> Result<RunOutcome> {
+        drop(self.stdin.take());
+        let resources = &inner.policy.resources;
+        let cap = match resources.max_output_bytes {
+            Some(Limit::Max(n)) => n.bytes(),
+            _ => u64::MAX,
+        };
+        let deadline = match resources.wall_time {
+            Some(Limit::Max(t)) => Some(self.started + t.to_std()),
+            _ => None,
+        };
+        let (captures, timed_out) = self.drain(cap, deadline)?;
         let usage =
             crate::sys::wait4(self.pid).map_err(Error::supervise("wait for the sandbox"))?;
         self.reaped = true;

@@ -11,44 +11,16 @@ use std::thread::JoinHandle;
 use sandbox_policy::{Policy, SeccompMode};
 
 use crate::cgroups::CgroupPlacement;
-use crate::decide::{Decisions, decide};
+use crate::decide::decide;
 use crate::error::{Error, Result};
+use crate::host::HostCapabilities;
 use crate::outcome::RunOutcome;
 use crate::plan::CommandSpec;
-use crate::probe::{HostCapabilities, probe};
+use crate::probe::probe;
 use crate::quotas::RunIds;
 use crate::report::EffectiveSandbox;
-use crate::run::{self, StdioChoice};
+use crate::run::{self, Inner, Stdio, StdioChoice};
 use crate::seccomp::{SeccompOptions, SeccompProgram};
-
-/// What a command's stdin, stdout or stderr is connected to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stdio {
-    /// `/dev/null`.
-    Null,
-    /// The caller's own stream. (The command still runs in a new session,
-    /// so it cannot push input into the caller's terminal.)
-    Inherit,
-    /// A pipe: for stdout and stderr, captured into the
-    /// [`RunOutcome`] up to `max_output_bytes`; for stdin, given to the
-    /// caller as [`SandboxChild::stdin`].
-    Piped,
-}
-
-/// What every run of one sandbox shares: the resolved policy, the
-/// decisions, the report and the compiled seccomp filter.
-#[derive(Debug, Clone)]
-pub(crate) struct Inner {
-    pub(crate) policy: Policy,
-    pub(crate) decisions: Decisions,
-    pub(crate) report: EffectiveSandbox,
-    pub(crate) seccomp: Option<Arc<SeccompProgram>>,
-    /// Where the forwarder sends the sandbox's DNS queries (`None`: the
-    /// host's resolver, from `/etc/resolv.conf`).
-    pub(crate) dns_upstream: Option<std::net::SocketAddr>,
-    /// The host ids a root caller's runs take (see [`RunIds`]).
-    pub(crate) run_ids: RunIds,
-}
 
 /// A policy, checked against this host and ready to run commands.
 ///
@@ -113,7 +85,7 @@ impl Sandbox {
     ///
     /// As for [`new`](Sandbox::new).
     pub fn with_host(policy: Policy, host: &HostCapabilities) -> Result<Self> {
-        if !crate::probe::kernel_supported(&host.kernel) {
+        if !crate::host::kernel_supported(&host.kernel) {
             return Err(Error::UnsupportedKernel {
                 release: host.kernel.clone(),
             });

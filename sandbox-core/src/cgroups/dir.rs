@@ -4,7 +4,7 @@
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
-use super::placement::WANTED;
+use super::types::WANTED;
 
 /// What [`Cg::enable`] got.
 pub(crate) struct Enabled {

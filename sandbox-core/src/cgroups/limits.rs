@@ -5,8 +5,8 @@
 use sandbox_policy::{Limit, Policy};
 
 use super::CgroupLimits;
-use crate::decide::Findings;
-use crate::probe::HostCapabilities;
+use crate::findings::Findings;
+use crate::host::HostCapabilities;
 use crate::report::Layer;
 
 impl CgroupLimits {

@@ -6,14 +6,15 @@ pub(crate) mod limits;
 mod placement;
 mod run;
 pub(crate) mod systemd;
+mod types;
 
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-pub use placement::{CgroupPlacement, CgroupStrategy, SUPERVISOR_LEAF, V2Placement};
 pub(crate) use placement::{place, remove_stale};
 pub(crate) use run::{CgroupLimits, RunCgroups};
+pub use types::{CgroupPlacement, CgroupStrategy, SUPERVISOR_LEAF, V2Placement};
 
 /// The unified (cgroup v2) hierarchy, as seen from this process.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

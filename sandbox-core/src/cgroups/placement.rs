@@ -31,115 +31,9 @@
 
 use std::path::{Path, PathBuf};
 
-use serde::Serialize;
-
 use super::dir::Cg;
 use super::systemd;
-
-/// The controllers a sandbox limits with.
-pub(crate) const WANTED: [&str; 3] = ["memory", "pids", "cpu"];
-
-/// The leaf the caller moves into (strategy 3), and the name that marks a
-/// delegated parent (strategy 1).
-pub const SUPERVISOR_LEAF: &str = "supervisor";
-
-/// How per-run cgroups on the unified hierarchy find their parent.
-///
-/// # Examples
-///
-/// ```no_run
-/// use sandbox_core::{CgroupPlacement, Sandbox};
-///
-/// // A systemd unit with `Delegate=yes` gave us this subtree:
-/// let sandbox = Sandbox::from_profile("default")?
-///     .with_cgroup_placement(CgroupPlacement::Parent("/sys/fs/cgroup/jobs.slice/runner".into()))?;
-/// # Ok::<(), sandbox_core::Error>(())
-/// ```
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub enum CgroupPlacement {
-    /// The strategies of this module, in order (the default).
-    #[default]
-    Auto,
-    /// A delegated parent the caller was given: an absolute path (beneath
-    /// the cgroup v2 mount) or one relative to the mount. It must hold no
-    /// process; the controllers are enabled in it if they are not already.
-    Parent(PathBuf),
-    /// Move **every process** of the caller's cgroup (the caller and
-    /// whatever shares its cgroup: a container's shell, say) into
-    /// `<own>/supervisor`, then enable the controllers in `<own>`. Opt-in:
-    /// it moves processes that are not the caller's.
-    MoveCgroupToLeaf,
-    /// A transient systemd scope with `Delegate=yes`, from the system
-    /// manager (a root caller) or the caller's user manager: the last
-    /// automatic strategy, asked for first.
-    SystemdScope,
-    /// Make no cgroup v2 placement: limits that need one are downgrades.
-    Disabled,
-}
-
-/// The strategy that found the parent of a run's cgroups.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum CgroupStrategy {
-    /// A parent the caller gave ([`CgroupPlacement::Parent`]).
-    GivenParent,
-    /// An empty delegated parent of the caller's leaf cgroup.
-    DelegatedParent,
-    /// The caller's own cgroup, which can enable controllers for its
-    /// children (the root cgroup, or one holding no process).
-    OwnCgroup,
-    /// The caller moved itself (and the processes it started) into
-    /// `<own>/supervisor`.
-    MovedToLeaf,
-    /// Every process of the caller's cgroup was moved into
-    /// `<own>/supervisor` ([`CgroupPlacement::MoveCgroupToLeaf`]).
-    MovedCgroupToLeaf,
-    /// A transient scope with `Delegate=yes` from the systemd system
-    /// manager.
-    SystemdSystemScope,
-    /// A transient scope with `Delegate=yes` from the caller's systemd user
-    /// manager.
-    SystemdUserScope,
-}
-
-impl std::fmt::Display for CgroupStrategy {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Self::GivenParent => "a delegated parent the caller gave",
-            Self::DelegatedParent => "the empty delegated parent of the caller's leaf cgroup",
-            Self::OwnCgroup => {
-                "the caller's own cgroup, which enables controllers for its children"
-            }
-            Self::MovedToLeaf => "the caller moved itself into <own>/supervisor",
-            Self::MovedCgroupToLeaf => {
-                "every process of the caller's cgroup moved into <own>/supervisor (as asked)"
-            }
-            Self::SystemdSystemScope => {
-                "a transient scope with Delegate=yes from the systemd system manager"
-            }
-            Self::SystemdUserScope => {
-                "a transient scope with Delegate=yes from the caller's systemd user manager"
-            }
-        })
-    }
-}
-
-/// Where a run's cgroup v2 goes, and what it gets there.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct V2Placement {
-    /// How this parent was found.
-    pub strategy: CgroupStrategy,
-    /// The parent of the per-run cgroups, relative to the mount.
-    pub parent: PathBuf,
-    /// The controllers a child of `parent` gets (its
-    /// `cgroup.subtree_control`, read back after enabling).
-    pub controllers: Vec<String>,
-    /// Whether the caller cannot move a run's process into `parent` itself
-    /// and the systemd manager of the scope does it for each run
-    /// (`AttachProcessesToUnit`: a caller whose cgroup is not beneath its
-    /// manager's, as in a login session).
-    pub moved_by_manager: bool,
-}
+use super::types::{CgroupPlacement, CgroupStrategy, SUPERVISOR_LEAF, V2Placement};
 
 /// Finds (and where a strategy says so, makes) the placement of per-run
 /// cgroups in the unified hierarchy mounted at `mount`, for a caller in
@@ -160,142 +54,171 @@ pub(crate) fn place(
         root: &root,
         path: own.to_path_buf(),
     };
-    let placed = |strategy, parent: &Cg<'_>, controllers| V2Placement {
-        strategy,
-        parent: parent.path.clone(),
-        controllers,
-        moved_by_manager: false,
-    };
     match mode {
         CgroupPlacement::Disabled => Err("cgroup placement disabled by the caller".into()),
-        CgroupPlacement::Parent(path) => {
-            let rel = path.strip_prefix(mount).unwrap_or(path);
-            let rel = if rel.as_os_str().is_empty() {
-                Path::new(".")
-            } else {
-                rel
-            };
-            let parent = Cg {
-                root: &root,
-                path: rel.to_path_buf(),
-            };
-            let procs = parent.procs()?;
-            if !procs.is_empty() && rel != Path::new(".") {
-                return Err(format!(
-                    "the given parent {} holds processes ({}), so it cannot give its children controllers",
-                    mount.join(rel).display(),
-                    procs.len()
-                ));
-            }
-            let enabled = parent.enable()?;
-            parent.can_create()?;
-            Ok(placed(
-                CgroupStrategy::GivenParent,
-                &parent,
-                enabled.controllers,
-            ))
-        }
+        CgroupPlacement::Parent(path) => place_in_given(&root, mount, path),
         CgroupPlacement::SystemdScope => systemd::place(&root, mount),
         CgroupPlacement::MoveCgroupToLeaf => {
             let leaf = move_into_leaf(&own_cg, true)?;
             enable_after_move(&own_cg, &leaf, CgroupStrategy::MovedCgroupToLeaf)
         }
-        CgroupPlacement::Auto => {
-            let mut why = Vec::new();
-            // 1. A delegated parent of our leaf.
-            if let Some(parent_path) = own
-                .parent()
-                .filter(|p| !p.as_os_str().is_empty() && own != Path::new("."))
-            {
-                let parent = Cg {
-                    root: &root,
-                    path: parent_path.to_path_buf(),
-                };
-                let marked = own.file_name() == Some(SUPERVISOR_LEAF.as_ref())
-                    || parent.has_delegate_xattr();
-                if marked {
-                    match parent.procs() {
-                        Ok(p) if p.is_empty() => match parent.enable().and_then(|e| {
-                            parent.can_create()?;
-                            Ok(e)
-                        }) {
-                            Ok(e) => {
-                                return Ok(placed(
-                                    CgroupStrategy::DelegatedParent,
-                                    &parent,
-                                    e.controllers,
-                                ));
-                            }
-                            Err(e) => why.push(format!("delegated parent: {e}")),
-                        },
-                        Ok(_) => why.push(format!(
-                            "delegated parent: {} holds processes",
-                            parent.path.display()
-                        )),
-                        Err(e) => why.push(format!("delegated parent: {e}")),
-                    }
-                }
+        CgroupPlacement::Auto => place_auto(&root, mount, &own_cg),
+    }
+}
+
+fn placed(strategy: CgroupStrategy, parent: &Cg<'_>, controllers: Vec<String>) -> V2Placement {
+    V2Placement {
+        strategy,
+        parent: parent.path.clone(),
+        controllers,
+        moved_by_manager: false,
+    }
+}
+
+/// The parent the caller gave: it must hold no process (unless it is the
+/// root) and let us enable controllers and create cgroups.
+fn place_in_given(
+    root: &openat2_root::Root,
+    mount: &Path,
+    path: &Path,
+) -> Result<V2Placement, String> {
+    let rel = path.strip_prefix(mount).unwrap_or(path);
+    let rel = if rel.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        rel
+    };
+    let parent = Cg {
+        root,
+        path: rel.to_path_buf(),
+    };
+    let procs = parent.procs()?;
+    if !procs.is_empty() && rel != Path::new(".") {
+        return Err(format!(
+            "the given parent {} holds processes ({}), so it cannot give its children controllers",
+            mount.join(rel).display(),
+            procs.len()
+        ));
+    }
+    let enabled = parent.enable()?;
+    parent.can_create()?;
+    Ok(placed(
+        CgroupStrategy::GivenParent,
+        &parent,
+        enabled.controllers,
+    ))
+}
+
+/// Strategy 1: a delegated parent of our leaf (see the module's doc).
+fn delegated_parent(own_cg: &Cg<'_>, why: &mut Vec<String>) -> Option<V2Placement> {
+    let own = &own_cg.path;
+    let parent_path = own
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty() && own != Path::new("."))?;
+    let parent = Cg {
+        root: own_cg.root,
+        path: parent_path.to_path_buf(),
+    };
+    let marked = own.file_name() == Some(SUPERVISOR_LEAF.as_ref()) || parent.has_delegate_xattr();
+    if !marked {
+        return None;
+    }
+    match parent.procs() {
+        Ok(p) if p.is_empty() => match parent.enable().and_then(|e| {
+            parent.can_create()?;
+            Ok(e)
+        }) {
+            Ok(e) => {
+                return Some(placed(
+                    CgroupStrategy::DelegatedParent,
+                    &parent,
+                    e.controllers,
+                ));
             }
-            // 2. Our own cgroup enables controllers for its children. A
-            // cgroup holding processes may enable the threaded controllers
-            // (pids, cpu) but not memory: a partial result is kept only if
-            // moving (3) does no better.
-            let mut partial = None;
-            match own_cg.enable().and_then(|e| {
-                own_cg.can_create()?;
-                Ok(e)
-            }) {
-                // Enabled, or none of them to enable (a hybrid host's
-                // unified hierarchy: run cgroups there only track the run).
-                Ok(e) if e.refused.is_empty() => {
-                    return Ok(placed(CgroupStrategy::OwnCgroup, &own_cg, e.controllers));
-                }
-                Ok(e) => {
-                    why.push(format!("own cgroup: {}", e.refused.join("; ")));
-                    own_cg.disable(&e.newly);
-                    partial = Some(e.newly);
-                }
-                Err(e) => why.push(format!("own cgroup: {e}")),
-            }
-            // 3. Move ourselves into a leaf, where we are alone — on a
-            // systemd host only where the unit was delegated to us (systemd
-            // owns the cgroups of the others): else a scope comes first.
-            let try_move = |why: &mut Vec<String>| match move_into_leaf(&own_cg, false) {
-                Ok(leaf) => match enable_after_move(&own_cg, &leaf, CgroupStrategy::MovedToLeaf) {
-                    Ok(p) => Some(p),
-                    Err(e) => {
-                        why.push(format!("move into {SUPERVISOR_LEAF}: {e}"));
-                        None
-                    }
-                },
-                Err(e) => {
-                    why.push(format!("move into {SUPERVISOR_LEAF}: {e}"));
-                    None
-                }
-            };
-            let scope_first = systemd::host_runs_systemd() && !delegated_to_us(&own_cg);
-            if !scope_first && let Some(p) = try_move(&mut why) {
-                return Ok(p);
-            }
-            // 4. A transient systemd scope.
-            match systemd::place(&root, mount) {
-                Ok(p) => return Ok(p),
-                Err(e) => why.push(format!("systemd scope: {e}")),
-            }
-            if scope_first && let Some(p) = try_move(&mut why) {
-                return Ok(p);
-            }
-            if partial.is_some()
-                && let Ok(e) = own_cg.enable()
-                && !e.controllers.is_empty()
-            {
-                // What the own cgroup can give (the threaded controllers);
-                // the decision downgrades the rest, with `why`.
-                return Ok(placed(CgroupStrategy::OwnCgroup, &own_cg, e.controllers));
-            }
-            Err(why.join("; "))
+            Err(e) => why.push(format!("delegated parent: {e}")),
+        },
+        Ok(_) => why.push(format!(
+            "delegated parent: {} holds processes",
+            parent.path.display()
+        )),
+        Err(e) => why.push(format!("delegated parent: {e}")),
+    }
+    None
+}
+
+/// Strategy 2: our own cgroup enables controllers for its children. A
+/// cgroup holding processes may enable the threaded controllers (pids,
+/// cpu) but not memory: then `Err(true)`, a partial result kept only if
+/// moving (3) does no better.
+fn own_cgroup(own_cg: &Cg<'_>, why: &mut Vec<String>) -> Result<V2Placement, bool> {
+    match own_cg.enable().and_then(|e| {
+        own_cg.can_create()?;
+        Ok(e)
+    }) {
+        // Enabled, or none of them to enable (a hybrid host's unified
+        // hierarchy: run cgroups there only track the run).
+        Ok(e) if e.refused.is_empty() => {
+            Ok(placed(CgroupStrategy::OwnCgroup, own_cg, e.controllers))
+        }
+        Ok(e) => {
+            why.push(format!("own cgroup: {}", e.refused.join("; ")));
+            own_cg.disable(&e.newly);
+            Err(true)
+        }
+        Err(e) => {
+            why.push(format!("own cgroup: {e}"));
+            Err(false)
         }
     }
+}
+
+/// Strategy 3: move ourselves into a leaf, where we are alone.
+fn moved_to_leaf(own_cg: &Cg<'_>, why: &mut Vec<String>) -> Option<V2Placement> {
+    let placed = move_into_leaf(own_cg, false)
+        .and_then(|leaf| enable_after_move(own_cg, &leaf, CgroupStrategy::MovedToLeaf));
+    placed
+        .map_err(|e| why.push(format!("move into {SUPERVISOR_LEAF}: {e}")))
+        .ok()
+}
+
+/// The strategies in order (see the module's doc); every one's reason
+/// for failing if none works.
+fn place_auto(
+    root: &openat2_root::Root,
+    mount: &Path,
+    own_cg: &Cg<'_>,
+) -> Result<V2Placement, String> {
+    let mut why = Vec::new();
+    if let Some(p) = delegated_parent(own_cg, &mut why) {
+        return Ok(p);
+    }
+    let partial = match own_cgroup(own_cg, &mut why) {
+        Ok(p) => return Ok(p),
+        Err(partial) => partial,
+    };
+    // On a systemd host, moving comes after a scope unless the unit was
+    // delegated to us (systemd owns the cgroups of the others).
+    let scope_first = systemd::host_runs_systemd() && !delegated_to_us(own_cg);
+    if !scope_first && let Some(p) = moved_to_leaf(own_cg, &mut why) {
+        return Ok(p);
+    }
+    // 4. A transient systemd scope.
+    match systemd::place(root, mount) {
+        Ok(p) => return Ok(p),
+        Err(e) => why.push(format!("systemd scope: {e}")),
+    }
+    if scope_first && let Some(p) = moved_to_leaf(own_cg, &mut why) {
+        return Ok(p);
+    }
+    if partial
+        && let Ok(e) = own_cg.enable()
+        && !e.controllers.is_empty()
+    {
+        // What the own cgroup can give (the threaded controllers); the
+        // decision downgrades the rest, with `why`.
+        return Ok(placed(CgroupStrategy::OwnCgroup, own_cg, e.controllers));
+    }
+    Err(why.join("; "))
 }
 
 /// Whether systemd delegated `own` to its processes: the

@@ -52,6 +52,66 @@ impl CgroupLimits {
 /// The CFS period the CPU limit's quota is a share of.
 const CPU_PERIOD_US: u64 = 100_000;
 
+impl RunCgroupDir {
+    /// Creates cgroup `path` beneath the hierarchy mounted at `mount`.
+    fn make(
+        mount: &std::path::Path,
+        path: &std::path::Path,
+        v2: bool,
+        controllers: Vec<&'static str>,
+    ) -> crate::Result<Self> {
+        let root = openat2_root::Root::open(mount)
+            .map_err(cgroup_error(format!("open {}", mount.display())))?;
+        root.create_dir(path, 0o755).map_err(cgroup_error(format!(
+            "create cgroup {}",
+            mount.join(path).display()
+        )))?;
+        Ok(Self {
+            root,
+            mount: mount.to_path_buf(),
+            path: path.to_path_buf(),
+            v2,
+            controllers,
+        })
+    }
+
+    /// Writes the limits of this cgroup's controllers.
+    fn write_limits(&self, limits: &CgroupLimits) -> crate::Result<()> {
+        let CgroupLimits { memory, pids, cpu } = *limits;
+        let dir = self;
+        for controller in &dir.controllers {
+            match (*controller, dir.v2) {
+                ("memory", v2) => {
+                    let bytes = memory.unwrap_or(u64::MAX).to_string();
+                    if v2 {
+                        dir.write("memory.max", &bytes)?;
+                        dir.write_if_present("memory.swap.max", "0")?;
+                        // An OOM kill ends the whole run, not one
+                        // process of it.
+                        dir.write_if_present("memory.oom.group", "1")?;
+                    } else {
+                        dir.write("memory.limit_in_bytes", &bytes)?;
+                        dir.write_if_present("memory.memsw.limit_in_bytes", &bytes)?;
+                    }
+                }
+                ("pids", _) => dir.write("pids.max", &pids.unwrap_or(u32::MAX).to_string())?,
+                ("cpu", v2) => {
+                    // Percent of one CPU → microseconds per 100 ms.
+                    let quota = u64::from(cpu.unwrap_or(100)) * CPU_PERIOD_US / 100;
+                    if v2 {
+                        dir.write("cpu.max", &format!("{quota} {CPU_PERIOD_US}"))?;
+                    } else {
+                        dir.write("cpu.cfs_period_us", &CPU_PERIOD_US.to_string())?;
+                        dir.write("cpu.cfs_quota_us", &quota.to_string())?;
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
 impl RunCgroups {
     /// Creates the cgroups and writes the limits.
     pub(crate) fn create(support: &CgroupSupport, limits: &CgroupLimits) -> crate::Result<Self> {
@@ -79,20 +139,12 @@ impl RunCgroups {
                 dir.controllers.push(controller);
                 continue;
             }
-            let root = openat2_root::Root::open(&h.mount)
-                .map_err(cgroup_error(format!("open {}", h.mount.display())))?;
-            let path = h.parent.join(&name);
-            root.create_dir(&path, 0o755).map_err(cgroup_error(format!(
-                "create cgroup {}",
-                h.mount.join(&path).display()
-            )))?;
-            run.dirs.push(RunCgroupDir {
-                root,
-                mount: h.mount.clone(),
-                path,
-                v2: h.v2,
-                controllers: vec![controller],
-            });
+            run.dirs.push(RunCgroupDir::make(
+                &h.mount,
+                &h.parent.join(&name),
+                h.v2,
+                vec![controller],
+            )?);
         }
         // The unified hierarchy tracks the run too where it is writable and
         // no controller put the run there already: `cgroup.events` says
@@ -100,51 +152,15 @@ impl RunCgroups {
         if let Some((mount, parent)) = support.tracking_parent()
             && !run.dirs.iter().any(|d| d.v2)
         {
-            let root = openat2_root::Root::open(&mount)
-                .map_err(cgroup_error(format!("open {}", mount.display())))?;
-            let path = parent.join(&name);
-            root.create_dir(&path, 0o755).map_err(cgroup_error(format!(
-                "create cgroup {}",
-                mount.join(&path).display()
-            )))?;
-            run.dirs.push(RunCgroupDir {
-                root,
-                mount: mount.clone(),
-                path,
-                v2: true,
-                controllers: Vec::new(),
-            });
+            run.dirs.push(RunCgroupDir::make(
+                &mount,
+                &parent.join(&name),
+                true,
+                Vec::new(),
+            )?);
         }
         for dir in &run.dirs {
-            for controller in &dir.controllers {
-                match (*controller, dir.v2) {
-                    ("memory", v2) => {
-                        let bytes = memory.unwrap_or(u64::MAX).to_string();
-                        if v2 {
-                            dir.write("memory.max", &bytes)?;
-                            dir.write_if_present("memory.swap.max", "0")?;
-                            // An OOM kill ends the whole run, not one
-                            // process of it.
-                            dir.write_if_present("memory.oom.group", "1")?;
-                        } else {
-                            dir.write("memory.limit_in_bytes", &bytes)?;
-                            dir.write_if_present("memory.memsw.limit_in_bytes", &bytes)?;
-                        }
-                    }
-                    ("pids", _) => dir.write("pids.max", &pids.unwrap_or(u32::MAX).to_string())?,
-                    ("cpu", v2) => {
-                        // Percent of one CPU → microseconds per 100 ms.
-                        let quota = u64::from(cpu.unwrap_or(100)) * CPU_PERIOD_US / 100;
-                        if v2 {
-                            dir.write("cpu.max", &format!("{quota} {CPU_PERIOD_US}"))?;
-                        } else {
-                            dir.write("cpu.cfs_period_us", &CPU_PERIOD_US.to_string())?;
-                            dir.write("cpu.cfs_quota_us", &quota.to_string())?;
-                        }
-                    }
-                    _ => {}
-                }
-            }
+            dir.write_limits(limits)?;
         }
         Ok(run)
     }

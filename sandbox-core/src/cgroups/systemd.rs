@@ -28,8 +28,7 @@ use zbus::blocking::Connection;
 use zbus::zvariant::{OwnedObjectPath, Value};
 
 use super::dir::Cg;
-use super::placement::SUPERVISOR_LEAF;
-use super::{CgroupStrategy, V2Placement};
+use super::types::{CgroupStrategy, SUPERVISOR_LEAF, V2Placement};
 use crate::sys::Placeholder;
 
 const DESTINATION: &str = "org.freedesktop.systemd1";
@@ -126,25 +125,14 @@ fn attach_processes(conn: &Connection, unit: &str, sub: &str, pids: &[u32]) -> R
     .map_err(|e| format!("AttachProcessesToUnit({unit}, {sub}): {e}"))
 }
 
-fn make(root: &openat2_root::Root, mount: &Path) -> Result<Scope, String> {
-    if !host_runs_systemd() {
-        return Err("the host does not run systemd (no /run/systemd/system)".into());
-    }
-    let user = !rustix::process::geteuid().is_root();
-    let (conn, manager) = connect(user)?;
-    let placeholder =
-        Placeholder::spawn().map_err(|e| format!("start the scope's placeholder process: {e}"))?;
-    static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let unit = format!(
-        "sandbox-{}-{}.scope",
-        std::process::id(),
-        COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-    );
+/// `StartTransientUnit` of scope `unit` holding `pid`, with
+/// `Delegate=yes` and (where the manager knows it) `OOMPolicy=continue`.
+fn start_scope(conn: &Connection, manager: &str, unit: &str, pid: u32) -> Result<(), String> {
     let description = format!("sandbox-core run cgroups of pid {}", std::process::id());
     let start = |oom_policy: bool| {
         let mut properties: Vec<(&str, Value<'_>)> = vec![
             ("Description", Value::from(description.as_str())),
-            ("PIDs", Value::from(vec![placeholder.pid()])),
+            ("PIDs", Value::from(vec![pid])),
             ("Delegate", Value::from(true)),
             ("CollectMode", Value::from("inactive-or-failed")),
         ];
@@ -159,24 +147,27 @@ fn make(root: &openat2_root::Root, mount: &Path) -> Result<Scope, String> {
             OBJECT,
             Some(MANAGER),
             "StartTransientUnit",
-            &(unit.as_str(), "fail", properties, aux),
+            &(unit, "fail", properties, aux),
         )
         .and_then(|reply| reply.body().deserialize::<OwnedObjectPath>().map(drop))
     };
     // A manager too old for OOMPolicy= on scopes refuses the property.
     start(true)
         .or_else(|_| start(false))
-        .map_err(|e| format!("StartTransientUnit({unit}) on {manager}: {e}"))?;
-    // systemd moves the placeholder when the start job runs, just after
-    // the reply.
+        .map_err(|e| format!("StartTransientUnit({unit}) on {manager}: {e}"))
+}
+
+/// Waits until the manager has moved `pid` into `unit`: the scope's path
+/// relative to the hierarchy's mount.
+fn wait_for_move(mount: &Path, manager: &str, unit: &str, pid: u32) -> Result<PathBuf, String> {
     let mount_root = mount_root(mount)?;
     let deadline = Instant::now() + TIMEOUT;
-    let path = loop {
-        if let Some(path) = cgroup_of(placeholder.pid())
+    loop {
+        if let Some(path) = cgroup_of(pid)
             .filter(|p| p.file_name() == Some(unit.as_ref()))
             .and_then(|p| super::relative_to_mount(&p, &mount_root))
         {
-            break path;
+            return Ok(path);
         }
         if Instant::now() > deadline {
             return Err(format!(
@@ -184,7 +175,27 @@ fn make(root: &openat2_root::Root, mount: &Path) -> Result<Scope, String> {
             ));
         }
         std::thread::sleep(Duration::from_millis(5));
-    };
+    }
+}
+
+fn make(root: &openat2_root::Root, mount: &Path) -> Result<Scope, String> {
+    if !host_runs_systemd() {
+        return Err("the host does not run systemd (no /run/systemd/system)".into());
+    }
+    let user = !rustix::process::geteuid().is_root();
+    let (conn, manager) = connect(user)?;
+    let placeholder =
+        Placeholder::spawn().map_err(|e| format!("start the scope's placeholder process: {e}"))?;
+    static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let unit = format!(
+        "sandbox-{}-{}.scope",
+        std::process::id(),
+        COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
+    start_scope(&conn, manager, &unit, placeholder.pid())?;
+    // systemd moves the placeholder when the start job runs, just after
+    // the reply.
+    let path = wait_for_move(mount, manager, &unit, placeholder.pid())?;
     let scope_cg = Cg {
         root,
         path: path.clone(),

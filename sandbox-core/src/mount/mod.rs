@@ -4,7 +4,7 @@
 
 use sandbox_policy::{FsMode, Policy};
 
-use crate::decide::{Findings, name_of};
+use crate::findings::{Findings, name_of};
 use crate::namespaces::Namespaces;
 use crate::report::Layer;
 

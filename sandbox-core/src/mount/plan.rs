@@ -11,7 +11,7 @@ use sandbox_child::{
     TargetKind,
 };
 
-use crate::plan::{Builder, path_cstring};
+use crate::plan::builder::{Builder, path_cstring};
 
 /// The host directories a minimal root binds read-only (or recreates as
 /// symlinks, on merged-/usr systems).

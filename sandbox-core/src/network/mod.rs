@@ -4,9 +4,9 @@
 
 use sandbox_policy::{FsMode, NetMode, Policy};
 
-use crate::decide::{Findings, reason};
+use crate::findings::{Findings, reason};
+use crate::host::HostCapabilities;
 use crate::namespaces::Namespaces;
-use crate::probe::HostCapabilities;
 use crate::report::Layer;
 
 pub(crate) mod plan;

@@ -7,7 +7,7 @@ use sandbox_policy::Policy;
 use crate::error::{Error, Result};
 use sandbox_child::Step;
 
-use crate::plan::{Builder, cstring};
+use crate::plan::builder::{Builder, cstring};
 
 /// The egress network: the ruleset first, then the tap (link 2 of the new
 /// namespace) configured and up, and its fd handed to the parent.

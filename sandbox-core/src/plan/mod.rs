@@ -5,10 +5,10 @@
 //! `command.rs` the command's side (environment, program lookup, rlimits,
 //! Landlock), `egress.rs` the allowlisted network.
 
-use std::ffi::{CString, OsString, c_int};
+use std::ffi::{OsString, c_int};
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Component, Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use sandbox_policy::{Policy, SeccompMode};
@@ -16,9 +16,12 @@ use sandbox_policy::{Policy, SeccompMode};
 use crate::decide::Decisions;
 use crate::error::{Error, Result};
 use crate::seccomp::SeccompProgram;
-use sandbox_child::{CStringArray, ChildPlan, NO_FD, Reg, Step, TargetKind};
+use sandbox_child::{CStringArray, ChildPlan, NO_FD, Step};
 
+pub(crate) mod builder;
 mod command;
+
+pub(crate) use builder::{Builder, cstring, path_cstring};
 
 use crate::landlock::writable_paths;
 use crate::mount::plan::filesystem_steps;
@@ -65,136 +68,6 @@ pub(crate) struct Plan {
     /// The host uid that creates (and so owns) the run's user namespace,
     /// if not the caller's: a root caller's run id (see `quotas`).
     pub(crate) owner: Option<u32>,
-}
-
-pub(crate) fn cstring(what: &str, bytes: &[u8]) -> Result<CString> {
-    CString::new(bytes).map_err(|_| Error::InvalidCommand {
-        reason: format!("{what} contains a NUL byte"),
-    })
-}
-
-pub(crate) fn path_cstring(path: &Path) -> Result<CString> {
-    cstring(
-        &format!("path {}", path.display()),
-        path.as_os_str().as_bytes(),
-    )
-}
-
-/// The normal components of an absolute sandbox path.
-fn components(path: &Path) -> Result<Vec<CString>> {
-    let mut out = Vec::new();
-    for c in path.components() {
-        match c {
-            Component::RootDir | Component::CurDir => {}
-            Component::Normal(name) => out.push(path_cstring(Path::new(name))?),
-            Component::ParentDir | Component::Prefix(_) => {
-                return Err(Error::InvalidCommand {
-                    reason: format!("{} must not contain `..`", path.display()),
-                });
-            }
-        }
-    }
-    Ok(out)
-}
-
-/// Collects steps and their descriptions.
-#[derive(Debug, Default)]
-pub(crate) struct Builder {
-    steps: Vec<Step>,
-    descriptions: Vec<String>,
-    registers: usize,
-}
-
-impl Builder {
-    pub(crate) fn push(&mut self, step: Step, description: impl Into<String>) {
-        self.steps.push(step);
-        self.descriptions.push(description.into());
-    }
-
-    pub(crate) fn register(&mut self) -> Reg {
-        self.registers += 1;
-        self.registers - 1
-    }
-
-    pub(crate) fn host_tree(&mut self, path: &Path, recursive: bool, attrs: u64) -> Result<Reg> {
-        let out = self.register();
-        self.push(
-            Step::OpenTree {
-                path: path_cstring(path)?,
-                recursive,
-                out,
-            },
-            format!("open_tree {}", path.display()),
-        );
-        self.push(
-            Step::SetMountAttrs {
-                mount: out,
-                set: attrs,
-                recursive,
-            },
-            format!("mount_setattr {}", path.display()),
-        );
-        Ok(out)
-    }
-
-    pub(crate) fn new_fs(
-        &mut self,
-        fstype: &'static str,
-        options: &[(String, Option<String>)],
-        attrs: u64,
-        target: &Path,
-    ) -> Result<Reg> {
-        let out = self.register();
-        let source = [("source".to_string(), Some(fstype.to_string()))];
-        let options = source
-            .iter()
-            .chain(options)
-            .map(|(k, v)| {
-                Ok((
-                    cstring("mount option", k.as_bytes())?,
-                    v.as_deref()
-                        .map(|v| cstring("mount option", v.as_bytes()))
-                        .transpose()?,
-                ))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        self.push(
-            Step::NewFilesystem {
-                fstype: cstring("fstype", fstype.as_bytes())?,
-                options,
-                attrs,
-                out,
-            },
-            format!("{fstype} for {}", target.display()),
-        );
-        Ok(out)
-    }
-
-    pub(crate) fn resolve(
-        &mut self,
-        base: Reg,
-        target: &Path,
-        kind: TargetKind,
-        create: bool,
-        optional: bool,
-    ) -> Result<Reg> {
-        let out = self.register();
-        self.push(
-            Step::Resolve {
-                base,
-                components: components(target)?,
-                kind,
-                create,
-                optional,
-                out,
-            },
-            format!(
-                "mount target {} (resolved beneath the new root, no symlinks)",
-                target.display()
-            ),
-        );
-        Ok(out)
-    }
 }
 
 /// The host's nobody.
@@ -487,9 +360,11 @@ pub(crate) fn build(
 
 #[cfg(test)]
 mod tests {
+    use super::builder::components;
     use super::*;
     use crate::landlock::access as landlock_access;
     use std::ffi::OsStr;
+    use std::path::Path;
 
     fn spec(program: &str) -> CommandSpec {
         CommandSpec {

@@ -3,8 +3,8 @@
 
 use sandbox_policy::{Policy, SeccompMode};
 
-use crate::decide::{Findings, name_of, reason};
-use crate::probe::HostCapabilities;
+use crate::findings::{Findings, name_of, reason};
+use crate::host::HostCapabilities;
 use crate::report::Layer;
 
 /// The filter a run installs (`SeccompMode::Off`: none).

@@ -1,113 +1,134 @@
 //! ICMP echo: each request the policy allows goes out through an
 //! unprivileged ping socket of its own (the host kernel picks the
 //! identifier and checks the checksum); replies come back with the
-//! sandbox's identifier.
+//! sandbox's identifier. A relay of its own, like the TCP one: the
+//! forwarder decides (policy, caps) and moves frames; this owns the
+//! sockets.
 
+use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::os::fd::OwnedFd;
-use std::time::Instant;
+use std::os::fd::{BorrowedFd, OwnedFd};
+use std::time::{Duration, Instant};
 
-use crate::forward::forwarder::{EgressForwarder, GATEWAY_MAC};
-use crate::forward::frame::echo_reply_frame;
-use crate::forward::policy::Verdict;
+use crate::forward::frame::{Mac, echo_reply_frame};
 
 /// An echo "flow": the guest's identifier towards one destination, over a
 /// ping socket of its own (the kernel gives it another identifier).
-pub(super) struct EchoFlow {
-    pub(super) socket: OwnedFd,
+struct EchoFlow {
+    socket: OwnedFd,
     guest: IpAddr,
     remote: IpAddr,
     ident: u16,
-    pub(super) last: Instant,
+    last: Instant,
 }
 
+/// `(guest, remote, identifier)`.
 pub(super) type EchoKey = (IpAddr, IpAddr, u16);
 
-impl EgressForwarder {
-    pub(super) fn echo_out(
-        &mut self,
-        guest: IpAddr,
-        dst: IpAddr,
-        ident: u16,
-        seq: u16,
-        payload: &[u8],
-    ) {
-        let key = (guest, dst, ident);
-        if !self.echoes.contains_key(&key) {
-            if let Verdict::Refuse(refusal) = self.policy.decide_echo(dst) {
-                return self.refuse(refusal);
-            }
-            if !self.admit_datagram_flow() {
-                return;
-            }
-            match open_ping(dst) {
-                Ok(socket) => {
-                    self.echoes.insert(
-                        key,
-                        EchoFlow {
-                            socket,
-                            guest,
-                            remote: dst,
-                            ident,
-                            last: Instant::now(),
-                        },
-                    );
-                }
-                Err(_) => {
-                    self.counters.echo_unavailable += 1;
-                    return;
-                }
-            }
-        }
-        if let Some(flow) = self.echoes.get_mut(&key) {
-            flow.last = Instant::now();
-            // The kernel sets its own identifier and the checksum.
-            let request_type = if dst.is_ipv4() { 8 } else { 128 };
-            let mut message = Vec::with_capacity(8 + payload.len());
-            message.extend_from_slice(&[request_type, 0, 0, 0]);
-            message.extend_from_slice(&ident.to_be_bytes());
-            message.extend_from_slice(&seq.to_be_bytes());
-            message.extend_from_slice(payload);
-            if rustix::net::send(&flow.socket, &message, rustix::net::SendFlags::empty()).is_ok() {
-                self.counters.echo_out += 1;
-            }
-        }
+/// The echo flows, by key.
+#[derive(Default)]
+pub(super) struct EchoRelay {
+    flows: HashMap<EchoKey, EchoFlow>,
+}
+
+impl EchoRelay {
+    /// How many flows are open.
+    pub(super) fn len(&self) -> usize {
+        self.flows.len()
     }
 
-    pub(super) fn echo_in(&mut self, key: EchoKey, buffer: &mut [u8]) {
-        let Some(guest_mac) = self.guest_mac else {
-            return;
+    /// Whether `key` has a flow already (no policy decision needed).
+    pub(super) fn has(&self, key: &EchoKey) -> bool {
+        self.flows.contains_key(key)
+    }
+
+    /// Opens the flow of `key` (the forwarder admitted it).
+    ///
+    /// # Errors
+    ///
+    /// The host refused a ping socket.
+    pub(super) fn open(&mut self, key: EchoKey) -> io::Result<()> {
+        let (guest, remote, ident) = key;
+        let socket = open_ping(remote)?;
+        self.flows.insert(
+            key,
+            EchoFlow {
+                socket,
+                guest,
+                remote,
+                ident,
+                last: Instant::now(),
+            },
+        );
+        Ok(())
+    }
+
+    /// Sends request `seq` with `payload` on the flow of `key`; whether it
+    /// went out.
+    pub(super) fn send(&mut self, key: &EchoKey, seq: u16, payload: &[u8]) -> bool {
+        let Some(flow) = self.flows.get_mut(key) else {
+            return false;
         };
-        let mut replies = Vec::new();
-        if let Some(flow) = self.echoes.get_mut(&key) {
-            let reply_type = if flow.remote.is_ipv4() { 0 } else { 129 };
-            while let Ok((n, _)) =
-                rustix::net::recv(&flow.socket, &mut *buffer, rustix::net::RecvFlags::empty())
-            {
-                let message = &buffer[..n.min(buffer.len())];
-                if message.len() < 8 || message[0] != reply_type {
-                    continue;
-                }
-                flow.last = Instant::now();
-                let seq = u16::from_be_bytes([message[6], message[7]]);
-                if let Some(frame) = echo_reply_frame(
-                    GATEWAY_MAC,
-                    guest_mac,
-                    flow.remote,
-                    flow.guest,
-                    flow.ident,
-                    seq,
-                    &message[8..],
-                ) {
-                    replies.push(frame);
-                }
+        flow.last = Instant::now();
+        // The kernel sets its own identifier and the checksum.
+        let request_type = if flow.remote.is_ipv4() { 8 } else { 128 };
+        let mut message = Vec::with_capacity(8 + payload.len());
+        message.extend_from_slice(&[request_type, 0, 0, 0]);
+        message.extend_from_slice(&flow.ident.to_be_bytes());
+        message.extend_from_slice(&seq.to_be_bytes());
+        message.extend_from_slice(payload);
+        rustix::net::send(&flow.socket, &message, rustix::net::SendFlags::empty()).is_ok()
+    }
+
+    /// The flows' sockets, to poll.
+    pub(super) fn sockets(&self) -> Vec<(EchoKey, BorrowedFd<'_>)> {
+        use std::os::fd::AsFd;
+        self.flows
+            .iter()
+            .map(|(key, flow)| (*key, flow.socket.as_fd()))
+            .collect()
+    }
+
+    /// The replies waiting on the flow of `key`, as frames from
+    /// `gateway_mac` to `guest_mac`.
+    pub(super) fn replies(
+        &mut self,
+        key: &EchoKey,
+        buffer: &mut [u8],
+        gateway_mac: Mac,
+        guest_mac: Mac,
+    ) -> Vec<Vec<u8>> {
+        let mut frames = Vec::new();
+        let Some(flow) = self.flows.get_mut(key) else {
+            return frames;
+        };
+        let reply_type = if flow.remote.is_ipv4() { 0 } else { 129 };
+        while let Ok((n, _)) =
+            rustix::net::recv(&flow.socket, &mut *buffer, rustix::net::RecvFlags::empty())
+        {
+            let message = &buffer[..n.min(buffer.len())];
+            if message.len() < 8 || message[0] != reply_type {
+                continue;
             }
+            flow.last = Instant::now();
+            let seq = u16::from_be_bytes([message[6], message[7]]);
+            frames.extend(echo_reply_frame(
+                gateway_mac,
+                guest_mac,
+                flow.remote,
+                flow.guest,
+                flow.ident,
+                seq,
+                &message[8..],
+            ));
         }
-        for frame in replies {
-            self.counters.echo_in += 1;
-            self.send_frame(&frame);
-        }
+        frames
+    }
+
+    /// Closes the flows idle for `idle` or longer.
+    pub(super) fn expire(&mut self, idle: Duration) {
+        self.flows.retain(|_, flow| flow.last.elapsed() < idle);
     }
 }
 

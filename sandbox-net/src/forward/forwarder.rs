@@ -17,12 +17,13 @@ use sandbox_policy::Protocol;
 
 use crate::egress::EgressAddressing;
 use crate::error::{Error, Result};
-use crate::forward::echo::{EchoFlow, EchoKey};
+use crate::forward::counters::Counters;
+use crate::forward::echo::{EchoKey, EchoRelay};
 use crate::forward::frame::{GuestPacket, Mac, classify, neighbor_advert, udp_frame};
 use crate::forward::limits::{ForwarderLimits, RateLimit};
 use crate::forward::offload::partial_tcp_checksum;
 use crate::forward::policy::{EgressPolicy, Refusal, Verdict};
-use crate::forward::tcp::{TCP_BUFFER_BYTES, TcpCounters, TcpRelay};
+use crate::forward::tcp::{TCP_BUFFER_BYTES, TcpRelay};
 use crate::tap::VNET_HDR_LEN;
 
 /// The gateway's MAC address on the tap (locally administered).
@@ -35,47 +36,6 @@ const FRAME_CAPACITY: usize = 65536 + 64;
 /// Frames read from the tap before the stack runs: a sandbox flooding
 /// the tap waits in its own queue, not in the forwarder's memory.
 const TAP_BATCH: usize = 256;
-
-/// What the forwarder has done, for the report and for tests.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Counters {
-    /// Frames read from the tap.
-    pub frames_in: u64,
-    /// Frames written to the tap.
-    pub frames_out: u64,
-    /// ARP and neighbour discovery frames handled.
-    pub neighbours_answered: u64,
-    /// UDP datagrams relayed out.
-    pub udp_out: u64,
-    /// UDP datagrams relayed back in.
-    pub udp_in: u64,
-    /// DNS queries relayed.
-    pub dns_queries: u64,
-    /// ICMP echo requests relayed out (through unprivileged ping sockets).
-    pub echo_out: u64,
-    /// ICMP echo replies relayed back in.
-    pub echo_in: u64,
-    /// Echo requests the policy allowed but the host refused a ping socket
-    /// for (`net.ipv4.ping_group_range` excludes the caller's group).
-    pub echo_unavailable: u64,
-    /// New flows refused by the policy.
-    pub refused: u64,
-    /// … of which to metadata addresses.
-    pub refused_metadata: u64,
-    /// New flows refused because a limit on flows or buffered bytes was
-    /// reached.
-    pub over_limit: u64,
-    /// New flows refused by the rate limit.
-    pub over_rate: u64,
-    /// New TCP connections refused or over the limit (their SYNs dropped).
-    pub tcp_dropped: u64,
-    /// The TCP relay's own counters.
-    pub tcp: TcpCounters,
-    /// Frames the classifier did not handle itself (other protocols,
-    /// malformed, ARP replies and the like), left to the TCP stack.
-    pub ignored: u64,
-}
 
 struct UdpFlow {
     socket: UdpSocket,
@@ -100,7 +60,7 @@ pub struct EgressForwarder {
     new_flows: RateLimit,
     gateway_v6: Option<Ipv6Addr>,
     flows: HashMap<(SocketAddr, SocketAddr), UdpFlow>,
-    pub(super) echoes: HashMap<EchoKey, EchoFlow>,
+    echoes: EchoRelay,
     tcp: TcpRelay,
     pub(super) counters: Counters,
 }
@@ -164,7 +124,7 @@ impl EgressForwarder {
             new_flows: RateLimit::new(limits.new_flows_per_second),
             gateway_v6: addressing.gateway.v6,
             flows: HashMap::new(),
-            echoes: HashMap::new(),
+            echoes: EchoRelay::default(),
             tcp: TcpRelay::new(
                 GATEWAY_MAC,
                 addressing,
@@ -184,6 +144,32 @@ impl EgressForwarder {
         }
     }
 
+    /// Reads a batch of frames from the tap; `false` once it is closed.
+    fn read_tap(&mut self) -> Result<bool> {
+        for _ in 0..TAP_BATCH {
+            // Read into a buffer of its own that the stack then
+            // takes as it is (no copy).
+            let mut bytes = Vec::with_capacity(FRAME_CAPACITY);
+            match rustix::io::read(&self.tap, rustix::buffer::spare_capacity(&mut bytes)) {
+                Ok(0) => return Ok(false),
+                Ok(_) => {
+                    self.counters.frames_in += 1;
+                    // The virtio_net_hdr says how the checksum and
+                    // segmentation were offloaded: nothing here
+                    // checks guest checksums, so it is skipped.
+                    let start = if self.vnet { VNET_HDR_LEN } else { 0 };
+                    if bytes.len() > start {
+                        self.handle_frame(bytes, start);
+                    }
+                }
+                Err(rustix::io::Errno::AGAIN) => break,
+                Err(rustix::io::Errno::INTR) => {}
+                Err(e) => return Err(Error::os("read the tap")(e)),
+            }
+        }
+        Ok(true)
+    }
+
     /// Runs until `stop` is set (checked at least every 100 ms) or the tap
     /// is closed.
     ///
@@ -194,24 +180,23 @@ impl EgressForwarder {
         let mut frame = vec![0u8; FRAME_CAPACITY];
         while !stop.load(Ordering::Relaxed) {
             let keys: Vec<(SocketAddr, SocketAddr)> = self.flows.keys().copied().collect();
-            let echo_keys: Vec<EchoKey> = self.echoes.keys().copied().collect();
             let timer = self
                 .tcp
                 .next_timer()
                 .unwrap_or(Duration::from_millis(100))
                 .min(Duration::from_millis(100));
-            let ready: Vec<bool> = {
-                let mut fds: Vec<PollFd<'_>> = Vec::with_capacity(1 + keys.len() + echo_keys.len());
+            let (ready, echo_keys): (Vec<bool>, Vec<EchoKey>) = {
+                let echo_fds = self.echoes.sockets();
+                let mut fds: Vec<PollFd<'_>> = Vec::with_capacity(1 + keys.len() + echo_fds.len());
                 fds.push(PollFd::new(&self.tap, PollFlags::IN));
                 for key in &keys {
                     if let Some(flow) = self.flows.get(key) {
                         fds.push(PollFd::new(&flow.socket, PollFlags::IN));
                     }
                 }
-                for key in &echo_keys {
-                    if let Some(flow) = self.echoes.get(key) {
-                        fds.push(PollFd::new(&flow.socket, PollFlags::IN));
-                    }
+                let echo_keys = echo_fds.iter().map(|(key, _)| *key).collect();
+                for (_, fd) in &echo_fds {
+                    fds.push(PollFd::from_borrowed_fd(*fd, PollFlags::IN));
                 }
                 let host_fds = self.tcp.host_fds();
                 for &(fd, read, write) in &host_fds {
@@ -232,30 +217,11 @@ impl EgressForwarder {
                     Ok(_) | Err(rustix::io::Errno::INTR) => {}
                     Err(e) => return Err(Error::os("poll")(e)),
                 }
-                fds.iter().map(|p| !p.revents().is_empty()).collect()
+                let ready = fds.iter().map(|p| !p.revents().is_empty()).collect();
+                (ready, echo_keys)
             };
-            if ready.first().copied().unwrap_or(false) {
-                for _ in 0..TAP_BATCH {
-                    // Read into a buffer of its own that the stack then
-                    // takes as it is (no copy).
-                    let mut bytes = Vec::with_capacity(FRAME_CAPACITY);
-                    match rustix::io::read(&self.tap, rustix::buffer::spare_capacity(&mut bytes)) {
-                        Ok(0) => return Ok(()),
-                        Ok(_) => {
-                            self.counters.frames_in += 1;
-                            // The virtio_net_hdr says how the checksum and
-                            // segmentation were offloaded: nothing here
-                            // checks guest checksums, so it is skipped.
-                            let start = if self.vnet { VNET_HDR_LEN } else { 0 };
-                            if bytes.len() > start {
-                                self.handle_frame(bytes, start);
-                            }
-                        }
-                        Err(rustix::io::Errno::AGAIN) => break,
-                        Err(rustix::io::Errno::INTR) => {}
-                        Err(e) => return Err(Error::os("read the tap")(e)),
-                    }
-                }
+            if ready.first().copied().unwrap_or(false) && !self.read_tap()? {
+                return Ok(());
             }
             for (key, is_ready) in keys.iter().zip(ready.iter().skip(1)) {
                 if *is_ready {
@@ -273,7 +239,7 @@ impl EgressForwarder {
             }
             let idle = self.limits.udp_idle;
             self.flows.retain(|_, flow| flow.last.elapsed() < idle);
-            self.echoes.retain(|_, flow| flow.last.elapsed() < idle);
+            self.echoes.expire(idle);
         }
         Ok(())
     }
@@ -441,6 +407,38 @@ impl EgressForwarder {
             return;
         }
         self.tcp.open(key, target, syn);
+    }
+
+    /// An echo request from the guest: a new flow once the policy and the
+    /// caps allow it, then the request out on its ping socket.
+    fn echo_out(&mut self, guest: IpAddr, dst: IpAddr, ident: u16, seq: u16, payload: &[u8]) {
+        let key = (guest, dst, ident);
+        if !self.echoes.has(&key) {
+            if let Verdict::Refuse(refusal) = self.policy.decide_echo(dst) {
+                return self.refuse(refusal);
+            }
+            if !self.admit_datagram_flow() {
+                return;
+            }
+            if self.echoes.open(key).is_err() {
+                self.counters.echo_unavailable += 1;
+                return;
+            }
+        }
+        if self.echoes.send(&key, seq, payload) {
+            self.counters.echo_out += 1;
+        }
+    }
+
+    /// The replies waiting on an echo flow, to the guest.
+    fn echo_in(&mut self, key: EchoKey, buffer: &mut [u8]) {
+        let Some(guest_mac) = self.guest_mac else {
+            return;
+        };
+        for frame in self.echoes.replies(&key, buffer, GATEWAY_MAC, guest_mac) {
+            self.counters.echo_in += 1;
+            self.send_frame(&frame);
+        }
     }
 
     /// Whether a new UDP or echo flow fits the caps and the rate (counting

@@ -1,7 +1,8 @@
 //! The userspace egress forwarder: [`EgressForwarder`] reads the sandbox's
 //! frames from its tap and relays each allowed flow through a host socket
 //! of its own (TCP through a userspace stack, UDP and DNS datagram by
-//! datagram, ICMP echo through ping sockets), answering ARP and neighbour discovery for the gateway, within
+//! datagram, ICMP echo through ping sockets), answering ARP and neighbour
+//! discovery for the gateway, within
 //! [`ForwarderLimits`]. Its building blocks are public too: a
 //! bounds-checked classifier of guest frames and builders of the frames
 //! the gateway answers with ([`classify`], [`arp_reply`],
@@ -9,6 +10,7 @@
 //! ([`EgressPolicy`]), which decides every new flow before a host socket
 //! is opened for it.
 
+mod counters;
 mod echo;
 mod forwarder;
 mod frame;
@@ -17,7 +19,8 @@ mod offload;
 mod policy;
 mod tcp;
 
-pub use forwarder::{Counters, EgressForwarder, GATEWAY_MAC, resolver_from};
+pub use counters::Counters;
+pub use forwarder::{EgressForwarder, GATEWAY_MAC, resolver_from};
 pub use frame::{
     BROADCAST, GuestPacket, Mac, TcpFlags, arp_reply, classify, echo_reply_frame,
     internet_checksum, neighbor_advert, udp_frame,

@@ -1,0 +1,44 @@
+//! What the forwarder counts.
+
+use crate::forward::tcp::TcpCounters;
+
+/// What the forwarder has done, for the report and for tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Counters {
+    /// Frames read from the tap.
+    pub frames_in: u64,
+    /// Frames written to the tap.
+    pub frames_out: u64,
+    /// ARP and neighbour discovery frames handled.
+    pub neighbours_answered: u64,
+    /// UDP datagrams relayed out.
+    pub udp_out: u64,
+    /// UDP datagrams relayed back in.
+    pub udp_in: u64,
+    /// DNS queries relayed.
+    pub dns_queries: u64,
+    /// ICMP echo requests relayed out (through unprivileged ping sockets).
+    pub echo_out: u64,
+    /// ICMP echo replies relayed back in.
+    pub echo_in: u64,
+    /// Echo requests the policy allowed but the host refused a ping socket
+    /// for (`net.ipv4.ping_group_range` excludes the caller's group).
+    pub echo_unavailable: u64,
+    /// New flows refused by the policy.
+    pub refused: u64,
+    /// … of which to metadata addresses.
+    pub refused_metadata: u64,
+    /// New flows refused because a limit on flows or buffered bytes was
+    /// reached.
+    pub over_limit: u64,
+    /// New flows refused by the rate limit.
+    pub over_rate: u64,
+    /// New TCP connections refused or over the limit (their SYNs dropped).
+    pub tcp_dropped: u64,
+    /// The TCP relay's own counters.
+    pub tcp: TcpCounters,
+    /// Frames the classifier did not handle itself (other protocols,
+    /// malformed, ARP replies and the like), left to the TCP stack.
+    pub ignored: u64,
+}

@@ -65,7 +65,13 @@ pub(super) fn boot(
         .arg(&kernel.vmlinuz)
         .arg("-initrd")
         .arg(initrd)
-        .args(["-append", "console=ttyS0 quiet panic=-1 8250.nr_uarts=1"])
+        // Warnings reach the console (`loglevel=5`, not `quiet`): a soft
+        // lockup's or a hung task's backtrace is the only account of a
+        // guest stuck in the kernel.
+        .args([
+            "-append",
+            "console=ttyS0 loglevel=5 panic=-1 8250.nr_uarts=1 softlockup_all_cpu_backtrace=1",
+        ])
         .arg("-fsdev")
         .arg(fsdev("hostroot", Path::new("/"), true))
         .args(["-device", "virtio-9p-pci,fsdev=hostroot,mount_tag=hostroot"])

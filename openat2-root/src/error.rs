@@ -1,4 +1,10 @@
 //! The crate's error type: every failure names the operation and the path.
+//!
+//! Every message is complete on its own: it ends with the errno's text
+//! where the kernel gave one, and no error returns what its message
+//! already says as [`source`](std::error::Error::source), so an error
+//! reporter that walks the chain never prints a cause twice. The errno is
+//! the variant's public `errno` field, and [`Error::raw_os_error`].
 
 use std::fmt;
 use std::io;
@@ -196,7 +202,7 @@ pub enum Error {
         errno: io::Error,
     },
     /// The kernel lacks something the operation needs; nothing was done.
-    #[error("{op} {path:?}: not supported here: needs {requirement} ({source})")]
+    #[error("{op} {path:?}: not supported here: needs {requirement} ({errno})")]
     NotSupported {
         /// The operation.
         op: Operation,
@@ -205,7 +211,7 @@ pub enum Error {
         /// What is needed, e.g. "openat2(2), Linux 5.6 or later".
         requirement: &'static str,
         /// The error that showed it was missing.
-        source: io::Error,
+        errno: io::Error,
     },
     /// `openat2` kept returning `EAGAIN` (a concurrent rename or mount
     /// raced with resolution) and the bounded retries ran out.
@@ -234,7 +240,7 @@ pub enum Error {
     /// A step of a multi-step operation failed with an error from the
     /// kernel; [`Step`] says which. [`Error::kind`] is as for
     /// [`Error::Os`].
-    #[error("{op} {path:?}: {step} failed: {source}")]
+    #[error("{op} {path:?}: {step} failed: {errno}")]
     Step {
         /// The operation.
         op: Operation,
@@ -243,10 +249,10 @@ pub enum Error {
         /// The step that failed.
         step: Step,
         /// The error, with its errno.
-        source: io::Error,
+        errno: io::Error,
     },
     /// Any other error from the kernel.
-    #[error("{op} {path:?}{}: {source}", to.as_ref().map(|t| format!(" -> {t:?}")).unwrap_or_default())]
+    #[error("{op} {path:?}{}: {errno}", to.as_ref().map(|t| format!(" -> {t:?}")).unwrap_or_default())]
     Os {
         /// The operation.
         op: Operation,
@@ -255,7 +261,7 @@ pub enum Error {
         /// For two-path operations (rename, link, copy, symlink), the other path.
         to: Option<PathBuf>,
         /// The error, with its errno.
-        source: io::Error,
+        errno: io::Error,
     },
 }
 
@@ -302,7 +308,7 @@ impl Error {
             Self::NotSupported { .. } => ErrorKind::NotSupported,
             Self::RetryExhausted { .. } => ErrorKind::RetryExhausted,
             Self::SpecialFile { .. } => ErrorKind::SpecialFile,
-            Self::Os { source, .. } | Self::Step { source, .. } => match source.raw_os_error() {
+            Self::Os { errno, .. } | Self::Step { errno, .. } => match errno.raw_os_error() {
                 Some(libc::ENOENT) => ErrorKind::NotFound,
                 Some(libc::EEXIST) => ErrorKind::AlreadyExists,
                 Some(errno) => ErrorKind::Os(errno),
@@ -343,9 +349,9 @@ impl Error {
     pub fn raw_os_error(&self) -> Option<i32> {
         match self {
             Self::Escape { errno: e, .. }
-            | Self::NotSupported { source: e, .. }
-            | Self::Step { source: e, .. }
-            | Self::Os { source: e, .. } => e.raw_os_error(),
+            | Self::NotSupported { errno: e, .. }
+            | Self::Step { errno: e, .. }
+            | Self::Os { errno: e, .. } => e.raw_os_error(),
             Self::RetryExhausted { .. } => Some(libc::EAGAIN),
             _ => None,
         }

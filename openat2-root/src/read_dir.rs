@@ -70,7 +70,7 @@ impl ReadDir {
             op: Operation::ReadDir,
             path: self.listed.path.clone(),
             to: None,
-            source: errno.into(),
+            errno: errno.into(),
         }
     }
 }

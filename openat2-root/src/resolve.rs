@@ -61,7 +61,7 @@ impl<'p> Ctx<'p> {
             op: self.op,
             path: self.path.to_path_buf(),
             to: self.to.map(Path::to_path_buf),
-            source: errno.into(),
+            errno: errno.into(),
         }
     }
 
@@ -70,7 +70,7 @@ impl<'p> Ctx<'p> {
             op: self.op,
             path: self.path.to_path_buf(),
             step,
-            source: errno.into(),
+            errno: errno.into(),
         }
     }
 
@@ -103,7 +103,7 @@ impl<'p> Ctx<'p> {
             op: self.op,
             path: self.path.to_path_buf(),
             requirement,
-            source: errno.into(),
+            errno: errno.into(),
         }
     }
 

@@ -256,7 +256,7 @@ impl Root {
             op: Operation::OpenRoot,
             path: ".".into(),
             to: None,
-            source: e,
+            errno: e,
         })?;
         Ok(Self {
             fd,

@@ -1,4 +1,10 @@
 //! The one error type of the crate.
+//!
+//! Every message is complete on its own: it ends with the underlying
+//! error's text (an errno's, mostly), and no error returns what its
+//! message already says as [`source`](std::error::Error::source), so an
+//! error reporter that walks the chain never prints a cause twice. The
+//! underlying `io::Error` is the variant's public `error` field.
 
 use std::io;
 
@@ -13,7 +19,7 @@ use crate::report::Downgrade;
 pub enum Error {
     /// The policy is invalid.
     #[error("invalid policy: {0}")]
-    Policy(#[from] sandbox_policy::Error),
+    Policy(sandbox_policy::Error),
     /// The host cannot enforce the policy as asked and the policy says
     /// `on_unavailable = "fail"`: nothing was spawned.
     #[error(
@@ -69,30 +75,30 @@ pub enum Error {
     /// Preparing the run in the parent failed (a bind source missing, a
     /// pipe or a cgroup that could not be made, …). Nothing was left
     /// running.
-    #[error("cannot prepare the sandbox: {what}: {source}")]
+    #[error("cannot prepare the sandbox: {what}: {error}")]
     Prepare {
         /// What was being prepared.
         what: String,
         /// The underlying error.
-        source: io::Error,
+        error: io::Error,
     },
     /// A setup step in the sandbox failed before the command started (a
     /// mount, the privilege drop, `execve` of the program). The sandbox was
     /// torn down; nothing of the command ran.
-    #[error("sandbox setup failed at `{step}`: {source}")]
+    #[error("sandbox setup failed at `{step}`: {error}")]
     Setup {
         /// The step, as `what (details)`.
         step: String,
         /// The errno it failed with.
-        source: io::Error,
+        error: io::Error,
     },
     /// Supervising a running sandbox failed.
-    #[error("supervising the sandbox: {what}: {source}")]
+    #[error("supervising the sandbox: {what}: {error}")]
     Supervise {
         /// What failed.
         what: &'static str,
         /// The underlying error.
-        source: io::Error,
+        error: io::Error,
     },
     /// The thread supervising a running sandbox failed without an error
     /// of the kernel's (it panicked, or ended early).
@@ -103,10 +109,16 @@ pub enum Error {
     },
 }
 
+impl From<sandbox_policy::Error> for Error {
+    fn from(error: sandbox_policy::Error) -> Self {
+        Error::Policy(error)
+    }
+}
+
 impl Error {
     pub(crate) fn prepare(what: impl Into<String>) -> impl FnOnce(io::Error) -> Error {
         let what = what.into();
-        move |source| Error::Prepare { what, source }
+        move |error| Error::Prepare { what, error }
     }
 
     pub(crate) fn prepare_errno(
@@ -115,17 +127,45 @@ impl Error {
         let what = what.into();
         move |errno| Error::Prepare {
             what,
-            source: errno.into(),
+            error: errno.into(),
         }
     }
 
     pub(crate) fn supervise(what: &'static str) -> impl FnOnce(rustix::io::Errno) -> Error {
         move |errno| Error::Supervise {
             what,
-            source: errno.into(),
+            error: errno.into(),
         }
     }
 }
 
 /// Results of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The message says the cause; `source()` does not repeat it (an
+    /// error reporter walking the chain prints each cause once).
+    #[test]
+    fn messages_are_complete_and_no_cause_is_printed_twice() {
+        let setup = Error::Setup {
+            step: "execve /bin/x".into(),
+            error: io::Error::from_raw_os_error(libc::ENOENT),
+        };
+        assert_eq!(
+            setup.to_string(),
+            "sandbox setup failed at `execve /bin/x`: No such file or directory (os error 2)"
+        );
+        assert!(std::error::Error::source(&setup).is_none());
+        let Err(policy) = sandbox_policy::Policy::from_toml_str("[resources]\nmemory = \"lots\"\n")
+        else {
+            panic!("an invalid memory size parsed");
+        };
+        let detail = policy.to_string();
+        let policy = Error::from(policy);
+        assert_eq!(policy.to_string(), format!("invalid policy: {detail}"));
+        assert!(std::error::Error::source(&policy).is_none());
+    }
+}

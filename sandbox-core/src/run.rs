@@ -75,7 +75,7 @@ fn start_forwarder(inner: &Inner, socket: &OwnedFd) -> Result<EgressRun> {
     let fail = |what: &'static str| {
         move |e: sandbox_net::Error| Error::Supervise {
             what,
-            source: std::io::Error::other(e),
+            error: std::io::Error::other(e),
         }
     };
     let tap = sandbox_net::recv_fd(socket).map_err(fail("receive the tap fd"))?;
@@ -240,11 +240,11 @@ fn setup_outcome(
     match record {
         Ok(Setup::Record(RECORD_STEP_FAILED, index, errno)) => Err(Error::Setup {
             step: step_name(index as usize),
-            source: std::io::Error::from_raw_os_error(errno),
+            error: std::io::Error::from_raw_os_error(errno),
         }),
         Ok(Setup::Record(RECORD_STEP_PANICKED, index, _)) => Err(Error::Setup {
             step: step_name(index as usize),
-            source: std::io::Error::other(
+            error: std::io::Error::other(
                 "the step panicked (a bug in sandbox-child) and the sandbox aborted",
             ),
         }),
@@ -252,7 +252,7 @@ fn setup_outcome(
             step: progress
                 .current()
                 .map_or_else(|| "the clone".to_string(), step_name),
-            source: std::io::Error::new(
+            error: std::io::Error::new(
                 std::io::ErrorKind::TimedOut,
                 format!(
                     "still not done after {} s; the sandbox was killed",

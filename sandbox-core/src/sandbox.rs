@@ -115,7 +115,7 @@ impl Sandbox {
             .transpose()
             .map_err(|e| Error::Prepare {
                 what: "compile the seccomp filter".into(),
-                source: std::io::Error::other(e),
+                error: std::io::Error::other(e),
             })?
             .map(Arc::new);
         Ok(Self {
@@ -227,7 +227,7 @@ impl Sandbox {
             }
             return Err(Error::Prepare {
                 what: format!("place run cgroups ({placement:?})"),
-                source: std::io::Error::other("this host has no cgroup v2 hierarchy mounted"),
+                error: std::io::Error::other("this host has no cgroup v2 hierarchy mounted"),
             });
         };
         match crate::cgroups::place(&unified.mount, &unified.own, &placement) {
@@ -243,7 +243,7 @@ impl Sandbox {
             Err(why) => {
                 return Err(Error::Prepare {
                     what: format!("place run cgroups ({placement:?})"),
-                    source: std::io::Error::other(why),
+                    error: std::io::Error::other(why),
                 });
             }
         }

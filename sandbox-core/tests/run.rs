@@ -158,7 +158,7 @@ fn setup_failures_are_typed_and_name_the_step() {
     let sb = Sandbox::from_profile("default").unwrap();
     let err = sb.command("no-such-program").output().unwrap_err();
     assert!(
-        matches!(&err, Error::Setup { step, source } if step.contains("no-such-program") && source.raw_os_error() == Some(libc::ENOENT)),
+        matches!(&err, Error::Setup { step, error } if step.contains("no-such-program") && error.raw_os_error() == Some(libc::ENOENT)),
         "{err}"
     );
     let err = sb
@@ -199,14 +199,14 @@ fn a_symlink_planted_in_a_bind_source_cannot_redirect_a_mount() {
     ));
     let err = through.command("true").output().unwrap_err();
     assert!(
-        matches!(&err, Error::Setup { step, source } if step.contains("/work/link/sub") && source.raw_os_error() == Some(libc::ELOOP)),
+        matches!(&err, Error::Setup { step, error } if step.contains("/work/link/sub") && error.raw_os_error() == Some(libc::ELOOP)),
         "{err}"
     );
     // A mask on the symlink itself.
     let mask = sandbox(&format!("{bind}mask = [\"/work/link\"]\n"));
     let err = mask.command("true").output().unwrap_err();
     assert!(
-        matches!(&err, Error::Setup { source, .. } if source.raw_os_error() == Some(libc::ELOOP)),
+        matches!(&err, Error::Setup { error, .. } if error.raw_os_error() == Some(libc::ELOOP)),
         "{err}"
     );
     // Control: the same through a real directory works, and masks it.

@@ -159,7 +159,7 @@ impl EgressNamespace {
             Trial::start(libc::CLONE_NEWUSER | libc::CLONE_NEWNET, &steps, 2).map_err(|f| {
                 Error::Os {
                     operation: "clone(CLONE_NEWUSER|CLONE_NEWNET)".into(),
-                    source: f.errno.into(),
+                    error: f.errno.into(),
                 }
             })?;
         let pid = trial.pid();
@@ -184,12 +184,12 @@ impl EgressNamespace {
                         .get(failure.step)
                         .map_or("the child (clone, or it died)", String::as_str)
                 ),
-                source: failure.errno.into(),
+                error: failure.errno.into(),
             });
         }
-        mapped.map_err(|source| Error::Os {
+        mapped.map_err(|error| Error::Os {
             operation: format!("write the id maps of the rootless child {pid}"),
-            source,
+            error,
         })?;
         let tap = crate::tap::recv_fd(&ours)?;
         let netns = crate::tap::recv_fd(&ours)?;

@@ -1,4 +1,10 @@
 //! The one error type of the crate.
+//!
+//! Every message is complete on its own: it ends with the underlying
+//! error's text (an errno's, mostly), and no error returns what its
+//! message already says as [`source`](std::error::Error::source), so an
+//! error reporter that walks the chain never prints a cause twice. The
+//! underlying `io::Error` is the variant's public `error` field.
 
 use std::io;
 
@@ -7,20 +13,20 @@ use std::io;
 #[non_exhaustive]
 pub enum Error {
     /// A syscall failed.
-    #[error("{operation}: {source}")]
+    #[error("{operation}: {error}")]
     Os {
         /// What was being done (`open /dev/net/tun`, `TUNSETIFF tap0`, …).
         operation: String,
         /// The errno.
-        source: io::Error,
+        error: io::Error,
     },
     /// The kernel refused a netlink request.
-    #[error("netlink: {request} refused: {source}")]
+    #[error("netlink: {request} refused: {error}")]
     Netlink {
         /// The request, as `what (index N of the batch)`.
         request: String,
         /// The errno the kernel answered with.
-        source: io::Error,
+        error: io::Error,
     },
     /// A netlink reply could not be understood.
     #[error("netlink: malformed reply to {request}: {detail}")]
@@ -51,10 +57,26 @@ impl Error {
         let operation = operation.into();
         move |errno| Error::Os {
             operation,
-            source: errno.into(),
+            error: errno.into(),
         }
     }
 }
 
 /// Results of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The message says the errno; `source()` does not repeat it.
+    #[test]
+    fn messages_are_complete_and_no_cause_is_printed_twice() {
+        let e = Error::os("TUNSETIFF tap0")(rustix::io::Errno::PERM);
+        assert_eq!(
+            e.to_string(),
+            "TUNSETIFF tap0: Operation not permitted (os error 1)"
+        );
+        assert!(std::error::Error::source(&e).is_none());
+    }
+}

@@ -385,7 +385,7 @@ impl Rtnetlink {
                     ),
                     NetlinkFailure::Socket(_) => "the batch (send or receive)".to_string(),
                 },
-                source: failure.errno().into(),
+                error: failure.errno().into(),
             }
         })
     }
@@ -418,7 +418,7 @@ impl Rtnetlink {
                     NetlinkPayload::Error(e) => {
                         return Err(Error::Netlink {
                             request: what.to_string(),
-                            source: e.to_io(),
+                            error: e.to_io(),
                         });
                     }
                     NetlinkPayload::InnerMessage(inner) => out.push(inner),

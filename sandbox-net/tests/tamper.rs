@@ -23,8 +23,8 @@ use sandbox_policy::Policy;
 /// The attempts, by name; each returns the errno it failed with, or 0.
 fn attempts() -> Vec<(&'static str, i32)> {
     let errno = |e: sandbox_net::Error| match e {
-        sandbox_net::Error::Netlink { source, .. } | sandbox_net::Error::Os { source, .. } => {
-            source.raw_os_error().unwrap_or(-1)
+        sandbox_net::Error::Netlink { error, .. } | sandbox_net::Error::Os { error, .. } => {
+            error.raw_os_error().unwrap_or(-1)
         }
         _ => -1,
     };

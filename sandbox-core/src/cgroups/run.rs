@@ -27,7 +27,7 @@ pub(crate) struct RunCgroups {
 fn cgroup_error(what: String) -> impl FnOnce(openat2_root::Error) -> crate::Error {
     move |e| crate::Error::Prepare {
         what,
-        source: e.into(),
+        error: e.into(),
     }
 }
 
@@ -132,7 +132,7 @@ impl RunCgroups {
             let Some(h) = support.hierarchy_for(controller) else {
                 return Err(crate::Error::Prepare {
                     what: format!("a cgroup for the {controller} controller"),
-                    source: std::io::ErrorKind::NotFound.into(),
+                    error: std::io::ErrorKind::NotFound.into(),
                 });
             };
             if let Some(dir) = run.dirs.iter_mut().find(|d| d.v2 && h.v2) {
@@ -176,7 +176,7 @@ impl RunCgroups {
                     Some(Err(through)) => {
                         return Err(crate::Error::Prepare {
                             what: format!("{direct}; through systemd: {through}"),
-                            source: std::io::ErrorKind::PermissionDenied.into(),
+                            error: std::io::ErrorKind::PermissionDenied.into(),
                         });
                     }
                     None => return Err(direct),

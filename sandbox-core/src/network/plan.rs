@@ -25,13 +25,13 @@ pub(crate) fn egress_steps(
     let tap = b.register();
     let socket = socket.ok_or_else(|| Error::Prepare {
         what: "the egress socket pair".into(),
-        source: std::io::Error::from(std::io::ErrorKind::NotFound),
+        error: std::io::Error::from(std::io::ErrorKind::NotFound),
     })?;
     let steps =
         sandbox_net::egress_steps(&policy.network, &addressing, socket, tap).map_err(|e| {
             Error::Prepare {
                 what: "build the egress namespace's steps".into(),
-                source: std::io::Error::other(e),
+                error: std::io::Error::other(e),
             }
         })?;
     for (step, description) in steps {

@@ -481,7 +481,7 @@ impl NftBatch {
                     }
                     NetlinkFailure::Socket(_) => "nftables batch (send or receive)".into(),
                 },
-                source: failure.errno().into(),
+                error: failure.errno().into(),
             })
     }
 
@@ -530,7 +530,7 @@ impl KernelRuleset {
                 } else {
                     Error::Netlink {
                         request: what,
-                        source: std::io::Error::from_raw_os_error(errno),
+                        error: std::io::Error::from_raw_os_error(errno),
                     }
                 }
             })

@@ -45,13 +45,14 @@ pub use trial::{StepFailure, Trial};
 
 use rustix::io::Errno;
 
-/// The calling thread's errno.
-pub(crate) fn errno() -> std::ffi::c_int {
+/// The calling thread's errno (after a libc call that failed): the one
+/// errno reader of the workspace.
+pub fn errno() -> std::ffi::c_int {
     // SAFETY: reading the calling thread's errno is async-signal-safe.
     unsafe { *libc::__errno_location() }
 }
 
 /// The calling thread's errno, as rustix's type.
-pub(crate) fn last_errno() -> Errno {
+pub fn last_errno() -> Errno {
     Errno::from_raw_os_error(errno())
 }

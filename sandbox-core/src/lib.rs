@@ -13,11 +13,14 @@
 //!
 //! The pipeline, per run:
 //!
-//! 1. **Decide** (once per `Sandbox`): per layer, enforce, downgrade with a
-//!    reason, or — with `on_unavailable = "fail"` — refuse the run with
-//!    [`Error::Unavailable`] before anything is spawned.
-//! 2. **Plan in the parent**: mount list, id maps, rlimits, Landlock rules,
-//!    the seccomp BPF, argv and env, all as prebuilt buffers.
+//! 1. **Decide** (once per `Sandbox`): each facility — namespaces, mounts,
+//!    network, credentials, seccomp, Landlock, rlimits, cgroups, kernel
+//!    quotas — reads the probe's findings and chooses: enforce, downgrade
+//!    with a reason, or — with `on_unavailable = "fail"` — refuse the run
+//!    with [`Error::Unavailable`] before anything is spawned.
+//! 2. **Plan in the parent**: each facility adds its steps (`sandbox-child`'s
+//!    step language) — mount list, id maps, rlimits, Landlock rules, the
+//!    seccomp BPF, argv and env — all as prebuilt buffers.
 //! 3. **Clone** PID 1 of the sandbox into new user, mount, pid, ipc, uts
 //!    and (unless `network.mode = "host"`) network namespaces; the parent writes
 //!    its uid/gid maps and places it in per-run cgroups (memory, pids)

@@ -9,9 +9,7 @@ use std::os::fd::AsRawFd;
 
 use rustix::io::Errno;
 
-pub(crate) fn last_errno() -> Errno {
-    Errno::from_io_error(&std::io::Error::last_os_error()).unwrap_or(Errno::IO)
-}
+pub(crate) use sandbox_child::last_errno;
 
 /// `landlock_create_ruleset(NULL, 0, LANDLOCK_CREATE_RULESET_VERSION)`—The
 /// Landlock ABI version the kernel offers.

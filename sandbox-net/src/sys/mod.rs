@@ -11,10 +11,7 @@ use std::os::fd::BorrowedFd;
 
 use rustix::io::Errno;
 
-fn errno() -> i32 {
-    // SAFETY: reading the calling thread's errno.
-    unsafe { *libc::__errno_location() }
-}
+use sandbox_child::errno;
 
 /// `ioctl(fd, TUNGETIFF)`: the tap's flags (`IFF_*`).
 pub(crate) fn tun_get_flags(fd: BorrowedFd<'_>) -> Result<libc::c_short, Errno> {

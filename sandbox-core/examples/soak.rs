@@ -85,7 +85,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                                 .ok_or(format!("not timed out: {}", out.status))
                         }
                         4 => {
-                            let child = limited
+                            let mut child = limited
                                 .command("sleep")
                                 .arg("10")
                                 .spawn()

@@ -1,7 +1,7 @@
 //! The public face: `Sandbox`, a command builder in the shape of
 //! `std::process::Command`, and `SandboxChild`.
 
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
@@ -293,6 +293,7 @@ impl Sandbox {
                 program: program.as_ref().to_owned(),
                 args: Vec::new(),
                 env: Vec::new(),
+                env_clear: false,
                 current_dir: None,
             },
             stdin: None,
@@ -335,9 +336,9 @@ impl SandboxCommand {
     /// Sets an environment variable for the command (on top of what the
     /// policy's `env` section passes and sets).
     pub fn env(&mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> &mut Self {
-        self.spec
-            .env
-            .push((key.as_ref().to_owned(), value.as_ref().to_owned()));
+        let key = key.as_ref().to_owned();
+        self.spec.env.retain(|(k, _)| *k != key);
+        self.spec.env.push((key, Some(value.as_ref().to_owned())));
         self
     }
 
@@ -352,6 +353,57 @@ impl SandboxCommand {
             self.env(k, v);
         }
         self
+    }
+
+    /// Removes an environment variable: one set with
+    /// [`env`](SandboxCommand::env) before, one the policy's `env.set`
+    /// sets, or one the caller has and the policy passes.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # let sandbox = sandbox_core::Sandbox::from_profile("default")?;
+    /// let out = sandbox.command("sh").args(["-c", "echo ${HOME-unset}"]).env_remove("HOME").output()?;
+    /// assert_eq!(out.stdout, b"unset\n");
+    /// # Ok::<(), sandbox_core::Error>(())
+    /// ```
+    pub fn env_remove(&mut self, key: impl AsRef<OsStr>) -> &mut Self {
+        let key = key.as_ref().to_owned();
+        self.spec.env.retain(|(k, _)| *k != key);
+        self.spec.env.push((key, None));
+        self
+    }
+
+    /// Passes none of the caller's environment (whatever the policy's
+    /// `env.pass` says) and forgets the variables set with
+    /// [`env`](SandboxCommand::env) so far. The policy's `env.set` still
+    /// applies: it is part of the sandbox's definition (remove a variable
+    /// of it with [`env_remove`](SandboxCommand::env_remove)).
+    pub fn env_clear(&mut self) -> &mut Self {
+        self.spec.env.clear();
+        self.spec.env_clear = true;
+        self
+    }
+
+    /// The program, as given to [`Sandbox::command`].
+    pub fn get_program(&self) -> &OsStr {
+        &self.spec.program
+    }
+
+    /// The arguments (not the program).
+    pub fn get_args(&self) -> impl ExactSizeIterator<Item = &OsStr> {
+        self.spec.args.iter().map(OsString::as_os_str)
+    }
+
+    /// The command's own environment changes, in order: `(key, Some(value))`
+    /// for a variable set, `(key, None)` for one removed (as
+    /// [`std::process::Command::get_envs`]). What the policy passes and sets
+    /// is not listed.
+    pub fn get_envs(&self) -> impl ExactSizeIterator<Item = (&OsStr, Option<&OsStr>)> {
+        self.spec
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_os_str(), v.as_deref()))
     }
 
     /// The working directory, a path inside the sandbox (default: the
@@ -458,9 +510,10 @@ impl SandboxCommand {
         match rx.recv() {
             Ok(Ok((pid, pidfd, stdin))) => Ok(SandboxChild {
                 pid,
-                pidfd,
+                pidfd: Some(pidfd),
                 stdin,
                 handle: Some(handle),
+                outcome: None,
             }),
             Ok(Err(e)) => {
                 let _ = handle.join();
@@ -480,11 +533,14 @@ impl SandboxCommand {
 #[derive(Debug)]
 pub struct SandboxChild {
     pid: i32,
-    pidfd: Arc<OwnedFd>,
+    /// Until a wait has collected the outcome (then the sandbox is gone).
+    pidfd: Option<Arc<OwnedFd>>,
     /// The command's stdin, if it was [`Stdio::Piped`]. Drop it to send
     /// EOF.
     pub stdin: Option<File>,
     handle: Option<JoinHandle<Result<RunOutcome>>>,
+    /// The outcome, once a wait has collected it.
+    outcome: Option<RunOutcome>,
 }
 
 impl SandboxChild {
@@ -500,24 +556,58 @@ impl SandboxChild {
     ///
     /// [`Error::Supervise`] if the signal could not be sent.
     pub fn kill(&self) -> Result<()> {
-        match rustix::process::pidfd_send_signal(&*self.pidfd, rustix::process::Signal::KILL) {
+        let Some(pidfd) = &self.pidfd else {
+            return Ok(());
+        };
+        match rustix::process::pidfd_send_signal(&**pidfd, rustix::process::Signal::KILL) {
             Ok(()) | Err(rustix::io::Errno::SRCH) => Ok(()),
             Err(e) => Err(Error::supervise("kill the sandbox")(e)),
         }
     }
 
-    /// Waits for the sandbox to end and returns the outcome.
+    /// Waits for the sandbox to end (closing its stdin first, if piped)
+    /// and returns the outcome; again on later calls.
     ///
     /// # Errors
     ///
-    /// [`Error::Supervise`] if supervision failed.
-    pub fn wait(mut self) -> Result<RunOutcome> {
+    /// [`Error::Supervise`] or [`Error::Supervisor`] if supervision failed
+    /// (a later call then says the outcome is lost).
+    pub fn wait(&mut self) -> Result<RunOutcome> {
+        if let Some(outcome) = &self.outcome {
+            return Ok(outcome.clone());
+        }
         drop(self.stdin.take());
         match self.handle.take().map(JoinHandle::join) {
-            Some(Ok(result)) => result,
-            _ => Err(Error::Supervisor {
+            Some(Ok(Ok(outcome))) => {
+                self.pidfd = None;
+                self.outcome = Some(outcome.clone());
+                Ok(outcome)
+            }
+            Some(Ok(Err(e))) => Err(e),
+            Some(Err(_)) => Err(Error::Supervisor {
                 what: "the supervisor thread panicked",
             }),
+            None => Err(Error::Supervisor {
+                what: "an earlier wait failed: the outcome is lost",
+            }),
         }
+    }
+
+    /// The outcome if the sandbox has ended (and its output has been
+    /// drained), without blocking; `None` while it runs.
+    ///
+    /// # Errors
+    ///
+    /// As [`wait`](SandboxChild::wait).
+    pub fn try_wait(&mut self) -> Result<Option<RunOutcome>> {
+        if self.outcome.is_none()
+            && self
+                .handle
+                .as_ref()
+                .is_some_and(|handle| !handle.is_finished())
+        {
+            return Ok(None);
+        }
+        self.wait().map(Some)
     }
 }

@@ -21,7 +21,7 @@ fn two_hundred_sandboxes_at_once_leave_nothing_behind() {
     assert!(sh(&sb, "true").success());
     let before = common::leaks::held();
     // Control: a run in progress shows in every count but threads'.
-    let running = sb.command("sleep").arg("30").spawn().unwrap();
+    let mut running = sb.command("sleep").arg("30").spawn().unwrap();
     let during = common::leaks::held();
     running.kill().unwrap();
     running.wait().unwrap();
@@ -74,7 +74,7 @@ fn two_hundred_sandboxes_at_once_leave_nothing_behind() {
         // Killed at the wall-time limit.
         assert!(quick.command("sleep").arg("5").output().unwrap().timed_out);
         // Killed by the caller.
-        let child = sb.command("sleep").arg("5").spawn().unwrap();
+        let mut child = sb.command("sleep").arg("5").spawn().unwrap();
         child.kill().unwrap();
         assert!(!child.wait().unwrap().success());
         // Dropped without a wait (like std's Child, that does not end it:

@@ -89,14 +89,22 @@ fn the_run_ends_when_the_command_ends_and_takes_its_background_processes() {
 fn spawn_kill_and_stdin() {
     common::require_root();
     let sb = Sandbox::from_profile("default").unwrap();
-    let child = sb.command("sleep").arg("4444.5").spawn().unwrap();
+    let mut child = sb.command("sleep").arg("4444.5").spawn().unwrap();
     assert!(child.id() > 1);
     assert_eq!(processes_with("4444.5"), 1);
+    // Running: try_wait says so without blocking.
+    assert!(child.try_wait().unwrap().is_none());
     child.kill().unwrap();
     let out = child.wait().unwrap();
     assert_eq!(out.status, ExitStatus::Signaled(libc::SIGKILL));
     assert!(!out.timed_out);
     assert_eq!(processes_with("4444.5"), 0);
+    // Waiting again, or trying, gives the same outcome.
+    assert_eq!(child.wait().unwrap().status, out.status);
+    assert_eq!(
+        child.try_wait().unwrap().map(|o| o.status),
+        Some(out.status)
+    );
 
     let mut cat = sb.command("cat").stdin(Stdio::Piped).spawn().unwrap();
     {
@@ -353,7 +361,7 @@ fn the_unified_hierarchy_tracks_the_run_and_cgroup_kill_ends_it() {
         );
         return;
     }
-    let child = sb
+    let mut child = sb
         .command("sh")
         .args(["-c", "sleep 60 & sleep 60 & wait"])
         .spawn()

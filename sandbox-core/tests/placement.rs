@@ -90,7 +90,7 @@ fn a_given_parent_holds_the_runs_and_the_report_names_it() {
         );
     }
     // A run's cgroup appears beneath it, holding the run, and goes after.
-    let child = sb.command("sleep").arg("30").spawn().unwrap();
+    let mut child = sb.command("sleep").arg("30").spawn().unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
     let run = loop {
         if let Some(name) = children(&given.0)
@@ -268,7 +268,7 @@ fn a_systemd_scope_holds_the_runs_where_systemd_runs() {
     );
     // A run's cgroup appears beneath the scope, holding the run and its
     // limit, and goes after.
-    let child = sb.command("sleep").arg("30").spawn().unwrap();
+    let mut child = sb.command("sleep").arg("30").spawn().unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
     let run = loop {
         if let Some(name) = children(&scope)

@@ -31,20 +31,27 @@ pub(super) fn argument_area() -> (usize, usize) {
 }
 
 /// The command's environment: the caller's variables the policy lets
-/// through, then the policy's `set`, then the command's own `env`.
+/// through (none after `env_clear`), then the policy's `set`, then the
+/// command's own changes in order (`env`, `env_remove`).
 pub(crate) fn environment(
     policy: &Policy,
     spec: &CommandSpec,
 ) -> Result<Vec<(OsString, OsString)>> {
-    let mut env: Vec<(OsString, OsString)> = std::env::vars_os()
-        .filter(|(k, _)| k.to_str().is_some_and(|k| policy.env.passes(k)))
-        .collect();
-    let mut set = |k: OsString, v: OsString| {
+    let mut env: Vec<(OsString, OsString)> = if spec.env_clear {
+        Vec::new()
+    } else {
+        std::env::vars_os()
+            .filter(|(k, _)| k.to_str().is_some_and(|k| policy.env.passes(k)))
+            .collect()
+    };
+    let mut set = |k: OsString, v: Option<OsString>| {
         env.retain(|(existing, _)| *existing != k);
-        env.push((k, v));
+        if let Some(v) = v {
+            env.push((k, v));
+        }
     };
     for (k, v) in policy.env.set.iter().flatten() {
-        set(k.into(), v.into());
+        set(k.into(), Some(v.into()));
     }
     for (k, v) in &spec.env {
         if k.is_empty() || k.as_bytes().contains(&b'=') {

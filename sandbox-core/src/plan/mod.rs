@@ -48,7 +48,11 @@ pub(crate) struct PlanFds<'a> {
 pub(crate) struct CommandSpec {
     pub(crate) program: OsString,
     pub(crate) args: Vec<OsString>,
-    pub(crate) env: Vec<(OsString, OsString)>,
+    /// The command's own changes, in order: a value set, or (`None`) a
+    /// variable removed.
+    pub(crate) env: Vec<(OsString, Option<OsString>)>,
+    /// Nothing of the caller's environment is passed (`env_clear`).
+    pub(crate) env_clear: bool,
     pub(crate) current_dir: Option<PathBuf>,
 }
 
@@ -371,6 +375,7 @@ mod tests {
             program: program.into(),
             args: Vec::new(),
             env: Vec::new(),
+            env_clear: false,
             current_dir: None,
         }
     }
@@ -393,7 +398,7 @@ mod tests {
             Policy::from_toml_str("[env]\nallow = []\nset = { A = \"policy\", B = \"policy\" }\n")
                 .unwrap();
         let mut s = spec("true");
-        s.env.push(("B".into(), "command".into()));
+        s.env.push(("B".into(), Some("command".into())));
         let env = environment(&policy, &s).unwrap();
         assert_eq!(
             env,
@@ -402,8 +407,32 @@ mod tests {
                 (OsString::from("B"), OsString::from("command"))
             ]
         );
-        s.env.push(("C=D".into(), "x".into()));
+        s.env.push(("C=D".into(), Some("x".into())));
         assert!(environment(&policy, &s).is_err());
+    }
+
+    #[test]
+    fn env_remove_and_env_clear_take_away_what_the_policy_and_caller_give() {
+        // The test process has PATH; this policy passes it and sets A.
+        let policy =
+            Policy::from_toml_str("[env]\nallow = [\"PATH\"]\nset = { A = \"policy\" }\n").unwrap();
+        let names = |s: &CommandSpec| -> Vec<OsString> {
+            environment(&policy, s)
+                .unwrap()
+                .into_iter()
+                .map(|(k, _)| k)
+                .collect()
+        };
+        let mut s = spec("true");
+        // Control: both are there.
+        assert_eq!(names(&s), [OsString::from("PATH"), OsString::from("A")]);
+        s.env.push(("A".into(), None));
+        assert_eq!(names(&s), [OsString::from("PATH")]);
+        s.env.push(("A".into(), Some("again".into())));
+        assert_eq!(names(&s), [OsString::from("PATH"), OsString::from("A")]);
+        let mut cleared = spec("true");
+        cleared.env_clear = true;
+        assert_eq!(names(&cleared), [OsString::from("A")]);
     }
 
     #[test]

@@ -61,7 +61,7 @@ pub(crate) fn resource_cases(suite: &mut Suite) {
     // and the host still starts processes meanwhile.
     let bomb = limited("pids = 64\nwall_time = \"3s\"\n");
     let started = Instant::now();
-    let child = bomb
+    let mut child = bomb
         .command("sh")
         .args(["-c", "b() { b | b & }; b; sleep 10"])
         .spawn()

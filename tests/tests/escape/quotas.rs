@@ -224,7 +224,7 @@ fn storm_case(suite: &mut Suite, exe_dir: &str, kind: &str) {
         .args(["--attack", &storm_name, "/marks"])
         .stdin(Stdio::Null)
         .spawn();
-    let observed = match running.map_err(|e| e.to_string()).and_then(|child| {
+    let observed = match running.map_err(|e| e.to_string()).and_then(|mut child| {
         let mark = wait_for_mark(marks.path(), kind);
         let probed = if kind == "pipe" {
             let other = storm_sandbox(exe_dir, marks.path(), None);
@@ -269,7 +269,7 @@ fn storm_case(suite: &mut Suite, exe_dir: &str, kind: &str) {
                     .spawn();
                 match running {
                     Err(e) => ControlResult::Failed(e.to_string()),
-                    Ok(child) => {
+                    Ok(mut child) => {
                         let _ = wait_for_mark(control_marks.path(), kind);
                         let out = shared
                             .command(&exe)

@@ -68,6 +68,7 @@
 #![deny(missing_docs)]
 
 mod cgroups;
+mod child;
 mod credentials;
 mod decide;
 mod error;
@@ -93,6 +94,7 @@ pub use cgroups::{
     CgroupPlacement, CgroupStrategy, CgroupSupport, SUPERVISOR_LEAF, UnifiedHierarchy, V1Hierarchy,
     V2Placement,
 };
+pub use child::SandboxChild;
 pub use error::{Error, Result};
 pub use host::{Capability, HostCapabilities, MINIMUM_KERNEL};
 pub use outcome::{EgressStats, ExitStatus, RunOutcome};
@@ -100,7 +102,7 @@ pub use probe::{probe, probe_now};
 pub use quotas::RunIds;
 pub use report::{Downgrade, EffectiveSandbox, Layer, LayerReport, Note};
 pub use run::Stdio;
-pub use sandbox::{Sandbox, SandboxChild, SandboxCommand};
+pub use sandbox::{Sandbox, SandboxCommand};
 pub use seccomp::{
     DEFAULT_DENIED, KNOWN_SYSCALLS, STRICT_ALLOWED, SeccompError, SeccompOptions, SeccompProgram,
     syscall_number,

@@ -3,7 +3,7 @@
 //! policies (`sbx policy`). A thin front end over `sandbox-core` and
 //! `sandbox-policy`.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -70,7 +70,8 @@ struct RunArgs {
     /// Write the outcome and report as JSON. Without --report or
     /// --report-fd it goes to stderr, which then carries nothing else: the
     /// command's stderr is inside it (the "stderr" field), so the command
-    /// cannot print a report of its own before it.
+    /// cannot print a report of its own before it. The command's stdout
+    /// goes to stdout as it comes either way (the "stdout" field is empty).
     #[arg(long)]
     json: bool,
     /// Write the outcome and report to this file (JSON with --json, else
@@ -234,10 +235,10 @@ fn inherited_fd(fd: i32) -> Result<std::fs::File, String> {
 fn human_report(outcome: &sandbox_core::RunOutcome) -> String {
     let mut notes = Vec::new();
     if outcome.stdout_truncated {
-        notes.push("stdout truncated at max_output_bytes".to_string());
+        notes.push("stdout truncated: max_output_bytes, or its reader went away".to_string());
     }
     if outcome.stderr_truncated {
-        notes.push("stderr truncated at max_output_bytes".to_string());
+        notes.push("stderr truncated: max_output_bytes, or its reader went away".to_string());
     }
     if outcome.timed_out {
         notes.push("killed at the wall_time limit".to_string());
@@ -292,17 +293,29 @@ fn run(args: RunArgs) -> Result<ExitCode, String> {
         .command
         .split_first()
         .ok_or("no command given (usage: sbx run [--policy FILE | --profile NAME] -- CMD ARGS…)")?;
-    let outcome = sandbox
+    // stdout is relayed to ours as it comes (a pipeline reading our stdout
+    // gets only the command's); stderr is relayed here, counted, so the
+    // report can say where the command's stderr ended. The report never
+    // shares a stream with the command unmarked: see `--json`, `--report`.
+    let json_on_stderr = args.json && matches!(sink, ReportSink::Stderr);
+    let mut child = sandbox
         .command(program)
         .args(rest)
         .stdin(Stdio::Inherit)
-        .output()
+        .stdout(Stdio::Inherit)
+        .stderr(Stdio::Piped)
+        .spawn()
         .map_err(|e| e.to_string())?;
-    // The command's stdout goes to ours as it is (a pipeline reading our
-    // stdout gets only the command's). The report never shares a stream
-    // with the command: see `--json`, `--report`.
-    let _ = std::io::stdout().write_all(&outcome.stdout);
-    let _ = std::io::stdout().flush();
+    let relayed = match child.stderr.take() {
+        // JSON alone on stderr: the command's stderr goes inside it.
+        Some(reader) if !json_on_stderr => relay_stderr(reader),
+        Some(reader) => {
+            child.stderr = Some(reader);
+            Relayed::default()
+        }
+        None => Relayed::default(),
+    };
+    let outcome = child.wait().map_err(|e| e.to_string())?;
     let report = if args.json {
         serde_json::to_string_pretty(&outcome).map_err(|e| e.to_string())? + "\n"
     } else {
@@ -310,27 +323,25 @@ fn run(args: RunArgs) -> Result<ExitCode, String> {
     };
     match sink {
         ReportSink::File(mut file) => {
-            let _ = std::io::stderr().write_all(&outcome.stderr);
             file.write_all(report.as_bytes())
                 .and_then(|()| file.flush())
                 .map_err(|e| format!("write the report: {e}"))?;
         }
-        // JSON alone on stderr: the command's stderr is in it.
         ReportSink::Stderr if args.json => {
             let _ = std::io::stderr().write_all(report.as_bytes());
         }
-        // Text after the command's stderr and a line saying how long that
-        // was (for a person: a machine takes --json or --report).
+        // Text after a line saying how long the command's stderr was (for a
+        // person: a machine takes --json or --report).
         ReportSink::Stderr => {
-            let mut err = outcome.stderr.clone();
-            if !err.is_empty() {
-                if !err.ends_with(b"\n") {
+            let mut err = Vec::new();
+            if relayed.bytes > 0 {
+                if relayed.last != Some(b'\n') {
                     err.push(b'\n');
                 }
                 err.extend_from_slice(
                     format!(
                         "sbx: ---- the command's stderr ends here ({} bytes); the report follows ----\n",
-                        outcome.stderr.len()
+                        relayed.bytes
                     )
                     .as_bytes(),
                 );
@@ -341,6 +352,35 @@ fn run(args: RunArgs) -> Result<ExitCode, String> {
     }
     let code = outcome.status.shell_code();
     Ok(ExitCode::from(u8::try_from(code).unwrap_or(255)))
+}
+
+/// What was relayed of the command's stderr.
+#[derive(Default)]
+struct Relayed {
+    bytes: u64,
+    last: Option<u8>,
+}
+
+/// Copies the command's stderr to ours as it comes, until it ends.
+fn relay_stderr(mut reader: sandbox_core::OutputReader) -> Relayed {
+    let mut relayed = Relayed::default();
+    let mut buf = [0u8; 16 * 1024];
+    let mut stderr = std::io::stderr();
+    loop {
+        match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                // A closed stderr of ours does not stop the run: the rest
+                // is read and dropped.
+                let _ = stderr.write_all(&buf[..n]);
+                relayed.bytes += n as u64;
+                relayed.last = Some(buf[n - 1]);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+    relayed
 }
 
 fn check(json: bool, placement: &PlacementArgs) -> Result<ExitCode, String> {

@@ -445,3 +445,49 @@ fn run_ids_come_from_the_given_range() {
         );
     }
 }
+
+/// `sbx run` passes the command's output on as it comes (a long build is
+/// not silent until it ends), and its report after all of it.
+#[test]
+#[ignore = "needs root"]
+fn run_streams_the_output_as_it_comes() {
+    use std::io::{BufRead, BufReader, Read};
+    require_root();
+    sandbox_core::probe();
+    let started = std::time::Instant::now();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sbx"))
+        .args([
+            "run",
+            "--",
+            "sh",
+            "-c",
+            "echo first; echo e1 >&2; sleep 3; echo second",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert_eq!(line, "first\n");
+    line.clear();
+    stderr.read_line(&mut line).unwrap();
+    assert_eq!(line, "e1\n");
+    // Both came while the command sleeps.
+    assert!(started.elapsed() < std::time::Duration::from_millis(2500));
+    assert!(child.try_wait().unwrap().is_none(), "sbx still runs");
+    let mut rest = String::new();
+    stdout.read_to_string(&mut rest).unwrap();
+    assert_eq!(rest, "second\n");
+    let mut report = String::new();
+    stderr.read_to_string(&mut report).unwrap();
+    assert!(child.wait().unwrap().success());
+    assert!(
+        report.starts_with("sbx: ---- the command's stderr ends here (3 bytes)"),
+        "{report}"
+    );
+    assert!(report.contains("sbx: exit code 0"), "{report}");
+}

@@ -2,9 +2,15 @@
 //! it, or ask whether it has ended.
 
 use std::fs::File;
-use std::os::fd::OwnedFd;
+use std::io::Read;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::thread::JoinHandle;
+
+use rustix::event::{PollFd, PollFlags};
+use rustix::io::Errno;
+use rustix::net::RecvFlags;
 
 use crate::error::{Error, Result};
 use crate::outcome::RunOutcome;
@@ -21,25 +27,130 @@ pub struct SandboxChild {
     /// The command's stdin, if it was [`Stdio::Piped`](crate::Stdio::Piped). Drop it to send
     /// EOF.
     pub stdin: Option<File>,
+    /// The command's stdout as it comes, if it was
+    /// [`Stdio::Piped`](crate::Stdio::Piped) (capped at `max_output_bytes`).
+    /// Take it to read it yourself; what is left here when the sandbox
+    /// ends goes into the outcome's `stdout`.
+    pub stdout: Option<OutputReader>,
+    /// The command's stderr, as [`stdout`](SandboxChild::stdout).
+    pub stderr: Option<OutputReader>,
     handle: Option<JoinHandle<Result<RunOutcome>>>,
+    /// What `wait` and `try_wait` read from readers the caller left here.
+    collected: [Vec<u8>; 2],
     /// The outcome, once a wait has collected it.
     outcome: Option<RunOutcome>,
 }
 
+/// What the supervisor hands over once the command has exec'd.
+#[derive(Debug)]
+pub(crate) struct ChildEnds {
+    pub(crate) pid: i32,
+    pub(crate) pidfd: Arc<OwnedFd>,
+    pub(crate) stdin: Option<File>,
+    pub(crate) readers: [Option<OutputReader>; 2],
+}
+
+/// The command's stdout or stderr as the supervisor passes it on (at most
+/// `max_output_bytes`), from [`SandboxChild::stdout`] and
+/// [`SandboxChild::stderr`]. EOF once the command's stream has closed and
+/// everything is passed on. Reading blocks; `AsFd` gives the fd for poll or
+/// an async reactor.
+#[derive(Debug)]
+pub struct OutputReader(UnixStream);
+
+impl OutputReader {
+    pub(crate) fn new(stream: UnixStream) -> Self {
+        OutputReader(stream)
+    }
+}
+
+impl Read for OutputReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.0.read(buf)
+    }
+}
+
+impl AsFd for OutputReader {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.0.as_fd()
+    }
+}
+
+impl AsRawFd for OutputReader {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0.as_raw_fd()
+    }
+}
+
+impl From<OutputReader> for OwnedFd {
+    fn from(reader: OutputReader) -> OwnedFd {
+        OwnedFd::from(reader.0)
+    }
+}
+
 impl SandboxChild {
     /// A started sandbox, supervised by the thread `handle`.
-    pub(crate) fn new(
-        pid: i32,
-        pidfd: Arc<OwnedFd>,
-        stdin: Option<File>,
-        handle: JoinHandle<Result<RunOutcome>>,
-    ) -> Self {
+    pub(crate) fn new(ends: ChildEnds, handle: JoinHandle<Result<RunOutcome>>) -> Self {
+        let [stdout, stderr] = ends.readers;
         Self {
-            pid,
-            pidfd: Some(pidfd),
-            stdin,
+            pid: ends.pid,
+            pidfd: Some(ends.pidfd),
+            stdin: ends.stdin,
+            stdout,
+            stderr,
             handle: Some(handle),
+            collected: [Vec::new(), Vec::new()],
             outcome: None,
+        }
+    }
+
+    /// Reads what the readers still here have: until both end (`block`),
+    /// or what is there now.
+    fn collect(&mut self, block: bool) -> Result<()> {
+        let mut scratch = [0u8; 16 * 1024];
+        loop {
+            let open: Vec<usize> = [&self.stdout, &self.stderr]
+                .iter()
+                .enumerate()
+                .filter_map(|(i, r)| r.is_some().then_some(i))
+                .collect();
+            if open.is_empty() {
+                return Ok(());
+            }
+            let ready: Vec<bool> = {
+                let readers = [&self.stdout, &self.stderr];
+                let mut pollfds: Vec<PollFd<'_>> = open
+                    .iter()
+                    .filter_map(|&i| readers[i].as_ref())
+                    .map(|r| PollFd::new(r, PollFlags::IN))
+                    .collect();
+                let zero = rustix::time::Timespec {
+                    tv_sec: 0,
+                    tv_nsec: 0,
+                };
+                match rustix::event::poll(&mut pollfds, (!block).then_some(&zero)) {
+                    Ok(_) | Err(Errno::INTR) => {}
+                    Err(e) => return Err(Error::supervise("poll the output readers")(e)),
+                }
+                pollfds.iter().map(|p| !p.revents().is_empty()).collect()
+            };
+            if !block && !ready.contains(&true) {
+                return Ok(());
+            }
+            for (&i, _) in open.iter().zip(&ready).filter(|(_, r)| **r) {
+                let reader = if i == 0 {
+                    &mut self.stdout
+                } else {
+                    &mut self.stderr
+                };
+                let Some(stream) = reader else { continue };
+                match rustix::net::recv(&*stream, &mut scratch, RecvFlags::DONTWAIT) {
+                    Ok((0, _)) | Err(Errno::CONNRESET) => *reader = None,
+                    Ok((n, _)) => self.collected[i].extend_from_slice(&scratch[..n]),
+                    Err(Errno::AGAIN | Errno::INTR) => {}
+                    Err(e) => return Err(Error::supervise("read the command's output")(e)),
+                }
+            }
         }
     }
 
@@ -65,7 +176,11 @@ impl SandboxChild {
     }
 
     /// Waits for the sandbox to end (closing its stdin first, if piped)
-    /// and returns the outcome; again on later calls.
+    /// and returns the outcome; again on later calls. Output left in
+    /// [`stdout`](SandboxChild::stdout) and [`stderr`](SandboxChild::stderr)
+    /// is read into the outcome; a reader taken must be read to its end
+    /// (or dropped), or the sandbox waits for room to write, as with any
+    /// pipe.
     ///
     /// # Errors
     ///
@@ -76,8 +191,16 @@ impl SandboxChild {
             return Ok(outcome.clone());
         }
         drop(self.stdin.take());
+        self.collect(true)?;
         match self.handle.take().map(JoinHandle::join) {
-            Some(Ok(Ok(outcome))) => {
+            Some(Ok(Ok(mut outcome))) => {
+                let [stdout, stderr] = std::mem::take(&mut self.collected);
+                if outcome.stdout.is_empty() {
+                    outcome.stdout = stdout;
+                }
+                if outcome.stderr.is_empty() {
+                    outcome.stderr = stderr;
+                }
                 self.pidfd = None;
                 self.outcome = Some(outcome.clone());
                 Ok(outcome)
@@ -99,6 +222,10 @@ impl SandboxChild {
     ///
     /// As [`wait`](SandboxChild::wait).
     pub fn try_wait(&mut self) -> Result<Option<RunOutcome>> {
+        if self.outcome.is_none() {
+            // Keeps the supervisor from waiting on a reader nobody reads.
+            self.collect(false)?;
+        }
         if self.outcome.is_none()
             && self
                 .handle

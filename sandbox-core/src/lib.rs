@@ -82,28 +82,30 @@ mod outcome;
 mod plan;
 mod probe;
 mod quotas;
+mod relay;
 mod report;
 mod rlimit;
 mod run;
 mod sandbox;
 mod seccomp;
 mod sockets;
+mod stdio;
 mod sys;
 
 pub use cgroups::{
     CgroupPlacement, CgroupStrategy, CgroupSupport, SUPERVISOR_LEAF, UnifiedHierarchy, V1Hierarchy,
     V2Placement,
 };
-pub use child::SandboxChild;
+pub use child::{OutputReader, SandboxChild};
 pub use error::{Error, Result};
 pub use host::{Capability, HostCapabilities, MINIMUM_KERNEL};
 pub use outcome::{EgressStats, ExitStatus, RunOutcome};
 pub use probe::{probe, probe_now};
 pub use quotas::RunIds;
 pub use report::{Downgrade, EffectiveSandbox, Layer, LayerReport, Note};
-pub use run::Stdio;
 pub use sandbox::{Sandbox, SandboxCommand};
 pub use seccomp::{
     DEFAULT_DENIED, KNOWN_SYSCALLS, STRICT_ALLOWED, SeccompError, SeccompOptions, SeccompProgram,
     syscall_number,
 };
+pub use stdio::Stdio;

@@ -81,15 +81,21 @@ pub struct RunOutcome {
     /// Whether a fork or clone in the run failed at the process limit
     /// (known when it is enforced by a cgroup).
     pub pids_limit_hit: bool,
-    /// Standard output, at most `max_output_bytes` of it.
+    /// Standard output, at most `max_output_bytes` of it, when it was
+    /// captured ([`Stdio::Piped`](crate::Stdio::Piped)); empty when it was
+    /// relayed elsewhere.
     #[serde(with = "lossy")]
     pub stdout: Vec<u8>,
-    /// Whether standard output was longer than what was kept.
+    /// Whether some of standard output was not passed on: past
+    /// `max_output_bytes` (the rest was read and dropped), or its
+    /// destination went away or failed (the command then got `EPIPE`, as
+    /// from a pipe of its own).
     pub stdout_truncated: bool,
-    /// Standard error, at most `max_output_bytes` of it.
+    /// Standard error, as [`stdout`](RunOutcome::stdout).
     #[serde(with = "lossy")]
     pub stderr: Vec<u8>,
-    /// Whether standard error was longer than what was kept.
+    /// Whether some of standard error was not passed on, as
+    /// [`stdout_truncated`](RunOutcome::stdout_truncated).
     pub stderr_truncated: bool,
     /// From the clone to the end of the last process of the sandbox.
     #[serde(serialize_with = "millis")]

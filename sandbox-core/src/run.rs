@@ -5,13 +5,13 @@
 use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use rustix::event::{PollFd, PollFlags};
-use rustix::fs::{Mode, OFlags};
-use rustix::io::Errno;
-use rustix::pipe::PipeFlags;
 use sandbox_policy::{Limit, Policy};
+
+use crate::child::OutputReader;
+use crate::relay::{self, Relay};
+use crate::stdio::{self, StdioChoice, pipe};
 
 use crate::cgroups::RunCgroups;
 use crate::decide::Decisions;
@@ -22,7 +22,7 @@ use crate::quotas::RunIds;
 use crate::report::EffectiveSandbox;
 use crate::seccomp::SeccompProgram;
 use sandbox_child::{
-    NO_FD, RECORD_COMMAND_STATUS, RECORD_LEN, RECORD_STEP_FAILED, RECORD_STEP_PANICKED, Setup,
+    RECORD_COMMAND_STATUS, RECORD_LEN, RECORD_STEP_FAILED, RECORD_STEP_PANICKED, Setup,
     decode_record, spawn_init,
 };
 
@@ -38,8 +38,10 @@ pub(crate) struct Started {
     pub(crate) pid: i32,
     pub(crate) pidfd: Arc<OwnedFd>,
     pub(crate) stdin: Option<File>,
-    stdout: Option<OwnedFd>,
-    stderr: Option<OwnedFd>,
+    /// With `spawn`: the caller's readers of piped stdout and stderr.
+    pub(crate) readers: [Option<OutputReader>; 2],
+    stdin_relay: Option<Relay>,
+    outputs: [Relay; 2],
     status: OwnedFd,
     /// Our end of the sync pipe, open while we supervise: the child checks
     /// it to know we are alive.
@@ -110,20 +112,6 @@ fn start_forwarder(inner: &Inner, socket: &OwnedFd) -> Result<EgressRun> {
     })
 }
 
-/// What a command's stdin, stdout or stderr is connected to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stdio {
-    /// `/dev/null`.
-    Null,
-    /// The caller's own stream. (The command still runs in a new session,
-    /// so it cannot push input into the caller's terminal.)
-    Inherit,
-    /// A pipe: for stdout and stderr, captured into the
-    /// [`RunOutcome`](crate::RunOutcome) up to `max_output_bytes`; for stdin, given to the
-    /// caller as [`SandboxChild::stdin`](crate::SandboxChild::stdin).
-    Piped,
-}
-
 /// What every run of one sandbox shares: the resolved policy, the
 /// decisions, the report and the compiled seccomp filter.
 #[derive(Debug, Clone)]
@@ -139,45 +127,12 @@ pub(crate) struct Inner {
     pub(crate) run_ids: RunIds,
 }
 
-/// The three stdio choices of a command.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct StdioChoice {
-    pub(crate) stdin: Stdio,
-    pub(crate) stdout: Stdio,
-    pub(crate) stderr: Stdio,
-}
-
-fn pipe(what: &'static str) -> Result<(OwnedFd, OwnedFd)> {
-    rustix::pipe::pipe_with(PipeFlags::CLOEXEC).map_err(Error::prepare_errno(what))
-}
-
-/// The child's end (and the parent's, if piped) of one stdio stream.
-fn stdio_fds(choice: Stdio, is_input: bool) -> Result<(Option<OwnedFd>, Option<OwnedFd>)> {
-    match choice {
-        Stdio::Inherit => Ok((None, None)),
-        Stdio::Null => {
-            let flags = if is_input {
-                OFlags::RDONLY
-            } else {
-                OFlags::WRONLY
-            };
-            let null = rustix::fs::open("/dev/null", flags | OFlags::CLOEXEC, Mode::empty())
-                .map_err(Error::prepare_errno("open /dev/null"))?;
-            Ok((Some(null), None))
-        }
-        Stdio::Piped => {
-            let (read, write) = pipe("a stdio pipe")?;
-            Ok(if is_input {
-                (Some(read), Some(write))
-            } else {
-                (Some(write), Some(read))
-            })
-        }
+/// The most bytes of each output stream passed on: `max_output_bytes`.
+fn output_cap(inner: &Inner) -> u64 {
+    match inner.policy.resources.max_output_bytes {
+        Some(Limit::Max(n)) => n.bytes(),
+        _ => u64::MAX,
     }
-}
-
-fn raw(fd: &Option<OwnedFd>) -> i32 {
-    fd.as_ref().map_or(NO_FD, |fd| fd.as_raw_fd())
 }
 
 /// Kills a sandbox that will not be handed to the caller, and reaps it.
@@ -333,7 +288,14 @@ fn await_setup(
 
 /// Clones the sandbox and runs its setup; returns once the command has
 /// exec'd, or with the step that failed.
-pub(crate) fn start(inner: &Inner, spec: &CommandSpec, stdio: StdioChoice) -> Result<Started> {
+/// `readers`: piped stdout and stderr go to readers for the caller (see
+/// `stdio::wire`).
+pub(crate) fn start(
+    inner: &Inner,
+    spec: &CommandSpec,
+    stdio: &StdioChoice,
+    readers: bool,
+) -> Result<Started> {
     if inner.decisions.fail_closed && !inner.report.downgrades.is_empty() {
         return Err(Error::Unavailable {
             downgrades: inner.report.downgrades.clone(),
@@ -342,9 +304,7 @@ pub(crate) fn start(inner: &Inner, spec: &CommandSpec, stdio: StdioChoice) -> Re
     let (sync_read, sync_write) = pipe("the sync pipe")?;
     let (setup_read, setup_write) = pipe("the setup pipe")?;
     let (status_read, status_write) = pipe("the status pipe")?;
-    let (child_in, parent_in) = stdio_fds(stdio.stdin, true)?;
-    let (child_out, parent_out) = stdio_fds(stdio.stdout, false)?;
-    let (child_err, parent_err) = stdio_fds(stdio.stderr, false)?;
+    let wiring = stdio::wire(stdio, readers, output_cap(inner))?;
     let egress_sockets = egress_sockets(inner)?;
     let limits = inner.decisions.cgroup_limits;
     let cgroups = if limits.any() {
@@ -356,7 +316,7 @@ pub(crate) fn start(inner: &Inner, spec: &CommandSpec, stdio: StdioChoice) -> Re
         sync_read: sync_read.as_raw_fd(),
         setup_write: setup_write.as_raw_fd(),
         status_write: status_write.as_raw_fd(),
-        stdio: [raw(&child_in), raw(&child_out), raw(&child_err)],
+        stdio: wiring.child.each_ref().map(AsRawFd::as_raw_fd),
         egress_socket: egress_sockets.as_ref().map(|(_, child)| child.as_fd()),
     };
     let plan = plan_run(inner, spec, fds)?;
@@ -364,7 +324,7 @@ pub(crate) fn start(inner: &Inner, spec: &CommandSpec, stdio: StdioChoice) -> Re
     let (pid, pidfd, progress) = spawn_init(plan.namespaces, &plan.child, plan.owner)
         .map_err(Error::prepare_errno("clone the sandbox"))?;
     drop((sync_read, setup_write, status_write));
-    drop((child_in, child_out, child_err));
+    drop(wiring.child);
     let egress_parent = egress_sockets.map(|(parent, _child)| parent);
 
     let parent_result = parent_setup(&plan, pid, &sync_write, &cgroups);
@@ -384,9 +344,10 @@ pub(crate) fn start(inner: &Inner, spec: &CommandSpec, stdio: StdioChoice) -> Re
     Ok(Started {
         pid,
         pidfd: Arc::new(pidfd),
-        stdin: parent_in.map(File::from),
-        stdout: parent_out,
-        stderr: parent_err,
+        stdin: wiring.stdin,
+        readers: wiring.readers,
+        stdin_relay: wiring.stdin_relay,
+        outputs: wiring.outputs,
         status: status_read,
         _parent_alive: sync_write,
         egress,
@@ -396,129 +357,22 @@ pub(crate) fn start(inner: &Inner, spec: &CommandSpec, stdio: StdioChoice) -> Re
     })
 }
 
-/// One captured stream: the bytes kept, and whether some were dropped.
-#[derive(Debug, Default)]
-struct Capture {
-    kept: Vec<u8>,
-    truncated: bool,
-}
-
-impl Capture {
-    /// Reads what is available; returns false at EOF.
-    fn read_from(&mut self, fd: &OwnedFd, cap: u64, scratch: &mut [u8]) -> Result<bool> {
-        loop {
-            match rustix::io::read(fd, &mut *scratch) {
-                Ok(0) => return Ok(false),
-                Ok(n) => {
-                    let room = usize::try_from(cap)
-                        .unwrap_or(usize::MAX)
-                        .saturating_sub(self.kept.len());
-                    let keep = n.min(room);
-                    self.kept.extend_from_slice(&scratch[..keep]);
-                    if keep < n {
-                        self.truncated = true;
-                    }
-                }
-                Err(Errno::AGAIN) => return Ok(true),
-                Err(Errno::INTR) => {}
-                Err(e) => return Err(Error::supervise("read the command's output")(e)),
-            }
-        }
-    }
-}
-
 impl Started {
-    /// Reads stdout and stderr until both close and the sandbox has
-    /// exited (keeping at most `cap` bytes of each), killing it at
-    /// `deadline`: the captures, and whether it was killed for time.
-    fn drain(&mut self, cap: u64, deadline: Option<Instant>) -> Result<([Capture; 2], bool)> {
-        for fd in [&self.stdout, &self.stderr].into_iter().flatten() {
-            rustix::fs::fcntl_setfl(fd, OFlags::NONBLOCK)
-                .map_err(Error::supervise("make the output pipes non-blocking"))?;
-        }
-        let mut captures = [Capture::default(), Capture::default()];
-        let mut scratch = vec![0u8; 64 * 1024];
-        let mut timed_out = false;
-        let mut exited = false;
-        let mut exited_at: Option<Instant> = None;
-        let mut streams: [Option<OwnedFd>; 2] = [self.stdout.take(), self.stderr.take()];
-        loop {
-            let open: Vec<usize> = (0..2).filter(|&i| streams[i].is_some()).collect();
-            if exited && open.is_empty() {
-                break;
-            }
-            // After the sandbox is gone, its pipes close at once unless a
-            // concurrent spawn elsewhere in this process briefly holds a
-            // copy; do not wait on that for long.
-            if let Some(at) = exited_at
-                && at.elapsed() > Duration::from_secs(2)
-            {
-                break;
-            }
-            let timeout = if exited {
-                Some(Duration::from_millis(100))
-            } else {
-                deadline.map(|d| d.saturating_duration_since(Instant::now()))
-            };
-            let timespec = timeout.map(|t| rustix::time::Timespec {
-                tv_sec: t.as_secs() as i64,
-                tv_nsec: i64::from(t.subsec_nanos()),
-            });
-            let ready: Vec<bool> = {
-                let mut pollfds: Vec<PollFd<'_>> = streams
-                    .iter()
-                    .flatten()
-                    .map(|fd| PollFd::new(fd, PollFlags::IN))
-                    .collect();
-                if !exited {
-                    pollfds.push(PollFd::new(&*self.pidfd, PollFlags::IN));
-                }
-                match rustix::event::poll(&mut pollfds, timespec.as_ref()) {
-                    Ok(_) | Err(Errno::INTR) => {}
-                    Err(e) => return Err(Error::supervise("poll")(e)),
-                }
-                pollfds.iter().map(|p| !p.revents().is_empty()).collect()
-            };
-            for (slot, &i) in open.iter().enumerate() {
-                if ready[slot]
-                    && let Some(fd) = &streams[i]
-                    && !captures[i].read_from(fd, cap, &mut scratch)?
-                {
-                    streams[i] = None;
-                }
-            }
-            if !exited && ready.get(open.len()).copied().unwrap_or(false) {
-                exited = true;
-                exited_at = Some(Instant::now());
-            }
-            if !exited
-                && !timed_out
-                && let Some(d) = deadline
-                && Instant::now() >= d
-            {
-                timed_out = true;
-                let _ =
-                    rustix::process::pidfd_send_signal(&*self.pidfd, rustix::process::Signal::KILL);
-            }
-        }
-        Ok((captures, timed_out))
-    }
-
     /// Runs the sandbox to its end: drains stdout and stderr (keeping at
     /// most `max_output_bytes` of each), kills it at the wall-clock limit,
     /// and collects the status and usage.
     pub(crate) fn supervise(mut self, inner: &Inner) -> Result<RunOutcome> {
         drop(self.stdin.take());
-        let resources = &inner.policy.resources;
-        let cap = match resources.max_output_bytes {
-            Some(Limit::Max(n)) => n.bytes(),
-            _ => u64::MAX,
-        };
-        let deadline = match resources.wall_time {
+        let deadline = match inner.policy.resources.wall_time {
             Some(Limit::Max(t)) => Some(self.started + t.to_std()),
             _ => None,
         };
-        let (captures, timed_out) = self.drain(cap, deadline)?;
+        let timed_out = relay::relay_until_exit(
+            self.stdin_relay.take(),
+            &mut self.outputs,
+            &self.pidfd,
+            deadline,
+        )?;
         let usage =
             crate::sys::wait4(self.pid).map_err(Error::supervise("wait for the sandbox"))?;
         self.reaped = true;
@@ -533,16 +387,18 @@ impl Started {
             // PID 1 was killed (timeout, kill()) before the command ended.
             _ => ExitStatus::Signaled(libc::SIGKILL),
         };
-        let [stdout, stderr] = captures;
+        let [out, err] = std::mem::replace(&mut self.outputs, [Relay::none(), Relay::none()]);
+        let (stdout, stdout_truncated) = out.into_captured();
+        let (stderr, stderr_truncated) = err.into_captured();
         Ok(RunOutcome {
             status,
             timed_out,
             oom_killed: self.cgroups.oom_killed(),
             pids_limit_hit: self.cgroups.pids_limit_hit(),
-            stdout: stdout.kept,
-            stdout_truncated: stdout.truncated,
-            stderr: stderr.kept,
-            stderr_truncated: stderr.truncated,
+            stdout,
+            stdout_truncated,
+            stderr,
+            stderr_truncated,
             wall_time,
             // The cgroup's count includes processes never reaped (killed
             // with their namespace).

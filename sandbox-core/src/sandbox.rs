@@ -8,7 +8,7 @@ use std::sync::Arc;
 use sandbox_policy::{Policy, SeccompMode};
 
 use crate::cgroups::CgroupPlacement;
-use crate::child::SandboxChild;
+use crate::child::{ChildEnds, SandboxChild};
 use crate::decide::decide;
 use crate::error::{Error, Result};
 use crate::host::HostCapabilities;
@@ -17,8 +17,9 @@ use crate::plan::CommandSpec;
 use crate::probe::probe;
 use crate::quotas::RunIds;
 use crate::report::EffectiveSandbox;
-use crate::run::{self, Inner, Stdio, StdioChoice};
+use crate::run::{self, Inner};
 use crate::seccomp::{SeccompOptions, SeccompProgram};
+use crate::stdio::{Stdio, StdioChoice};
 
 /// A policy, checked against this host and ready to run commands.
 ///
@@ -433,9 +434,9 @@ impl SandboxCommand {
 
     fn choice(&self, default_out: Stdio) -> StdioChoice {
         StdioChoice {
-            stdin: self.stdin.unwrap_or(Stdio::Null),
-            stdout: self.stdout.unwrap_or(default_out),
-            stderr: self.stderr.unwrap_or(default_out),
+            stdin: self.stdin.clone().unwrap_or(Stdio::Null),
+            stdout: self.stdout.clone().unwrap_or(default_out.clone()),
+            stderr: self.stderr.clone().unwrap_or(default_out),
         }
     }
 
@@ -454,8 +455,10 @@ impl SandboxCommand {
         self.run(Stdio::Piped)
     }
 
-    /// Like [`output`](SandboxCommand::output), but stdout and stderr are
-    /// inherited unless set: the outcome's output fields are empty.
+    /// Like [`output`](SandboxCommand::output), but stdout and stderr go
+    /// to the caller's own (relayed as they come, still capped at
+    /// `max_output_bytes`) unless set: the outcome's output fields are
+    /// empty, and its `*_truncated` fields say whether all of it got there.
     ///
     /// # Errors
     ///
@@ -466,17 +469,37 @@ impl SandboxCommand {
 
     fn run(&self, default_out: Stdio) -> Result<RunOutcome> {
         let mut choice = self.choice(default_out);
-        if choice.stdin == Stdio::Piped {
+        if matches!(choice.stdin, Stdio::Piped) {
             // Nobody could write to it: give the command EOF.
             choice.stdin = Stdio::Null;
         }
-        run::start(&self.inner, &self.spec, choice)?.supervise(&self.inner)
+        run::start(&self.inner, &self.spec, &choice, false)?.supervise(&self.inner)
     }
 
     /// Starts the command and returns at once (once it has exec'd). A
-    /// supervisor thread drains its output and enforces the wall-clock
+    /// supervisor thread relays its output and enforces the wall-clock
     /// limit while it runs, whether or not the caller waits; the sandbox is
     /// tied to that thread's life, not the caller's.
+    ///
+    /// Piped stdout and stderr (the default) are readable as they come
+    /// from [`SandboxChild::stdout`] and [`SandboxChild::stderr`]; what the
+    /// caller leaves there is collected into the outcome by
+    /// [`SandboxChild::wait`].
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use std::io::{BufRead, BufReader};
+    /// # let sandbox = sandbox_core::Sandbox::from_profile("default")?;
+    /// let mut child = sandbox.command("sh").args(["-c", "echo one; sleep 1; echo two"]).spawn()?;
+    /// if let Some(stdout) = child.stdout.take() {
+    ///     for line in BufReader::new(stdout).lines() {
+    ///         println!("got {}", line.unwrap_or_default()); // "one" a second before "two"
+    ///     }
+    /// }
+    /// let outcome = child.wait()?;
+    /// # Ok::<(), sandbox_core::Error>(())
+    /// ```
     ///
     /// # Errors
     ///
@@ -489,10 +512,15 @@ impl SandboxCommand {
         let handle = std::thread::Builder::new()
             .name("sandbox-supervisor".into())
             .spawn(move || -> Result<RunOutcome> {
-                match run::start(&inner, &spec, choice) {
+                match run::start(&inner, &spec, &choice, true) {
                     Ok(mut started) => {
-                        let stdin = started.stdin.take();
-                        let _ = tx.send(Ok((started.pid, Arc::clone(&started.pidfd), stdin)));
+                        let ends = ChildEnds {
+                            pid: started.pid,
+                            pidfd: Arc::clone(&started.pidfd),
+                            stdin: started.stdin.take(),
+                            readers: std::mem::take(&mut started.readers),
+                        };
+                        let _ = tx.send(Ok(ends));
                         started.supervise(&inner)
                     }
                     Err(e) => {
@@ -506,7 +534,7 @@ impl SandboxCommand {
             })
             .map_err(Error::prepare("start the supervisor thread"))?;
         match rx.recv() {
-            Ok(Ok((pid, pidfd, stdin))) => Ok(SandboxChild::new(pid, pidfd, stdin, handle)),
+            Ok(Ok(ends)) => Ok(SandboxChild::new(ends, handle)),
             Ok(Err(e)) => {
                 let _ = handle.join();
                 Err(e)

@@ -1,0 +1,399 @@
+//! The supervisor's copying: the sandbox's stdout and stderr to where the
+//! caller wants them (kept in memory, a reader of the caller's, or the
+//! caller's own stream) as the bytes come, capped; the caller's stdin into
+//! the sandbox's. One poll loop does it all, with the sandbox's pidfd and
+//! the wall-clock deadline, so a slow or stuck destination never delays
+//! the kill: it only holds the sandbox back (its pipe fills and it waits,
+//! as with any pipe).
+
+use std::os::fd::OwnedFd;
+use std::time::{Duration, Instant};
+
+use rustix::event::{PollFd, PollFlags};
+use rustix::io::Errno;
+use rustix::net::SendFlags;
+
+use crate::error::{Error, Result};
+
+/// At most this much is written at once to a destination that may block
+/// (a socket or file of the caller's), once poll says it has room.
+const BLOCKING_CHUNK: usize = 4096;
+
+/// How long the sandbox's pipes may stay open after it is gone (a
+/// concurrent spawn elsewhere in this process may briefly hold a copy).
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// Where one stream's bytes go.
+#[derive(Debug)]
+pub(crate) enum Sink {
+    /// Kept in memory for the outcome.
+    Capture,
+    /// Our end of a caller's reader (a socket pair): sent without
+    /// blocking and without `SIGPIPE`.
+    Socket(OwnedFd),
+    /// An fd written without blocking: our own pipe, or a new open file
+    /// description of the caller's pipe or terminal.
+    NonBlocking(OwnedFd),
+    /// The caller's fd as it is (a file, a socket): written at most
+    /// `BLOCKING_CHUNK` bytes at a time, once poll says it has room.
+    Blocking(OwnedFd),
+}
+
+impl Sink {
+    fn fd(&self) -> Option<&OwnedFd> {
+        match self {
+            Sink::Capture => None,
+            Sink::Socket(fd) | Sink::NonBlocking(fd) | Sink::Blocking(fd) => Some(fd),
+        }
+    }
+
+    /// Writes from `bytes`: how many went, 0 if the destination is full.
+    fn write(&self, bytes: &[u8]) -> std::result::Result<usize, Errno> {
+        let result = match self {
+            Sink::Capture => return Ok(bytes.len()),
+            Sink::Socket(fd) => {
+                rustix::net::send(fd, bytes, SendFlags::DONTWAIT | SendFlags::NOSIGNAL)
+            }
+            Sink::NonBlocking(fd) => rustix::io::write(fd, bytes),
+            Sink::Blocking(fd) => rustix::io::write(fd, &bytes[..bytes.len().min(BLOCKING_CHUNK)]),
+        };
+        match result {
+            Err(Errno::AGAIN | Errno::INTR) => Ok(0),
+            other => other,
+        }
+    }
+}
+
+/// One stream being copied: from `source` to `sink`, at most `cap` bytes
+/// passed on, the rest read and dropped.
+#[derive(Debug)]
+pub(crate) struct Relay {
+    source: Option<OwnedFd>,
+    /// `None` once the destination is gone or done with.
+    sink: Option<Sink>,
+    /// Read but not yet written (never for `Capture`).
+    pending: Vec<u8>,
+    /// For `Capture`.
+    kept: Vec<u8>,
+    cap: u64,
+    passed: u64,
+    /// Whether some bytes read were not passed on (past the cap, or the
+    /// destination went away or failed).
+    truncated: bool,
+    /// For stdin: the sandbox's pipe's read end, held so that writing to
+    /// the pipe never raises `SIGPIPE` here.
+    _held: Option<OwnedFd>,
+}
+
+impl Relay {
+    /// A stream that is not relayed (`/dev/null`).
+    pub(crate) fn none() -> Self {
+        Relay {
+            source: None,
+            sink: None,
+            pending: Vec::new(),
+            kept: Vec::new(),
+            cap: 0,
+            passed: 0,
+            truncated: false,
+            _held: None,
+        }
+    }
+
+    /// The sandbox's stdout or stderr (`source`, the read end of its pipe).
+    pub(crate) fn output(source: OwnedFd, sink: Sink, cap: u64) -> Self {
+        Relay {
+            source: Some(source),
+            sink: Some(sink),
+            cap,
+            ..Relay::none()
+        }
+    }
+
+    /// The caller's stdin (`source`) into the sandbox's pipe (`pipe`, non-
+    /// blocking; `held`, its read end).
+    pub(crate) fn input(source: OwnedFd, pipe: OwnedFd, held: OwnedFd) -> Self {
+        Relay {
+            source: Some(source),
+            sink: Some(Sink::NonBlocking(pipe)),
+            cap: u64::MAX,
+            _held: Some(held),
+            ..Relay::none()
+        }
+    }
+
+    /// What was kept (`Capture`), whether some was not passed on.
+    pub(crate) fn into_captured(self) -> (Vec<u8>, bool) {
+        (self.kept, self.truncated)
+    }
+
+    /// Nothing more to read or write.
+    fn finished(&self) -> bool {
+        self.source.is_none() && self.pending.is_empty()
+    }
+
+    /// Stops reading (the sandbox is gone and its pipe has not closed).
+    fn close_source(&mut self) {
+        self.source = None;
+        self.settle();
+    }
+
+    /// After EOF, with nothing pending: lets the destination go (the
+    /// caller's reader sees EOF, the sandbox's stdin closes).
+    fn settle(&mut self) {
+        if self.source.is_none()
+            && self.pending.is_empty()
+            && !matches!(self.sink, Some(Sink::Capture))
+        {
+            self.sink = None;
+        }
+    }
+
+    /// The fd and events to poll for: the destination while bytes are
+    /// pending, else the source.
+    fn interest(&self) -> Option<(&OwnedFd, PollFlags)> {
+        if !self.pending.is_empty() {
+            return self
+                .sink
+                .as_ref()
+                .and_then(Sink::fd)
+                .map(|fd| (fd, PollFlags::OUT));
+        }
+        self.source.as_ref().map(|fd| (fd, PollFlags::IN))
+    }
+
+    /// Handles readiness from `interest`.
+    fn on_ready(&mut self, scratch: &mut [u8]) {
+        if self.pending.is_empty() {
+            self.read(scratch);
+        } else {
+            self.flush();
+        }
+        self.settle();
+    }
+
+    /// One read from the source (poll said it is ready, so it does not
+    /// block), passed on within the cap.
+    fn read(&mut self, scratch: &mut [u8]) {
+        let Some(source) = &self.source else {
+            return;
+        };
+        let n = match rustix::io::read(source, &mut *scratch) {
+            Ok(n) => n,
+            Err(Errno::AGAIN | Errno::INTR) => return,
+            // EIO from a terminal that hung up, or any other failure: the
+            // stream has ended.
+            Err(_) => 0,
+        };
+        if n == 0 {
+            self.source = None;
+            return;
+        }
+        let room = self.cap.saturating_sub(self.passed);
+        let take = n.min(usize::try_from(room).unwrap_or(usize::MAX));
+        if take < n {
+            self.truncated = true;
+        }
+        self.passed += take as u64;
+        match &self.sink {
+            Some(Sink::Capture) => self.kept.extend_from_slice(&scratch[..take]),
+            Some(_) => {
+                self.pending.extend_from_slice(&scratch[..take]);
+                self.flush();
+            }
+            None => {
+                if take > 0 {
+                    self.truncated = true;
+                }
+            }
+        }
+    }
+
+    /// Writes what is pending until the destination is full.
+    fn flush(&mut self) {
+        let Some(sink) = &self.sink else {
+            self.pending.clear();
+            return;
+        };
+        let mut written = 0;
+        while written < self.pending.len() {
+            match sink.write(&self.pending[written..]) {
+                Ok(0) => break,
+                Ok(n) => {
+                    written += n;
+                    if matches!(sink, Sink::Blocking(_)) {
+                        break;
+                    }
+                }
+                // The reader went away (EPIPE), the disk is full, the
+                // terminal hung up: the rest is dropped, and said so. The
+                // source closes too, so the writer learns it as it would
+                // from a pipe of its own (EPIPE, SIGPIPE).
+                Err(_) => {
+                    self.sink = None;
+                    self.source = None;
+                    self.pending.clear();
+                    self.truncated = true;
+                    return;
+                }
+            }
+        }
+        self.pending.drain(..written);
+    }
+}
+
+/// Relays until the sandbox has exited and its stdout and stderr are
+/// passed on, killing it at `deadline`. The stdin relay stops when the
+/// sandbox exits. Returns whether it was killed for time.
+pub(crate) fn relay_until_exit(
+    mut stdin: Option<Relay>,
+    outputs: &mut [Relay; 2],
+    pidfd: &OwnedFd,
+    deadline: Option<Instant>,
+) -> Result<bool> {
+    let mut scratch = vec![0u8; 64 * 1024];
+    let mut timed_out = false;
+    let mut exited_at: Option<Instant> = None;
+    loop {
+        if let Some(at) = exited_at {
+            stdin = None;
+            if outputs.iter().all(Relay::finished) {
+                break;
+            }
+            if at.elapsed() > CLOSE_GRACE {
+                outputs.iter_mut().for_each(Relay::close_source);
+                if outputs.iter().all(Relay::finished) {
+                    break;
+                }
+            }
+        }
+        let timeout = match exited_at {
+            Some(_) => Some(Duration::from_millis(100)),
+            None => deadline.map(|d| d.saturating_duration_since(Instant::now())),
+        };
+        let timespec = timeout.map(|t| rustix::time::Timespec {
+            tv_sec: t.as_secs() as i64,
+            tv_nsec: i64::from(t.subsec_nanos()),
+        });
+        let (ready, exited_now) = {
+            let relays = stdin.iter().chain(outputs.iter());
+            let mut polled: Vec<usize> = Vec::with_capacity(3);
+            let mut pollfds: Vec<PollFd<'_>> = Vec::with_capacity(4);
+            for (index, relay) in relays.enumerate() {
+                if let Some((fd, events)) = relay.interest() {
+                    polled.push(index);
+                    pollfds.push(PollFd::new(fd, events));
+                }
+            }
+            if exited_at.is_none() {
+                pollfds.push(PollFd::new(pidfd, PollFlags::IN));
+            }
+            match rustix::event::poll(&mut pollfds, timespec.as_ref()) {
+                Ok(_) | Err(Errno::INTR) => {}
+                Err(e) => return Err(Error::supervise("poll")(e)),
+            }
+            let ready: Vec<usize> = polled
+                .iter()
+                .zip(&pollfds)
+                .filter(|(_, p)| !p.revents().is_empty())
+                .map(|(&index, _)| index)
+                .collect();
+            let exited_now = exited_at.is_none()
+                && pollfds
+                    .last()
+                    .is_some_and(|p| !p.revents().is_empty() && polled.len() < pollfds.len());
+            (ready, exited_now)
+        };
+        let offset = usize::from(stdin.is_some());
+        for index in ready {
+            match (index, stdin.as_mut()) {
+                (0, Some(relay)) => relay.on_ready(&mut scratch),
+                _ => outputs[index - offset].on_ready(&mut scratch),
+            }
+        }
+        if exited_now {
+            exited_at = Some(Instant::now());
+        }
+        if exited_at.is_none()
+            && !timed_out
+            && let Some(d) = deadline
+            && Instant::now() >= d
+        {
+            timed_out = true;
+            let _ = rustix::process::pidfd_send_signal(pidfd, rustix::process::Signal::KILL);
+        }
+    }
+    Ok(timed_out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pipe() -> (OwnedFd, OwnedFd) {
+        rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).unwrap()
+    }
+
+    #[test]
+    fn a_capture_keeps_the_cap_and_says_what_it_dropped() {
+        let (read, write) = pipe();
+        let mut relay = Relay::output(read, Sink::Capture, 5);
+        rustix::io::write(&write, b"0123456789").unwrap();
+        drop(write);
+        let mut scratch = [0u8; 4];
+        while !relay.finished() {
+            relay.on_ready(&mut scratch);
+        }
+        assert_eq!(relay.into_captured(), (b"01234".to_vec(), true));
+    }
+
+    #[test]
+    fn a_full_destination_holds_the_bytes_until_it_has_room() {
+        let (read, write) = pipe();
+        let (dest_read, dest_write) = pipe();
+        rustix::fs::fcntl_setfl(&dest_write, rustix::fs::OFlags::NONBLOCK).unwrap();
+        // Fill the destination.
+        let big = vec![7u8; 1 << 20];
+        let mut filled = 0;
+        while let Ok(n) = rustix::io::write(&dest_write, &big) {
+            filled += n;
+        }
+        let mut relay = Relay::output(read, Sink::NonBlocking(dest_write), u64::MAX);
+        rustix::io::write(&write, b"hello").unwrap();
+        let mut scratch = [0u8; 64];
+        relay.on_ready(&mut scratch);
+        assert_eq!(
+            relay.pending, b"hello",
+            "held while the destination is full"
+        );
+        assert_eq!(relay.interest().map(|(_, e)| e), Some(PollFlags::OUT));
+        // Make room, then the pending bytes go.
+        let mut sink = vec![0u8; filled];
+        let mut drained = 0;
+        while drained < filled {
+            drained += rustix::io::read(&dest_read, &mut sink[drained..]).unwrap();
+        }
+        relay.on_ready(&mut scratch);
+        assert!(relay.pending.is_empty());
+        let mut got = [0u8; 5];
+        rustix::io::read(&dest_read, &mut got).unwrap();
+        assert_eq!(&got, b"hello");
+        assert!(!relay.truncated);
+    }
+
+    #[test]
+    fn a_destination_that_goes_away_is_dropped_and_said_so() {
+        let (read, write) = pipe();
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        let mut relay = Relay::output(read, Sink::Socket(OwnedFd::from(ours)), u64::MAX);
+        drop(theirs);
+        rustix::io::write(&write, b"lost").unwrap();
+        drop(write);
+        let mut scratch = [0u8; 64];
+        while !relay.finished() {
+            relay.on_ready(&mut scratch);
+        }
+        assert!(relay.truncated);
+        assert!(relay.sink.is_none());
+    }
+}

@@ -491,3 +491,83 @@ fn run_streams_the_output_as_it_comes() {
     );
     assert!(report.contains("sbx: exit code 0"), "{report}");
 }
+
+/// The policy flags change a real run: a writable bind, a tmpfs, the
+/// working directory, the environment, the user, the wall-clock limit.
+#[test]
+#[ignore = "needs root"]
+fn run_flags_change_the_run() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    // sbx as root runs each sandbox as a host uid of its own (--run-ids):
+    // the directory must let it write.
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
+    let bind = format!("{}:/data:rw", dir.path().display());
+    let out = sbx(&[
+        "run",
+        "--bind",
+        &bind,
+        "--tmpfs",
+        "/scratch:1MiB",
+        "--workdir",
+        "/data",
+        "--env",
+        "FOO=bar",
+        "--user",
+        "root",
+        "--",
+        "sh",
+        "-c",
+        "pwd; id -u; echo $FOO; echo written > out.txt; head -c 2000000 /dev/zero > /scratch/big; echo scratch=$?",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "/data\n0\nbar\nscratch=1\n");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("out.txt")).unwrap(),
+        "written\n",
+        "the bind was writable"
+    );
+    // Control: without the flags, none of it.
+    let control = sbx(&[
+        "run",
+        "--",
+        "sh",
+        "-c",
+        "pwd; id -u; echo ${FOO-unset}; ls /data 2>&1 | head -c 0; test -d /data; echo data=$?",
+    ]);
+    assert_eq!(text(&control.stdout), "/tmp\n65534\nunset\ndata=1\n");
+
+    let started = std::time::Instant::now();
+    let slow = sbx(&["run", "--timeout", "1s", "--", "sleep", "30"]);
+    assert_eq!(slow.status.code(), Some(128 + 9));
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    assert!(text(&slow.stderr).contains("killed at the wall_time limit"));
+
+    let refused = sbx(&[
+        "run",
+        "--profile",
+        "strict",
+        "--tighten-only",
+        "--user",
+        "root",
+        "--",
+        "true",
+    ]);
+    assert_eq!(refused.status.code(), Some(125));
+    assert!(
+        text(&refused.stderr).contains("--user loosens the base"),
+        "{}",
+        text(&refused.stderr)
+    );
+    let printed = sbx(&["run", "--print-policy", "--memory", "96MiB"]);
+    assert!(printed.status.success());
+    let policy = sandbox_policy::Policy::from_toml_str(&text(&printed.stdout)).unwrap();
+    assert_eq!(
+        policy.resources.memory,
+        Some(sandbox_policy::Limit::Max("96MiB".parse().unwrap()))
+    );
+}

@@ -198,6 +198,38 @@ fn stdio(fds: [c_int; 3]) -> Result<(), Errno> {
     Ok(())
 }
 
+/// A new pty from `/dev/ptmx` (the sandbox's own devpts once the root is
+/// built): its master and its peer, sized `rows` × `cols`.
+fn open_pty(rows: u16, cols: u16) -> Result<(OwnedFd, OwnedFd), Errno> {
+    use rustix::pty::OpenptFlags;
+    let master = rustix::fs::open(
+        c"/dev/ptmx",
+        OFlags::RDWR | OFlags::NOCTTY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    rustix::pty::unlockpt(&master)?;
+    let size = rustix::termios::Winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    rustix::termios::tcsetwinsize(&master, size)?;
+    let slave = rustix::pty::ioctl_tiocgptpeer(
+        &master,
+        OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC,
+    )?;
+    Ok((master, slave))
+}
+
+/// The terminal `tty` as stdin, stdout, stderr and controlling terminal.
+fn terminal_stdio(tty: BorrowedFd<'_>) -> Result<(), Errno> {
+    rustix::stdio::dup2_stdin(tty)?;
+    rustix::stdio::dup2_stdout(tty)?;
+    rustix::stdio::dup2_stderr(tty)?;
+    rustix::process::ioctl_tiocsctty(tty)
+}
+
 /// `struct landlock_path_beneath_attr` (packed, as in the kernel's uapi).
 #[repr(C, packed)]
 struct LandlockPathBeneath {
@@ -441,6 +473,21 @@ pub(crate) fn run_step(step: &Step, registers: &mut Registers) -> Result<(), Err
         Step::ResetSignals => reset_signals(),
         Step::NewSession => p::setsid().map(drop),
         Step::Stdio(fds) => stdio(*fds),
+        Step::OpenPty {
+            master,
+            slave,
+            rows,
+            cols,
+        } => {
+            let (m, s) = open_pty(*rows, *cols)?;
+            registers.put(*master, m)?;
+            registers.put(*slave, s)
+        }
+        Step::TerminalStdio(reg) => {
+            terminal_stdio(registers.get(*reg)?)?;
+            registers.close(*reg);
+            Ok(())
+        }
         Step::CloseOnExecAbove2 => {
             const CLOSE_RANGE_CLOEXEC: u32 = 1 << 2;
             close_range(3, u32::MAX, CLOSE_RANGE_CLOEXEC)

@@ -237,6 +237,19 @@ pub enum Step {
     NewSession,
     /// `dup2` each given fd onto 0, 1, 2 (`NO_FD`: leave as is).
     Stdio([c_int; 3]),
+    /// A new pseudo-terminal from the sandbox's own devpts:
+    /// `open("/dev/ptmx")`, unlock it, set its window size, and open its
+    /// peer (`TIOCGPTPEER`), into `master` and `slave`.
+    OpenPty {
+        master: Reg,
+        slave: Reg,
+        rows: u16,
+        cols: u16,
+    },
+    /// `dup2` the fd in `reg` onto 0, 1 and 2, make it the controlling
+    /// terminal (`TIOCSCTTY`; the process leads a new session), and close
+    /// `reg`.
+    TerminalStdio(Reg),
     /// `close_range(3, ~0, CLOSE_RANGE_CLOEXEC)`: nothing but 0–2 survives
     /// the exec.
     CloseOnExecAbove2,
@@ -319,6 +332,8 @@ impl Step {
             Self::ResetSignals { .. } => "ResetSignals",
             Self::NewSession { .. } => "NewSession",
             Self::Stdio { .. } => "Stdio",
+            Self::OpenPty { .. } => "OpenPty",
+            Self::TerminalStdio { .. } => "TerminalStdio",
             Self::CloseOnExecAbove2 { .. } => "CloseOnExecAbove2",
             Self::Chdir { .. } => "Chdir",
             Self::Rlimit { .. } => "Rlimit",

@@ -35,6 +35,8 @@ pub struct SandboxChild {
     /// The command's stderr, as [`stdout`](SandboxChild::stdout).
     pub stderr: Option<OutputReader>,
     handle: Option<JoinHandle<Result<RunOutcome>>>,
+    /// The command's terminal's master, with `pty`.
+    terminal: Option<Arc<OwnedFd>>,
     /// What `wait` and `try_wait` read from readers the caller left here.
     collected: [Vec<u8>; 2],
     /// The outcome, once a wait has collected it.
@@ -48,6 +50,7 @@ pub(crate) struct ChildEnds {
     pub(crate) pidfd: Arc<OwnedFd>,
     pub(crate) stdin: Option<File>,
     pub(crate) readers: [Option<OutputReader>; 2],
+    pub(crate) terminal: Option<Arc<OwnedFd>>,
 }
 
 /// The command's stdout or stderr as the supervisor passes it on (at most
@@ -99,6 +102,7 @@ impl SandboxChild {
             stdout,
             stderr,
             handle: Some(handle),
+            terminal: ends.terminal,
             collected: [Vec::new(), Vec::new()],
             outcome: None,
         }
@@ -159,6 +163,27 @@ impl SandboxChild {
         self.pid as u32
     }
 
+    /// A handle that kills or resizes this sandbox from another thread
+    /// while this one waits.
+    pub fn control(&self) -> ChildControl {
+        ChildControl {
+            pidfd: self.pidfd.clone(),
+            terminal: self.terminal.clone(),
+        }
+    }
+
+    /// Sets the window size of the command's terminal (with
+    /// [`pty`](crate::SandboxCommand::pty)); the kernel sends `SIGWINCH`
+    /// to its foreground process group.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Supervise`] if the command has no terminal or the size
+    /// could not be set.
+    pub fn resize(&self, rows: u16, cols: u16) -> Result<()> {
+        self.control().resize(rows, cols)
+    }
+
     /// Kills the whole sandbox (`SIGKILL` to its PID 1, which takes its pid
     /// namespace with it). Killing one that has ended is not an error.
     ///
@@ -166,13 +191,7 @@ impl SandboxChild {
     ///
     /// [`Error::Supervise`] if the signal could not be sent.
     pub fn kill(&self) -> Result<()> {
-        let Some(pidfd) = &self.pidfd else {
-            return Ok(());
-        };
-        match rustix::process::pidfd_send_signal(&**pidfd, rustix::process::Signal::KILL) {
-            Ok(()) | Err(rustix::io::Errno::SRCH) => Ok(()),
-            Err(e) => Err(Error::supervise("kill the sandbox")(e)),
-        }
+        self.control().kill()
     }
 
     /// Waits for the sandbox to end (closing its stdin first, if piped)
@@ -235,5 +254,49 @@ impl SandboxChild {
             return Ok(None);
         }
         self.wait().map(Some)
+    }
+}
+
+/// Kills or resizes a running sandbox from any thread, from
+/// [`SandboxChild::control`].
+#[derive(Debug, Clone)]
+pub struct ChildControl {
+    pidfd: Option<Arc<OwnedFd>>,
+    terminal: Option<Arc<OwnedFd>>,
+}
+
+impl ChildControl {
+    /// As [`SandboxChild::kill`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Supervise`] if the signal could not be sent.
+    pub fn kill(&self) -> Result<()> {
+        let Some(pidfd) = &self.pidfd else {
+            return Ok(());
+        };
+        match rustix::process::pidfd_send_signal(&**pidfd, rustix::process::Signal::KILL) {
+            Ok(()) | Err(Errno::SRCH) => Ok(()),
+            Err(e) => Err(Error::supervise("kill the sandbox")(e)),
+        }
+    }
+
+    /// As [`SandboxChild::resize`].
+    ///
+    /// # Errors
+    ///
+    /// As [`SandboxChild::resize`].
+    pub fn resize(&self, rows: u16, cols: u16) -> Result<()> {
+        let Some(terminal) = &self.terminal else {
+            return Err(Error::supervise("resize the terminal")(Errno::NOTTY));
+        };
+        let size = rustix::termios::Winsize {
+            ws_row: rows,
+            ws_col: cols,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        rustix::termios::tcsetwinsize(&**terminal, size)
+            .map_err(Error::supervise("resize the terminal"))
     }
 }

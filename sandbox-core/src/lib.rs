@@ -96,7 +96,7 @@ pub use cgroups::{
     CgroupPlacement, CgroupStrategy, CgroupSupport, SUPERVISOR_LEAF, UnifiedHierarchy, V1Hierarchy,
     V2Placement,
 };
-pub use child::{OutputReader, SandboxChild};
+pub use child::{ChildControl, OutputReader, SandboxChild};
 pub use error::{Error, Result};
 pub use host::{Capability, HostCapabilities, MINIMUM_KERNEL};
 pub use outcome::{EgressStats, ExitStatus, RunOutcome};

@@ -37,12 +37,14 @@ pub(crate) enum Sink {
     /// The caller's fd as it is (a file, a socket): written at most
     /// `BLOCKING_CHUNK` bytes at a time, once poll says it has room.
     Blocking(OwnedFd),
+    /// Nowhere (a terminal's output with stdout set to `Null`).
+    Discard,
 }
 
 impl Sink {
     fn fd(&self) -> Option<&OwnedFd> {
         match self {
-            Sink::Capture => None,
+            Sink::Capture | Sink::Discard => None,
             Sink::Socket(fd) | Sink::NonBlocking(fd) | Sink::Blocking(fd) => Some(fd),
         }
     }
@@ -50,7 +52,7 @@ impl Sink {
     /// Writes from `bytes`: how many went, 0 if the destination is full.
     fn write(&self, bytes: &[u8]) -> std::result::Result<usize, Errno> {
         let result = match self {
-            Sink::Capture => return Ok(bytes.len()),
+            Sink::Capture | Sink::Discard => return Ok(bytes.len()),
             Sink::Socket(fd) => {
                 rustix::net::send(fd, bytes, SendFlags::DONTWAIT | SendFlags::NOSIGNAL)
             }
@@ -118,6 +120,17 @@ impl Relay {
             sink: Some(Sink::NonBlocking(pipe)),
             cap: u64::MAX,
             _held: Some(held),
+            ..Relay::none()
+        }
+    }
+
+    /// The caller's stdin (`source`) into the command's terminal (`master`,
+    /// non-blocking).
+    pub(crate) fn into_terminal(source: OwnedFd, master: OwnedFd) -> Self {
+        Relay {
+            source: Some(source),
+            sink: Some(Sink::NonBlocking(master)),
+            cap: u64::MAX,
             ..Relay::none()
         }
     }
@@ -197,6 +210,7 @@ impl Relay {
         self.passed += take as u64;
         match &self.sink {
             Some(Sink::Capture) => self.kept.extend_from_slice(&scratch[..take]),
+            Some(Sink::Discard) => {}
             Some(_) => {
                 self.pending.extend_from_slice(&scratch[..take]);
                 self.flush();

@@ -40,6 +40,8 @@ pub(crate) struct Started {
     pub(crate) stdin: Option<File>,
     /// With `spawn`: the caller's readers of piped stdout and stderr.
     pub(crate) readers: [Option<OutputReader>; 2],
+    /// The command's terminal's master, with `pty`.
+    pub(crate) terminal: Option<Arc<OwnedFd>>,
     stdin_relay: Option<Relay>,
     outputs: [Relay; 2],
     status: OwnedFd,
@@ -304,7 +306,7 @@ pub(crate) fn start(
     let (sync_read, sync_write) = pipe("the sync pipe")?;
     let (setup_read, setup_write) = pipe("the setup pipe")?;
     let (status_read, status_write) = pipe("the status pipe")?;
-    let wiring = stdio::wire(stdio, readers, output_cap(inner))?;
+    let prepared = stdio::prepare(stdio, readers, output_cap(inner))?;
     let egress_sockets = egress_sockets(inner)?;
     let limits = inner.decisions.cgroup_limits;
     let cgroups = if limits.any() {
@@ -316,19 +318,26 @@ pub(crate) fn start(
         sync_read: sync_read.as_raw_fd(),
         setup_write: setup_write.as_raw_fd(),
         status_write: status_write.as_raw_fd(),
-        stdio: wiring.child.each_ref().map(AsRawFd::as_raw_fd),
+        stdio: prepared.stdio_fds(),
         egress_socket: egress_sockets.as_ref().map(|(_, child)| child.as_fd()),
+        pty: prepared.pty_plan(),
     };
     let plan = plan_run(inner, spec, fds)?;
     let started = Instant::now();
     let (pid, pidfd, progress) = spawn_init(plan.namespaces, &plan.child, plan.owner)
         .map_err(Error::prepare_errno("clone the sandbox"))?;
     drop((sync_read, setup_write, status_write));
-    drop(wiring.child);
     let egress_parent = egress_sockets.map(|(parent, _child)| parent);
 
     let parent_result = parent_setup(&plan, pid, &sync_write, &cgroups);
     await_setup(&plan, pid, &pidfd, &progress, parent_result, &setup_read)?;
+    let wiring = match prepared.into_wiring(stdio, readers, output_cap(inner)) {
+        Ok(wiring) => wiring,
+        Err(e) => {
+            abandon(pid, &pidfd);
+            return Err(e);
+        }
+    };
     // The child handed over the tap before it exec'd: the forwarder runs in
     // a thread of the caller's, in the caller's network namespace.
     let egress = match egress_parent {
@@ -346,6 +355,7 @@ pub(crate) fn start(
         pidfd: Arc::new(pidfd),
         stdin: wiring.stdin,
         readers: wiring.readers,
+        terminal: wiring.terminal,
         stdin_relay: wiring.stdin_relay,
         outputs: wiring.outputs,
         status: status_read,

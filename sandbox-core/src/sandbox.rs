@@ -298,6 +298,7 @@ impl Sandbox {
             stdin: None,
             stdout: None,
             stderr: None,
+            pty: false,
         }
     }
 }
@@ -311,6 +312,7 @@ pub struct SandboxCommand {
     stdin: Option<Stdio>,
     stdout: Option<Stdio>,
     stderr: Option<Stdio>,
+    pty: bool,
 }
 
 impl SandboxCommand {
@@ -432,11 +434,39 @@ impl SandboxCommand {
         self
     }
 
+    /// Gives the command a pseudo-terminal of its own (made in the
+    /// sandbox's own devpts): its stdin, stdout and stderr, and its
+    /// controlling terminal. The supervisor relays the terminal's output to
+    /// where [`stdout`](SandboxCommand::stdout) says (stdout and stderr
+    /// arrive merged, as on any terminal; `stderr` is not used) and what
+    /// [`stdin`](SandboxCommand::stdin) gives into it. The window size is
+    /// the caller's terminal's, if stdout or stdin is one, else 24 × 80;
+    /// change it with [`SandboxChild::resize`].
+    ///
+    /// The caller's own terminal never enters the sandbox: an interactive
+    /// program inside changes only its own terminal's modes. (Putting the
+    /// caller's terminal in raw mode while it relays is the caller's part,
+    /// as `sbx run --tty` does.)
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # let sandbox = sandbox_core::Sandbox::from_profile("default")?;
+    /// let out = sandbox.command("tty").pty(true).output()?;
+    /// assert!(out.stdout.starts_with(b"/dev/pts/"));
+    /// # Ok::<(), sandbox_core::Error>(())
+    /// ```
+    pub fn pty(&mut self, pty: bool) -> &mut Self {
+        self.pty = pty;
+        self
+    }
+
     fn choice(&self, default_out: Stdio) -> StdioChoice {
         StdioChoice {
             stdin: self.stdin.clone().unwrap_or(Stdio::Null),
             stdout: self.stdout.clone().unwrap_or(default_out.clone()),
             stderr: self.stderr.clone().unwrap_or(default_out),
+            pty: self.pty,
         }
     }
 
@@ -519,6 +549,7 @@ impl SandboxCommand {
                             pidfd: Arc::clone(&started.pidfd),
                             stdin: started.stdin.take(),
                             readers: std::mem::take(&mut started.readers),
+                            terminal: started.terminal.clone(),
                         };
                         let _ = tx.send(Ok(ends));
                         started.supervise(&inner)

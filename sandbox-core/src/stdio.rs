@@ -7,8 +7,9 @@
 //! terminal settings, leave `O_NONBLOCK` on the caller's open file, or
 //! write past the output cap, and the wall-clock limit never waits on it.
 
+use std::ffi::c_int;
 use std::fs::File;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 
@@ -18,7 +19,9 @@ use rustix::pipe::PipeFlags;
 
 use crate::child::OutputReader;
 use crate::error::{Error, Result};
+use crate::plan::PtyPlan;
 use crate::relay::{Relay, Sink};
+use sandbox_child::NO_FD;
 
 /// What a command's stdin, stdout or stderr is connected to.
 ///
@@ -72,20 +75,18 @@ impl From<UnixStream> for Stdio {
     }
 }
 
-/// The three stdio choices of a command.
+/// The three stdio choices of a command, and whether it gets a terminal.
 #[derive(Debug, Clone)]
 pub(crate) struct StdioChoice {
     pub(crate) stdin: Stdio,
     pub(crate) stdout: Stdio,
     pub(crate) stderr: Stdio,
+    pub(crate) pty: bool,
 }
 
-/// One run's stdio, wired: the sandbox's ends, and the parent's.
+/// One run's stdio as the parent has it once the command runs.
 #[derive(Debug)]
 pub(crate) struct Wiring {
-    /// The sandbox's stdin, stdout and stderr (closed here once it is
-    /// cloned).
-    pub(crate) child: [OwnedFd; 3],
     /// The caller's end of a piped stdin.
     pub(crate) stdin: Option<File>,
     /// The caller's stdin (or fd) copied into the sandbox's.
@@ -94,6 +95,120 @@ pub(crate) struct Wiring {
     pub(crate) outputs: [Relay; 2],
     /// With `readers`: the caller's ends of piped stdout and stderr.
     pub(crate) readers: [Option<OutputReader>; 2],
+    /// The command's terminal's master (`pty`), for window sizes.
+    pub(crate) terminal: Option<Arc<OwnedFd>>,
+}
+
+/// One run's stdio before the clone.
+#[derive(Debug)]
+pub(crate) enum Prepared {
+    /// Pipes (or `/dev/null`): the sandbox's ends, dup'd onto its 0, 1, 2
+    /// and closed here once setup is done, and the parent's.
+    Pipes {
+        child: [OwnedFd; 3],
+        wiring: Box<Wiring>,
+    },
+    /// A terminal of the command's own, made inside the sandbox: its master
+    /// comes back over `parent`.
+    Terminal {
+        parent: OwnedFd,
+        child: OwnedFd,
+        rows: u16,
+        cols: u16,
+    },
+}
+
+impl Prepared {
+    /// The fds the command's 0, 1, 2 are dup'd from (`NO_FD` with a
+    /// terminal).
+    pub(crate) fn stdio_fds(&self) -> [c_int; 3] {
+        match self {
+            Prepared::Pipes { child, .. } => child.each_ref().map(AsRawFd::as_raw_fd),
+            Prepared::Terminal { .. } => [NO_FD; 3],
+        }
+    }
+
+    /// The terminal's part of the plan.
+    pub(crate) fn pty_plan(&self) -> Option<PtyPlan<'_>> {
+        match self {
+            Prepared::Pipes { .. } => None,
+            Prepared::Terminal {
+                child, rows, cols, ..
+            } => Some(PtyPlan {
+                socket: child.as_fd(),
+                rows: *rows,
+                cols: *cols,
+            }),
+        }
+    }
+
+    /// Once the command has exec'd: the parent's side. A terminal's master
+    /// is received and relayed to and from the caller's choices (stdout
+    /// carries both of the command's output streams).
+    pub(crate) fn into_wiring(
+        self,
+        choice: &StdioChoice,
+        readers: bool,
+        cap: u64,
+    ) -> Result<Wiring> {
+        let (parent, child) = match self {
+            Prepared::Pipes { wiring, .. } => return Ok(*wiring),
+            Prepared::Terminal { parent, child, .. } => (parent, child),
+        };
+        drop(child);
+        let master = sandbox_net::recv_fd(&parent).map_err(|e| Error::Supervise {
+            what: "receive the terminal's master",
+            error: std::io::Error::other(e),
+        })?;
+        rustix::fs::fcntl_setfl(&master, OFlags::NONBLOCK)
+            .map_err(Error::supervise("make the terminal's master non-blocking"))?;
+        let copy = |master: &OwnedFd| {
+            rustix::io::fcntl_dupfd_cloexec(master, 3)
+                .map_err(Error::supervise("duplicate the terminal's master"))
+        };
+        let (stdin, stdin_relay) = match &choice.stdin {
+            Stdio::Null => (None, None),
+            Stdio::Piped => {
+                let (read, write) = pipe("the stdin pipe")?;
+                let relay = Relay::into_terminal(read, copy(&master)?);
+                (Some(File::from(write)), Some(relay))
+            }
+            other => match callers(other, 0, false)? {
+                Some((source, _)) => (None, Some(Relay::into_terminal(source, copy(&master)?))),
+                None => (None, None),
+            },
+        };
+        let (sink, reader) = output_sink(&choice.stdout, 1, readers)?;
+        let terminal = Some(Arc::new(copy(&master)?));
+        Ok(Wiring {
+            stdin,
+            stdin_relay,
+            outputs: [
+                Relay::output(master, sink.unwrap_or(Sink::Discard), cap),
+                Relay::none(),
+            ],
+            readers: [reader, None],
+            terminal,
+        })
+    }
+}
+
+/// The window size of the caller's terminal, if stdout or stdin is one
+/// (`Inherit` or `Fd`); else 24 × 80.
+fn window_size(choice: &StdioChoice) -> (u16, u16) {
+    let size_of = |stream: &Stdio, index: usize| -> Option<(u16, u16)> {
+        let size = match stream {
+            Stdio::Inherit if index == 0 => rustix::termios::tcgetwinsize(std::io::stdin()),
+            Stdio::Inherit => rustix::termios::tcgetwinsize(std::io::stdout()),
+            Stdio::Fd(fd) => rustix::termios::tcgetwinsize(fd),
+            Stdio::Null | Stdio::Piped => return None,
+        }
+        .ok()?;
+        (size.ws_row > 0 && size.ws_col > 0).then_some((size.ws_row, size.ws_col))
+    };
+    size_of(&choice.stdout, 1)
+        .or_else(|| size_of(&choice.stdin, 0))
+        .unwrap_or((24, 80))
 }
 
 pub(crate) fn pipe(what: &'static str) -> Result<(OwnedFd, OwnedFd)> {
@@ -163,10 +278,21 @@ fn callers(choice: &Stdio, index: usize, write: bool) -> Result<Option<(OwnedFd,
     }
 }
 
-/// Wires one run's stdio. `readers`: piped stdout and stderr go to
+/// Prepares one run's stdio. `readers`: piped stdout and stderr go to
 /// [`OutputReader`]s (a spawned child) rather than into the outcome.
 /// `cap`: the most bytes of each output stream passed on.
-pub(crate) fn wire(choice: &StdioChoice, readers: bool, cap: u64) -> Result<Wiring> {
+pub(crate) fn prepare(choice: &StdioChoice, readers: bool, cap: u64) -> Result<Prepared> {
+    if choice.pty {
+        let (parent, child) =
+            UnixStream::pair().map_err(Error::prepare("the terminal's socket pair"))?;
+        let (rows, cols) = window_size(choice);
+        return Ok(Prepared::Terminal {
+            parent: parent.into(),
+            child: child.into(),
+            rows,
+            cols,
+        });
+    }
     let (child_in, stdin, stdin_relay) = match &choice.stdin {
         Stdio::Null => (dev_null(OFlags::RDONLY)?, None, None),
         Stdio::Piped => {
@@ -190,12 +316,46 @@ pub(crate) fn wire(choice: &StdioChoice, readers: bool, cap: u64) -> Result<Wiri
     };
     let (out, out_relay, out_reader) = wire_output(&choice.stdout, 1, readers, cap)?;
     let (err, err_relay, err_reader) = wire_output(&choice.stderr, 2, readers, cap)?;
-    Ok(Wiring {
+    Ok(Prepared::Pipes {
         child: [child_in, out, err],
-        stdin,
-        stdin_relay,
-        outputs: [out_relay, err_relay],
-        readers: [out_reader, err_reader],
+        wiring: Box::new(Wiring {
+            stdin,
+            stdin_relay,
+            outputs: [out_relay, err_relay],
+            readers: [out_reader, err_reader],
+            terminal: None,
+        }),
+    })
+}
+
+/// Where stdout (`index` 1) or stderr (2) goes: a sink (`None`: nowhere,
+/// `/dev/null`), and the caller's reader if there is one.
+fn output_sink(
+    stream: &Stdio,
+    index: usize,
+    readers: bool,
+) -> Result<(Option<Sink>, Option<OutputReader>)> {
+    Ok(match stream {
+        Stdio::Null => (None, None),
+        Stdio::Piped if readers => {
+            let (ours, theirs) =
+                UnixStream::pair().map_err(Error::prepare("the output socket pair"))?;
+            (
+                Some(Sink::Socket(OwnedFd::from(ours))),
+                Some(OutputReader::new(theirs)),
+            )
+        }
+        Stdio::Piped => (Some(Sink::Capture), None),
+        other => (
+            callers(other, index, true)?.map(|(fd, nonblocking)| {
+                if nonblocking {
+                    Sink::NonBlocking(fd)
+                } else {
+                    Sink::Blocking(fd)
+                }
+            }),
+            None,
+        ),
     })
 }
 
@@ -207,27 +367,9 @@ fn wire_output(
     readers: bool,
     cap: u64,
 ) -> Result<(OwnedFd, Relay, Option<OutputReader>)> {
-    let mut reader = None;
-    let sink = match stream {
-        Stdio::Null => None,
-        Stdio::Piped if readers => {
-            let (ours, theirs) =
-                UnixStream::pair().map_err(Error::prepare("the output socket pair"))?;
-            reader = Some(OutputReader::new(theirs));
-            Some(Sink::Socket(OwnedFd::from(ours)))
-        }
-        Stdio::Piped => Some(Sink::Capture),
-        other => callers(other, index, true)?.map(|(fd, nonblocking)| {
-            if nonblocking {
-                Sink::NonBlocking(fd)
-            } else {
-                Sink::Blocking(fd)
-            }
-        }),
-    };
-    Ok(match sink {
-        None => (dev_null(OFlags::WRONLY)?, Relay::none(), None),
-        Some(sink) => {
+    Ok(match output_sink(stream, index, readers)? {
+        (None, _) => (dev_null(OFlags::WRONLY)?, Relay::none(), None),
+        (Some(sink), reader) => {
             let (read, write) = pipe("an output pipe")?;
             (write, Relay::output(read, sink, cap), reader)
         }

@@ -2,13 +2,11 @@
 //! A command's stdin, stdout and stderr: output as it comes (readers of a
 //! spawned child, the caller's own streams and files), capped; a reader
 //! that goes away gives the command EPIPE; what nobody read is collected;
-//! and no fd of the caller's, a terminal least of all, enters the sandbox.
+//! and no fd of the caller's enters the sandbox (terminals: `terminal.rs`).
 //! Needs root, as in CI.
 use std::io::{BufRead, BufReader, Read, Seek};
-use std::os::fd::OwnedFd;
 use std::time::{Duration, Instant};
 
-use rustix::termios::LocalModes;
 use sandbox_core::{ExitStatus, Sandbox, Stdio};
 
 mod common;
@@ -123,76 +121,4 @@ fn the_callers_files_are_relayed_and_never_enter_the_sandbox() {
         "{text}"
     );
     assert_eq!(lines[2], "from the caller's file");
-}
-
-/// A pseudo-terminal pair (master, slave).
-fn pty() -> (OwnedFd, OwnedFd) {
-    use rustix::pty::OpenptFlags;
-    let master = rustix::pty::openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY).unwrap();
-    rustix::pty::grantpt(&master).unwrap();
-    rustix::pty::unlockpt(&master).unwrap();
-    let name = rustix::pty::ptsname(&master, Vec::new()).unwrap();
-    let slave = rustix::fs::open(
-        name.as_c_str(),
-        rustix::fs::OFlags::RDWR | rustix::fs::OFlags::NOCTTY | rustix::fs::OFlags::CLOEXEC,
-        rustix::fs::Mode::empty(),
-    )
-    .unwrap();
-    (master, slave)
-}
-
-/// Clears ECHO and ICANON on stdin's terminal and leaves `O_NONBLOCK` on
-/// stdin's open file.
-const TERMINAL_ATTACK: &str = "stty -echo -icanon; echo stty=$?; perl -e 'use Fcntl; fcntl(STDIN, F_SETFL, O_NONBLOCK) or die'";
-
-fn nonblocking(fd: &OwnedFd) -> bool {
-    rustix::fs::fcntl_getfl(fd)
-        .unwrap()
-        .contains(rustix::fs::OFlags::NONBLOCK)
-}
-
-fn echo_and_icanon(fd: &OwnedFd) -> bool {
-    let modes = rustix::termios::tcgetattr(fd).unwrap().local_modes;
-    modes.contains(LocalModes::ECHO | LocalModes::ICANON)
-}
-
-#[test]
-#[ignore = "needs root"]
-fn a_terminal_of_the_callers_is_replaced_by_a_pipe() {
-    common::require_root();
-    let (_master, slave) = pty();
-    assert!(echo_and_icanon(&slave) && !nonblocking(&slave));
-    let stdio = |fd: &OwnedFd| Stdio::from(fd.try_clone().unwrap());
-    let out = default()
-        .command("sh")
-        .args(["-c", TERMINAL_ATTACK])
-        .stdin(stdio(&slave))
-        .stdout(Stdio::Piped)
-        .stderr(Stdio::Piped)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        text.contains("stty=1"),
-        "stty has no terminal inside: {text}"
-    );
-    assert!(echo_and_icanon(&slave), "the caller's termios is unchanged");
-    assert!(
-        !nonblocking(&slave),
-        "the caller's file flags are unchanged"
-    );
-
-    // Control: the same commands with the terminal given straight to them.
-    let control = std::process::Command::new("sh")
-        .args(["-c", TERMINAL_ATTACK])
-        .stdin(std::process::Stdio::from(slave.try_clone().unwrap()))
-        .output()
-        .unwrap();
-    assert!(control.status.success());
-    assert!(String::from_utf8_lossy(&control.stdout).contains("stty=0"));
-    assert!(
-        !echo_and_icanon(&slave),
-        "the attack works on a shared terminal"
-    );
-    assert!(nonblocking(&slave), "and on a shared open file");
 }

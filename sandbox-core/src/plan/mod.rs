@@ -41,6 +41,17 @@ pub(crate) struct PlanFds<'a> {
     /// The child's end of the socket the tap fd goes out on (none without
     /// allowlisted egress).
     pub(crate) egress_socket: Option<BorrowedFd<'a>>,
+    /// A terminal of the command's own (then `stdio` is unused).
+    pub(crate) pty: Option<PtyPlan<'a>>,
+}
+
+/// The command's pseudo-terminal: made in the sandbox's devpts, its master
+/// sent to the parent over `socket`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PtyPlan<'a> {
+    pub(crate) socket: BorrowedFd<'a>,
+    pub(crate) rows: u16,
+    pub(crate) cols: u16,
 }
 
 /// What to run, as the command builder collected it.
@@ -95,6 +106,7 @@ fn start_steps(b: &mut Builder, fds: &PlanFds<'_>) -> Result<()> {
         fds.setup_write,
         fds.status_write,
         fds.egress_socket.map_or(NO_FD, |s| s.as_raw_fd()),
+        fds.pty.map_or(NO_FD, |p| p.socket.as_raw_fd()),
     ]
     .into_iter()
     .chain(fds.stdio)
@@ -216,7 +228,33 @@ fn command_steps(
     let writable_paths = writable_paths(policy, decisions.fs_mode);
     b.push(Step::ResetSignals, "reset signal mask and dispositions");
     b.push(Step::NewSession, "setsid");
-    b.push(Step::Stdio(fds.stdio), "dup2 stdin, stdout, stderr");
+    match fds.pty {
+        Some(pty) => {
+            let (master, slave) = (b.register(), b.register());
+            b.push(
+                Step::OpenPty {
+                    master,
+                    slave,
+                    rows: pty.rows,
+                    cols: pty.cols,
+                },
+                "open a pseudo-terminal in the sandbox's devpts",
+            );
+            b.push(
+                Step::SendFd {
+                    socket: pty.socket.as_raw_fd(),
+                    reg: master,
+                },
+                "send the terminal's master to the parent",
+            );
+            b.push(Step::Close(master), "close the terminal's master");
+            b.push(
+                Step::TerminalStdio(slave),
+                "the terminal as stdin, stdout, stderr and controlling terminal",
+            );
+        }
+        None => b.push(Step::Stdio(fds.stdio), "dup2 stdin, stdout, stderr"),
+    }
     b.push(Step::CloseOnExecAbove2, "close_range(3.., CLOEXEC)");
     let workdir = match &spec.current_dir {
         Some(dir) => dir.clone(),
@@ -343,7 +381,12 @@ pub(crate) fn build(
         .namespaces
         .clone_flags(decisions.network.new_namespace());
     let (uid_map, gid_map) = id_maps(decisions, identity);
-    let close_after_fork = fds.stdio.into_iter().filter(|&fd| fd >= 3).collect();
+    let close_after_fork = fds
+        .stdio
+        .into_iter()
+        .chain(fds.pty.map(|p| p.socket.as_raw_fd()))
+        .filter(|&fd| fd >= 3)
+        .collect();
     Ok(Plan {
         child: ChildPlan {
             init_steps,

@@ -104,7 +104,7 @@ fn set_up(master: &OwnedFd, slave: &OwnedFd) {
 fn state(master: &OwnedFd, slave: &OwnedFd) -> TerminalState {
     let flags = rustix::fs::fcntl_getfl(slave).unwrap();
     let size = rustix::termios::tcgetwinsize(slave).unwrap();
-    let state = TerminalState {
+    TerminalState {
         echo_and_icanon: rustix::termios::tcgetattr(slave)
             .unwrap()
             .local_modes
@@ -121,8 +121,7 @@ fn state(master: &OwnedFd, slave: &OwnedFd) -> TerminalState {
             rustix::fs::fcntl_setfl(slave, flags).unwrap();
             read_within(master, Duration::from_millis(500)).ends_with(b"!")
         },
-    };
-    state
+    }
 }
 
 const UNTOUCHED: TerminalState = TerminalState {

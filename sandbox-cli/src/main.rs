@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 mod flags;
 mod run;
+mod terminal;
 use sandbox_core::{CgroupPlacement, Sandbox};
 use sandbox_policy::{PROFILE_NAMES, Policy};
 

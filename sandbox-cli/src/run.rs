@@ -8,6 +8,7 @@ use clap::Args;
 use sandbox_core::{Sandbox, Stdio};
 
 use crate::flags::PolicyFlags;
+use crate::terminal;
 use crate::{PlacementArgs, PolicySource};
 
 #[derive(Args)]
@@ -20,6 +21,14 @@ pub(crate) struct RunArgs {
     /// applied, as TOML) and exit without running anything.
     #[arg(long)]
     print_policy: bool,
+    /// Give the command a terminal of its own, relayed to ours in raw mode
+    /// (its stdout and stderr arrive merged, on stdout). The default when
+    /// stdin and stdout are terminals.
+    #[arg(long, conflicts_with = "no_tty")]
+    tty: bool,
+    /// No terminal for the command even when ours is one: pipes.
+    #[arg(long)]
+    no_tty: bool,
     /// Write the outcome and report as JSON. Without --report or
     /// --report-fd it goes to stderr, which then carries nothing else: the
     /// command's stderr is inside it (the "stderr" field), so the command
@@ -173,14 +182,24 @@ pub(crate) fn run(args: RunArgs) -> Result<ExitCode, String> {
     // report can say where the command's stderr ended. The report never
     // shares a stream with the command unmarked: see `--json`, `--report`.
     let json_on_stderr = args.json && matches!(sink, ReportSink::Stderr);
+    let tty = terminal::wanted(args.tty, args.no_tty);
+    let target = terminal::Target::default();
+    terminal::watch_signals(target.clone())?;
     let mut child = sandbox
         .command(program)
         .args(rest)
+        .pty(tty)
         .stdin(Stdio::Inherit)
         .stdout(Stdio::Inherit)
         .stderr(Stdio::Piped)
         .spawn()
         .map_err(|e| e.to_string())?;
+    target.set(child.control());
+    let raw = if tty {
+        terminal::RawMode::enter()
+    } else {
+        None
+    };
     let relayed = match child.stderr.take() {
         // JSON alone on stderr: the command's stderr goes inside it.
         Some(reader) if !json_on_stderr => relay_stderr(reader),
@@ -190,7 +209,9 @@ pub(crate) fn run(args: RunArgs) -> Result<ExitCode, String> {
         }
         None => Relayed::default(),
     };
-    let outcome = child.wait().map_err(|e| e.to_string())?;
+    let waited = child.wait();
+    drop(raw);
+    let outcome = waited.map_err(|e| e.to_string())?;
     let report = if args.json {
         serde_json::to_string_pretty(&outcome).map_err(|e| e.to_string())? + "\n"
     } else {

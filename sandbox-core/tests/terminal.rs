@@ -215,10 +215,9 @@ fn a_pty_is_the_commands_controlling_terminal_and_takes_input_and_sizes() {
     );
     // Whatever the root: the terminal comes from the sandbox's /dev/ptmx.
     for mode in ["host-readonly", "off"] {
-        let policy = sandbox_policy::Policy::from_toml_str(&format!(
-            "[filesystem]\nmode = \"{mode}\"\n"
-        ))
-        .unwrap();
+        let policy =
+            sandbox_policy::Policy::from_toml_str(&format!("[filesystem]\nmode = \"{mode}\"\n"))
+                .unwrap();
         let out = Sandbox::new(policy)
             .unwrap()
             .command("sh")

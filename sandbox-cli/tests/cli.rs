@@ -572,27 +572,20 @@ fn run_flags_change_the_run() {
     );
 }
 
-/// A pseudo-terminal pair (master, slave), 50 × 120.
-fn pty() -> (std::os::fd::OwnedFd, std::os::fd::OwnedFd) {
-    use rustix::pty::OpenptFlags;
-    let master = rustix::pty::openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY).unwrap();
-    rustix::pty::grantpt(&master).unwrap();
-    rustix::pty::unlockpt(&master).unwrap();
-    let name = rustix::pty::ptsname(&master, Vec::new()).unwrap();
-    let slave = rustix::fs::open(
-        name.as_c_str(),
-        rustix::fs::OFlags::RDWR | rustix::fs::OFlags::NOCTTY | rustix::fs::OFlags::CLOEXEC,
-        rustix::fs::Mode::empty(),
-    )
-    .unwrap();
-    let size = rustix::termios::Winsize {
-        ws_row: 50,
-        ws_col: 120,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    };
-    rustix::termios::tcsetwinsize(&slave, size).unwrap();
-    (master, slave)
+#[path = "../../sandbox-core/tests/common/pty.rs"]
+mod pty;
+
+/// `sbx ARGS` with the terminal `tty` as its stdin, stdout and stderr.
+fn sbx_on(tty: &std::os::fd::OwnedFd, args: &[&str]) -> std::process::Child {
+    sandbox_core::probe();
+    let stdio = || Stdio::from(tty.try_clone().unwrap());
+    Command::new(env!("CARGO_BIN_EXE_sbx"))
+        .args(args)
+        .stdin(stdio())
+        .stdout(stdio())
+        .stderr(stdio())
+        .spawn()
+        .unwrap()
 }
 
 /// Reads the master until `needle` has come (10 s at most): all read.
@@ -603,28 +596,9 @@ fn read_until(master: &std::os::fd::OwnedFd, seen: &mut String, needle: &str) {
             std::time::Instant::now() < deadline,
             "no {needle:?} in {seen:?}"
         );
-        let mut pollfd = [rustix::event::PollFd::new(
-            master,
-            rustix::event::PollFlags::IN,
-        )];
-        let timeout = rustix::time::Timespec {
-            tv_sec: 0,
-            tv_nsec: 100_000_000,
-        };
-        if rustix::event::poll(&mut pollfd, Some(&timeout)).unwrap() > 0 {
-            let mut buf = [0u8; 4096];
-            let n = rustix::io::read(master, &mut buf).unwrap_or(0);
-            seen.push_str(&String::from_utf8_lossy(&buf[..n]));
-        }
+        let got = pty::read_within(master, std::time::Duration::from_millis(100));
+        seen.push_str(&String::from_utf8_lossy(&got));
     }
-}
-
-fn canonical(fd: &std::os::fd::OwnedFd) -> bool {
-    use rustix::termios::LocalModes;
-    rustix::termios::tcgetattr(fd)
-        .unwrap()
-        .local_modes
-        .contains(LocalModes::ECHO | LocalModes::ICANON)
 }
 
 /// On a terminal `sbx run` gives the command one of its own, with our
@@ -636,24 +610,21 @@ fn canonical(fd: &std::os::fd::OwnedFd) -> bool {
 fn run_on_a_terminal_gives_the_command_its_own() {
     require_root();
     sandbox_core::probe();
-    let (master, slave) = pty();
-    assert!(canonical(&slave));
+    let (master, slave) = pty::pty(50, 120);
+    assert!(pty::canonical(&slave));
     let script = "tty; stty size; stty -echo; echo quiet; read x; echo got:$x; \
                   trap 'stty size; exit 3' WINCH; echo armed; while :; do sleep 0.1; done";
-    let mut sbx = Command::new(env!("CARGO_BIN_EXE_sbx"))
-        .args(["run", "--", "sh", "-c", script])
-        .stdin(Stdio::from(slave.try_clone().unwrap()))
-        .stdout(Stdio::from(slave.try_clone().unwrap()))
-        .stderr(Stdio::from(slave.try_clone().unwrap()))
-        .spawn()
-        .unwrap();
+    let mut sbx = sbx_on(&slave, &["run", "--", "sh", "-c", script]);
     let mut seen = String::new();
     read_until(&master, &mut seen, "quiet\r\n");
     assert!(
         seen.starts_with("/dev/pts/0\r\n"),
         "its own terminal: {seen:?}"
     );
-    assert!(!canonical(&slave), "ours is raw while the command runs");
+    assert!(
+        !pty::canonical(&slave),
+        "ours is raw while the command runs"
+    );
     rustix::io::write(&master, b"secret\r").unwrap();
     read_until(&master, &mut seen, "armed\r\n");
     assert!(seen.contains("got:secret\r\n"), "{seen:?}");
@@ -662,35 +633,26 @@ fn run_on_a_terminal_gives_the_command_its_own() {
         "its echo is off, and only its own"
     );
     // A new size for our terminal, and the SIGWINCH a shell would get.
-    let size = rustix::termios::Winsize {
-        ws_row: 33,
-        ws_col: 101,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    };
-    rustix::termios::tcsetwinsize(&slave, size).unwrap();
+    pty::set_size(&slave, 33, 101);
     let pid = rustix::process::Pid::from_raw(sbx.id() as i32).unwrap();
     rustix::process::kill_process(pid, rustix::process::Signal::WINCH).unwrap();
     read_until(&master, &mut seen, "33 101\r\n");
     assert_eq!(sbx.wait().unwrap().code(), Some(3));
     assert!(
-        canonical(&slave),
+        pty::canonical(&slave),
         "ours restored, untouched by the command's stty"
     );
 
     // SIGTERM to sbx: the sandbox is killed, the run reported.
-    let mut sbx = Command::new(env!("CARGO_BIN_EXE_sbx"))
-        .args(["run", "--", "sh", "-c", "echo alive-4242; sleep 30"])
-        .stdin(Stdio::from(slave.try_clone().unwrap()))
-        .stdout(Stdio::from(slave.try_clone().unwrap()))
-        .stderr(Stdio::from(slave.try_clone().unwrap()))
-        .spawn()
-        .unwrap();
+    let mut sbx = sbx_on(
+        &slave,
+        &["run", "--", "sh", "-c", "echo alive-4242; sleep 30"],
+    );
     let mut seen = String::new();
     read_until(&master, &mut seen, "alive-4242\r\n");
     let pid = rustix::process::Pid::from_raw(sbx.id() as i32).unwrap();
     rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
     read_until(&master, &mut seen, "sbx: killed by signal 9");
     assert_eq!(sbx.wait().unwrap().code(), Some(128 + 9));
-    assert!(canonical(&slave), "restored after a signal");
+    assert!(pty::canonical(&slave), "restored after a signal");
 }

@@ -8,26 +8,10 @@ use std::io::{BufRead, BufReader, Write};
 use std::os::fd::OwnedFd;
 use std::time::Duration;
 
-use rustix::termios::{LocalModes, Winsize};
 use sandbox_core::{Sandbox, Stdio};
 
 mod common;
-
-/// A pseudo-terminal pair (master, slave).
-fn pty() -> (OwnedFd, OwnedFd) {
-    use rustix::pty::OpenptFlags;
-    let master = rustix::pty::openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY).unwrap();
-    rustix::pty::grantpt(&master).unwrap();
-    rustix::pty::unlockpt(&master).unwrap();
-    let name = rustix::pty::ptsname(&master, Vec::new()).unwrap();
-    let slave = rustix::fs::open(
-        name.as_c_str(),
-        rustix::fs::OFlags::RDWR | rustix::fs::OFlags::NOCTTY | rustix::fs::OFlags::CLOEXEC,
-        rustix::fs::Mode::empty(),
-    )
-    .unwrap();
-    (master, slave)
-}
+use common::pty::{canonical, pty, read_within, set_size};
 
 /// Each attack of the issue against the terminal on fd 1: clear ECHO and
 /// ICANON, flush the typed-ahead input, set TIOCEXCL, change the window
@@ -69,33 +53,9 @@ fn exclusive(fd: &OwnedFd) -> bool {
     value != 0
 }
 
-/// Reads what `fd` has within `wait`.
-fn read_within(fd: &OwnedFd, wait: Duration) -> Vec<u8> {
-    let mut pollfd = [rustix::event::PollFd::new(fd, rustix::event::PollFlags::IN)];
-    let timeout = rustix::time::Timespec {
-        tv_sec: wait.as_secs() as i64,
-        tv_nsec: i64::from(wait.subsec_nanos()),
-    };
-    if rustix::event::poll(&mut pollfd, Some(&timeout)).unwrap() == 0 {
-        return Vec::new();
-    }
-    let mut buf = [0u8; 256];
-    let n = rustix::io::read(fd, &mut buf).unwrap_or(0);
-    buf[..n].to_vec()
-}
-
 /// Sets the caller's terminal up: 40 × 100, "typed\n" waiting as input.
 fn set_up(master: &OwnedFd, slave: &OwnedFd) {
-    rustix::termios::tcsetwinsize(
-        slave,
-        Winsize {
-            ws_row: 40,
-            ws_col: 100,
-            ws_xpixel: 0,
-            ws_ypixel: 0,
-        },
-    )
-    .unwrap();
+    set_size(slave, 40, 100);
     rustix::io::write(master, b"typed\n").unwrap();
 }
 
@@ -105,10 +65,7 @@ fn state(master: &OwnedFd, slave: &OwnedFd) -> TerminalState {
     let flags = rustix::fs::fcntl_getfl(slave).unwrap();
     let size = rustix::termios::tcgetwinsize(slave).unwrap();
     TerminalState {
-        echo_and_icanon: rustix::termios::tcgetattr(slave)
-            .unwrap()
-            .local_modes
-            .contains(LocalModes::ECHO | LocalModes::ICANON),
+        echo_and_icanon: canonical(slave),
         nonblocking: flags.contains(rustix::fs::OFlags::NONBLOCK),
         exclusive: exclusive(slave),
         size: (size.ws_row, size.ws_col),
@@ -139,7 +96,7 @@ fn the_callers_terminal_is_untouched_by_a_command_with_or_without_a_pty() {
     common::require_root();
     let sandbox = Sandbox::from_profile("default").unwrap();
     for pty_mode in [false, true] {
-        let (master, slave) = pty();
+        let (master, slave) = pty(24, 80);
         set_up(&master, &slave);
         let out = sandbox
             .command("perl")
@@ -167,7 +124,7 @@ fn the_callers_terminal_is_untouched_by_a_command_with_or_without_a_pty() {
     }
 
     // Control: the same attacks with the terminal given to the command.
-    let (master, slave) = pty();
+    let (master, slave) = pty(24, 80);
     set_up(&master, &slave);
     let control = std::process::Command::new("perl")
         .args(["-e", ATTACK])

@@ -1,6 +1,8 @@
 //! Helpers shared by the sandbox test binaries.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub(crate) mod pty;
+
 use sandbox_core::{RunOutcome, Sandbox};
 use sandbox_policy::Policy;
 

@@ -6,7 +6,7 @@ use std::io::Read;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
-use std::thread::JoinHandle;
+use std::sync::mpsc::Receiver;
 
 use rustix::event::{PollFd, PollFlags};
 use rustix::io::Errno;
@@ -18,7 +18,7 @@ use crate::outcome::RunOutcome;
 /// A running sandbox, from [`SandboxCommand::spawn`](crate::SandboxCommand::spawn).
 ///
 /// Dropping it without [`wait`](SandboxChild::wait) leaves the sandbox
-/// running under its supervisor thread until it ends or times out.
+/// running under the shared supervisor until it ends or times out.
 #[derive(Debug)]
 pub struct SandboxChild {
     pid: i32,
@@ -34,7 +34,8 @@ pub struct SandboxChild {
     pub stdout: Option<OutputReader>,
     /// The command's stderr, as [`stdout`](SandboxChild::stdout).
     pub stderr: Option<OutputReader>,
-    handle: Option<JoinHandle<Result<RunOutcome>>>,
+    /// Where the supervisor sends the outcome.
+    outcome_rx: Option<Receiver<Result<RunOutcome>>>,
     /// The command's terminal's master, with `pty`.
     terminal: Option<Arc<OwnedFd>>,
     /// What `wait` and `try_wait` read from readers the caller left here.
@@ -93,7 +94,7 @@ impl From<OutputReader> for OwnedFd {
 
 impl SandboxChild {
     /// A started sandbox, supervised by the thread `handle`.
-    pub(crate) fn new(ends: ChildEnds, handle: JoinHandle<Result<RunOutcome>>) -> Self {
+    pub(crate) fn new(ends: ChildEnds, outcome_rx: Receiver<Result<RunOutcome>>) -> Self {
         let [stdout, stderr] = ends.readers;
         Self {
             pid: ends.pid,
@@ -101,7 +102,7 @@ impl SandboxChild {
             stdin: ends.stdin,
             stdout,
             stderr,
-            handle: Some(handle),
+            outcome_rx: Some(outcome_rx),
             terminal: ends.terminal,
             collected: [Vec::new(), Vec::new()],
             outcome: None,
@@ -206,54 +207,63 @@ impl SandboxChild {
     /// [`Error::Supervise`] or [`Error::Supervisor`] if supervision failed
     /// (a later call then says the outcome is lost).
     pub fn wait(&mut self) -> Result<RunOutcome> {
-        if let Some(outcome) = &self.outcome {
-            return Ok(outcome.clone());
-        }
         drop(self.stdin.take());
-        self.collect(true)?;
-        match self.handle.take().map(JoinHandle::join) {
-            Some(Ok(Ok(mut outcome))) => {
-                let [stdout, stderr] = std::mem::take(&mut self.collected);
-                if outcome.stdout.is_empty() {
-                    outcome.stdout = stdout;
-                }
-                if outcome.stderr.is_empty() {
-                    outcome.stderr = stderr;
-                }
-                self.pidfd = None;
-                self.outcome = Some(outcome.clone());
-                Ok(outcome)
-            }
-            Some(Ok(Err(e))) => Err(e),
-            Some(Err(_)) => Err(Error::Supervisor {
-                what: "the supervisor thread panicked",
-            }),
+        match self.outcome(true)? {
+            Some(outcome) => Ok(outcome),
             None => Err(Error::Supervisor {
-                what: "an earlier wait failed: the outcome is lost",
+                what: "the supervisor gave no outcome",
             }),
         }
     }
 
     /// The outcome if the sandbox has ended (and its output has been
-    /// drained), without blocking; `None` while it runs.
+    /// passed on), without blocking; `None` while it runs.
     ///
     /// # Errors
     ///
     /// As [`wait`](SandboxChild::wait).
     pub fn try_wait(&mut self) -> Result<Option<RunOutcome>> {
-        if self.outcome.is_none() {
-            // Keeps the supervisor from waiting on a reader nobody reads.
-            self.collect(false)?;
+        self.outcome(false)
+    }
+
+    /// The outcome, waiting for it (`block`) or not.
+    fn outcome(&mut self, block: bool) -> Result<Option<RunOutcome>> {
+        if let Some(outcome) = &self.outcome {
+            return Ok(Some(outcome.clone()));
         }
-        if self.outcome.is_none()
-            && self
-                .handle
-                .as_ref()
-                .is_some_and(|handle| !handle.is_finished())
-        {
-            return Ok(None);
+        // Read what the readers left here have, so the supervisor never
+        // waits for room in them.
+        self.collect(block)?;
+        let lost = Error::Supervisor {
+            what: "the supervisor lost the run (a bug in sandbox-core); the sandbox was killed",
+        };
+        let received = match &self.outcome_rx {
+            None => {
+                return Err(Error::Supervisor {
+                    what: "an earlier wait failed: the outcome is lost",
+                });
+            }
+            Some(rx) if block => rx.recv().map_err(|_| lost),
+            Some(rx) => match rx.try_recv() {
+                Err(std::sync::mpsc::TryRecvError::Empty) => return Ok(None),
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => Err(lost),
+                Ok(outcome) => Ok(outcome),
+            },
+        };
+        self.outcome_rx = None;
+        let mut outcome = received??;
+        // The supervisor is done: what is left in the readers ends in EOF.
+        self.collect(true)?;
+        let [stdout, stderr] = std::mem::take(&mut self.collected);
+        if outcome.stdout.is_empty() {
+            outcome.stdout = stdout;
         }
-        self.wait().map(Some)
+        if outcome.stderr.is_empty() {
+            outcome.stderr = stderr;
+        }
+        self.pidfd = None;
+        self.outcome = Some(outcome.clone());
+        Ok(Some(outcome))
     }
 }
 

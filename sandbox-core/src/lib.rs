@@ -90,6 +90,7 @@ mod sandbox;
 mod seccomp;
 mod sockets;
 mod stdio;
+mod supervisor;
 mod sys;
 
 pub use cgroups::{

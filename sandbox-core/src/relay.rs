@@ -256,88 +256,156 @@ impl Relay {
     }
 }
 
-/// Relays until the sandbox has exited and its stdout and stderr are
-/// passed on, killing it at `deadline`. The stdin relay stops when the
-/// sandbox exits. Returns whether it was killed for time.
-pub(crate) fn relay_until_exit(
-    mut stdin: Option<Relay>,
-    outputs: &mut [Relay; 2],
-    pidfd: &OwnedFd,
+/// Which fd of a [`Supervision`] an interest is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Slot {
+    /// The stdin relay.
+    Stdin,
+    /// Output relay 0 (stdout) or 1 (stderr).
+    Output(usize),
+    /// The sandbox's pidfd (readable once it has exited).
+    Exit,
+}
+
+/// One run's supervision: its relays, its pidfd and its deadline, as a
+/// state machine any poll loop can drive (`interests`, `on_ready`,
+/// `tick`): the caller's own thread for `output()`, or the shared
+/// supervisor for spawned runs.
+#[derive(Debug)]
+pub(crate) struct Supervision {
+    stdin: Option<Relay>,
+    pub(crate) outputs: [Relay; 2],
+    pidfd: std::sync::Arc<OwnedFd>,
     deadline: Option<Instant>,
-) -> Result<bool> {
-    let mut scratch = vec![0u8; 64 * 1024];
-    let mut timed_out = false;
-    let mut exited_at: Option<Instant> = None;
-    loop {
-        if let Some(at) = exited_at {
-            stdin = None;
-            if outputs.iter().all(Relay::finished) {
-                break;
-            }
-            if at.elapsed() > CLOSE_GRACE {
-                outputs.iter_mut().for_each(Relay::close_source);
-                if outputs.iter().all(Relay::finished) {
-                    break;
+    pub(crate) timed_out: bool,
+    exited_at: Option<Instant>,
+}
+
+impl Supervision {
+    /// Supervises a run that has started.
+    pub(crate) fn new(
+        stdin: Option<Relay>,
+        outputs: [Relay; 2],
+        pidfd: std::sync::Arc<OwnedFd>,
+        deadline: Option<Instant>,
+    ) -> Self {
+        Supervision {
+            stdin,
+            outputs,
+            pidfd,
+            deadline,
+            timed_out: false,
+            exited_at: None,
+        }
+    }
+
+    /// The sandbox has exited and its stdout and stderr are passed on.
+    pub(crate) fn done(&self) -> bool {
+        self.exited_at.is_some() && self.outputs.iter().all(Relay::finished)
+    }
+
+    /// What to poll for now.
+    pub(crate) fn interests(&self) -> impl Iterator<Item = (&OwnedFd, PollFlags, Slot)> {
+        let stdin = self
+            .stdin
+            .as_ref()
+            .and_then(Relay::interest)
+            .map(|(fd, events)| (fd, events, Slot::Stdin));
+        let outputs = self.outputs.iter().enumerate().filter_map(|(i, relay)| {
+            relay
+                .interest()
+                .map(|(fd, events)| (fd, events, Slot::Output(i)))
+        });
+        let exit = self
+            .exited_at
+            .is_none()
+            .then_some((&*self.pidfd, PollFlags::IN, Slot::Exit));
+        stdin.into_iter().chain(outputs).chain(exit)
+    }
+
+    /// Handles readiness of `slot`.
+    pub(crate) fn on_ready(&mut self, slot: Slot, scratch: &mut [u8]) {
+        match slot {
+            Slot::Stdin => {
+                if let Some(relay) = &mut self.stdin {
+                    relay.on_ready(scratch);
                 }
+            }
+            Slot::Output(i) => self.outputs[i].on_ready(scratch),
+            Slot::Exit => {
+                self.exited_at = Some(Instant::now());
+                // The stdin relay stops with the sandbox.
+                self.stdin = None;
             }
         }
-        let timeout = match exited_at {
-            Some(_) => Some(Duration::from_millis(100)),
-            None => deadline.map(|d| d.saturating_duration_since(Instant::now())),
-        };
-        let timespec = timeout.map(|t| rustix::time::Timespec {
-            tv_sec: t.as_secs() as i64,
-            tv_nsec: i64::from(t.subsec_nanos()),
-        });
-        let (ready, exited_now) = {
-            let relays = stdin.iter().chain(outputs.iter());
-            let mut polled: Vec<usize> = Vec::with_capacity(3);
-            let mut pollfds: Vec<PollFd<'_>> = Vec::with_capacity(4);
-            for (index, relay) in relays.enumerate() {
-                if let Some((fd, events)) = relay.interest() {
-                    polled.push(index);
-                    pollfds.push(PollFd::new(fd, events));
+    }
+
+    /// Kills the sandbox at its deadline; stops waiting for pipes a
+    /// concurrent spawn may hold past `CLOSE_GRACE` after the exit.
+    /// Returns how long the loop may sleep before calling again.
+    pub(crate) fn tick(&mut self, now: Instant) -> Option<Duration> {
+        match self.exited_at {
+            Some(at) => {
+                if now.saturating_duration_since(at) > CLOSE_GRACE {
+                    self.outputs.iter_mut().for_each(Relay::close_source);
                 }
+                Some(Duration::from_millis(100))
             }
-            if exited_at.is_none() {
-                pollfds.push(PollFd::new(pidfd, PollFlags::IN));
+            None => {
+                let deadline = self.deadline?;
+                if now >= deadline {
+                    if !self.timed_out {
+                        self.timed_out = true;
+                        let _ = rustix::process::pidfd_send_signal(
+                            &*self.pidfd,
+                            rustix::process::Signal::KILL,
+                        );
+                    }
+                    // Killed: the pidfd says when it is gone.
+                    return None;
+                }
+                Some(deadline - now)
             }
-            match rustix::event::poll(&mut pollfds, timespec.as_ref()) {
+        }
+    }
+}
+
+/// A poll(2) timeout for `timeout` (`None`: for ever).
+pub(crate) fn timespec(timeout: Option<Duration>) -> Option<rustix::time::Timespec> {
+    timeout.map(|t| rustix::time::Timespec {
+        tv_sec: t.as_secs() as i64,
+        tv_nsec: i64::from(t.subsec_nanos()),
+    })
+}
+
+/// Drives one supervision to its end in this thread.
+pub(crate) fn supervise_here(supervision: &mut Supervision) -> Result<()> {
+    let mut scratch = vec![0u8; 64 * 1024];
+    loop {
+        let timeout = supervision.tick(Instant::now());
+        if supervision.done() {
+            return Ok(());
+        }
+        let ready: Vec<Slot> = {
+            let (mut pollfds, slots): (Vec<PollFd<'_>>, Vec<Slot>) = supervision
+                .interests()
+                .map(|(fd, events, slot)| (PollFd::new(fd, events), slot))
+                .unzip();
+            match rustix::event::poll(&mut pollfds, timespec(timeout).as_ref()) {
                 Ok(_) | Err(Errno::INTR) => {}
                 Err(e) => return Err(Error::supervise("poll")(e)),
             }
-            let ready: Vec<usize> = polled
-                .iter()
+            slots
+                .into_iter()
                 .zip(&pollfds)
                 .filter(|(_, p)| !p.revents().is_empty())
-                .map(|(&index, _)| index)
-                .collect();
-            let exited_now = exited_at.is_none()
-                && pollfds
-                    .last()
-                    .is_some_and(|p| !p.revents().is_empty() && polled.len() < pollfds.len());
-            (ready, exited_now)
+                .map(|(slot, _)| slot)
+                .collect()
         };
-        let offset = usize::from(stdin.is_some());
-        for index in ready {
-            match (index, stdin.as_mut()) {
-                (0, Some(relay)) => relay.on_ready(&mut scratch),
-                _ => outputs[index - offset].on_ready(&mut scratch),
-            }
-        }
-        if exited_now {
-            exited_at = Some(Instant::now());
-        }
-        if exited_at.is_none()
-            && !timed_out
-            && let Some(d) = deadline
-            && Instant::now() >= d
-        {
-            timed_out = true;
-            let _ = rustix::process::pidfd_send_signal(pidfd, rustix::process::Signal::KILL);
+        for slot in ready {
+            supervision.on_ready(slot, &mut scratch);
         }
     }
-    Ok(timed_out)
 }
 
 #[cfg(test)]

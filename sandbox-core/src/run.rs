@@ -10,7 +10,7 @@ use std::time::Instant;
 use sandbox_policy::{Limit, Policy};
 
 use crate::child::OutputReader;
-use crate::relay::{self, Relay};
+use crate::relay::{self, Relay, Supervision};
 use crate::stdio::{self, StdioChoice, pipe};
 
 use crate::cgroups::RunCgroups;
@@ -42,8 +42,8 @@ pub(crate) struct Started {
     pub(crate) readers: [Option<OutputReader>; 2],
     /// The command's terminal's master, with `pty`.
     pub(crate) terminal: Option<Arc<OwnedFd>>,
-    stdin_relay: Option<Relay>,
-    outputs: [Relay; 2],
+    /// Its relays, pidfd and deadline.
+    pub(crate) supervision: Supervision,
     status: OwnedFd,
     /// Our end of the sync pipe, open while we supervise: the child checks
     /// it to know we are alive.
@@ -350,14 +350,23 @@ pub(crate) fn start(
         },
         None => None,
     };
+    let pidfd = Arc::new(pidfd);
+    let deadline = match inner.policy.resources.wall_time {
+        Some(Limit::Max(t)) => Some(started + t.to_std()),
+        _ => None,
+    };
     Ok(Started {
         pid,
-        pidfd: Arc::new(pidfd),
+        supervision: Supervision::new(
+            wiring.stdin_relay,
+            wiring.outputs,
+            Arc::clone(&pidfd),
+            deadline,
+        ),
+        pidfd,
         stdin: wiring.stdin,
         readers: wiring.readers,
         terminal: wiring.terminal,
-        stdin_relay: wiring.stdin_relay,
-        outputs: wiring.outputs,
         status: status_read,
         _parent_alive: sync_write,
         egress,
@@ -373,16 +382,14 @@ impl Started {
     /// and collects the status and usage.
     pub(crate) fn supervise(mut self, inner: &Inner) -> Result<RunOutcome> {
         drop(self.stdin.take());
-        let deadline = match inner.policy.resources.wall_time {
-            Some(Limit::Max(t)) => Some(self.started + t.to_std()),
-            _ => None,
-        };
-        let timed_out = relay::relay_until_exit(
-            self.stdin_relay.take(),
-            &mut self.outputs,
-            &self.pidfd,
-            deadline,
-        )?;
+        relay::supervise_here(&mut self.supervision)?;
+        self.finish(inner)
+    }
+
+    /// Once the supervision is done: reaps the sandbox and collects the
+    /// status, the usage and what the relays kept.
+    pub(crate) fn finish(mut self, inner: &Inner) -> Result<RunOutcome> {
+        let timed_out = self.supervision.timed_out;
         let usage =
             crate::sys::wait4(self.pid).map_err(Error::supervise("wait for the sandbox"))?;
         self.reaped = true;
@@ -397,7 +404,10 @@ impl Started {
             // PID 1 was killed (timeout, kill()) before the command ended.
             _ => ExitStatus::Signaled(libc::SIGKILL),
         };
-        let [out, err] = std::mem::replace(&mut self.outputs, [Relay::none(), Relay::none()]);
+        let [out, err] = std::mem::replace(
+            &mut self.supervision.outputs,
+            [Relay::none(), Relay::none()],
+        );
         let (stdout, stdout_truncated) = out.into_captured();
         let (stderr, stderr_truncated) = err.into_captured();
         Ok(RunOutcome {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use sandbox_policy::{Policy, SeccompMode};
 
 use crate::cgroups::CgroupPlacement;
-use crate::child::{ChildEnds, SandboxChild};
+use crate::child::SandboxChild;
 use crate::decide::decide;
 use crate::error::{Error, Result};
 use crate::host::HostCapabilities;
@@ -506,10 +506,12 @@ impl SandboxCommand {
         run::start(&self.inner, &self.spec, &choice, false)?.supervise(&self.inner)
     }
 
-    /// Starts the command and returns at once (once it has exec'd). A
-    /// supervisor thread relays its output and enforces the wall-clock
-    /// limit while it runs, whether or not the caller waits; the sandbox is
-    /// tied to that thread's life, not the caller's.
+    /// Starts the command and returns at once (once it has exec'd). The
+    /// process's shared supervisor relays its output and enforces the
+    /// wall-clock limit while it runs, whether or not the caller waits: a
+    /// spawned sandbox costs no thread of its own (one supervising thread
+    /// and a few spawner threads serve them all), and outlives the thread
+    /// that spawned it, not the process.
     ///
     /// Piped stdout and stderr (the default) are readable as they come
     /// from [`SandboxChild::stdout`] and [`SandboxChild::stderr`]; what the
@@ -535,44 +537,15 @@ impl SandboxCommand {
     ///
     /// As for [`output`](SandboxCommand::output).
     pub fn spawn(&self) -> Result<SandboxChild> {
-        let choice = self.choice(Stdio::Piped);
-        let inner = Arc::clone(&self.inner);
-        let spec = self.spec.clone();
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        let handle = std::thread::Builder::new()
-            .name("sandbox-supervisor".into())
-            .spawn(move || -> Result<RunOutcome> {
-                match run::start(&inner, &spec, &choice, true) {
-                    Ok(mut started) => {
-                        let ends = ChildEnds {
-                            pid: started.pid,
-                            pidfd: Arc::clone(&started.pidfd),
-                            stdin: started.stdin.take(),
-                            readers: std::mem::take(&mut started.readers),
-                            terminal: started.terminal.clone(),
-                        };
-                        let _ = tx.send(Ok(ends));
-                        started.supervise(&inner)
-                    }
-                    Err(e) => {
-                        let _ = tx.send(Err(e));
-                        // The real error went to the caller over `tx`.
-                        Err(Error::Supervisor {
-                            what: "the sandbox did not start",
-                        })
-                    }
-                }
-            })
-            .map_err(Error::prepare("start the supervisor thread"))?;
-        match rx.recv() {
-            Ok(Ok(ends)) => Ok(SandboxChild::new(ends, handle)),
-            Ok(Err(e)) => {
-                let _ = handle.join();
-                Err(e)
-            }
-            Err(_) => Err(Error::Supervisor {
-                what: "the supervisor thread ended before it said whether the sandbox started",
+        let ends = crate::supervisor::spawn_blocking(
+            Arc::clone(&self.inner),
+            self.spec.clone(),
+            self.choice(Stdio::Piped),
+            Box::new(move |outcome| {
+                let _ = tx.send(outcome);
             }),
-        }
+        )?;
+        Ok(SandboxChild::new(ends, rx))
     }
 }

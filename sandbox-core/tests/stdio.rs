@@ -122,3 +122,53 @@ fn the_callers_files_are_relayed_and_never_enter_the_sandbox() {
     );
     assert_eq!(lines[2], "from the caller's file");
 }
+
+/// This process's threads that sandbox-core started (named `sandbox-*`;
+/// the test harness's own come and go).
+fn sandbox_threads() -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter(|task| {
+            let comm = task.as_ref().unwrap().path().join("comm");
+            std::fs::read_to_string(comm).is_ok_and(|name| name.starts_with("sandbox-"))
+        })
+        .count()
+}
+
+/// Spawned sandboxes share one supervisor: no thread each; and a sandbox
+/// outlives the thread that spawned it (its parent-death signal is tied to
+/// a spawner thread that never ends, not to the caller's).
+#[test]
+#[ignore = "needs root"]
+fn spawned_sandboxes_cost_no_thread_and_outlive_the_spawning_thread() {
+    common::require_root();
+    let sb = default();
+    warm_up(&sb);
+    let before = sandbox_threads();
+    let mut children: Vec<_> = (0..40)
+        .map(|_| sb.command("sleep").arg("1").spawn().unwrap())
+        .collect();
+    let during = sandbox_threads();
+    assert_eq!(
+        during, before,
+        "sandbox threads with 40 running, and before"
+    );
+    assert_eq!(before, 5, "one supervising thread, four spawners");
+    // Spawned from a thread that then ends.
+    let sb2 = sb.clone();
+    let orphan = std::thread::spawn(move || {
+        sb2.command("sh")
+            .args(["-c", "sleep 0.5; echo alive"])
+            .spawn()
+            .unwrap()
+    })
+    .join()
+    .unwrap();
+    let mut orphan = orphan;
+    let out = orphan.wait().unwrap();
+    assert!(out.success(), "{:?}", out.status);
+    assert_eq!(out.stdout, b"alive\n");
+    for child in &mut children {
+        assert!(child.wait().unwrap().success());
+    }
+}

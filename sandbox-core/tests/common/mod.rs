@@ -20,6 +20,15 @@ pub(crate) fn sandbox_without_tun(toml: &str) -> Sandbox {
     Sandbox::with_host(Policy::from_toml_str(toml).unwrap(), &host).unwrap()
 }
 
+/// One run and one spawn, so that what is made once per process (the
+/// probe, the seccomp program, the shared supervisor's threads and wake
+/// pipe) exists before a test counts what runs hold.
+pub(crate) fn warm_up(sandbox: &Sandbox) {
+    assert!(sh(sandbox, "true").success());
+    let mut child = sandbox.command("true").spawn().unwrap();
+    assert!(child.wait().unwrap().success());
+}
+
 pub(crate) fn sh(sandbox: &Sandbox, script: &str) -> RunOutcome {
     sandbox.command("sh").args(["-c", script]).output().unwrap()
 }

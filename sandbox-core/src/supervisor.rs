@@ -1,0 +1,256 @@
+//! The process's shared supervisor for spawned runs: a few spawner threads
+//! that clone sandboxes and wait for their setup, and one thread that
+//! supervises every running sandbox at once (relays, pidfds, deadlines) in
+//! one poll loop. A spawned run costs no thread of its own.
+//!
+//! The spawner threads never exit: a sandbox's parent-death signal fires
+//! when the *thread* that cloned it ends, so a sandbox cloned from a
+//! caller's short-lived thread (a tokio blocking thread, a worker that
+//! returns) would be killed with it.
+
+use std::sync::mpsc::{Receiver, Sender, SyncSender};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::Instant;
+
+use rustix::event::{PollFd, PollFlags};
+use rustix::io::Errno;
+
+use crate::child::ChildEnds;
+use crate::error::{Error, Result};
+use crate::outcome::RunOutcome;
+use crate::plan::CommandSpec;
+use crate::relay::{self, Slot};
+use crate::run::{self, Inner, Started};
+use crate::stdio::StdioChoice;
+
+/// How many sandboxes may be in setup at once (each spawner thread clones
+/// one and waits for its setup).
+const SPAWNERS: usize = 4;
+
+/// Called once with a run's outcome.
+pub(crate) type Done = Box<dyn FnOnce(Result<RunOutcome>) + Send>;
+
+/// A run to start, and where its ends (or its setup error) go.
+struct SpawnRequest {
+    inner: Arc<Inner>,
+    spec: CommandSpec,
+    choice: StdioChoice,
+    started: Box<dyn FnOnce(Result<ChildEnds>) + Send>,
+    done: Done,
+}
+
+/// A run being supervised.
+struct Entry {
+    started: Started,
+    inner: Arc<Inner>,
+    done: Done,
+}
+
+struct Supervisor {
+    spawn: Mutex<Sender<SpawnRequest>>,
+    /// Runs handed over by the spawners, taken by the supervising thread.
+    incoming: Mutex<Vec<Entry>>,
+    /// Written to wake the supervising thread.
+    wake: OwnedFd,
+}
+
+use std::os::fd::OwnedFd;
+
+static SUPERVISOR: OnceLock<std::result::Result<Supervisor, String>> = OnceLock::new();
+
+fn supervisor() -> Result<&'static Supervisor> {
+    SUPERVISOR
+        .get_or_init(start_threads)
+        .as_ref()
+        .map_err(|why| Error::Prepare {
+            what: format!("start the supervisor threads: {why}"),
+            error: std::io::Error::other(why.clone()),
+        })
+}
+
+fn start_threads() -> std::result::Result<Supervisor, String> {
+    let (wake_read, wake) = rustix::pipe::pipe_with(
+        rustix::pipe::PipeFlags::CLOEXEC | rustix::pipe::PipeFlags::NONBLOCK,
+    )
+    .map_err(|e| format!("the wake pipe: {e}"))?;
+    let (spawn, requests) = std::sync::mpsc::channel::<SpawnRequest>();
+    let requests = Arc::new(Mutex::new(requests));
+    for n in 0..SPAWNERS {
+        let requests = Arc::clone(&requests);
+        std::thread::Builder::new()
+            .name(format!("sandbox-spawner-{n}"))
+            .spawn(move || spawner(&requests))
+            .map_err(|e| format!("a spawner thread: {e}"))?;
+    }
+    std::thread::Builder::new()
+        .name("sandbox-supervisor".into())
+        .spawn(move || {
+            // A bug that panics here must not strand later runs: the runs
+            // it held are killed (dropping a `Started` does) and reported
+            // lost, and the loop starts again.
+            loop {
+                let result = std::panic::catch_unwind(|| supervise_all(&wake_read));
+                if result.is_ok() {
+                    break;
+                }
+            }
+        })
+        .map_err(|e| format!("the supervising thread: {e}"))?;
+    Ok(Supervisor {
+        spawn: Mutex::new(spawn),
+        incoming: Mutex::new(Vec::new()),
+        wake,
+    })
+}
+
+/// A spawner thread: starts runs one after another, for ever.
+fn spawner(requests: &Mutex<Receiver<SpawnRequest>>) {
+    loop {
+        let request = {
+            let receiver = requests.lock().unwrap_or_else(PoisonError::into_inner);
+            match receiver.recv() {
+                Ok(request) => request,
+                Err(_) => return,
+            }
+        };
+        match run::start(&request.inner, &request.spec, &request.choice, true) {
+            Ok(mut started) => {
+                let ends = ChildEnds {
+                    pid: started.pid,
+                    pidfd: Arc::clone(&started.pidfd),
+                    stdin: started.stdin.take(),
+                    readers: std::mem::take(&mut started.readers),
+                    terminal: started.terminal.clone(),
+                };
+                (request.started)(Ok(ends));
+                hand_over(Entry {
+                    started,
+                    inner: request.inner,
+                    done: request.done,
+                });
+            }
+            Err(e) => (request.started)(Err(e)),
+        }
+    }
+}
+
+/// Gives a started run to the supervising thread.
+fn hand_over(entry: Entry) {
+    let Some(Ok(sup)) = SUPERVISOR.get() else {
+        // Unreachable: spawners exist only once the supervisor does.
+        return;
+    };
+    sup.incoming
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .push(entry);
+    let _ = rustix::io::write(&sup.wake, &[1]);
+}
+
+/// Starts `spec` on a spawner thread: `started` gets the child's ends (or
+/// the setup's error) once the command has exec'd, `done` its outcome when
+/// it ends.
+pub(crate) fn spawn(
+    inner: Arc<Inner>,
+    spec: CommandSpec,
+    choice: StdioChoice,
+    started: Box<dyn FnOnce(Result<ChildEnds>) + Send>,
+    done: Done,
+) -> Result<()> {
+    let sup = supervisor()?;
+    sup.spawn
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .send(SpawnRequest {
+            inner,
+            spec,
+            choice,
+            started,
+            done,
+        })
+        .map_err(|_| Error::Supervisor {
+            what: "the spawner threads are gone",
+        })
+}
+
+/// Starts `spec` and waits until it has exec'd (or failed).
+pub(crate) fn spawn_blocking(
+    inner: Arc<Inner>,
+    spec: CommandSpec,
+    choice: StdioChoice,
+    done: Done,
+) -> Result<ChildEnds> {
+    let (tx, rx): (SyncSender<Result<ChildEnds>>, _) = std::sync::mpsc::sync_channel(1);
+    spawn(
+        inner,
+        spec,
+        choice,
+        Box::new(move |ends| {
+            let _ = tx.send(ends);
+        }),
+        done,
+    )?;
+    rx.recv().unwrap_or(Err(Error::Supervisor {
+        what: "the spawner thread ended before it said whether the sandbox started",
+    }))
+}
+
+/// The supervising thread's loop: every run's relays, exits and deadlines
+/// in one poll.
+fn supervise_all(wake_read: &OwnedFd) {
+    let mut entries: Vec<Entry> = Vec::new();
+    let mut scratch = vec![0u8; 64 * 1024];
+    loop {
+        if let Some(Ok(sup)) = SUPERVISOR.get() {
+            entries.append(&mut sup.incoming.lock().unwrap_or_else(PoisonError::into_inner));
+        }
+        let now = Instant::now();
+        let mut timeout = None;
+        let mut i = 0;
+        while i < entries.len() {
+            let wait = entries[i].started.supervision.tick(now);
+            if entries[i].started.supervision.done() {
+                let entry = entries.swap_remove(i);
+                (entry.done)(entry.started.finish(&entry.inner));
+                continue;
+            }
+            timeout = match (timeout, wait) {
+                (Some(a), Some(b)) => Some(std::cmp::min(a, b)),
+                (a, b) => a.or(b),
+            };
+            i += 1;
+        }
+        let ready: Vec<(usize, Slot)> = {
+            let mut pollfds = vec![PollFd::new(wake_read, PollFlags::IN)];
+            let mut owners: Vec<(usize, Slot)> = Vec::new();
+            for (index, entry) in entries.iter().enumerate() {
+                for (fd, events, slot) in entry.started.supervision.interests() {
+                    pollfds.push(PollFd::new(fd, events));
+                    owners.push((index, slot));
+                }
+            }
+            match rustix::event::poll(&mut pollfds, relay::timespec(timeout).as_ref()) {
+                Ok(_) | Err(Errno::INTR) => {}
+                // poll fails only for a bad argument (too many fds): wait
+                // a little and try again rather than spin.
+                Err(_) => std::thread::sleep(std::time::Duration::from_millis(10)),
+            }
+            if !pollfds[0].revents().is_empty() {
+                let mut buf = [0u8; 256];
+                while matches!(rustix::io::read(wake_read, &mut buf), Ok(n) if n > 0) {}
+            }
+            owners
+                .into_iter()
+                .zip(&pollfds[1..])
+                .filter(|(_, p)| !p.revents().is_empty())
+                .map(|(owner, _)| owner)
+                .collect()
+        };
+        for (index, slot) in ready {
+            entries[index]
+                .started
+                .supervision
+                .on_ready(slot, &mut scratch);
+        }
+    }
+}

@@ -276,6 +276,11 @@ pub struct ChildControl {
 }
 
 impl ChildControl {
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    pub(crate) fn new(pidfd: Option<Arc<OwnedFd>>, terminal: Option<Arc<OwnedFd>>) -> Self {
+        ChildControl { pidfd, terminal }
+    }
+
     /// As [`SandboxChild::kill`].
     ///
     /// # Errors

@@ -137,6 +137,11 @@ impl Error {
             error: errno.into(),
         }
     }
+
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    pub(crate) fn supervise_io(what: &'static str) -> impl FnOnce(io::Error) -> Error {
+        move |error| Error::Supervise { what, error }
+    }
 }
 
 /// Results of this crate.

@@ -67,8 +67,11 @@
 //! ```
 #![deny(missing_docs)]
 
+#[cfg(feature = "tokio")]
+mod async_child;
 mod cgroups;
 mod child;
+mod command;
 mod credentials;
 mod decide;
 mod error;
@@ -93,18 +96,21 @@ mod stdio;
 mod supervisor;
 mod sys;
 
+#[cfg(feature = "tokio")]
+pub use async_child::{AsyncChild, AsyncOutputReader};
 pub use cgroups::{
     CgroupPlacement, CgroupStrategy, CgroupSupport, SUPERVISOR_LEAF, UnifiedHierarchy, V1Hierarchy,
     V2Placement,
 };
 pub use child::{ChildControl, OutputReader, SandboxChild};
+pub use command::SandboxCommand;
 pub use error::{Error, Result};
 pub use host::{Capability, HostCapabilities, MINIMUM_KERNEL};
 pub use outcome::{EgressStats, ExitStatus, RunOutcome};
 pub use probe::{probe, probe_now};
 pub use quotas::RunIds;
 pub use report::{Downgrade, EffectiveSandbox, Layer, LayerReport, Note};
-pub use sandbox::{Sandbox, SandboxCommand};
+pub use sandbox::Sandbox;
 pub use seccomp::{
     DEFAULT_DENIED, KNOWN_SYSCALLS, STRICT_ALLOWED, SeccompError, SeccompOptions, SeccompProgram,
     syscall_number,

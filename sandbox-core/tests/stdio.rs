@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use sandbox_core::{ExitStatus, Sandbox, Stdio};
 
 mod common;
+use common::threads::sandbox_threads;
 use common::*;
 
 fn default() -> Sandbox {
@@ -121,18 +122,6 @@ fn the_callers_files_are_relayed_and_never_enter_the_sandbox() {
         "{text}"
     );
     assert_eq!(lines[2], "from the caller's file");
-}
-
-/// This process's threads that sandbox-core started (named `sandbox-*`;
-/// the test harness's own come and go).
-fn sandbox_threads() -> usize {
-    std::fs::read_dir("/proc/self/task")
-        .unwrap()
-        .filter(|task| {
-            let comm = task.as_ref().unwrap().path().join("comm");
-            std::fs::read_to_string(comm).is_ok_and(|name| name.starts_with("sandbox-"))
-        })
-        .count()
 }
 
 /// Spawned sandboxes share one supervisor: no thread each; and a sandbox

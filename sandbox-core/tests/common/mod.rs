@@ -2,6 +2,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 pub(crate) mod pty;
+pub(crate) mod threads;
 
 use sandbox_core::{RunOutcome, Sandbox};
 use sandbox_policy::Policy;

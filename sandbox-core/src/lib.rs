@@ -74,6 +74,7 @@ mod child;
 mod command;
 mod credentials;
 mod decide;
+mod egress_pool;
 mod error;
 mod findings;
 mod host;
@@ -104,6 +105,7 @@ pub use cgroups::{
 };
 pub use child::{ChildControl, OutputReader, SandboxChild};
 pub use command::SandboxCommand;
+pub use egress_pool::set_forwarder_threads;
 pub use error::{Error, Result};
 pub use host::{Capability, HostCapabilities, MINIMUM_KERNEL};
 pub use outcome::{EgressStats, ExitStatus, RunOutcome};

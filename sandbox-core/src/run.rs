@@ -10,13 +10,14 @@ use std::time::Instant;
 use sandbox_policy::{Limit, Policy};
 
 use crate::child::OutputReader;
+use crate::egress_pool::EgressRun;
 use crate::relay::{self, Relay, Supervision};
 use crate::stdio::{self, StdioChoice, pipe};
 
 use crate::cgroups::RunCgroups;
 use crate::decide::Decisions;
 use crate::error::{Error, Result};
-use crate::outcome::{EgressStats, ExitStatus, RunOutcome};
+use crate::outcome::{ExitStatus, RunOutcome};
 use crate::plan::{self, CommandSpec, PlanFds};
 use crate::quotas::RunIds;
 use crate::report::EffectiveSandbox;
@@ -54,25 +55,6 @@ pub(crate) struct Started {
     reaped: bool,
 }
 
-/// The forwarder of a run with allowlisted egress.
-#[derive(Debug)]
-struct EgressRun {
-    stop: Arc<std::sync::atomic::AtomicBool>,
-    thread: Option<std::thread::JoinHandle<EgressStats>>,
-}
-
-impl EgressRun {
-    /// Stops the forwarder; what it did.
-    fn stop(&mut self) -> Option<EgressStats> {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        let thread = self.thread.take()?;
-        Some(thread.join().unwrap_or_else(|_| EgressStats {
-            error: Some("the forwarder thread panicked".into()),
-            ..EgressStats::default()
-        }))
-    }
-}
-
 fn start_forwarder(inner: &Inner, socket: &OwnedFd) -> Result<EgressRun> {
     use sandbox_net::forward::{EgressForwarder, EgressPolicy, ForwarderLimits};
     use sandbox_net::{EgressAddressing, Gateway};
@@ -84,7 +66,7 @@ fn start_forwarder(inner: &Inner, socket: &OwnedFd) -> Result<EgressRun> {
     };
     let tap = sandbox_net::recv_fd(socket).map_err(fail("receive the tap fd"))?;
     let policy = EgressPolicy::from_network(&inner.policy.network, Gateway::default());
-    let mut forwarder = EgressForwarder::new(
+    let forwarder = EgressForwarder::new(
         tap,
         policy,
         &EgressAddressing {
@@ -99,19 +81,7 @@ fn start_forwarder(inner: &Inner, socket: &OwnedFd) -> Result<EgressRun> {
         ForwarderLimits::default(),
     )
     .map_err(fail("start the egress forwarder"))?;
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let flag = Arc::clone(&stop);
-    let thread = std::thread::Builder::new()
-        .name("sandbox-egress".into())
-        .spawn(move || {
-            let error = forwarder.run(&flag).err().map(|e| e.to_string());
-            EgressStats::from_counters(&forwarder.counters(), error)
-        })
-        .map_err(Error::prepare("start the egress forwarder thread"))?;
-    Ok(EgressRun {
-        stop,
-        thread: Some(thread),
-    })
+    crate::egress_pool::run(forwarder)
 }
 
 /// What every run of one sandbox shares: the resolved policy, the

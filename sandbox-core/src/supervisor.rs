@@ -6,8 +6,13 @@
 //! The spawner threads never exit: a sandbox's parent-death signal fires
 //! when the *thread* that cloned it ends, so a sandbox cloned from a
 //! caller's short-lived thread (a tokio blocking thread, a worker that
-//! returns) would be killed with it.
+//! returns) would be killed with it. And a thread has a network namespace
+//! of its own (a caller may have entered one): a sandbox with the host's
+//! network, and a run's egress forwarder, must be in the caller's. So
+//! there is a set of spawners per network namespace runs are started
+//! from, started from a thread of it (threads inherit it).
 
+use std::os::fd::OwnedFd;
 use std::sync::mpsc::{Receiver, Sender, SyncSender};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Instant;
@@ -47,14 +52,13 @@ struct Entry {
 }
 
 struct Supervisor {
-    spawn: Mutex<Sender<SpawnRequest>>,
+    /// The spawners of each network namespace (by inode).
+    spawners: Mutex<std::collections::HashMap<u64, Sender<SpawnRequest>>>,
     /// Runs handed over by the spawners, taken by the supervising thread.
     incoming: Mutex<Vec<Entry>>,
     /// Written to wake the supervising thread.
     wake: OwnedFd,
 }
-
-use std::os::fd::OwnedFd;
 
 static SUPERVISOR: OnceLock<std::result::Result<Supervisor, String>> = OnceLock::new();
 
@@ -63,7 +67,7 @@ fn supervisor() -> Result<&'static Supervisor> {
         .get_or_init(start_threads)
         .as_ref()
         .map_err(|why| Error::Prepare {
-            what: format!("start the supervisor threads: {why}"),
+            what: "start the supervisor thread".into(),
             error: std::io::Error::other(why.clone()),
         })
 }
@@ -73,15 +77,6 @@ fn start_threads() -> std::result::Result<Supervisor, String> {
         rustix::pipe::PipeFlags::CLOEXEC | rustix::pipe::PipeFlags::NONBLOCK,
     )
     .map_err(|e| format!("the wake pipe: {e}"))?;
-    let (spawn, requests) = std::sync::mpsc::channel::<SpawnRequest>();
-    let requests = Arc::new(Mutex::new(requests));
-    for n in 0..SPAWNERS {
-        let requests = Arc::clone(&requests);
-        std::thread::Builder::new()
-            .name(format!("sandbox-spawner-{n}"))
-            .spawn(move || spawner(&requests))
-            .map_err(|e| format!("a spawner thread: {e}"))?;
-    }
     std::thread::Builder::new()
         .name("sandbox-supervisor".into())
         .spawn(move || {
@@ -97,10 +92,25 @@ fn start_threads() -> std::result::Result<Supervisor, String> {
         })
         .map_err(|e| format!("the supervising thread: {e}"))?;
     Ok(Supervisor {
-        spawn: Mutex::new(spawn),
+        spawners: Mutex::new(std::collections::HashMap::new()),
         incoming: Mutex::new(Vec::new()),
         wake,
     })
+}
+
+/// Starts `SPAWNERS` spawner threads from this thread (in its network
+/// namespace); where to send them requests.
+fn start_spawners() -> Result<Sender<SpawnRequest>> {
+    let (spawn, requests) = std::sync::mpsc::channel::<SpawnRequest>();
+    let requests = Arc::new(Mutex::new(requests));
+    for n in 0..SPAWNERS {
+        let requests = Arc::clone(&requests);
+        std::thread::Builder::new()
+            .name(format!("sandbox-spawner-{n}"))
+            .spawn(move || spawner(&requests))
+            .map_err(Error::prepare("start a spawner thread"))?;
+    }
+    Ok(spawn)
 }
 
 /// A spawner thread: starts runs one after another, for ever.
@@ -158,19 +168,21 @@ pub(crate) fn spawn(
     done: Done,
 ) -> Result<()> {
     let sup = supervisor()?;
-    sup.spawn
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .send(SpawnRequest {
-            inner,
-            spec,
-            choice,
-            started,
-            done,
-        })
-        .map_err(|_| Error::Supervisor {
-            what: "the spawner threads are gone",
-        })
+    let request = SpawnRequest {
+        inner,
+        spec,
+        choice,
+        started,
+        done,
+    };
+    let mut spawners = sup.spawners.lock().unwrap_or_else(PoisonError::into_inner);
+    let sender = match spawners.entry(crate::egress_pool::thread_netns()) {
+        std::collections::hash_map::Entry::Occupied(sender) => sender.into_mut(),
+        std::collections::hash_map::Entry::Vacant(slot) => slot.insert(start_spawners()?),
+    };
+    sender.send(request).map_err(|_| Error::Supervisor {
+        what: "the spawner threads are gone",
+    })
 }
 
 /// Starts `spec` and waits until it has exec'd (or failed).

@@ -171,3 +171,65 @@ fn allowlisted_egress_reaches_only_what_is_allowed() {
     .join()
     .unwrap();
 }
+
+/// This process's threads named `sandbox-egress-*` in the calling
+/// thread's network namespace.
+fn egress_threads_here() -> usize {
+    use std::os::unix::fs::MetadataExt;
+    let here = std::fs::metadata("/proc/thread-self/ns/net").unwrap().ino();
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .flatten()
+        .filter(|task| {
+            std::fs::read_to_string(task.path().join("comm"))
+                .is_ok_and(|name| name.starts_with("sandbox-egress-"))
+                && std::fs::metadata(task.path().join("ns/net")).is_ok_and(|m| m.ino() == here)
+        })
+        .count()
+}
+
+/// Twenty runs with egress at once cost the pool's two threads, not one
+/// each; and a run spawned from a thread in a network namespace of its
+/// own gets that namespace (its spawner and forwarder threads live there).
+#[test]
+#[ignore = "needs root"]
+fn egress_runs_share_a_forwarder_pool_in_the_callers_namespace() {
+    common::require_root();
+    let host_view = sandbox("[network]\nmode = \"host\"\n");
+    let fib = |sb: &Sandbox| {
+        let mut child = sb.command("cat").arg("/proc/net/fib_trie").spawn().unwrap();
+        String::from_utf8_lossy(&child.wait().unwrap().stdout).into_owned()
+    };
+    // Control: from the test's own namespace, no such address.
+    assert!(!fib(&host_view).contains("198.18.4.4"));
+    std::thread::spawn(move || {
+        enter_world(&["198.18.4.4"]);
+        serve_http("198.18.4.4:80", "pooled\n");
+        assert!(
+            fib(&host_view).contains("198.18.4.4"),
+            "spawned in the caller's namespace"
+        );
+        let sb = sandbox("[network]\nmode = \"allowlist\"\nallow = [\"198.18.4.4/32\"]\n");
+        let script = "exec 3<>/dev/tcp/198.18.4.4/80; printf 'GET / HTTP/1.0\\r\\n\\r\\n' >&3; \
+                      sleep 1; tail -n 1 <&3";
+        let mut children: Vec<_> = (0..20)
+            .map(|_| sb.command("bash").args(["-c", script]).spawn().unwrap())
+            .collect();
+        assert_eq!(
+            egress_threads_here(),
+            2,
+            "20 forwarders on the pool's 2 threads"
+        );
+        for child in &mut children {
+            let out = child.wait().unwrap();
+            assert_eq!(String::from_utf8_lossy(&out.stdout), "pooled\n", "{out:?}");
+            let egress = out.egress.expect("the forwarder's figures");
+            assert!(
+                egress.tcp_connections == 1 && egress.error.is_none(),
+                "{egress}"
+            );
+        }
+    })
+    .join()
+    .unwrap();
+}

@@ -9,10 +9,8 @@ use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::os::fd::OwnedFd;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use rustix::event::{PollFd, PollFlags};
 use sandbox_policy::Protocol;
 
 use crate::egress::EgressAddressing;
@@ -31,24 +29,24 @@ pub const GATEWAY_MAC: Mac = [0x02, 0x53, 0x42, 0x58, 0x00, 0x02];
 
 /// The largest frame read from the tap: a 64 KiB segment (GSO), its
 /// Ethernet header and the virtio_net_hdr, rounded up.
-const FRAME_CAPACITY: usize = 65536 + 64;
+pub(super) const FRAME_CAPACITY: usize = 65536 + 64;
 
 /// Frames read from the tap before the stack runs: a sandbox flooding
 /// the tap waits in its own queue, not in the forwarder's memory.
 const TAP_BATCH: usize = 256;
 
-struct UdpFlow {
-    socket: UdpSocket,
+pub(super) struct UdpFlow {
+    pub(super) socket: UdpSocket,
     /// The guest's address and the destination it sent to (replies come
     /// from there, as the guest sees it).
     guest: SocketAddr,
     remote: SocketAddr,
-    last: Instant,
+    pub(super) last: Instant,
 }
 
 /// The userspace side of a sandbox's egress.
 pub struct EgressForwarder {
-    tap: OwnedFd,
+    pub(super) tap: OwnedFd,
     /// The tap's frames carry a `virtio_net_hdr`.
     vnet: bool,
     /// … and TCP checksums and segmentation are offloaded.
@@ -56,12 +54,12 @@ pub struct EgressForwarder {
     pub(super) policy: EgressPolicy,
     pub(super) guest_mac: Option<Mac>,
     dns_upstream: Option<SocketAddr>,
-    limits: ForwarderLimits,
+    pub(super) limits: ForwarderLimits,
     new_flows: RateLimit,
     gateway_v6: Option<Ipv6Addr>,
-    flows: HashMap<(SocketAddr, SocketAddr), UdpFlow>,
-    echoes: EchoRelay,
-    tcp: TcpRelay,
+    pub(super) flows: HashMap<(SocketAddr, SocketAddr), UdpFlow>,
+    pub(super) echoes: EchoRelay,
+    pub(super) tcp: TcpRelay,
     pub(super) counters: Counters,
 }
 
@@ -145,7 +143,7 @@ impl EgressForwarder {
     }
 
     /// Reads a batch of frames from the tap; `false` once it is closed.
-    fn read_tap(&mut self) -> Result<bool> {
+    pub(super) fn read_tap(&mut self) -> Result<bool> {
         for _ in 0..TAP_BATCH {
             // Read into a buffer of its own that the stack then
             // takes as it is (no copy).
@@ -170,80 +168,6 @@ impl EgressForwarder {
         Ok(true)
     }
 
-    /// Runs until `stop` is set (checked at least every 100 ms) or the tap
-    /// is closed.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Os`] if polling or the tap fails.
-    pub fn run(&mut self, stop: &AtomicBool) -> Result<()> {
-        let mut frame = vec![0u8; FRAME_CAPACITY];
-        while !stop.load(Ordering::Relaxed) {
-            let keys: Vec<(SocketAddr, SocketAddr)> = self.flows.keys().copied().collect();
-            let timer = self
-                .tcp
-                .next_timer()
-                .unwrap_or(Duration::from_millis(100))
-                .min(Duration::from_millis(100));
-            let (ready, echo_keys): (Vec<bool>, Vec<EchoKey>) = {
-                let echo_fds = self.echoes.sockets();
-                let mut fds: Vec<PollFd<'_>> = Vec::with_capacity(1 + keys.len() + echo_fds.len());
-                fds.push(PollFd::new(&self.tap, PollFlags::IN));
-                for key in &keys {
-                    if let Some(flow) = self.flows.get(key) {
-                        fds.push(PollFd::new(&flow.socket, PollFlags::IN));
-                    }
-                }
-                let echo_keys = echo_fds.iter().map(|(key, _)| *key).collect();
-                for (_, fd) in &echo_fds {
-                    fds.push(PollFd::from_borrowed_fd(*fd, PollFlags::IN));
-                }
-                let host_fds = self.tcp.host_fds();
-                for &(fd, read, write) in &host_fds {
-                    let mut flags = PollFlags::empty();
-                    if read {
-                        flags |= PollFlags::IN;
-                    }
-                    if write {
-                        flags |= PollFlags::OUT;
-                    }
-                    fds.push(PollFd::from_borrowed_fd(fd, flags));
-                }
-                let timeout = rustix::time::Timespec {
-                    tv_sec: 0,
-                    tv_nsec: timer.as_nanos() as i64,
-                };
-                match rustix::event::poll(&mut fds, Some(&timeout)) {
-                    Ok(_) | Err(rustix::io::Errno::INTR) => {}
-                    Err(e) => return Err(Error::os("poll")(e)),
-                }
-                let ready = fds.iter().map(|p| !p.revents().is_empty()).collect();
-                (ready, echo_keys)
-            };
-            if ready.first().copied().unwrap_or(false) && !self.read_tap()? {
-                return Ok(());
-            }
-            for (key, is_ready) in keys.iter().zip(ready.iter().skip(1)) {
-                if *is_ready {
-                    self.relay_in(*key, &mut frame);
-                }
-            }
-            let echo_ready = ready.iter().skip(1 + keys.len());
-            for (key, is_ready) in echo_keys.iter().zip(echo_ready) {
-                if *is_ready {
-                    self.echo_in(*key, &mut frame);
-                }
-            }
-            for out in self.tcp.pump() {
-                self.send_stack_frame(out);
-            }
-            let idle = self.limits.udp_idle;
-            self.flows.retain(|_, flow| flow.last.elapsed() < idle);
-            self.echoes.expire(idle);
-        }
-        Ok(())
-    }
-
     /// Writes a frame the forwarder built itself (checksums complete).
     pub(super) fn send_frame(&mut self, frame: &[u8]) {
         let written = if self.vnet {
@@ -263,7 +187,7 @@ impl EgressForwarder {
     /// Writes a frame of the TCP stack, which left room for the
     /// virtio_net_hdr in front (and, with offloads, no TCP checksum: the
     /// header tells the sandbox's kernel to trust the partial one).
-    fn send_stack_frame(&mut self, mut out: Vec<u8>) {
+    pub(super) fn send_stack_frame(&mut self, mut out: Vec<u8>) {
         if self.vnet {
             let (header, frame) = out.split_at_mut(VNET_HDR_LEN);
             header.fill(0);
@@ -431,7 +355,7 @@ impl EgressForwarder {
     }
 
     /// The replies waiting on an echo flow, to the guest.
-    fn echo_in(&mut self, key: EchoKey, buffer: &mut [u8]) {
+    pub(super) fn echo_in(&mut self, key: EchoKey, buffer: &mut [u8]) {
         let Some(guest_mac) = self.guest_mac else {
             return;
         };
@@ -504,7 +428,7 @@ impl EgressForwarder {
         }
     }
 
-    fn relay_in(&mut self, key: (SocketAddr, SocketAddr), buffer: &mut [u8]) {
+    pub(super) fn relay_in(&mut self, key: (SocketAddr, SocketAddr), buffer: &mut [u8]) {
         let Some(guest_mac) = self.guest_mac else {
             return;
         };

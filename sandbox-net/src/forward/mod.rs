@@ -17,6 +17,7 @@ mod frame;
 mod limits;
 mod offload;
 mod policy;
+mod poll;
 mod tcp;
 
 pub use counters::Counters;
@@ -27,4 +28,5 @@ pub use frame::{
 };
 pub use limits::ForwarderLimits;
 pub use policy::{EgressPolicy, Refusal, Verdict, canonical};
+pub use poll::PollRound;
 pub use tcp::{TCP_BUFFER_BYTES, TcpCounters};

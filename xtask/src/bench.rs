@@ -7,6 +7,9 @@
 //! `cargo xtask bench egress [--rounds N] [--seconds N]`: iperf3 and
 //! request/response latency through our forwarder against pasta and
 //! slirp4netns.
+//! `cargo xtask bench concurrent [--sandboxes N] [--networked N]`: N
+//! sandboxes alive at once from one tokio runtime against bubblewrap
+//! launched from the same runtime; threads, memory per sandbox, leaks.
 //!
 //! By default it runs `benches/fs_pairwise.rs`, which interleaves the three
 //! implementations in rounds and prints the ratio table; `--criterion` runs
@@ -22,8 +25,9 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
         Some("spawn") => spawn(&args[1..]),
         Some("nft") => nft(&args[1..]),
         Some("egress") => egress(&args[1..]),
+        Some("concurrent") => concurrent(&args[1..]),
         _ => Err(
-            "usage: cargo xtask bench fs [--disk] [--criterion] | bench spawn [--rounds N] | bench nft [--rounds N] | bench egress [--rounds N] [--seconds N]".into(),
+            "usage: cargo xtask bench fs [--disk] [--criterion] | bench spawn [--rounds N] | bench nft [--rounds N] | bench egress [--rounds N] [--seconds N] | bench concurrent [--sandboxes N] [--networked N]".into(),
         ),
     }
 }
@@ -88,6 +92,20 @@ fn egress(args: &[String]) -> Result<(), String> {
     }
     if let Some(seconds) = run::flag_value(args, "--seconds")? {
         cmd.env("EGRESS_SECONDS", seconds.to_string());
+    }
+    run::status(&mut cmd)
+}
+
+fn concurrent(args: &[String]) -> Result<(), String> {
+    crate::packages::ensure(crate::packages::FOR_SPAWN_BENCH)?;
+    let mut cmd = Command::new(run::cargo_bin());
+    cmd.args(["bench", "-q", "-p", "benches", "--bench", "concurrent"])
+        .current_dir(run::workspace_root());
+    if let Some(n) = run::flag_value(args, "--sandboxes")? {
+        cmd.env("CONCURRENT_SANDBOXES", n.to_string());
+    }
+    if let Some(n) = run::flag_value(args, "--networked")? {
+        cmd.env("CONCURRENT_NETWORKED", n.to_string());
     }
     run::status(&mut cmd)
 }

@@ -15,6 +15,8 @@
 
 #[path = "../../sandbox-core/tests/common/leaks.rs"]
 mod leaks;
+#[path = "../../sandbox-core/tests/common/world.rs"]
+mod world;
 
 use std::process::Stdio as StdStdio;
 use std::sync::Arc;
@@ -23,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use sandbox_core::{Sandbox, Stdio};
 use sandbox_policy::Policy;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
 
 const SERVER: &str = "198.18.5.5";
 
@@ -48,29 +50,6 @@ fn status_field(name: &str) -> u64 {
                 .ok()
         })
         .unwrap_or(0)
-}
-
-/// The bench's world: this thread (and so the runtime's threads, made
-/// after) in a network namespace of its own, loopback up, the server's
-/// address on it.
-fn enter_world() -> Result<(), String> {
-    sandbox_net::unshare_network_namespace().map_err(|e| e.to_string())?;
-    let rtnl = sandbox_net::Rtnetlink::open().map_err(|e| e.to_string())?;
-    let mut setup = sandbox_net::Requests::new();
-    setup
-        .set_link(
-            sandbox_net::Link::Name("lo"),
-            sandbox_net::LinkChange {
-                up: Some(true),
-                ..Default::default()
-            },
-        )
-        .map_err(|e| e.to_string())?;
-    let addr = SERVER.parse().map_err(|e| format!("{SERVER}: {e}"))?;
-    setup
-        .add_address(sandbox_net::Link::Index(1), addr, 32)
-        .map_err(|e| e.to_string())?;
-    rtnl.execute(&setup).map_err(|e| e.to_string())
 }
 
 /// An HTTP/1.0 server on `SERVER:80` answering every request.
@@ -105,6 +84,46 @@ struct Launched {
     ok: bool,
 }
 
+impl Launched {
+    fn failed(start: Instant) -> Self {
+        Launched {
+            up_after: start.elapsed(),
+            ok: false,
+        }
+    }
+}
+
+/// A sandbox's first two lines: when the first came (since `start`),
+/// whether it was `up`, and the second.
+async fn watch<R: AsyncRead + Unpin>(
+    stdout: R,
+    start: Instant,
+) -> (Duration, bool, Option<String>) {
+    let mut lines = BufReader::new(stdout).lines();
+    let first = lines.next_line().await;
+    let up_after = start.elapsed();
+    let second = lines.next_line().await.ok().flatten();
+    (
+        up_after,
+        matches!(first, Ok(Some(ref l)) if l == "up"),
+        second,
+    )
+}
+
+/// Runs launches to their end, sampling the thread count as they finish.
+async fn collect(
+    mut jobs: tokio::task::JoinSet<Launched>,
+    start: Instant,
+    peak_threads: &AtomicUsize,
+) -> Vec<Launched> {
+    let mut launched = Vec::with_capacity(jobs.len());
+    while let Some(done) = jobs.join_next().await {
+        peak_threads.fetch_max(status_field("Threads") as usize, Ordering::Relaxed);
+        launched.push(done.unwrap_or_else(|_| Launched::failed(start)));
+    }
+    launched
+}
+
 /// Launches `count` sandboxes of ours at once; the first `networked`
 /// connect to the server first.
 async fn ours(
@@ -135,52 +154,30 @@ async fn ours(
                 Ok(child) => child,
                 Err(e) => {
                     eprintln!("spawn {i}: {e}");
-                    return Launched {
-                        up_after: start.elapsed(),
-                        ok: false,
-                    };
+                    return Launched::failed(start);
                 }
             };
             let Some(stdout) = child.stdout.take() else {
-                return Launched {
-                    up_after: start.elapsed(),
-                    ok: false,
-                };
+                return Launched::failed(start);
             };
-            let mut lines = BufReader::new(stdout).lines();
-            let first = lines.next_line().await;
-            let up_after = start.elapsed();
-            let second = lines.next_line().await;
+            let (up_after, up, second) = watch(stdout, start).await;
             let outcome = child.wait().await;
-            let ok = matches!(first, Ok(Some(ref l)) if l == "up")
-                && match (i < networked, &second, &outcome) {
-                    (true, Ok(Some(line)), Ok(out)) => {
-                        line == "served"
-                            && out.success()
-                            && out.egress.as_ref().is_some_and(|e| e.tcp_connections == 1)
+            let ok = up
+                && match (second.as_deref(), &outcome) {
+                    (Some("served"), Ok(out)) if i < networked => {
+                        out.success() && out.egress.as_ref().is_some_and(|e| e.tcp_connections == 1)
                     }
-                    (false, Ok(Some(line)), Ok(out)) => line == "done" && out.success(),
+                    (Some("done"), Ok(out)) => out.success(),
                     _ => false,
                 };
             if !ok {
-                eprintln!(
-                    "sandbox {i}: {first:?} {second:?} {:?}",
-                    outcome.map(|o| o.status)
-                );
+                eprintln!("sandbox {i}: {second:?} {:?}", outcome.map(|o| o.status));
             }
             Launched { up_after, ok }
         });
         peak_threads.fetch_max(status_field("Threads") as usize, Ordering::Relaxed);
     }
-    let mut launched = Vec::with_capacity(count);
-    while let Some(done) = jobs.join_next().await {
-        peak_threads.fetch_max(status_field("Threads") as usize, Ordering::Relaxed);
-        launched.push(done.unwrap_or(Launched {
-            up_after: start.elapsed(),
-            ok: false,
-        }));
-    }
-    launched
+    collect(jobs, start, peak_threads).await
 }
 
 /// Launches `count` bubblewrap sandboxes at once from the runtime
@@ -191,55 +188,26 @@ async fn bwrap(count: usize) -> Vec<Launched> {
     for _ in 0..count {
         jobs.spawn(async move {
             let child = tokio::process::Command::new("bwrap")
-                .args([
-                    "--unshare-all",
-                    "--ro-bind",
-                    "/",
-                    "/",
-                    "--dev",
-                    "/dev",
-                    "--proc",
-                    "/proc",
-                    "bash",
-                    "-c",
-                    "echo up; sleep 3; echo done",
-                ])
+                .args(benches::BWRAP_SANDBOX)
+                .args(["bash", "-c", "echo up; sleep 3; echo done"])
                 .stdin(StdStdio::null())
                 .stdout(StdStdio::piped())
                 .stderr(StdStdio::null())
                 .kill_on_drop(true)
                 .spawn();
             let Ok(mut child) = child else {
-                return Launched {
-                    up_after: start.elapsed(),
-                    ok: false,
-                };
+                return Launched::failed(start);
             };
             let Some(stdout) = child.stdout.take() else {
-                return Launched {
-                    up_after: start.elapsed(),
-                    ok: false,
-                };
+                return Launched::failed(start);
             };
-            let mut lines = BufReader::new(stdout).lines();
-            let first = lines.next_line().await;
-            let up_after = start.elapsed();
-            let second = lines.next_line().await;
+            let (up_after, up, second) = watch(stdout, start).await;
             let status = child.wait().await;
-            let ok = matches!(first, Ok(Some(ref l)) if l == "up")
-                && matches!(second, Ok(Some(ref l)) if l == "done")
-                && status.is_ok_and(|s| s.success());
+            let ok = up && second.as_deref() == Some("done") && status.is_ok_and(|s| s.success());
             Launched { up_after, ok }
         });
     }
-    let mut launched = Vec::with_capacity(count);
-    while let Some(done) = jobs.join_next().await {
-        launched.push(done.unwrap_or(Launched {
-            up_after: start.elapsed(),
-            ok: false,
-        }));
-    }
-    launched
+    collect(jobs, start, &AtomicUsize::new(0)).await
 }
 
 /// Launches per second: sandboxes up over the time until the last was up.
@@ -268,7 +236,9 @@ fn main() -> Result<(), String> {
     let count = env_number("CONCURRENT_SANDBOXES", 1000);
     let networked = env_number("CONCURRENT_NETWORKED", 200).min(count);
     raise_fd_limit()?;
-    enter_world()?;
+    // This thread, and so the runtime's threads made after, in a network
+    // namespace of the bench's own, the server's address on its loopback.
+    world::enter_world(&[SERVER]);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -49,17 +49,7 @@ fn main() {
             .and_then(|p| Sandbox::new(p).map_err(|e| e.to_string()))
             .unwrap_or_else(|e| panic!("{e}"));
     let mut bwrap = Command::new("bwrap");
-    bwrap.args([
-        "--unshare-all",
-        "--ro-bind",
-        "/",
-        "/",
-        "--dev",
-        "/dev",
-        "--proc",
-        "/proc",
-        "/bin/true",
-    ]);
+    bwrap.args(benches::BWRAP_SANDBOX).arg("/bin/true");
     let mut sbx_cmd = Command::new(&sbx);
     sbx_cmd.args(["run", "--profile", "default", "--", "/bin/true"]);
     let variants: Vec<(&str, Run)> = vec![

@@ -14,6 +14,20 @@ use openat2_root::{OpenOptions, Root};
 
 pub mod data;
 
+/// bubblewrap's arguments for the sandbox the spawn benches compare with:
+/// every namespace, the host's root read-only, a fresh /dev and /proc
+/// (the command follows).
+pub const BWRAP_SANDBOX: [&str; 8] = [
+    "--unshare-all",
+    "--ro-bind",
+    "/",
+    "/",
+    "--dev",
+    "/dev",
+    "--proc",
+    "/proc",
+];
+
 /// The path depths measured (components, the last one included).
 pub const DEPTHS: [usize; 3] = [1, 4, 16];
 

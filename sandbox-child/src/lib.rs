@@ -32,7 +32,7 @@ mod spawn;
 mod step;
 mod trial;
 
-pub use progress::{Progress, Setup, read_record_within};
+pub use progress::{Progress, Setup, TIMED_STEPS, monotonic_ns, read_record_within};
 pub use record::{
     RECORD_COMMAND_STATUS, RECORD_LEN, RECORD_STEP_FAILED, RECORD_STEP_PANICKED, decode_record,
 };

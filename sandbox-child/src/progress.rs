@@ -5,7 +5,7 @@
 //! parent gives up on it.
 
 use std::os::fd::OwnedFd;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use rustix::io::Errno;
@@ -14,19 +14,33 @@ use crate::record::{RECORD_LEN, decode_record};
 
 /// A page shared with the children cloned after it was made (`MAP_SHARED`
 /// survives `clone` without `CLONE_VM`): the child stores the index of
-/// each step before it runs it; the parent reads it.
+/// each step before it runs it, and when it started it (`CLOCK_MONOTONIC`,
+/// for the first `TIMED_STEPS` steps); the parent reads them.
 #[derive(Debug)]
 pub struct Progress {
     page: *mut AtomicU32,
 }
 
 // SAFETY: the page is only ever accessed through the `AtomicU32` at its
-// start, which is Sync; the mapping lives until `Progress` is dropped.
+// start and the `AtomicU64`s after it, which are Sync; the mapping lives
+// until `Progress` is dropped.
 unsafe impl Send for Progress {}
 // SAFETY: as above.
 unsafe impl Sync for Progress {}
 
 const PAGE: usize = 4096;
+
+/// Steps whose start times fit in the page after the index cell.
+pub const TIMED_STEPS: usize = PAGE / 8 - 1;
+
+/// Now on `CLOCK_MONOTONIC`, in nanoseconds (the vDSO: no syscall, no
+/// allocation).
+pub fn monotonic_ns() -> u64 {
+    let now = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    (now.tv_sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(now.tv_nsec as u64)
+}
 
 impl Progress {
     /// Maps the page.
@@ -56,13 +70,39 @@ impl Progress {
         unsafe { &*self.page }
     }
 
-    /// Records that step `index` is starting (in the child: a store, no
-    /// syscall, no allocation).
+    /// The start time of step `index` (< `TIMED_STEPS`).
+    fn time_cell(&self, index: usize) -> &AtomicU64 {
+        debug_assert!(index < TIMED_STEPS);
+        // SAFETY: slot `index + 1` of the page's u64s is within the page
+        // (index < TIMED_STEPS = PAGE / 8 - 1), 8-aligned (the page is
+        // page-aligned), zero-initialised (a valid AtomicU64), and only
+        // ever accessed as an AtomicU64, for as long as `self`.
+        unsafe { &*self.page.cast::<AtomicU64>().add(index + 1) }
+    }
+
+    /// Records that step `index` is starting, and when (in the child: two
+    /// stores and a vDSO clock read, no syscall, no allocation).
     pub(crate) fn mark(&self, index: usize) {
+        if index < TIMED_STEPS {
+            self.time_cell(index)
+                .store(monotonic_ns(), Ordering::Relaxed);
+        }
         self.cell().store(
             u32::try_from(index).unwrap_or(u32::MAX - 1) + 1,
             Ordering::Relaxed,
         );
+    }
+
+    /// When step `index` started (`monotonic_ns`), if it has and was
+    /// timed.
+    pub fn started_at(&self, index: usize) -> Option<u64> {
+        if index >= TIMED_STEPS {
+            return None;
+        }
+        match self.time_cell(index).load(Ordering::Relaxed) {
+            0 => None,
+            ns => Some(ns),
+        }
     }
 
     /// The step a child last started, if any.

@@ -11,6 +11,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 mod flags;
 mod run;
 mod terminal;
+mod verbose;
 use sandbox_core::{CgroupPlacement, Sandbox};
 use sandbox_policy::{PROFILE_NAMES, Policy};
 

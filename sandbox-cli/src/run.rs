@@ -29,6 +29,10 @@ pub(crate) struct RunArgs {
     /// No terminal for the command even when ours is one: pipes.
     #[arg(long)]
     no_tty: bool,
+    /// Say on stderr what the decision cost and how long each phase of
+    /// the run took (plan, clone, each setup phase, the command, teardown).
+    #[arg(short, long)]
+    verbose: bool,
     /// Write the outcome and report as JSON. Without --report or
     /// --report-fd it goes to stderr, which then carries nothing else: the
     /// command's stderr is inside it (the "stderr" field), so the command
@@ -157,6 +161,9 @@ pub(crate) fn run(args: RunArgs) -> Result<ExitCode, String> {
         return Ok(ExitCode::SUCCESS);
     }
     let sink = ReportSink::open(&args)?;
+    if args.verbose {
+        crate::verbose::install()?;
+    }
     let mut sandbox = Sandbox::new(policy).map_err(|e| e.to_string())?;
     if let Some(upstream) = args.dns {
         sandbox = sandbox.with_dns_upstream(upstream);
@@ -185,6 +192,13 @@ pub(crate) fn run(args: RunArgs) -> Result<ExitCode, String> {
     let tty = terminal::wanted(args.tty, args.no_tty);
     let target = terminal::Target::default();
     terminal::watch_signals(target.clone())?;
+    // Raw before the command can print: its terminal's output is already
+    // cooked once, inside.
+    let raw = if tty {
+        terminal::RawMode::enter()
+    } else {
+        None
+    };
     let mut child = sandbox
         .command(program)
         .args(rest)
@@ -195,11 +209,6 @@ pub(crate) fn run(args: RunArgs) -> Result<ExitCode, String> {
         .spawn()
         .map_err(|e| e.to_string())?;
     target.set(child.control());
-    let raw = if tty {
-        terminal::RawMode::enter()
-    } else {
-        None
-    };
     let relayed = match child.stderr.take() {
         // JSON alone on stderr: the command's stderr goes inside it.
         Some(reader) if !json_on_stderr => relay_stderr(reader),

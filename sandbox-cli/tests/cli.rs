@@ -656,3 +656,33 @@ fn run_on_a_terminal_gives_the_command_its_own() {
     assert_eq!(sbx.wait().unwrap().code(), Some(128 + 9));
     assert!(pty::canonical(&slave), "restored after a signal");
 }
+
+/// `sbx run -v` says what the decision cost and how long each phase of
+/// the run took; without it, nothing of the kind.
+#[test]
+#[ignore = "needs root"]
+fn run_verbose_prints_the_phase_timings() {
+    require_root();
+    let out = sbx(&["run", "-v", "--", "true"]);
+    assert!(out.status.success());
+    let err = text(&out.stderr);
+    assert!(err.contains("sbx: sandbox decided (probe_us: "), "{err}");
+    let ended = err
+        .lines()
+        .find(|l| l.starts_with("sbx: sandbox run ended"))
+        .unwrap_or_else(|| panic!("{err}"));
+    for part in [
+        "status: exit code 0",
+        "plan ",
+        "clone ",
+        "setup ",
+        "filesystem ",
+        "seccomp ",
+        "run ",
+        "teardown ",
+    ] {
+        assert!(ended.contains(part), "{part} in {ended}");
+    }
+    let quiet = sbx(&["run", "--", "true"]);
+    assert!(!text(&quiet.stderr).contains("sandbox run ended"));
+}

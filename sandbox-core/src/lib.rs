@@ -96,6 +96,7 @@ mod sockets;
 mod stdio;
 mod supervisor;
 mod sys;
+mod timings;
 
 #[cfg(feature = "tokio")]
 pub use async_child::{AsyncChild, AsyncOutputReader};
@@ -118,3 +119,4 @@ pub use seccomp::{
     syscall_number,
 };
 pub use stdio::Stdio;
+pub use timings::RunTimings;

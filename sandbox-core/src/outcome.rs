@@ -111,6 +111,8 @@ pub struct RunOutcome {
     pub egress: Option<EgressStats>,
     /// What the run was confined by.
     pub report: EffectiveSandbox,
+    /// How long each part of the run took.
+    pub timings: crate::timings::RunTimings,
 }
 
 /// What a run's egress forwarder relayed and refused.

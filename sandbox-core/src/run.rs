@@ -13,6 +13,7 @@ use crate::child::OutputReader;
 use crate::egress_pool::EgressRun;
 use crate::relay::{self, Relay, Supervision};
 use crate::stdio::{self, StdioChoice, pipe};
+use crate::timings::{RunTimings, next_run_id};
 
 use crate::cgroups::RunCgroups;
 use crate::decide::Decisions;
@@ -24,7 +25,7 @@ use crate::report::EffectiveSandbox;
 use crate::seccomp::SeccompProgram;
 use sandbox_child::{
     RECORD_COMMAND_STATUS, RECORD_LEN, RECORD_STEP_FAILED, RECORD_STEP_PANICKED, Setup,
-    decode_record, spawn_init,
+    decode_record, monotonic_ns, spawn_init,
 };
 
 /// How long the sandbox's setup (from the clone to the command's `execve`)
@@ -52,6 +53,11 @@ pub(crate) struct Started {
     egress: Option<EgressRun>,
     cgroups: RunCgroups,
     started: Instant,
+    /// When the command exec'd.
+    exec_at: Instant,
+    timings: RunTimings,
+    /// The run's `tracing` span.
+    span: tracing::Span,
     reaped: bool,
 }
 
@@ -273,6 +279,13 @@ pub(crate) fn start(
             downgrades: inner.report.downgrades.clone(),
         });
     }
+    let span = tracing::info_span!(
+        "sandbox_run",
+        run_id = next_run_id(),
+        program = %spec.program.to_string_lossy(),
+        pid = tracing::field::Empty,
+    );
+    let _run = span.enter();
     let (sync_read, sync_write) = pipe("the sync pipe")?;
     let (setup_read, setup_write) = pipe("the setup pipe")?;
     let (status_read, status_write) = pipe("the status pipe")?;
@@ -292,15 +305,36 @@ pub(crate) fn start(
         egress_socket: egress_sockets.as_ref().map(|(_, child)| child.as_fd()),
         pty: prepared.pty_plan(),
     };
-    let plan = plan_run(inner, spec, fds)?;
+    let planned_at = Instant::now();
+    let plan = {
+        let _plan = tracing::debug_span!("plan").entered();
+        plan_run(inner, spec, fds)?
+    };
+    let mut timings = RunTimings {
+        plan: planned_at.elapsed(),
+        ..RunTimings::default()
+    };
     let started = Instant::now();
-    let (pid, pidfd, progress) = spawn_init(plan.namespaces, &plan.child, plan.owner)
-        .map_err(Error::prepare_errno("clone the sandbox"))?;
+    let (pid, pidfd, progress) = {
+        let _clone = tracing::debug_span!("clone").entered();
+        spawn_init(plan.namespaces, &plan.child, plan.owner)
+            .map_err(Error::prepare_errno("clone the sandbox"))?
+    };
+    timings.clone = started.elapsed();
+    span.record("pid", pid);
     drop((sync_read, setup_write, status_write));
     let egress_parent = egress_sockets.map(|(parent, _child)| parent);
 
-    let parent_result = parent_setup(&plan, pid, &sync_write, &cgroups);
-    await_setup(&plan, pid, &pidfd, &progress, parent_result, &setup_read)?;
+    {
+        let _setup = tracing::debug_span!("setup").entered();
+        let parent_result = parent_setup(&plan, pid, &sync_write, &cgroups);
+        await_setup(&plan, pid, &pidfd, &progress, parent_result, &setup_read)?;
+    }
+    timings.setup = started.elapsed();
+    timings.phases = RunTimings::phases_from(&plan.phases, &progress, monotonic_ns());
+    for (phase, took) in &timings.phases {
+        tracing::debug!(phase, us = took.as_micros() as u64, "setup phase");
+    }
     let wiring = match prepared.into_wiring(stdio, readers, output_cap(inner)) {
         Ok(wiring) => wiring,
         Err(e) => {
@@ -342,6 +376,9 @@ pub(crate) fn start(
         egress,
         cgroups,
         started,
+        exec_at: Instant::now(),
+        timings,
+        span: span.clone(),
         reaped: false,
     })
 }
@@ -360,6 +397,10 @@ impl Started {
     /// status, the usage and what the relays kept.
     pub(crate) fn finish(mut self, inner: &Inner) -> Result<RunOutcome> {
         let timed_out = self.supervision.timed_out;
+        let mut timings = std::mem::take(&mut self.timings);
+        timings.supervise = self.exec_at.elapsed();
+        let teardown_at = Instant::now();
+        let _teardown = tracing::debug_span!(parent: &self.span, "teardown").entered();
         let usage =
             crate::sys::wait4(self.pid).map_err(Error::supervise("wait for the sandbox"))?;
         self.reaped = true;
@@ -380,7 +421,7 @@ impl Started {
         );
         let (stdout, stdout_truncated) = out.into_captured();
         let (stderr, stderr_truncated) = err.into_captured();
-        Ok(RunOutcome {
+        let mut outcome = RunOutcome {
             status,
             timed_out,
             oom_killed: self.cgroups.oom_killed(),
@@ -399,7 +440,20 @@ impl Started {
             peak_memory: self.cgroups.peak_memory().or(usage.max_rss),
             egress,
             report: inner.report.clone(),
-        })
+            timings: RunTimings::default(),
+        };
+        // The run's cgroups go now, inside the teardown's time.
+        drop(std::mem::take(&mut self.cgroups));
+        timings.teardown = teardown_at.elapsed();
+        tracing::info!(
+            parent: &self.span,
+            status = %outcome.status,
+            timed_out,
+            timings = %timings,
+            "sandbox run ended"
+        );
+        outcome.timings = timings;
+        Ok(outcome)
     }
 }
 

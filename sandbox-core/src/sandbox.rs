@@ -57,10 +57,20 @@ impl Sandbox {
     /// [`Error::UnsupportedKernel`] on a kernel older than
     /// [`MINIMUM_KERNEL`](crate::MINIMUM_KERNEL).
     pub fn new(policy: Policy) -> Result<Self> {
+        let began = std::time::Instant::now();
+        let _decide = tracing::info_span!("sandbox_decide").entered();
         let host = probe();
+        let probed = began.elapsed();
         // Empty run cgroups of callers that died without removing them.
         crate::cgroups::remove_stale_runs(&host.cgroups);
-        Self::with_host(policy, host)
+        let sandbox = Self::with_host(policy, host)?;
+        tracing::info!(
+            probe_us = probed.as_micros() as u64,
+            decide_us = (began.elapsed() - probed).as_micros() as u64,
+            fully_enforced = sandbox.report().fully_enforced(),
+            "sandbox decided"
+        );
+        Ok(sandbox)
     }
 
     /// A sandbox for a built-in profile: `default`, `strict` or

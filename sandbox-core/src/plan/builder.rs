@@ -45,9 +45,17 @@ pub(crate) struct Builder {
     pub(super) steps: Vec<Step>,
     pub(super) descriptions: Vec<String>,
     pub(super) registers: usize,
+    /// Where each phase of the setup starts (a step index), and its name.
+    pub(super) phases: Vec<(usize, &'static str)>,
 }
 
 impl Builder {
+    /// The steps pushed from here on belong to phase `name` (timed as a
+    /// group: see `Plan::phases`).
+    pub(crate) fn phase(&mut self, name: &'static str) {
+        self.phases.push((self.descriptions.len(), name));
+    }
+
     pub(crate) fn push(&mut self, step: Step, description: impl Into<String>) {
         self.steps.push(step);
         self.descriptions.push(description.into());

@@ -83,6 +83,9 @@ pub(crate) struct Plan {
     /// The host uid that creates (and so owns) the run's user namespace,
     /// if not the caller's: a root caller's run id (see `quotas`).
     pub(crate) owner: Option<u32>,
+    /// The setup's phases: the index of each one's first step, and its
+    /// name, in order.
+    pub(crate) phases: Vec<(usize, &'static str)>,
 }
 
 /// The host's nobody.
@@ -156,6 +159,7 @@ fn namespace_steps(
     );
     // The network first: /dev/net/tun is reachable only before the
     // new root replaces the host's /dev.
+    b.phase("network");
     if decisions.network.new_namespace() {
         b.push(Step::LoopbackUp, "bring loopback up");
     }
@@ -167,7 +171,9 @@ fn namespace_steps(
     // says so.
     let resolv_conf =
         (egress_mtu.is_some() && policy.network.dns == Some(true)).then(resolv_conf_text);
+    b.phase("filesystem");
     filesystem_steps(b, policy, decisions.fs_mode, resolv_conf)?;
+    b.phase("identity");
     b.push(
         Step::SetHostname(cstring("hostname", b"sandbox")?),
         "sethostname",
@@ -186,10 +192,12 @@ fn namespace_steps(
     }
     // The parent moved us into our cgroups meanwhile (a cgroup v1
     // migration can take milliseconds: it overlaps the mounts).
+    b.phase("cgroups");
     b.push(
         Step::WaitForParent(fds.sync_read),
         "wait to be placed in the run's cgroups",
     );
+    b.phase("credentials");
     b.push(Step::UnshareCgroup, "unshare(CLONE_NEWCGROUP)");
     b.push(
         Step::DropBoundingAndAmbient,
@@ -226,6 +234,7 @@ fn command_steps(
     fds: &PlanFds<'_>,
 ) -> Result<()> {
     let writable_paths = writable_paths(policy, decisions.fs_mode);
+    b.phase("command");
     b.push(Step::ResetSignals, "reset signal mask and dispositions");
     b.push(Step::NewSession, "setsid");
     match fds.pty {
@@ -289,12 +298,14 @@ fn command_steps(
         );
     }
     if let Some(abi) = decisions.landlock_abi {
+        b.phase("landlock");
         b.push(
             crate::landlock::step(abi, &writable_paths)?,
             format!("Landlock (ABI {abi})"),
         );
     }
     if let (Some(program), true) = (seccomp, decisions.seccomp != SeccompMode::Off) {
+        b.phase("seccomp");
         b.push(
             Step::Seccomp {
                 filters: program.raw_filters(),
@@ -319,6 +330,7 @@ fn command_steps(
             cstring("an environment variable", &kv)
         })
         .collect::<Result<Vec<_>>>()?;
+    b.phase("exec");
     b.push(
         Step::Exec {
             candidates,
@@ -368,6 +380,7 @@ pub(crate) fn build(
 ) -> Result<Plan> {
     let root_caller = identity.euid == 0;
     let mut b = Builder::default();
+    b.phase("start");
     start_steps(&mut b, &fds)?;
     if decisions.namespaces.made() {
         namespace_steps(&mut b, policy, decisions, &fds, root_caller)?;
@@ -402,6 +415,7 @@ pub(crate) fn build(
         gid_map,
         owner: identity.run_id,
         deny_setgroups: !root_caller,
+        phases: b.phases,
     })
 }
 

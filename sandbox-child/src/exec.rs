@@ -222,12 +222,22 @@ fn open_pty(rows: u16, cols: u16) -> Result<(OwnedFd, OwnedFd), Errno> {
     Ok((master, slave))
 }
 
-/// The terminal `tty` as stdin, stdout, stderr and controlling terminal.
+/// The terminal `tty` (the session's) as stdin, stdout and stderr, with
+/// this process's group in the foreground.
 fn terminal_stdio(tty: BorrowedFd<'_>) -> Result<(), Errno> {
     rustix::stdio::dup2_stdin(tty)?;
     rustix::stdio::dup2_stdout(tty)?;
     rustix::stdio::dup2_stderr(tty)?;
-    rustix::process::ioctl_tiocsctty(tty)
+    // A background group calling tcsetpgrp gets SIGTTOU: ignored for the
+    // call (the ResetSignals step after restores the default).
+    // SAFETY: sigaction reads a live local `struct sigaction` of libc's
+    // type whose handler is SIG_IGN: no code of ours is installed.
+    unsafe {
+        let mut ignore: libc::sigaction = std::mem::zeroed();
+        ignore.sa_sigaction = libc::SIG_IGN;
+        libc::sigaction(libc::SIGTTOU, &raw const ignore, std::ptr::null_mut());
+    }
+    rustix::termios::tcsetpgrp(tty, rustix::process::getpid())
 }
 
 /// `struct landlock_path_beneath_attr` (packed, as in the kernel's uapi).
@@ -472,6 +482,8 @@ pub(crate) fn run_step(step: &Step, registers: &mut Registers) -> Result<(), Err
         Step::NoNewPrivs => rustix::thread::set_no_new_privs(true),
         Step::ResetSignals => reset_signals(),
         Step::NewSession => p::setsid().map(drop),
+        Step::NewProcessGroup => p::setpgid(None, None),
+        Step::ControllingTerminal(reg) => p::ioctl_tiocsctty(registers.get(*reg)?),
         Step::Stdio(fds) => stdio(*fds),
         Step::OpenPty {
             master,

@@ -12,6 +12,10 @@ pub const RECORD_COMMAND_STATUS: u32 = 2;
 /// A step panicked (a bug in this crate) and the child aborted:
 /// `(index, 0)`.
 pub const RECORD_STEP_PANICKED: u32 = 3;
+/// The command was stopped (job control): `(0, signal)`.
+pub const RECORD_COMMAND_STOPPED: u32 = 4;
+/// The command was continued after a stop: `(0, 0)`.
+pub const RECORD_COMMAND_CONTINUED: u32 = 5;
 
 /// Decodes a record: `(kind, index, value)`.
 pub fn decode_record(bytes: &[u8; RECORD_LEN]) -> (u32, u32, i32) {

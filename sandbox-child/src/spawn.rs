@@ -12,7 +12,8 @@ use rustix::thread::CapabilitiesSecureBits;
 use crate::exec::run_step;
 use crate::progress::Progress;
 use crate::record::{
-    RECORD_COMMAND_STATUS, RECORD_STEP_FAILED, RECORD_STEP_PANICKED, write_record,
+    RECORD_COMMAND_CONTINUED, RECORD_COMMAND_STATUS, RECORD_COMMAND_STOPPED, RECORD_STEP_FAILED,
+    RECORD_STEP_PANICKED, write_record,
 };
 use crate::registers::Registers;
 use crate::step::{ChildPlan, Step};
@@ -252,14 +253,72 @@ fn init_main(plan: &ChildPlan, registers: &mut Registers, progress: &Progress) -
         unsafe { libc::close(fd) };
     }
     let _ = rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable);
+    forward_signals(command as i32);
+    let options = rustix::process::WaitOptions::UNTRACED | rustix::process::WaitOptions::CONTINUED;
     loop {
-        match rustix::process::wait(rustix::process::WaitOptions::empty()) {
+        match rustix::process::wait(options) {
             Ok(Some((pid, status))) if i64::from(pid.as_raw_nonzero().get()) == command => {
-                write_record(plan.status_fd, RECORD_COMMAND_STATUS, 0, status.as_raw());
-                exit(0);
+                if let Some(signal) = status.stopping_signal() {
+                    write_record(plan.status_fd, RECORD_COMMAND_STOPPED, 0, signal);
+                } else if status.continued() {
+                    write_record(plan.status_fd, RECORD_COMMAND_CONTINUED, 0, 0);
+                } else {
+                    write_record(plan.status_fd, RECORD_COMMAND_STATUS, 0, status.as_raw());
+                    exit(0);
+                }
             }
             Ok(_) | Err(Errno::INTR) => {}
             Err(_) => exit(125),
         }
+    }
+}
+
+/// The command process (a session and process group leader), for the
+/// forwarding handler.
+static COMMAND: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+/// The signals PID 1 passes on to the command's process group: a signal
+/// from outside the pid namespace reaches its init only if init handles
+/// it, so this is how the caller signals the command (and how job control
+/// continues it).
+pub const FORWARDED_SIGNALS: [c_int; 8] = [
+    libc::SIGHUP,
+    libc::SIGINT,
+    libc::SIGQUIT,
+    libc::SIGTERM,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+    libc::SIGCONT,
+    libc::SIGTSTP,
+];
+
+extern "C" fn forward(signal: c_int) {
+    let command = COMMAND.load(std::sync::atomic::Ordering::Relaxed);
+    if command > 0 {
+        // SAFETY: kill(2) is async-signal-safe; a negative pid names the
+        // command's process group.
+        unsafe { libc::kill(-command, signal) };
+    }
+}
+
+/// Installs `forward` for `FORWARDED_SIGNALS` in PID 1 and unblocks them
+/// (PID 1 inherited the cloning thread's handlers and mask).
+fn forward_signals(command: i32) {
+    COMMAND.store(command, std::sync::atomic::Ordering::Relaxed);
+    // SAFETY: sigaction reads a live local `struct sigaction` of libc's
+    // type whose handler is `forward`, an async-signal-safe function that
+    // lives as long as the process; sigprocmask reads a live local set.
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = forward as extern "C" fn(c_int) as usize;
+        action.sa_flags = libc::SA_RESTART;
+        libc::sigemptyset(&raw mut action.sa_mask);
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&raw mut set);
+        for signal in FORWARDED_SIGNALS {
+            libc::sigaction(signal, &raw const action, std::ptr::null_mut());
+            libc::sigaddset(&raw mut set, signal);
+        }
+        libc::sigprocmask(libc::SIG_UNBLOCK, &raw const set, std::ptr::null_mut());
     }
 }

@@ -232,9 +232,16 @@ pub enum Step {
     /// Unblock every signal and reset every disposition to the default
     /// (Rust ignores `SIGPIPE`; an ignored signal stays ignored over exec).
     ResetSignals,
-    /// `setsid()`: no controlling terminal, so no `TIOCSTI` into the
-    /// caller's.
+    /// `setsid()` (PID 1): a session of the sandbox's own, with no
+    /// controlling terminal but, with a pty, its own.
     NewSession,
+    /// `setpgid(0, 0)` (the command): a process group of its own in PID
+    /// 1's session, so job control works (a group whose parent is in
+    /// another session would be orphaned, and `SIGTSTP` dropped).
+    NewProcessGroup,
+    /// `ioctl(reg, TIOCSCTTY)` (PID 1, a session leader): the terminal in
+    /// `reg` becomes the session's controlling terminal.
+    ControllingTerminal(Reg),
     /// `dup2` each given fd onto 0, 1, 2 (`NO_FD`: leave as is).
     Stdio([c_int; 3]),
     /// A new pseudo-terminal from the sandbox's own devpts:
@@ -246,9 +253,10 @@ pub enum Step {
         rows: u16,
         cols: u16,
     },
-    /// `dup2` the fd in `reg` onto 0, 1 and 2, make it the controlling
-    /// terminal (`TIOCSCTTY`; the process leads a new session), and close
-    /// `reg`.
+    /// `dup2` the fd in `reg` (the session's terminal) onto 0, 1 and 2,
+    /// make the process's group the terminal's foreground group
+    /// (`tcsetpgrp`, with `SIGTTOU` ignored; signals are reset after), and
+    /// close `reg`.
     TerminalStdio(Reg),
     /// `close_range(3, ~0, CLOSE_RANGE_CLOEXEC)`: nothing but 0–2 survives
     /// the exec.
@@ -331,6 +339,8 @@ impl Step {
             Self::NoNewPrivs { .. } => "NoNewPrivs",
             Self::ResetSignals { .. } => "ResetSignals",
             Self::NewSession { .. } => "NewSession",
+            Self::NewProcessGroup { .. } => "NewProcessGroup",
+            Self::ControllingTerminal { .. } => "ControllingTerminal",
             Self::Stdio { .. } => "Stdio",
             Self::OpenPty { .. } => "OpenPty",
             Self::TerminalStdio { .. } => "TerminalStdio",

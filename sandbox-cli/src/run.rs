@@ -199,6 +199,8 @@ pub(crate) fn run(args: RunArgs) -> Result<ExitCode, String> {
     } else {
         None
     };
+    let restore = terminal::Restore(raw.clone());
+    let jobs = terminal::job_control(target.clone(), raw)?;
     let mut child = sandbox
         .command(program)
         .args(rest)
@@ -206,6 +208,9 @@ pub(crate) fn run(args: RunArgs) -> Result<ExitCode, String> {
         .stdin(Stdio::Inherit)
         .stdout(Stdio::Inherit)
         .stderr(Stdio::Piped)
+        .on_job_control(move |event| {
+            let _ = jobs.send(event);
+        })
         .spawn()
         .map_err(|e| e.to_string())?;
     target.set(child.control());
@@ -219,7 +224,7 @@ pub(crate) fn run(args: RunArgs) -> Result<ExitCode, String> {
         None => Relayed::default(),
     };
     let waited = child.wait();
-    drop(raw);
+    drop(restore);
     let outcome = waited.map_err(|e| e.to_string())?;
     let report = if args.json {
         serde_json::to_string_pretty(&outcome).map_err(|e| e.to_string())? + "\n"

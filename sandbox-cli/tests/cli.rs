@@ -603,8 +603,9 @@ fn read_until(master: &std::os::fd::OwnedFd, seen: &mut String, needle: &str) {
 
 /// On a terminal `sbx run` gives the command one of its own, with our
 /// size, our terminal raw meanwhile and restored after; a window size
-/// change reaches the command; SIGTERM to sbx ends the run, terminal
-/// restored and report printed.
+/// change reaches the command; SIGTERM to sbx is passed on and the run
+/// reported, terminal restored; a command stopped from its terminal
+/// suspends sbx, and continuing sbx continues it.
 #[test]
 #[ignore = "needs root"]
 fn run_on_a_terminal_gives_the_command_its_own() {
@@ -643,7 +644,7 @@ fn run_on_a_terminal_gives_the_command_its_own() {
         "ours restored, untouched by the command's stty"
     );
 
-    // SIGTERM to sbx: the sandbox is killed, the run reported.
+    // SIGTERM to sbx: passed on to the command, the run reported.
     let mut sbx = sbx_on(
         &slave,
         &["run", "--", "sh", "-c", "echo alive-4242; sleep 30"],
@@ -652,9 +653,52 @@ fn run_on_a_terminal_gives_the_command_its_own() {
     read_until(&master, &mut seen, "alive-4242\r\n");
     let pid = rustix::process::Pid::from_raw(sbx.id() as i32).unwrap();
     rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
-    read_until(&master, &mut seen, "sbx: killed by signal 9");
-    assert_eq!(sbx.wait().unwrap().code(), Some(128 + 9));
+    read_until(&master, &mut seen, "sbx: killed by signal 15");
+    assert_eq!(sbx.wait().unwrap().code(), Some(128 + 15));
     assert!(pty::canonical(&slave), "restored after a signal");
+
+    // Job control: the command stopped from its terminal (^Z) stops sbx
+    // (our terminal given back meanwhile); a SIGCONT to sbx (the shell's
+    // `fg`) continues both.
+    let mut sbx = sbx_on(
+        &slave,
+        &[
+            "run",
+            "--",
+            "sh",
+            "-c",
+            "echo ready-4243; sleep 1; echo resumed-4243",
+        ],
+    );
+    let mut seen = String::new();
+    read_until(&master, &mut seen, "ready-4243\r\n");
+    // ^Z, typed on our (raw) terminal: the command's terminal stops it.
+    rustix::io::write(&master, b"\x1a").unwrap();
+    let pid = rustix::process::Pid::from_raw(sbx.id() as i32).unwrap();
+    let stopped = || {
+        std::fs::read_to_string(format!("/proc/{}/stat", sbx.id())).is_ok_and(|stat| {
+            stat.rsplit(')')
+                .next()
+                .is_some_and(|rest| rest.trim_start().starts_with('T'))
+        })
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !stopped() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "sbx stopped with its command"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(
+        pty::canonical(&slave),
+        "our terminal given back while stopped"
+    );
+    assert!(!seen.contains("resumed-4243"));
+    rustix::process::kill_process(pid, rustix::process::Signal::CONT).unwrap();
+    read_until(&master, &mut seen, "resumed-4243\r\n");
+    assert!(sbx.wait().unwrap().success());
+    assert!(pty::canonical(&slave));
 }
 
 /// `sbx run -v` says what the decision cost and how long each phase of

@@ -112,6 +112,16 @@ impl AsyncChild {
         self.control.kill()
     }
 
+    /// Sends a signal to the command (as
+    /// [`SandboxChild::signal`](crate::SandboxChild::signal)).
+    ///
+    /// # Errors
+    ///
+    /// As [`SandboxChild::signal`](crate::SandboxChild::signal).
+    pub fn signal(&self, signal: i32) -> Result<()> {
+        self.control.signal(signal)
+    }
+
     /// A handle that kills or resizes the sandbox from elsewhere.
     pub fn control(&self) -> ChildControl {
         self.control.clone()

@@ -173,6 +173,20 @@ impl SandboxChild {
         }
     }
 
+    /// Sends `signal` (`libc::SIGTERM`, …) to the command's process
+    /// group: the sandbox's PID 1 passes on `SIGHUP`, `SIGINT`, `SIGQUIT`,
+    /// `SIGTERM`, `SIGUSR1`, `SIGUSR2`, `SIGCONT` and `SIGTSTP`;
+    /// `SIGKILL` kills the whole sandbox (as [`kill`](SandboxChild::kill)).
+    /// Signalling one that has ended is not an error.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidCommand`] for any other signal; [`Error::Supervise`]
+    /// if it could not be sent.
+    pub fn signal(&self, signal: i32) -> Result<()> {
+        self.control().signal(signal)
+    }
+
     /// Sets the window size of the command's terminal (with
     /// [`pty`](crate::SandboxCommand::pty)); the kernel sends `SIGWINCH`
     /// to its foreground process group.
@@ -293,6 +307,34 @@ impl ChildControl {
         match rustix::process::pidfd_send_signal(&**pidfd, rustix::process::Signal::KILL) {
             Ok(()) | Err(Errno::SRCH) => Ok(()),
             Err(e) => Err(Error::supervise("kill the sandbox")(e)),
+        }
+    }
+
+    /// As [`SandboxChild::signal`].
+    ///
+    /// # Errors
+    ///
+    /// As [`SandboxChild::signal`].
+    pub fn signal(&self, signal: i32) -> Result<()> {
+        if signal == libc::SIGKILL {
+            return self.kill();
+        }
+        let forwarded = sandbox_child::FORWARDED_SIGNALS.contains(&signal);
+        let Some(signal) = rustix::process::Signal::from_named_raw(signal).filter(|_| forwarded)
+        else {
+            return Err(Error::InvalidCommand {
+                reason: format!(
+                    "signal {signal} is not passed on to the command (these are: HUP, INT, QUIT, \
+                     TERM, USR1, USR2, CONT, TSTP; KILL kills the sandbox)"
+                ),
+            });
+        };
+        let Some(pidfd) = &self.pidfd else {
+            return Ok(());
+        };
+        match rustix::process::pidfd_send_signal(&**pidfd, signal) {
+            Ok(()) | Err(Errno::SRCH) => Ok(()),
+            Err(e) => Err(Error::supervise("signal the sandbox")(e)),
         }
     }
 

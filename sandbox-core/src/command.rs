@@ -16,7 +16,7 @@ use crate::{Error, Sandbox};
 
 /// A command to run in a [`Sandbox`](crate::Sandbox), built like
 /// [`std::process::Command`].
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct SandboxCommand {
     inner: Arc<Inner>,
     spec: CommandSpec,
@@ -24,6 +24,19 @@ pub struct SandboxCommand {
     stdout: Option<Stdio>,
     stderr: Option<Stdio>,
     pty: bool,
+    job_control: Option<crate::relay::JobControlHook>,
+}
+
+impl std::fmt::Debug for SandboxCommand {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SandboxCommand")
+            .field("spec", &self.spec)
+            .field("stdin", &self.stdin)
+            .field("stdout", &self.stdout)
+            .field("stderr", &self.stderr)
+            .field("pty", &self.pty)
+            .finish_non_exhaustive()
+    }
 }
 
 impl SandboxCommand {
@@ -41,6 +54,7 @@ impl SandboxCommand {
             stdout: None,
             stderr: None,
             pty: false,
+            job_control: None,
         }
     }
 
@@ -189,12 +203,26 @@ impl SandboxCommand {
         self
     }
 
+    /// Calls `hook` when the command is stopped (job control: `SIGTSTP`
+    /// from its terminal, `SIGSTOP`) or continued, from the thread that
+    /// supervises the run (keep it quick). A stopped command stays stopped
+    /// until continued with [`SandboxChild::signal`]`(SIGCONT)`; `sbx run
+    /// --tty` uses this to suspend itself with it, as a shell's job would.
+    pub fn on_job_control(
+        &mut self,
+        hook: impl Fn(crate::JobControl) + Send + Sync + 'static,
+    ) -> &mut Self {
+        self.job_control = Some(Arc::new(hook));
+        self
+    }
+
     fn choice(&self, default_out: Stdio) -> StdioChoice {
         StdioChoice {
             stdin: self.stdin.clone().unwrap_or(Stdio::Null),
             stdout: self.stdout.clone().unwrap_or(default_out.clone()),
             stderr: self.stderr.clone().unwrap_or(default_out),
             pty: self.pty,
+            job_control: self.job_control.clone(),
         }
     }
 

@@ -112,6 +112,7 @@ pub use host::{Capability, HostCapabilities, MINIMUM_KERNEL};
 pub use outcome::{EgressStats, ExitStatus, RunOutcome};
 pub use probe::{probe, probe_now};
 pub use quotas::RunIds;
+pub use relay::JobControl;
 pub use report::{Downgrade, EffectiveSandbox, Layer, LayerReport, Note};
 pub use sandbox::Sandbox;
 pub use seccomp::{

@@ -265,13 +265,31 @@ pub(crate) enum Slot {
     Output(usize),
     /// The sandbox's pidfd (readable once it has exited).
     Exit,
+    /// The status pipe: PID 1's records (job control, the exit status).
+    Status,
 }
 
-/// One run's supervision: its relays, its pidfd and its deadline, as a
-/// state machine any poll loop can drive (`interests`, `on_ready`,
-/// `tick`): the caller's own thread for `output()`, or the shared
-/// supervisor for spawned runs.
-#[derive(Debug)]
+/// A change in a running command's job-control state, reported to the
+/// hook of [`SandboxCommand::on_job_control`](crate::SandboxCommand::on_job_control).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum JobControl {
+    /// The command was stopped by this signal (`SIGTSTP` from its
+    /// terminal, `SIGSTOP`, …); it stays stopped until continued with
+    /// [`SandboxChild::signal`](crate::SandboxChild::signal)`(SIGCONT)`.
+    Stopped(i32),
+    /// The command was continued.
+    Continued,
+}
+
+/// Called with each job-control change of a run (from the thread that
+/// supervises it: keep it quick).
+pub(crate) type JobControlHook = std::sync::Arc<dyn Fn(JobControl) + Send + Sync>;
+
+/// One run's supervision: its relays, its pidfd, its status pipe and its
+/// deadline, as a state machine any poll loop can drive (`interests`,
+/// `on_ready`, `tick`): the caller's own thread for `output()`, or the
+/// shared supervisor for spawned runs.
 pub(crate) struct Supervision {
     stdin: Option<Relay>,
     pub(crate) outputs: [Relay; 2],
@@ -279,6 +297,38 @@ pub(crate) struct Supervision {
     deadline: Option<Instant>,
     pub(crate) timed_out: bool,
     exited_at: Option<Instant>,
+    /// PID 1's status pipe, until EOF.
+    status: Option<OwnedFd>,
+    /// The command's wait status, once PID 1 has sent it.
+    pub(crate) command_status: Option<i32>,
+    job_control: Option<JobControlHook>,
+}
+
+impl std::fmt::Debug for JobControlHookDebug<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Some(hook)"
+        } else {
+            "None"
+        })
+    }
+}
+
+/// `Debug` for an optional hook.
+struct JobControlHookDebug<'a>(&'a Option<JobControlHook>);
+
+impl std::fmt::Debug for Supervision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Supervision")
+            .field("stdin", &self.stdin)
+            .field("outputs", &self.outputs)
+            .field("deadline", &self.deadline)
+            .field("timed_out", &self.timed_out)
+            .field("exited_at", &self.exited_at)
+            .field("command_status", &self.command_status)
+            .field("job_control", &JobControlHookDebug(&self.job_control))
+            .finish_non_exhaustive()
+    }
 }
 
 impl Supervision {
@@ -287,7 +337,9 @@ impl Supervision {
         stdin: Option<Relay>,
         outputs: [Relay; 2],
         pidfd: std::sync::Arc<OwnedFd>,
+        status: OwnedFd,
         deadline: Option<Instant>,
+        job_control: Option<JobControlHook>,
     ) -> Self {
         Supervision {
             stdin,
@@ -296,6 +348,53 @@ impl Supervision {
             deadline,
             timed_out: false,
             exited_at: None,
+            status: Some(status),
+            command_status: None,
+            job_control,
+        }
+    }
+
+    /// Reads PID 1's records: job-control changes go to the hook, the exit
+    /// status is kept. `block`: until EOF (PID 1 is gone).
+    pub(crate) fn read_status(&mut self, block: bool) {
+        use sandbox_child::{
+            RECORD_COMMAND_CONTINUED, RECORD_COMMAND_STATUS, RECORD_COMMAND_STOPPED, RECORD_LEN,
+            decode_record,
+        };
+        // A whole number of records: each is one atomic write.
+        let mut buf = [0u8; RECORD_LEN * 16];
+        loop {
+            let Some(status) = &self.status else {
+                return;
+            };
+            let n = match rustix::io::read(status, &mut buf) {
+                Ok(n) => n,
+                Err(Errno::INTR) => continue,
+                Err(_) => 0,
+            };
+            if n == 0 {
+                self.status = None;
+                return;
+            }
+            for chunk in buf[..n].chunks_exact(RECORD_LEN) {
+                let mut record = [0u8; RECORD_LEN];
+                record.copy_from_slice(chunk);
+                let event = match decode_record(&record) {
+                    (RECORD_COMMAND_STATUS, _, raw) => {
+                        self.command_status = Some(raw);
+                        None
+                    }
+                    (RECORD_COMMAND_STOPPED, _, signal) => Some(JobControl::Stopped(signal)),
+                    (RECORD_COMMAND_CONTINUED, _, _) => Some(JobControl::Continued),
+                    _ => None,
+                };
+                if let (Some(event), Some(hook)) = (event, &self.job_control) {
+                    hook(event);
+                }
+            }
+            if !block {
+                return;
+            }
         }
     }
 
@@ -320,7 +419,11 @@ impl Supervision {
             .exited_at
             .is_none()
             .then_some((&*self.pidfd, PollFlags::IN, Slot::Exit));
-        stdin.into_iter().chain(outputs).chain(exit)
+        let status = self
+            .status
+            .as_ref()
+            .map(|fd| (fd, PollFlags::IN, Slot::Status));
+        stdin.into_iter().chain(outputs).chain(exit).chain(status)
     }
 
     /// Handles readiness of `slot`.
@@ -337,6 +440,7 @@ impl Supervision {
                 // The stdin relay stops with the sandbox.
                 self.stdin = None;
             }
+            Slot::Status => self.read_status(false),
         }
     }
 

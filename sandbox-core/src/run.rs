@@ -23,10 +23,7 @@ use crate::plan::{self, CommandSpec, PlanFds};
 use crate::quotas::RunIds;
 use crate::report::EffectiveSandbox;
 use crate::seccomp::SeccompProgram;
-use sandbox_child::{
-    RECORD_COMMAND_STATUS, RECORD_LEN, RECORD_STEP_FAILED, RECORD_STEP_PANICKED, Setup,
-    decode_record, monotonic_ns, spawn_init,
-};
+use sandbox_child::{RECORD_STEP_FAILED, RECORD_STEP_PANICKED, Setup, monotonic_ns, spawn_init};
 
 /// How long the sandbox's setup (from the clone to the command's `execve`)
 /// may take before the sandbox is killed and the run fails naming the
@@ -46,7 +43,6 @@ pub(crate) struct Started {
     pub(crate) terminal: Option<Arc<OwnedFd>>,
     /// Its relays, pidfd and deadline.
     pub(crate) supervision: Supervision,
-    status: OwnedFd,
     /// Our end of the sync pipe, open while we supervise: the child checks
     /// it to know we are alive.
     _parent_alive: OwnedFd,
@@ -365,13 +361,14 @@ pub(crate) fn start(
             wiring.stdin_relay,
             wiring.outputs,
             Arc::clone(&pidfd),
+            status_read,
             deadline,
+            stdio.job_control.clone(),
         ),
         pidfd,
         stdin: wiring.stdin,
         readers: wiring.readers,
         terminal: wiring.terminal,
-        status: status_read,
         _parent_alive: sync_write,
         egress,
         cgroups,
@@ -406,14 +403,12 @@ impl Started {
         self.reaped = true;
         let egress = self.egress.as_mut().and_then(EgressRun::stop);
         let wall_time = self.started.elapsed();
-        let mut record = [0u8; RECORD_LEN];
-        let status = match rustix::io::read(&self.status, &mut record) {
-            Ok(RECORD_LEN) => match decode_record(&record) {
-                (RECORD_COMMAND_STATUS, _, raw) => ExitStatus::from_wait_status(raw),
-                _ => ExitStatus::Signaled(libc::SIGKILL),
-            },
+        // PID 1 is gone: its last records, then EOF.
+        self.supervision.read_status(true);
+        let status = match self.supervision.command_status {
+            Some(raw) => ExitStatus::from_wait_status(raw),
             // PID 1 was killed (timeout, kill()) before the command ended.
-            _ => ExitStatus::Signaled(libc::SIGKILL),
+            None => ExitStatus::Signaled(libc::SIGKILL),
         };
         let [out, err] = std::mem::replace(
             &mut self.supervision.outputs,

@@ -75,13 +75,26 @@ impl From<UnixStream> for Stdio {
     }
 }
 
-/// The three stdio choices of a command, and whether it gets a terminal.
-#[derive(Debug, Clone)]
+/// The three stdio choices of a command, whether it gets a terminal, and
+/// who hears of its job-control changes.
+#[derive(Clone)]
 pub(crate) struct StdioChoice {
     pub(crate) stdin: Stdio,
     pub(crate) stdout: Stdio,
     pub(crate) stderr: Stdio,
     pub(crate) pty: bool,
+    pub(crate) job_control: Option<crate::relay::JobControlHook>,
+}
+
+impl std::fmt::Debug for StdioChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StdioChoice")
+            .field("stdin", &self.stdin)
+            .field("stdout", &self.stdout)
+            .field("stderr", &self.stderr)
+            .field("pty", &self.pty)
+            .finish_non_exhaustive()
+    }
 }
 
 /// One run's stdio as the parent has it once the command runs.

@@ -16,7 +16,7 @@ use sandbox_policy::{Policy, SeccompMode};
 use crate::decide::Decisions;
 use crate::error::{Error, Result};
 use crate::seccomp::SeccompProgram;
-use sandbox_child::{CStringArray, ChildPlan, NO_FD, Step};
+use sandbox_child::{CStringArray, ChildPlan, NO_FD, Reg, Step};
 
 pub(crate) mod builder;
 mod command;
@@ -128,6 +128,7 @@ fn start_steps(b: &mut Builder, fds: &PlanFds<'_>) -> Result<()> {
         },
         "hide the caller's command line",
     );
+    b.push(Step::NewSession, "setsid (a session of the sandbox's own)");
     b.push(Step::WaitForParent(fds.sync_read), "wait for the id maps");
     Ok(())
 }
@@ -211,6 +212,36 @@ fn namespace_steps(
     Ok(())
 }
 
+/// PID 1's last steps with a pty: open it in the sandbox's devpts, send
+/// the master to the parent, and make the slave the session's controlling
+/// terminal; the slave's register, for the command.
+fn terminal_steps(b: &mut Builder, pty: PtyPlan<'_>) -> Reg {
+    b.phase("terminal");
+    let (master, slave) = (b.register(), b.register());
+    b.push(
+        Step::OpenPty {
+            master,
+            slave,
+            rows: pty.rows,
+            cols: pty.cols,
+        },
+        "open a pseudo-terminal in the sandbox's devpts",
+    );
+    b.push(
+        Step::SendFd {
+            socket: pty.socket.as_raw_fd(),
+            reg: master,
+        },
+        "send the terminal's master to the parent",
+    );
+    b.push(Step::Close(master), "close the terminal's master");
+    b.push(
+        Step::ControllingTerminal(slave),
+        "the terminal as the session's controlling terminal",
+    );
+    slave
+}
+
 /// The privilege drop every run ends PID 1's setup with.
 fn drop_steps(b: &mut Builder, fds: &PlanFds<'_>) {
     b.push(Step::ClearCapabilities, "capset(0)");
@@ -232,38 +263,22 @@ fn command_steps(
     seccomp: Option<&Arc<SeccompProgram>>,
     spec: &CommandSpec,
     fds: &PlanFds<'_>,
+    terminal: Option<Reg>,
 ) -> Result<()> {
     let writable_paths = writable_paths(policy, decisions.fs_mode);
     b.phase("command");
-    b.push(Step::ResetSignals, "reset signal mask and dispositions");
-    b.push(Step::NewSession, "setsid");
-    match fds.pty {
-        Some(pty) => {
-            let (master, slave) = (b.register(), b.register());
-            b.push(
-                Step::OpenPty {
-                    master,
-                    slave,
-                    rows: pty.rows,
-                    cols: pty.cols,
-                },
-                "open a pseudo-terminal in the sandbox's devpts",
-            );
-            b.push(
-                Step::SendFd {
-                    socket: pty.socket.as_raw_fd(),
-                    reg: master,
-                },
-                "send the terminal's master to the parent",
-            );
-            b.push(Step::Close(master), "close the terminal's master");
-            b.push(
-                Step::TerminalStdio(slave),
-                "the terminal as stdin, stdout, stderr and controlling terminal",
-            );
-        }
+    b.push(
+        Step::NewProcessGroup,
+        "setpgid (a process group of its own in the sandbox's session)",
+    );
+    match terminal {
+        Some(slave) => b.push(
+            Step::TerminalStdio(slave),
+            "the terminal as stdin, stdout and stderr, in the foreground",
+        ),
         None => b.push(Step::Stdio(fds.stdio), "dup2 stdin, stdout, stderr"),
     }
+    b.push(Step::ResetSignals, "reset signal mask and dispositions");
     b.push(Step::CloseOnExecAbove2, "close_range(3.., CLOEXEC)");
     let workdir = match &spec.current_dir {
         Some(dir) => dir.clone(),
@@ -386,8 +401,9 @@ pub(crate) fn build(
         namespace_steps(&mut b, policy, decisions, &fds, root_caller)?;
     }
     drop_steps(&mut b, &fds);
+    let terminal = fds.pty.map(|pty| terminal_steps(&mut b, pty));
     let init_steps = std::mem::take(&mut b.steps);
-    command_steps(&mut b, policy, decisions, seccomp, spec, &fds)?;
+    command_steps(&mut b, policy, decisions, seccomp, spec, &fds, terminal)?;
     let command_steps = std::mem::take(&mut b.steps);
     b.descriptions.push("fork the command process".into());
     let namespaces = decisions

@@ -40,14 +40,20 @@ impl TestBinary {
 
 /// The binaries the matrix runs unless told otherwise: every path that
 /// depends on the kernel or the cgroup layout (the probe, the spawn
-/// pipeline and its layers, cgroup limits, egress and its ruleset, the
-/// escape suite, the CLI).
+/// pipeline and its layers, the relays, terminals, signals and job
+/// control, the timings, cgroup limits, egress and its ruleset, async
+/// runs, the escape suite, the CLI).
 pub(crate) const DEFAULT: &[&str] = &[
     "sandbox-core/lib",
     "sandbox-core/probe",
     "sandbox-core/run",
     "sandbox-core/seccomp",
     "sandbox-core/lifecycle",
+    "sandbox-core/stdio",
+    "sandbox-core/terminal",
+    "sandbox-core/signals",
+    "sandbox-core/tracing",
+    "integration-tests/async_child",
     "sandbox-core/network",
     "sandbox-core/concurrency",
     "sandbox-core/placement",

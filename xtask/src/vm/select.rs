@@ -63,6 +63,7 @@ pub(crate) const DEFAULT: &[&str] = &[
     "sandbox-net/world",
     "sandbox-net/tamper",
     "sandbox-cli/cli",
+    "sandbox-cli/live",
     "integration-tests/escape",
     "openat2-root/kernel",
 ];

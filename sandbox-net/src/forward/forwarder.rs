@@ -42,6 +42,26 @@ pub(super) struct UdpFlow {
     guest: SocketAddr,
     remote: SocketAddr,
     pub(super) last: Instant,
+    /// For a DNS flow: the ids of the queries not yet answered. The flow
+    /// ends as soon as none is left (a resolver opens a new port for each
+    /// lookup: held for the idle time, lookups would run out of flows).
+    dns: Option<Vec<u16>>,
+}
+
+/// Most queries a DNS flow tracks at once (past that it is tracked no
+/// more, and lives until its idle time).
+const DNS_PENDING: usize = 16;
+
+/// The id of a DNS query (a message with QR clear), if `payload` is one.
+fn dns_query_id(payload: &[u8]) -> Option<u16> {
+    (payload.len() >= 12 && payload[2] & 0x80 == 0)
+        .then(|| u16::from_be_bytes([payload[0], payload[1]]))
+}
+
+/// The id of a DNS answer (QR set), if `payload` is one.
+fn dns_answer_id(payload: &[u8]) -> Option<u16> {
+    (payload.len() >= 12 && payload[2] & 0x80 != 0)
+        .then(|| u16::from_be_bytes([payload[0], payload[1]]))
 }
 
 /// The userspace side of a sandbox's egress.
@@ -389,7 +409,9 @@ impl EgressForwarder {
     fn relay_out(&mut self, guest: SocketAddr, dst: SocketAddr, payload: &[u8]) {
         let key = (guest, dst);
         if !self.flows.contains_key(&key) {
-            let target = match self.policy.decide(dst.ip(), dst.port(), Protocol::Udp) {
+            let verdict = self.policy.decide(dst.ip(), dst.port(), Protocol::Udp);
+            let dns = (verdict == Verdict::Dns).then(Vec::new);
+            let target = match verdict {
                 Verdict::Forward => dst,
                 Verdict::Dns => match self.dns_upstream {
                     Some(upstream) => {
@@ -412,6 +434,7 @@ impl EgressForwarder {
                             guest,
                             remote: dst,
                             last: Instant::now(),
+                            dns,
                         },
                     );
                 }
@@ -424,6 +447,16 @@ impl EgressForwarder {
             flow.last = Instant::now();
             if flow.socket.send(payload).is_ok() {
                 self.counters.udp_out += 1;
+                if let (Some(pending), Some(id)) = (&mut flow.dns, dns_query_id(payload))
+                    && !pending.contains(&id)
+                {
+                    if pending.len() < DNS_PENDING {
+                        pending.push(id);
+                    } else {
+                        // Too many to track: the flow lives its idle time.
+                        flow.dns = None;
+                    }
+                }
             }
         }
     }
@@ -433,11 +466,18 @@ impl EgressForwarder {
             return;
         };
         let mut replies = Vec::new();
+        let mut answered = false;
         if let Some(flow) = self.flows.get_mut(&key) {
             loop {
                 match flow.socket.recv(buffer) {
                     Ok(n) => {
                         flow.last = Instant::now();
+                        if let (Some(pending), Some(id)) =
+                            (&mut flow.dns, dns_answer_id(&buffer[..n]))
+                        {
+                            pending.retain(|&p| p != id);
+                            answered |= pending.is_empty();
+                        }
                         if let Some(frame) = udp_frame(
                             GATEWAY_MAC,
                             guest_mac,
@@ -457,6 +497,10 @@ impl EgressForwarder {
             self.counters.udp_in += 1;
             self.send_frame(&frame);
         }
+        // Every query of the lookup is answered: the flow ends now.
+        if answered {
+            self.flows.remove(&key);
+        }
     }
 }
 
@@ -470,6 +514,27 @@ fn open_udp(target: SocketAddr) -> io::Result<UdpSocket> {
     socket.connect(target)?;
     socket.set_nonblocking(true)?;
     Ok(socket)
+}
+
+#[cfg(test)]
+mod dns_tests {
+    use super::*;
+
+    #[test]
+    fn queries_and_answers_are_told_apart_by_their_qr_bit() {
+        let mut query = [0u8; 12];
+        query[..2].copy_from_slice(&0xbeefu16.to_be_bytes());
+        query[2] = 0x01; // RD
+        assert_eq!(dns_query_id(&query), Some(0xbeef));
+        assert_eq!(dns_answer_id(&query), None);
+        let mut answer = query;
+        answer[2] |= 0x80; // QR
+        assert_eq!(dns_answer_id(&answer), Some(0xbeef));
+        assert_eq!(dns_query_id(&answer), None);
+        // Shorter than a header: neither.
+        assert_eq!(dns_query_id(&query[..11]), None);
+        assert_eq!(dns_answer_id(&answer[..11]), None);
+    }
 }
 
 #[cfg(test)]

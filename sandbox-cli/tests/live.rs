@@ -149,7 +149,7 @@ fn run_on_a_terminal_gives_the_command_its_own() {
             "--",
             "sh",
             "-c",
-            "echo ready-4243; sleep 1; echo resumed-4243",
+            "echo ready-4243; sleep 5; echo resumed-4243",
         ],
     );
     let mut seen = String::new();
@@ -168,7 +168,8 @@ fn run_on_a_terminal_gives_the_command_its_own() {
     while !stopped() {
         assert!(
             std::time::Instant::now() < deadline,
-            "sbx stopped with its command"
+            "sbx stopped with its command: {}",
+            processes()
         );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
@@ -211,4 +212,26 @@ fn run_verbose_prints_the_phase_timings() {
     }
     let quiet = sbx(&["run", "--", "true"]);
     assert!(!text(&quiet.stderr).contains("sandbox run ended"));
+}
+
+/// `pid comm state ppid pgrp session tty tpgid` of the processes a
+/// sandboxed shell runs as, for a failure's message.
+fn processes() -> String {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
+        .filter(|stat| {
+            ["(sh)", "(sleep)", "(sandbox-init)", "(sbx)"]
+                .iter()
+                .any(|c| stat.contains(c))
+        })
+        .map(|stat| {
+            stat.split_whitespace()
+                .take(8)
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }

@@ -140,13 +140,18 @@ pub struct EgressStats {
     pub refused: u64,
     /// … of which to link-local or cloud-metadata addresses.
     pub refused_metadata: u64,
-    /// New flows dropped at the forwarder's caps on flows or buffered
-    /// bytes.
+    /// New flows refused at the caps of `network.limits` (a TCP connect
+    /// gets a reset; a UDP flow is dropped).
     pub over_limit: u64,
-    /// New flows dropped by the rate cap.
+    /// New flows dropped by the rate cap (`network.limits.new_flows_per_second`).
     pub over_rate: u64,
     /// TCP handshakes the sandbox never completed, expired.
     pub handshakes_expired: u64,
+    /// TCP connects given up while the host side was still connecting (the
+    /// sandbox reset its SYN, or nothing answered for 135 s).
+    pub tcp_connects_abandoned: u64,
+    /// TCP connections the sandbox reset (passed on as a reset).
+    pub tcp_resets_from_sandbox: u64,
     /// How the forwarder stopped, if it failed before the run ended.
     pub error: Option<String>,
 }
@@ -167,6 +172,8 @@ impl EgressStats {
             over_limit: c.over_limit,
             over_rate: c.over_rate,
             handshakes_expired: c.tcp.handshakes_expired,
+            tcp_connects_abandoned: c.tcp.connects_abandoned,
+            tcp_resets_from_sandbox: c.tcp.reset_by_sandbox,
             error,
         }
     }
@@ -176,7 +183,7 @@ impl std::fmt::Display for EgressStats {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "egress: {} TCP connections ({} B out, {} B in, {} failed), {} UDP datagrams out, {} in, {} DNS queries; refused {} new flows ({} to metadata addresses), {} over the caps, {} over the rate",
+            "egress: {} TCP connections ({} B out, {} B in, {} failed), {} UDP datagrams out, {} in, {} DNS queries; refused {} new flows ({} to metadata addresses), {} over the caps of network.limits, {} over its rate",
             self.tcp_connections,
             self.tcp_bytes_out,
             self.tcp_bytes_in,

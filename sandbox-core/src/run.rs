@@ -58,7 +58,7 @@ pub(crate) struct Started {
 }
 
 fn start_forwarder(inner: &Inner, socket: &OwnedFd) -> Result<EgressRun> {
-    use sandbox_net::forward::{EgressForwarder, EgressPolicy, ForwarderLimits};
+    use sandbox_net::forward::{EgressForwarder, EgressPolicy};
     use sandbox_net::{EgressAddressing, Gateway};
     let fail = |what: &'static str| {
         move |e: sandbox_net::Error| Error::Supervise {
@@ -80,10 +80,31 @@ fn start_forwarder(inner: &Inner, socket: &OwnedFd) -> Result<EgressRun> {
             ..EgressAddressing::default()
         },
         inner.dns_upstream,
-        ForwarderLimits::default(),
+        forwarder_limits(&inner.policy.network.limits),
     )
     .map_err(fail("start the egress forwarder"))?;
     crate::egress_pool::run(forwarder)
+}
+
+/// The forwarder's limits as `network.limits` says (the forwarder's
+/// defaults where unset; buffers in proportion to the TCP cap).
+fn forwarder_limits(limits: &sandbox_policy::NetLimits) -> sandbox_net::forward::ForwarderLimits {
+    use sandbox_net::forward::{ForwarderLimits, TCP_BUFFER_BYTES};
+    let defaults = ForwarderLimits::default();
+    let tcp = limits
+        .tcp_connections
+        .map_or(defaults.max_tcp_flows, |n| n as usize);
+    ForwarderLimits {
+        max_tcp_flows: tcp,
+        max_buffered_bytes: tcp * 2 * TCP_BUFFER_BYTES,
+        max_udp_flows: limits
+            .udp_flows
+            .map_or(defaults.max_udp_flows, |n| n as usize),
+        new_flows_per_second: limits
+            .new_flows_per_second
+            .unwrap_or(defaults.new_flows_per_second),
+        ..defaults
+    }
 }
 
 /// What every run of one sandbox shares: the resolved policy, the

@@ -43,8 +43,8 @@ pub use namespace::{
     current_network_namespace, enter_network_namespace, unshare_network_namespace,
 };
 pub use nft::{
-    Gateway, KernelRuleset, METADATA_BLOCKS, Match, NftBatch, RuleSpec, Ruleset, TABLE, Verdict,
-    ipv4_mapped,
+    Gateway, KernelRuleset, METADATA_BLOCKS, Match, NftBatch, REFUSE_CHAIN, RuleSpec, Ruleset,
+    TABLE, Verdict, ipv4_mapped,
 };
 pub use rtnl::{AddressState, Link, LinkChange, LinkState, Requests, RouteState, Rtnetlink};
 pub use tap::{

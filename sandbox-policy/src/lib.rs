@@ -59,7 +59,7 @@ mod validate;
 pub use env::{glob_matches, looks_secret};
 pub use error::{Error, Format, Problem};
 pub use model::{
-    Bind, Env, Filesystem, FsMode, KernelQuotas, LandlockMode, Limit, NetMode, Network,
+    Bind, Env, Filesystem, FsMode, KernelQuotas, LandlockMode, Limit, NetLimits, NetMode, Network,
     OnUnavailable, Policy, Privilege, Resources, SeccompMode, SocketFamily, Tmpfs, User,
 };
 pub use net_rule::{IpNet, NetRule, NetRuleError, PortRange, Protocol};

@@ -139,6 +139,60 @@ pub struct Network {
     /// They are blocked unless this is set to `true` explicitly.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allow_metadata: Option<bool>,
+    /// Caps on the egress forwarder's flows (allowlist mode).
+    #[serde(default, skip_serializing_if = "NetLimits::is_unset")]
+    pub limits: NetLimits,
+}
+
+/// `network.limits`: what one sandbox may hold of the egress forwarder.
+/// Past a cap a new TCP connection is refused with a reset, and a new UDP
+/// flow (or ICMP echo flow) is dropped; past the rate a SYN is dropped (the
+/// sandbox's retransmission gets through a second later). Every one is
+/// counted in the run's egress figures.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NetLimits {
+    /// TCP connections open (or opening) at once; each holds up to
+    /// 256 KiB of buffer each way in the forwarder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp_connections: Option<u32>,
+    /// UDP flows (a source and destination pair; DNS lookups end at their
+    /// answer) and ICMP echo flows open at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub udp_flows: Option<u32>,
+    /// New flows (TCP and UDP) a second, with a burst of as many.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new_flows_per_second: Option<u32>,
+}
+
+impl NetLimits {
+    /// The largest `tcp_connections` or `udp_flows` (the forwarder's fds).
+    pub const MAX_FLOWS: u32 = 65_536;
+    /// The largest `new_flows_per_second`.
+    pub const MAX_RATE: u32 = 1_000_000;
+
+    /// Whether nothing is set.
+    pub fn is_unset(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// Each cap with its policy name (`tcp_connections`), in order.
+    pub fn fields(&self) -> [(&'static str, Option<u32>); 3] {
+        [
+            ("tcp_connections", self.tcp_connections),
+            ("udp_flows", self.udp_flows),
+            ("new_flows_per_second", self.new_flows_per_second),
+        ]
+    }
+
+    /// Field by field: `over`'s where set, else `self`'s.
+    pub fn merged(&self, over: &NetLimits) -> NetLimits {
+        NetLimits {
+            tcp_connections: over.tcp_connections.or(self.tcp_connections),
+            udp_flows: over.udp_flows.or(self.udp_flows),
+            new_flows_per_second: over.new_flows_per_second.or(self.new_flows_per_second),
+        }
+    }
 }
 
 /// `network.mode`, declared strictest first.

@@ -185,6 +185,7 @@ impl Policy {
                 deny: pick(&o.network.deny, &b.network.deny),
                 dns: pick(&o.network.dns, &b.network.dns),
                 allow_metadata: pick(&o.network.allow_metadata, &b.network.allow_metadata),
+                limits: b.network.limits.merged(&o.network.limits),
             },
             privilege: Privilege {
                 user: pick(&o.privilege.user, &b.privilege.user),

@@ -77,6 +77,11 @@ pub(crate) fn default_profile() -> Policy {
             deny: Some(Vec::new()),
             dns: Some(false),
             allow_metadata: Some(false),
+            limits: NetLimits {
+                tcp_connections: Some(256),
+                udp_flows: Some(256),
+                new_flows_per_second: Some(1000),
+            },
         },
         privilege: Privilege {
             user: Some(User::Nobody),

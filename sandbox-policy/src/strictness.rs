@@ -19,7 +19,7 @@
 //! | `privilege.seccomp` | `strict` < `default` < `off` |
 //! | `privilege.socket_families` | each of `a`'s families is one of `b`'s |
 //! | `privilege.landlock` | `require` < `auto` < `off` |
-//! | `resources.*` | a smaller limit; `unlimited` is the largest |
+//! | `resources.*`, `network.limits.*` | a smaller limit; `unlimited` is the largest |
 //! | `env.allow` | each of `a`'s globs is matched by one of `b`'s (so it passes no more names) |
 //! | `on_unavailable` | `fail` < `degrade` |
 //!
@@ -151,6 +151,14 @@ impl Policy {
             flag(na.allow_metadata) && !flag(nb.allow_metadata),
             "metadata addresses are reachable, the base blocks them".into(),
         );
+        for ((name, la), (_, lb)) in na.limits.fields().into_iter().zip(nb.limits.fields()) {
+            limit(
+                &mut check,
+                &format!("network.limits.{name}"),
+                la.map(Limit::Max),
+                lb.map(Limit::Max),
+            );
+        }
         let (pa, pb) = (&a.privilege, &b.privilege);
         check(
             "privilege.user",

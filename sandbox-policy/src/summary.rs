@@ -88,6 +88,18 @@ impl Display for FsLine<'_> {
     }
 }
 
+/// The fields that are set, as `inotify instances 32, …`.
+fn named_values<T: Display>(fields: &[(&str, Option<T>)]) -> String {
+    let set: Vec<String> = fields
+        .iter()
+        .filter_map(|(name, v)| {
+            v.as_ref()
+                .map(|v| format!("{} {v}", name.replace('_', " ")))
+        })
+        .collect();
+    set.join(", ")
+}
+
 impl Display for NetLine<'_> {
     fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
         let n = self.0;
@@ -112,7 +124,14 @@ impl Display for NetLine<'_> {
             f,
             "; metadata addresses {}",
             yes_no(n.allow_metadata, "REACHABLE", "blocked")
-        )
+        )?;
+        if n.mode == Some(NetMode::Allowlist) {
+            let caps = named_values(&n.limits.fields());
+            if !caps.is_empty() {
+                write!(f, "; caps: {caps}")?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -167,14 +186,9 @@ impl Display for ResLine<'_> {
             }
             let _ = write!(out, "{name} {value}");
         }
-        let quotas: Vec<String> = r
-            .kernel
-            .fields()
-            .iter()
-            .filter_map(|(name, q)| q.map(|q| format!("{} {q}", name.replace('_', " "))))
-            .collect();
+        let quotas = named_values(&r.kernel.fields());
         if !quotas.is_empty() {
-            let _ = write!(out, "; kernel quotas: {}", quotas.join(", "));
+            let _ = write!(out, "; kernel quotas: {quotas}");
         }
         f.write_str(&out)
     }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::{Component, Path};
 
 use crate::error::{Error, Problem};
-use crate::model::{KernelQuotas, Limit, NetMode, Policy};
+use crate::model::{KernelQuotas, Limit, NetLimits, NetMode, Policy};
 use crate::units::ByteSize;
 
 /// The smallest memory limit a run can live with.
@@ -115,6 +115,24 @@ impl Policy {
                 "network.dns",
                 "DNS needs network.mode = \"allowlist\" (the mode is \"none\")",
             ));
+        }
+        for (name, cap) in net.limits.fields() {
+            let max = if name == "new_flows_per_second" {
+                NetLimits::MAX_RATE
+            } else {
+                NetLimits::MAX_FLOWS
+            };
+            match cap {
+                Some(0) => problems.push(Problem::new(
+                    format!("network.limits.{name}"),
+                    "must be at least 1 (0 would refuse every flow: use network.mode = \"none\")",
+                )),
+                Some(n) if n > max => problems.push(Problem::new(
+                    format!("network.limits.{name}"),
+                    format!("{n} is above {max}, the most one sandbox may hold"),
+                )),
+                _ => {}
+            }
         }
     }
 

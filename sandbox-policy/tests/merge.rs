@@ -150,3 +150,57 @@ fn env_globs_compare_by_what_they_pass() {
         ["env.allow"]
     );
 }
+
+#[test]
+fn network_limits_merge_field_by_field_and_only_tighten() {
+    let base = p("[network]\nmode = \"allowlist\"\n[network.limits]\ntcp_connections = 64\n");
+    let over = p("[network.limits]\nudp_flows = 32\n");
+    let merged = base.merge(&over);
+    assert_eq!(merged.network.limits.tcp_connections, Some(64));
+    assert_eq!(merged.network.limits.udp_flows, Some(32));
+    // Resolved over the default profile: unset caps are its 256 and 1000.
+    let resolved = Policy::default().merge(&merged);
+    assert_eq!(resolved.network.limits.new_flows_per_second, Some(1000));
+    assert!(
+        base.merge_tighten_only(&over).is_ok(),
+        "32 < the default 256"
+    );
+    let looser = p("[network.limits]\ntcp_connections = 65\nnew_flows_per_second = 5000\n");
+    assert_eq!(
+        loosened_fields(&base, &looser),
+        [
+            "network.limits.tcp_connections",
+            "network.limits.new_flows_per_second"
+        ]
+    );
+}
+
+#[test]
+fn network_limits_are_validated() {
+    for (toml, field, says) in [
+        (
+            "tcp_connections = 0",
+            "network.limits.tcp_connections",
+            "at least 1",
+        ),
+        (
+            "udp_flows = 70000",
+            "network.limits.udp_flows",
+            "70000 is above 65536",
+        ),
+        (
+            "new_flows_per_second = 2000000",
+            "network.limits.new_flows_per_second",
+            "above 1000000",
+        ),
+    ] {
+        let err = Policy::from_toml_str(&format!("[network.limits]\n{toml}\n")).unwrap_err();
+        let Error::Invalid { problems } = &err else {
+            panic!("{toml}: {err}");
+        };
+        assert_eq!(problems[0].field, field, "{err}");
+        assert!(problems[0].message.contains(says), "{err}");
+    }
+    let err = Policy::from_toml_str("[network.limits]\ntcp = 3\n").unwrap_err();
+    assert!(err.to_string().contains("unknown field `tcp`"), "{err}");
+}

@@ -102,29 +102,41 @@ fn network() -> impl Strategy<Value = Network> {
         prop::option::of(prop::collection::vec(net_rule(), 0..3)),
         prop::option::of(any::<bool>()),
         prop::option::of(any::<bool>()),
+        [
+            prop::option::of(1u32..=NetLimits::MAX_FLOWS),
+            prop::option::of(1u32..=NetLimits::MAX_FLOWS),
+            prop::option::of(1u32..=NetLimits::MAX_RATE),
+        ],
     )
-        .prop_map(|(mode, allow, deny, dns, allow_metadata)| {
-            let filtered = matches!(mode, Some(NetMode::Allowlist) | None);
-            Network {
-                mode,
-                allow: if filtered {
-                    allow
-                } else {
-                    allow.map(|_| Vec::new())
-                },
-                deny: if filtered || mode == Some(NetMode::None) {
-                    deny
-                } else {
-                    deny.map(|_| Vec::new())
-                },
-                dns: if mode == Some(NetMode::None) {
-                    dns.map(|_| false)
-                } else {
-                    dns
-                },
-                allow_metadata,
-            }
-        })
+        .prop_map(
+            |(mode, allow, deny, dns, allow_metadata, [tcp, udp, rate])| {
+                let filtered = matches!(mode, Some(NetMode::Allowlist) | None);
+                Network {
+                    mode,
+                    allow: if filtered {
+                        allow
+                    } else {
+                        allow.map(|_| Vec::new())
+                    },
+                    deny: if filtered || mode == Some(NetMode::None) {
+                        deny
+                    } else {
+                        deny.map(|_| Vec::new())
+                    },
+                    dns: if mode == Some(NetMode::None) {
+                        dns.map(|_| false)
+                    } else {
+                        dns
+                    },
+                    allow_metadata,
+                    limits: NetLimits {
+                        tcp_connections: tcp,
+                        udp_flows: udp,
+                        new_flows_per_second: rate,
+                    },
+                }
+            },
+        )
 }
 
 fn privilege() -> impl Strategy<Value = Privilege> {

@@ -34,7 +34,9 @@ pub struct Counters {
     pub over_limit: u64,
     /// New flows refused by the rate limit.
     pub over_rate: u64,
-    /// New TCP connections refused or over the limit (their SYNs dropped).
+    /// New TCP connections not relayed: refused by the policy or over a
+    /// cap (their SYNs answered with a reset), or over the rate (dropped:
+    /// the sandbox retries).
     pub tcp_dropped: u64,
     /// The TCP relay's own counters.
     pub tcp: TcpCounters,

@@ -279,6 +279,16 @@ impl EgressForwarder {
             GuestPacket::Tcp {
                 src, dst, flags, ..
             } => {
+                if self.tcp.is_pending(&(src, dst)) {
+                    // The host side is still connecting: a retransmitted
+                    // SYN is held like the first (answered now, with no
+                    // socket listening yet, it would get a reset), and a
+                    // reset means the sandbox gave up.
+                    if flags.rst {
+                        self.tcp.abandon(&(src, dst));
+                    }
+                    return;
+                }
                 if flags.syn && !flags.ack && !self.tcp.knows(&(src, dst)) {
                     Action::NewTcp((src, dst))
                 } else {
@@ -328,13 +338,13 @@ impl EgressForwarder {
                     upstream
                 }
                 None => {
-                    self.counters.tcp_dropped += 1;
-                    return self.refuse(Refusal::Gateway);
+                    self.refuse(Refusal::Gateway);
+                    return self.reset_syn(syn);
                 }
             },
             Verdict::Refuse(refusal) => {
-                self.counters.tcp_dropped += 1;
-                return self.refuse(refusal);
+                self.refuse(refusal);
+                return self.reset_syn(syn);
             }
         };
         let flows = self.tcp.flows();
@@ -342,15 +352,25 @@ impl EgressForwarder {
             || (flows + 1) * 2 * TCP_BUFFER_BYTES > self.limits.max_buffered_bytes
         {
             self.counters.over_limit += 1;
-            self.counters.tcp_dropped += 1;
-            return;
+            return self.reset_syn(syn);
         }
         if !self.new_flows.take() {
+            // Over the rate: dropped, so the sandbox's retransmission a
+            // second later goes through (a reset would fail the connect).
             self.counters.over_rate += 1;
             self.counters.tcp_dropped += 1;
             return;
         }
         self.tcp.open(key, target, syn);
+    }
+
+    /// Refuses a new connection at once: its SYN, given to the stack with
+    /// no socket listening, is answered with a reset (the sandbox's
+    /// connect fails with `ECONNREFUSED` rather than waiting out its
+    /// timeout).
+    fn reset_syn(&mut self, syn: Vec<u8>) {
+        self.counters.tcp_dropped += 1;
+        self.tcp.feed(syn);
     }
 
     /// An echo request from the guest: a new flow once the policy and the

@@ -13,11 +13,11 @@ pub struct ForwarderLimits {
     /// A UDP flow with no traffic for this long is closed.
     pub udp_idle: Duration,
     /// TCP connections open (or opening) at once; new SYNs beyond are
-    /// dropped and counted.
+    /// answered with a reset and counted.
     pub max_tcp_flows: usize,
     /// Bytes of connection buffers (each TCP connection holds
     /// [`TCP_BUFFER_BYTES`] each way) at most: a new connection that would
-    /// exceed it is dropped and counted.
+    /// exceed it is refused with a reset and counted.
     pub max_buffered_bytes: usize,
     /// New flows (TCP connections and UDP flows) per second, with a burst
     /// of as many; beyond, a SYN is dropped (the sandbox retries) and a

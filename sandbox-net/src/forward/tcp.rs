@@ -2,9 +2,13 @@
 //! userspace TCP stack (smoltcp, answering for every destination through
 //! its AnyIP mode), the outside by a host socket. A SYN is held until the
 //! host socket has connected, so the sandbox sees a refused destination as
-//! a reset and a blocked one as silence. Data moves only as far as the
-//! other side takes it: the host socket's buffer shows in the window the
-//! sandbox is offered, and nothing is buffered without bound.
+//! a reset, a silent one as silence, and a slow one as a slow handshake
+//! (its retransmitted SYNs are held too, never answered early). Data moves
+//! only as far as the other side takes it: the host socket's buffer shows
+//! in the window the sandbox is offered, and nothing is buffered without
+//! bound. A reset travels as a reset both ways: one from the sandbox
+//! closes the host socket with `SO_LINGER` 0, one from outside aborts the
+//! sandbox's side.
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read, Write};
@@ -135,6 +139,15 @@ struct Connection {
     host_write_shut: bool,
 }
 
+impl Connection {
+    /// Closes the host side with a reset (`SO_LINGER` 0), not a FIN: what
+    /// the sandbox's side did, or a handshake it never finished.
+    fn reset_host(self) {
+        let _ =
+            rustix::net::sockopt::set_socket_linger(&self.host, Some(std::time::Duration::ZERO));
+    }
+}
+
 /// What the TCP side has done.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -150,6 +163,12 @@ pub struct TcpCounters {
     /// Connections dropped because the sandbox never completed its
     /// handshake in time.
     pub handshakes_expired: u64,
+    /// Connections the sandbox reset (passed on to the host side as a
+    /// reset).
+    pub reset_by_sandbox: u64,
+    /// Connects still in progress that the sandbox gave up on (a reset
+    /// for its SYN) or that went unanswered for 135 s.
+    pub connects_abandoned: u64,
 }
 
 /// The TCP half of the forwarder.
@@ -182,8 +201,12 @@ const OFFLOAD_MTU: usize = 65520;
 /// segment an IPv6 packet of [`OFFLOAD_MTU`] carries.
 const OFFLOAD_MSS: u16 = (OFFLOAD_MTU - 40 - 20) as u16;
 
-/// How long a host connect may take before the sandbox gets a reset.
-const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// How long a host connect may stay in progress before the attempt is
+/// dropped (silently: by then the sandbox's own connect, with the kernel's
+/// default six SYN retries, has timed out after ~127 s, as a client
+/// outside would). The host's own SYN retries normally end it first, with
+/// `ETIMEDOUT`, also passed on as silence.
+pub(crate) const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(135);
 
 impl TcpRelay {
     /// `headroom`: bytes left free in front of every frame the stack
@@ -250,6 +273,20 @@ impl TcpRelay {
     /// opened).
     pub(crate) fn knows(&self, key: &(SocketAddr, SocketAddr)) -> bool {
         self.active.contains_key(key) || self.pending.contains_key(key)
+    }
+
+    /// Whether the 4-tuple's host connect is still in progress (its SYN
+    /// held).
+    pub(crate) fn is_pending(&self, key: &(SocketAddr, SocketAddr)) -> bool {
+        self.pending.contains_key(key)
+    }
+
+    /// The sandbox gave up on a connect still in progress (it reset it):
+    /// the host attempt is dropped.
+    pub(crate) fn abandon(&mut self, key: &(SocketAddr, SocketAddr)) {
+        if self.pending.remove(key).is_some() {
+            self.counters.connects_abandoned += 1;
+        }
     }
 
     /// A frame for the stack (ARP, neighbour discovery, segments of known
@@ -390,11 +427,22 @@ impl TcpRelay {
                     let now = smol_now(self.epoch);
                     self.iface.poll(now, &mut self.device, &mut self.sockets);
                 }
-                _ => {
-                    // Refused, unreachable or too slow: feeding the SYN with
-                    // no socket listening makes the stack answer a reset.
-                    if let Some(p) = self.pending.remove(&key) {
-                        self.counters.connect_failed += 1;
+                None => {
+                    // Unanswered for longer than the sandbox waits: dropped
+                    // in silence, as the sandbox's connect has timed out.
+                    self.pending.remove(&key);
+                    self.counters.connects_abandoned += 1;
+                }
+                Some(Err(e)) => {
+                    let Some(p) = self.pending.remove(&key) else {
+                        continue;
+                    };
+                    self.counters.connect_failed += 1;
+                    // A host that never answered: the sandbox sees the same
+                    // silence (its connect times out on its own). Refused
+                    // or unreachable: feeding the SYN with no socket
+                    // listening makes the stack answer a reset.
+                    if e.raw_os_error() != Some(rustix::io::Errno::TIMEDOUT.raw_os_error()) {
                         self.feed(p.syn);
                     }
                 }
@@ -420,7 +468,10 @@ impl TcpRelay {
                     Ok(Ok(0)) | Err(_) => break,
                     Ok(Ok(n)) => self.counters.bytes_out += n as u64,
                     Ok(Err(_)) => {
+                        // The host side failed (a reset from outside):
+                        // the sandbox gets a reset too.
                         socket.abort();
+                        conn.host_eof = true;
                         break;
                     }
                 }
@@ -490,11 +541,23 @@ impl TcpRelay {
         for handle in done {
             if let Some(conn) = self.connections.remove(&handle) {
                 self.active.remove(&conn.key);
-                if !matches!(
-                    self.sockets.get::<tcp::Socket<'_>>(handle).state(),
-                    tcp::State::Closed | tcp::State::TimeWait
-                ) {
-                    self.counters.handshakes_expired += 1;
+                match self.sockets.get::<tcp::Socket<'_>>(handle).state() {
+                    tcp::State::TimeWait => {}
+                    // Closed with both sides finished is a clean close;
+                    // short of that, a reset (the sandbox's, or an abort
+                    // here after the host side failed).
+                    tcp::State::Closed => {
+                        if !(conn.host_eof && conn.host_write_shut) {
+                            if !conn.host_eof {
+                                self.counters.reset_by_sandbox += 1;
+                            }
+                            conn.reset_host();
+                        }
+                    }
+                    _ => {
+                        self.counters.handshakes_expired += 1;
+                        conn.reset_host();
+                    }
                 }
             }
             self.sockets.remove(handle);

@@ -30,7 +30,14 @@ pub enum Verdict {
     Accept,
     /// Drop it.
     Drop,
+    /// Refuse it out loud (`goto refuse`): chain `refuse` answers TCP with
+    /// a reset and anything else with ICMP administratively-prohibited, so
+    /// a refused connect fails at once instead of waiting out its timeout.
+    Refuse,
 }
+
+/// The regular chain [`Verdict::Refuse`] goes to.
+pub const REFUSE_CHAIN: &str = "refuse";
 
 /// What a rule matches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -44,6 +51,8 @@ pub enum Match {
     /// neighbour solicitations and advertisements). Without it a default
     /// drop would leave IPv6 unable to find its gateway.
     NeighborDiscovery,
+    /// Every packet (the last rule of `output`).
+    Any,
     /// A destination network, optionally one transport protocol and a
     /// destination port range (ports without a protocol: make one rule per
     /// protocol).
@@ -95,7 +104,9 @@ pub const METADATA_BLOCKS: [(&str, u8); 4] = [
 ];
 
 /// The egress ruleset of a sandbox: table `inet sandbox`, chain `output`
-/// (policy drop) and chain `input` (policy drop).
+/// (policy drop), chain `input` (policy drop) and the regular chain
+/// `refuse` that `output`'s refusals go to (a TCP reset, or ICMP
+/// administratively-prohibited).
 ///
 /// # Examples
 ///
@@ -109,7 +120,7 @@ pub const METADATA_BLOCKS: [(&str, u8); 4] = [
 /// let ruleset = Ruleset::from_network(&policy.network, &Gateway::default());
 /// let text = ruleset.to_string(); // nft syntax
 /// assert!(text.contains("ip daddr 198.51.100.0/24 tcp dport 443 accept"));
-/// assert!(text.contains("ip daddr 169.254.0.0/16 drop")); // always-on block
+/// assert!(text.contains("ip daddr 169.254.0.0/16 goto refuse")); // always-on block
 /// # Ok::<(), sandbox_policy::Error>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -163,7 +174,8 @@ impl Ruleset {
     /// then the metadata blocks
     /// (with IPv4-mapped forms) unless `allow_metadata`; then `deny` rules
     /// (with IPv4-mapped forms); then DNS to the gateway if `dns`; then
-    /// `allow` rules; everything else dropped. In `input`: loopback,
+    /// `allow` rules; everything else refused ([`Verdict::Refuse`]: a
+    /// reset or ICMP administratively-prohibited). In `input`: loopback,
     /// established/related and neighbour discovery; everything else dropped.
     pub fn from_network(network: &Network, gateway: &Gateway) -> Ruleset {
         let accept = |matches| RuleSpec {
@@ -176,9 +188,9 @@ impl Ruleset {
             accept(Match::NeighborDiscovery),
         ];
         let block = |n: IpNet, protocol, ports, output: &mut Vec<RuleSpec>| {
-            output.extend(destination_rules(n, protocol, ports, Verdict::Drop));
+            output.extend(destination_rules(n, protocol, ports, Verdict::Refuse));
             if let Some(mapped) = ipv4_mapped(n) {
-                output.extend(destination_rules(mapped, protocol, ports, Verdict::Drop));
+                output.extend(destination_rules(mapped, protocol, ports, Verdict::Refuse));
             }
         };
         if !network.allow_metadata.unwrap_or(false) {
@@ -209,6 +221,10 @@ impl Ruleset {
                 Verdict::Accept,
             ));
         }
+        output.push(RuleSpec {
+            matches: Match::Any,
+            verdict: Verdict::Refuse,
+        });
         Ruleset {
             output,
             input: vec![
@@ -259,6 +275,8 @@ impl Ruleset {
         let mut input = Chain::new(name("input")?, &table);
         input.set_hook(Hook::In, 0);
         input.set_policy(ChainPolicy::Drop);
+        let refuse = Chain::new(name(REFUSE_CHAIN)?, &table);
+        let refuse_rules = [RefuseRule::TcpReset, RefuseRule::Prohibited];
         let mut batch = Batch::new();
         if replace {
             batch.add(&table, MsgType::Add);
@@ -267,14 +285,20 @@ impl Ruleset {
         batch.add(&table, MsgType::Add);
         batch.add(&output, MsgType::Add);
         batch.add(&input, MsgType::Add);
+        batch.add(&refuse, MsgType::Add);
         for (chain, rules, outbound) in
             [(&output, &self.output, true), (&input, &self.input, false)]
         {
             for spec in rules {
                 let mut rule = Rule::new(chain);
-                add_expressions(&mut rule, spec, outbound);
+                add_expressions(&mut rule, spec, outbound)?;
                 batch.add(&rule, MsgType::Add);
             }
+        }
+        for refusal in refuse_rules {
+            let mut rule = Rule::new(&refuse);
+            refusal.add_expressions(&mut rule);
+            batch.add(&rule, MsgType::Add);
         }
         let finalized = batch.finalize();
         Ok(NftBatch::from_finalized(&finalized))
@@ -306,6 +330,7 @@ impl Ruleset {
             != [
                 "input (hook input, policy drop)",
                 "output (hook output, policy drop)",
+                "refuse (regular)",
             ]
         {
             return Err(Error::Mismatch {
@@ -359,8 +384,33 @@ fn prefix_mask(prefix: u8, len: usize) -> Vec<u8> {
         .collect()
 }
 
-fn add_expressions(rule: &mut Rule<'_>, spec: &RuleSpec, outbound: bool) {
+/// The rules of chain `refuse`, in order.
+#[derive(Debug, Clone, Copy)]
+enum RefuseRule {
+    /// `meta l4proto tcp reject with tcp reset`
+    TcpReset,
+    /// `reject with icmpx admin-prohibited`
+    Prohibited,
+}
+
+impl RefuseRule {
+    fn add_expressions(self, rule: &mut Rule<'_>) {
+        use nftnl::expr::{IcmpCode, RejectionType};
+        let rejection = match self {
+            RefuseRule::TcpReset => {
+                rule.add_expr(&Meta::L4Proto);
+                rule.add_expr(&Cmp::new(CmpOp::Eq, &[libc::IPPROTO_TCP as u8][..]));
+                RejectionType::TcpRst
+            }
+            RefuseRule::Prohibited => RejectionType::Icmp(IcmpCode::AdminProhibited),
+        };
+        rule.add_expr(&nftnl::expr::Verdict::Reject(rejection));
+    }
+}
+
+fn add_expressions(rule: &mut Rule<'_>, spec: &RuleSpec, outbound: bool) -> Result<()> {
     match spec.matches {
+        Match::Any => {}
         Match::Loopback => {
             let mut name = [0u8; 16];
             name[..2].copy_from_slice(b"lo");
@@ -437,7 +487,14 @@ fn add_expressions(rule: &mut Rule<'_>, spec: &RuleSpec, outbound: bool) {
     rule.add_expr(&match spec.verdict {
         Verdict::Accept => nftnl::expr::Verdict::Accept,
         Verdict::Drop => nftnl::expr::Verdict::Drop,
+        Verdict::Refuse => nftnl::expr::Verdict::Goto {
+            chain: CString::new(REFUSE_CHAIN).map_err(|_| Error::Invalid {
+                what: "nftables name",
+                detail: REFUSE_CHAIN.into(),
+            })?,
+        },
     });
+    Ok(())
 }
 
 /// An nf_tables batch as bytes, with how many ACKs it asks for.

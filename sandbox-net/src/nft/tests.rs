@@ -22,15 +22,17 @@ fn order_is_loopback_established_blocks_denies_dns_allows() {
             .position(|t| t.contains(needle))
             .unwrap_or_else(|| panic!("{needle} in {text:#?}"))
     };
-    let metadata = position("169.254.0.0/16 drop");
-    let mapped_metadata = position("::ffff:169.254.0.0/112 drop");
-    let deny = position("198.51.100.13/32 drop");
-    let mapped_deny = position("::ffff:198.51.100.13/128 drop");
+    let metadata = position("169.254.0.0/16 goto refuse");
+    let mapped_metadata = position("::ffff:169.254.0.0/112 goto refuse");
+    let deny = position("198.51.100.13/32 goto refuse");
+    let mapped_deny = position("::ffff:198.51.100.13/128 goto refuse");
     let dns = position("10.0.2.2/32 udp dport 53 accept");
     let allow = position("198.51.100.0/24 tcp dport 443 accept");
     assert!(metadata < mapped_metadata && mapped_metadata < deny);
     assert!(deny < mapped_deny && mapped_deny < dns && dns < allow);
-    assert_eq!(text.last().map(String::as_str), Some(text[allow].as_str()));
+    // Everything else: refused out loud (a reset or ICMP prohibited).
+    assert_eq!(text.last().map(String::as_str), Some("goto refuse"));
+    assert_eq!(text.len(), allow + 2);
     assert_eq!(rs.input.len(), 3);
 }
 
@@ -40,10 +42,10 @@ fn allow_metadata_lifts_the_always_on_blocks() {
     let lifted = ruleset("[network]\nmode = \"allowlist\"\nallow_metadata = true\n");
     assert_eq!(
         blocked.output.len(),
-        3 + 6,
-        "4 blocks + 2 IPv4-mapped forms"
+        3 + 6 + 1,
+        "4 blocks + 2 IPv4-mapped forms, and the final refusal"
     );
-    assert_eq!(lifted.output.len(), 3);
+    assert_eq!(lifted.output.len(), 3 + 1);
 }
 
 #[test]
@@ -54,7 +56,8 @@ fn ports_without_a_protocol_mean_tcp_and_udp() {
         text[3..],
         [
             "ip daddr 192.0.2.1/32 tcp dport 80-90 accept",
-            "ip daddr 192.0.2.1/32 udp dport 80-90 accept"
+            "ip daddr 192.0.2.1/32 udp dport 80-90 accept",
+            "goto refuse"
         ]
     );
 }
@@ -76,14 +79,19 @@ fn the_batch_asks_an_ack_per_message() {
     let batch = rs.batch().unwrap();
     // The ACKs the kernel sends: one per message libnftnl flagged, counted
     // from the bytes (whether begin and end are flagged depends on
-    // libnftnl's check of the running kernel). At least the table, 2
-    // chains and the rules; the replacing batch adds a table and its
-    // deletion.
+    // libnftnl's check of the running kernel). At least the table, 3
+    // chains and the rules (chain `refuse` has 2); the replacing batch
+    // adds a table and its deletion.
     let flagged = |b: &crate::NftBatch| b.acks() as usize;
-    assert!(flagged(&batch) >= 3 + rs.output.len() + rs.input.len());
+    assert!(flagged(&batch) >= 4 + rs.output.len() + rs.input.len() + 2);
     assert_eq!(flagged(&rs.replace_batch().unwrap()), flagged(&batch) + 2);
     assert_eq!(
         batch.rules().unwrap().len(),
-        rs.output.len() + rs.input.len()
+        rs.output.len() + rs.input.len() + 2
+    );
+    let text = rs.to_string();
+    assert!(
+        text.contains("  chain refuse {\n    meta l4proto tcp reject with tcp reset\n    reject with icmpx admin-prohibited\n  }"),
+        "{text}"
     );
 }

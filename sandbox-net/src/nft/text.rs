@@ -5,7 +5,7 @@ use std::fmt;
 
 use sandbox_policy::Protocol;
 
-use super::{Match, RuleSpec, Ruleset, TABLE, Verdict};
+use super::{Match, REFUSE_CHAIN, RuleSpec, Ruleset, TABLE, Verdict};
 
 impl fmt::Display for Ruleset {
     /// The ruleset in `nft -f` syntax (what the benchmark feeds `nft`).
@@ -22,6 +22,10 @@ impl fmt::Display for Ruleset {
             }
             writeln!(f, "  }}")?;
         }
+        writeln!(f, "  chain {REFUSE_CHAIN} {{")?;
+        writeln!(f, "    meta l4proto tcp reject with tcp reset")?;
+        writeln!(f, "    reject with icmpx admin-prohibited")?;
+        writeln!(f, "  }}")?;
         writeln!(f, "}}")
     }
 }
@@ -30,8 +34,10 @@ pub(super) fn rule_text(rule: &RuleSpec, outbound: bool) -> String {
     let verdict = match rule.verdict {
         Verdict::Accept => "accept",
         Verdict::Drop => "drop",
+        Verdict::Refuse => "goto refuse",
     };
     let matches = match rule.matches {
+        Match::Any => return verdict.to_string(),
         Match::Loopback => format!("{} \"lo\"", if outbound { "oifname" } else { "iifname" }),
         Match::EstablishedRelated => "ct state established,related".to_string(),
         Match::NeighborDiscovery => "icmpv6 type { nd-router-solicit, nd-router-advert, nd-neighbor-solicit, nd-neighbor-advert }".to_string(),

@@ -124,6 +124,10 @@ fn render_chain(message: &[u8]) -> Result<String, String> {
                     .to_string_lossy()
                     .into_owned()
             };
+            if !nft::nftnl_chain_is_set(chain, nft::NFTNL_CHAIN_HOOKNUM as u16) {
+                nft::nftnl_chain_free(chain);
+                return Ok(format!("{name} (regular)"));
+            }
             let hook = match nft::nftnl_chain_get_u32(chain, nft::NFTNL_CHAIN_HOOKNUM as u16) {
                 0 => "prerouting",
                 1 => "input",

@@ -55,6 +55,7 @@ pub(crate) const DEFAULT: &[&str] = &[
     "sandbox-core/tracing",
     "integration-tests/async_child",
     "sandbox-core/network",
+    "sandbox-core/egress_tcp",
     "sandbox-core/concurrency",
     "sandbox-core/placement",
     "sandbox-net/ruleset",

@@ -152,6 +152,14 @@ pub struct EgressStats {
     pub tcp_connects_abandoned: u64,
     /// TCP connections the sandbox reset (passed on as a reset).
     pub tcp_resets_from_sandbox: u64,
+    /// UDP (or other) datagrams the sandbox sent in IP fragments, put
+    /// back together and relayed whole.
+    pub datagrams_reassembled: u64,
+    /// Fragmented datagrams given up (overlapping, malformed, incomplete
+    /// after 30 s, or past the 64 held at once).
+    pub fragmented_datagrams_dropped: u64,
+    /// Refused datagrams answered with ICMP administratively prohibited.
+    pub datagrams_prohibited: u64,
     /// How the forwarder stopped, if it failed before the run ended.
     pub error: Option<String>,
 }
@@ -174,6 +182,9 @@ impl EgressStats {
             handshakes_expired: c.tcp.handshakes_expired,
             tcp_connects_abandoned: c.tcp.connects_abandoned,
             tcp_resets_from_sandbox: c.tcp.reset_by_sandbox,
+            datagrams_reassembled: c.fragments.reassembled,
+            fragmented_datagrams_dropped: c.fragments.dropped,
+            datagrams_prohibited: c.prohibited_sent,
             error,
         }
     }

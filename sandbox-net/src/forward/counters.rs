@@ -1,5 +1,6 @@
 //! What the forwarder counts.
 
+use crate::forward::fragments::FragmentCounters;
 use crate::forward::tcp::TcpCounters;
 
 /// What the forwarder has done, for the report and for tests.
@@ -40,6 +41,11 @@ pub struct Counters {
     pub tcp_dropped: u64,
     /// The TCP relay's own counters.
     pub tcp: TcpCounters,
+    /// IP fragments from the sandbox, and the datagrams reassembled.
+    pub fragments: FragmentCounters,
+    /// ICMP "administratively prohibited" errors sent for refused
+    /// datagrams.
+    pub prohibited_sent: u64,
     /// Frames the classifier did not handle itself (other protocols,
     /// malformed, ARP replies and the like), left to the TCP stack.
     pub ignored: u64,

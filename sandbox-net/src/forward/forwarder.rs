@@ -6,8 +6,7 @@
 //! ping sockets.
 
 use std::collections::HashMap;
-use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::os::fd::OwnedFd;
 use std::time::Instant;
 
@@ -17,11 +16,13 @@ use crate::egress::EgressAddressing;
 use crate::error::{Error, Result};
 use crate::forward::counters::Counters;
 use crate::forward::echo::{EchoKey, EchoRelay};
-use crate::forward::frame::{GuestPacket, Mac, classify, neighbor_advert, udp_frame};
+use crate::forward::fragments::{Reassembly, fragment_of};
+use crate::forward::frame::{GuestPacket, Mac, classify, neighbor_advert};
 use crate::forward::limits::{ForwarderLimits, RateLimit};
 use crate::forward::offload::partial_tcp_checksum;
 use crate::forward::policy::{EgressPolicy, Refusal, Verdict};
 use crate::forward::tcp::{TCP_BUFFER_BYTES, TcpRelay};
+use crate::forward::udp::UdpFlow;
 use crate::tap::VNET_HDR_LEN;
 
 /// The gateway's MAC address on the tap (locally administered).
@@ -35,35 +36,6 @@ pub(super) const FRAME_CAPACITY: usize = 65536 + 64;
 /// the tap waits in its own queue, not in the forwarder's memory.
 const TAP_BATCH: usize = 256;
 
-pub(super) struct UdpFlow {
-    pub(super) socket: UdpSocket,
-    /// The guest's address and the destination it sent to (replies come
-    /// from there, as the guest sees it).
-    guest: SocketAddr,
-    remote: SocketAddr,
-    pub(super) last: Instant,
-    /// For a DNS flow: the ids of the queries not yet answered. The flow
-    /// ends as soon as none is left (a resolver opens a new port for each
-    /// lookup: held for the idle time, lookups would run out of flows).
-    dns: Option<Vec<u16>>,
-}
-
-/// Most queries a DNS flow tracks at once (past that it is tracked no
-/// more, and lives until its idle time).
-const DNS_PENDING: usize = 16;
-
-/// The id of a DNS query (a message with QR clear), if `payload` is one.
-fn dns_query_id(payload: &[u8]) -> Option<u16> {
-    (payload.len() >= 12 && payload[2] & 0x80 == 0)
-        .then(|| u16::from_be_bytes([payload[0], payload[1]]))
-}
-
-/// The id of a DNS answer (QR set), if `payload` is one.
-fn dns_answer_id(payload: &[u8]) -> Option<u16> {
-    (payload.len() >= 12 && payload[2] & 0x80 != 0)
-        .then(|| u16::from_be_bytes([payload[0], payload[1]]))
-}
-
 /// The userspace side of a sandbox's egress.
 pub struct EgressForwarder {
     pub(super) tap: OwnedFd,
@@ -73,13 +45,14 @@ pub struct EgressForwarder {
     offload: bool,
     pub(super) policy: EgressPolicy,
     pub(super) guest_mac: Option<Mac>,
-    dns_upstream: Option<SocketAddr>,
+    pub(super) dns_upstream: Option<SocketAddr>,
     pub(super) limits: ForwarderLimits,
     new_flows: RateLimit,
     gateway_v6: Option<Ipv6Addr>,
     pub(super) flows: HashMap<(SocketAddr, SocketAddr), UdpFlow>,
     pub(super) echoes: EchoRelay,
     pub(super) tcp: TcpRelay,
+    fragments: Reassembly,
     pub(super) counters: Counters,
 }
 
@@ -150,6 +123,7 @@ impl EgressForwarder {
                 headroom,
                 offload,
             ),
+            fragments: Reassembly::default(),
             counters: Counters::default(),
         })
     }
@@ -158,6 +132,7 @@ impl EgressForwarder {
     pub fn counters(&self) -> Counters {
         Counters {
             tcp: self.tcp.counters,
+            fragments: self.fragments.counters,
             ..self.counters
         }
     }
@@ -240,6 +215,14 @@ impl EgressForwarder {
 
     /// A frame from the tap, starting at `frame[start..]`.
     fn handle_frame(&mut self, frame: Vec<u8>, start: usize) {
+        // A fragment waits for the rest of its datagram; the whole one is
+        // handled as if it had come in one frame.
+        if let Some(fragment) = fragment_of(&frame[start..]) {
+            if let Some(whole) = self.fragments.add(fragment, Instant::now()) {
+                self.handle_frame(whole, 0);
+            }
+            return;
+        }
         enum Action {
             Stack,
             Udp(SocketAddr, SocketAddr, Vec<u8>),
@@ -317,7 +300,11 @@ impl EgressForwarder {
         };
         match action {
             Action::Stack => self.tcp.feed_at(frame, start),
-            Action::Udp(src, dst, payload) => self.relay_out(src, dst, &payload),
+            Action::Udp(src, dst, payload) => {
+                if !self.relay_out(src, dst, &payload) {
+                    self.prohibit(&frame[start..]);
+                }
+            }
             Action::Echo(src, dst, ident, seq, payload) => {
                 self.echo_out(src, dst, ident, seq, &payload)
             }
@@ -330,22 +317,8 @@ impl EgressForwarder {
 
     fn open_tcp(&mut self, key: (SocketAddr, SocketAddr), syn: Vec<u8>) {
         let dst = key.1;
-        let target = match self.policy.decide(dst.ip(), dst.port(), Protocol::Tcp) {
-            Verdict::Forward => dst,
-            Verdict::Dns => match self.dns_upstream {
-                Some(upstream) => {
-                    self.counters.dns_queries += 1;
-                    upstream
-                }
-                None => {
-                    self.refuse(Refusal::Gateway);
-                    return self.reset_syn(syn);
-                }
-            },
-            Verdict::Refuse(refusal) => {
-                self.refuse(refusal);
-                return self.reset_syn(syn);
-            }
+        let Some((target, _)) = self.flow_target(dst, Protocol::Tcp) else {
+            return self.reset_syn(syn);
         };
         let flows = self.tcp.flows();
         if flows >= self.limits.max_tcp_flows
@@ -362,6 +335,33 @@ impl EgressForwarder {
             return;
         }
         self.tcp.open(key, target, syn);
+    }
+
+    /// Where a new flow to `dst` goes: `dst` itself, or the resolver for
+    /// DNS to the gateway (then `true`); `None`, the refusal counted, if
+    /// the policy refuses it.
+    pub(super) fn flow_target(
+        &mut self,
+        dst: SocketAddr,
+        protocol: Protocol,
+    ) -> Option<(SocketAddr, bool)> {
+        match self.policy.decide(dst.ip(), dst.port(), protocol) {
+            Verdict::Forward => Some((dst, false)),
+            Verdict::Dns => match self.dns_upstream {
+                Some(upstream) => {
+                    self.counters.dns_queries += 1;
+                    Some((upstream, true))
+                }
+                None => {
+                    self.refuse(Refusal::Gateway);
+                    None
+                }
+            },
+            Verdict::Refuse(refusal) => {
+                self.refuse(refusal);
+                None
+            }
+        }
     }
 
     /// Refuses a new connection at once: its SYN, given to the stack with
@@ -424,136 +424,6 @@ impl EgressForwarder {
         if refusal == Refusal::Metadata {
             self.counters.refused_metadata += 1;
         }
-    }
-
-    fn relay_out(&mut self, guest: SocketAddr, dst: SocketAddr, payload: &[u8]) {
-        let key = (guest, dst);
-        if !self.flows.contains_key(&key) {
-            let verdict = self.policy.decide(dst.ip(), dst.port(), Protocol::Udp);
-            let dns = (verdict == Verdict::Dns).then(Vec::new);
-            let target = match verdict {
-                Verdict::Forward => dst,
-                Verdict::Dns => match self.dns_upstream {
-                    Some(upstream) => {
-                        self.counters.dns_queries += 1;
-                        upstream
-                    }
-                    None => return self.refuse(Refusal::Gateway),
-                },
-                Verdict::Refuse(refusal) => return self.refuse(refusal),
-            };
-            if !self.admit_datagram_flow() {
-                return;
-            }
-            match open_udp(target) {
-                Ok(socket) => {
-                    self.flows.insert(
-                        key,
-                        UdpFlow {
-                            socket,
-                            guest,
-                            remote: dst,
-                            last: Instant::now(),
-                            dns,
-                        },
-                    );
-                }
-                Err(_) => return self.refuse(Refusal::NotAllowed),
-            }
-        } else if self.policy.decide(dst.ip(), dst.port(), Protocol::Udp) == Verdict::Dns {
-            self.counters.dns_queries += 1;
-        }
-        if let Some(flow) = self.flows.get_mut(&key) {
-            flow.last = Instant::now();
-            if flow.socket.send(payload).is_ok() {
-                self.counters.udp_out += 1;
-                if let (Some(pending), Some(id)) = (&mut flow.dns, dns_query_id(payload))
-                    && !pending.contains(&id)
-                {
-                    if pending.len() < DNS_PENDING {
-                        pending.push(id);
-                    } else {
-                        // Too many to track: the flow lives its idle time.
-                        flow.dns = None;
-                    }
-                }
-            }
-        }
-    }
-
-    pub(super) fn relay_in(&mut self, key: (SocketAddr, SocketAddr), buffer: &mut [u8]) {
-        let Some(guest_mac) = self.guest_mac else {
-            return;
-        };
-        let mut replies = Vec::new();
-        let mut answered = false;
-        if let Some(flow) = self.flows.get_mut(&key) {
-            loop {
-                match flow.socket.recv(buffer) {
-                    Ok(n) => {
-                        flow.last = Instant::now();
-                        if let (Some(pending), Some(id)) =
-                            (&mut flow.dns, dns_answer_id(&buffer[..n]))
-                        {
-                            pending.retain(|&p| p != id);
-                            answered |= pending.is_empty();
-                        }
-                        if let Some(frame) = udp_frame(
-                            GATEWAY_MAC,
-                            guest_mac,
-                            flow.remote,
-                            flow.guest,
-                            &buffer[..n],
-                        ) {
-                            replies.push(frame);
-                        }
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(_) => break,
-                }
-            }
-        }
-        for frame in replies {
-            self.counters.udp_in += 1;
-            self.send_frame(&frame);
-        }
-        // Every query of the lookup is answered: the flow ends now.
-        if answered {
-            self.flows.remove(&key);
-        }
-    }
-}
-
-fn open_udp(target: SocketAddr) -> io::Result<UdpSocket> {
-    let local: SocketAddr = if target.is_ipv4() {
-        SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0))
-    } else {
-        SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0))
-    };
-    let socket = UdpSocket::bind(local)?;
-    socket.connect(target)?;
-    socket.set_nonblocking(true)?;
-    Ok(socket)
-}
-
-#[cfg(test)]
-mod dns_tests {
-    use super::*;
-
-    #[test]
-    fn queries_and_answers_are_told_apart_by_their_qr_bit() {
-        let mut query = [0u8; 12];
-        query[..2].copy_from_slice(&0xbeefu16.to_be_bytes());
-        query[2] = 0x01; // RD
-        assert_eq!(dns_query_id(&query), Some(0xbeef));
-        assert_eq!(dns_answer_id(&query), None);
-        let mut answer = query;
-        answer[2] |= 0x80; // QR
-        assert_eq!(dns_answer_id(&answer), Some(0xbeef));
-        assert_eq!(dns_query_id(&answer), None);
-        // Shorter than a header: neither.
-        assert_eq!(dns_query_id(&query[..11]), None);
-        assert_eq!(dns_answer_id(&answer[..11]), None);
     }
 }
 

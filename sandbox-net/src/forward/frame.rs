@@ -19,7 +19,7 @@ const ETHERTYPE_ARP: u16 = 0x0806;
 pub(super) const ETHERTYPE_IPV6: u16 = 0x86dd;
 const PROTO_ICMP: u8 = 1;
 pub(super) const PROTO_TCP: u8 = 6;
-const PROTO_UDP: u8 = 17;
+pub(super) const PROTO_UDP: u8 = 17;
 const PROTO_ICMPV6: u8 = 58;
 
 /// TCP flags of a segment.

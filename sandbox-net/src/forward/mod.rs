@@ -13,19 +13,25 @@
 mod counters;
 mod echo;
 mod forwarder;
+mod fragments;
 mod frame;
+mod icmp;
 mod limits;
 mod offload;
 mod policy;
 mod poll;
 mod tcp;
+mod tcp_device;
+mod udp;
 
 pub use counters::Counters;
 pub use forwarder::{EgressForwarder, GATEWAY_MAC, resolver_from};
+pub use fragments::FragmentCounters;
 pub use frame::{
     BROADCAST, GuestPacket, Mac, TcpFlags, arp_reply, classify, echo_reply_frame,
     internet_checksum, neighbor_advert, udp_frame,
 };
+pub use icmp::prohibited_frame;
 pub use limits::ForwarderLimits;
 pub use policy::{EgressPolicy, Refusal, Verdict, canonical};
 pub use poll::PollRound;

@@ -17,109 +17,19 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::Instant;
 
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
-use smoltcp::phy::{Device, DeviceCapabilities, Medium, RxToken, TxToken};
 use smoltcp::socket::tcp;
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr, IpListenEndpoint};
 
 use crate::egress::EgressAddressing;
 use crate::forward::frame::Mac;
 use crate::forward::offload::replace_syn_mss;
+use crate::forward::tcp_device::{POOL_SIZE, QueueDevice};
 
 /// Each TCP connection's buffer in the forwarder, each way (what the
 /// sandbox is offered as its window, and what the host may have in
 /// flight towards it).
 pub const TCP_BUFFER_BYTES: usize = 256 * 1024;
 const BUFFER: usize = TCP_BUFFER_BYTES;
-
-/// A device whose frames are queues the forwarder fills and drains.
-struct QueueDevice {
-    /// Frames for the stack, each from its offset on.
-    rx: VecDeque<(Vec<u8>, usize)>,
-    tx: VecDeque<Vec<u8>>,
-    /// Frame buffers written out and given back, reused for later frames.
-    pool: Vec<Vec<u8>>,
-    mtu: usize,
-    /// Bytes left free in front of every frame sent (for the tap's
-    /// `virtio_net_hdr`).
-    headroom: usize,
-    /// TCP checksums are the tap's business (offloaded): the stack neither
-    /// checks nor computes them.
-    offload: bool,
-}
-
-struct Rx(Vec<u8>, usize);
-
-impl RxToken for Rx {
-    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
-        f(self.0.get(self.1..).unwrap_or_default())
-    }
-}
-
-struct Tx<'a> {
-    queue: &'a mut VecDeque<Vec<u8>>,
-    pool: &'a mut Vec<Vec<u8>>,
-    headroom: usize,
-}
-
-/// Bytes zeroed at the start of a reused frame buffer: every header the
-/// stack writes (Ethernet, IPv6, TCP with options) lies within them, so
-/// padding it skips is never stale; the payload after is always written.
-const HEADER_BYTES: usize = 14 + 40 + 60;
-
-impl TxToken for Tx<'_> {
-    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
-        let total = self.headroom + len;
-        let mut frame = self.pool.pop().unwrap_or_default();
-        if frame.len() >= total {
-            frame.truncate(total);
-            frame[..total.min(self.headroom + HEADER_BYTES)].fill(0);
-        } else {
-            frame.clear();
-            frame.resize(total, 0);
-        }
-        let result = f(&mut frame[self.headroom..]);
-        self.queue.push_back(frame);
-        result
-    }
-}
-
-/// Frame buffers kept for reuse at most.
-const POOL_SIZE: usize = 64;
-
-impl Device for QueueDevice {
-    type RxToken<'a> = Rx;
-    type TxToken<'a> = Tx<'a>;
-
-    fn receive(&mut self, _: smoltcp::time::Instant) -> Option<(Rx, Tx<'_>)> {
-        let (frame, start) = self.rx.pop_front()?;
-        Some((
-            Rx(frame, start),
-            Tx {
-                queue: &mut self.tx,
-                pool: &mut self.pool,
-                headroom: self.headroom,
-            },
-        ))
-    }
-
-    fn transmit(&mut self, _: smoltcp::time::Instant) -> Option<Tx<'_>> {
-        Some(Tx {
-            queue: &mut self.tx,
-            pool: &mut self.pool,
-            headroom: self.headroom,
-        })
-    }
-
-    fn capabilities(&self) -> DeviceCapabilities {
-        let mut caps = DeviceCapabilities::default();
-        caps.medium = Medium::Ethernet;
-        caps.max_transmission_unit = self.mtu + 14;
-        if self.offload {
-            caps.checksum.tcp = smoltcp::phy::Checksum::None;
-        }
-        caps
-    }
-}
 
 /// A connection in progress on the host side, its SYN held.
 struct Pending {

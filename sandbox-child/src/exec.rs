@@ -473,6 +473,10 @@ pub(crate) fn run_step(step: &Step, registers: &mut Registers) -> Result<(), Err
         Step::NftBatch { bytes, acks } => net::nft_batch(bytes, *acks),
         Step::CreateTap { name, index, out } => registers.put(*out, net::create_tap(name, *index)?),
         Step::Netlink { bytes, count } => net::rtnetlink(bytes, *count),
+        Step::OpenNetfilter { out } => registers.put(
+            *out,
+            net::netlink_socket(Some(rustix::net::netlink::NETFILTER))?,
+        ),
         Step::SendFd { socket, reg } => net::send_fd(inherited(*socket)?, registers.get(*reg)?),
         Step::DropBoundingAndAmbient => drop_bounding_and_ambient(),
         Step::ClearGroups => rustix::thread::set_thread_groups(&[]),

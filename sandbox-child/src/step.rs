@@ -215,6 +215,10 @@ pub enum Step {
     },
     /// Send prebuilt rtnetlink requests, checking every ACK.
     Netlink { bytes: Vec<u8>, count: u32 },
+    /// Open a `NETLINK_NETFILTER` socket into `out`: bound to this network
+    /// namespace and carrying this process's capabilities in it, so the
+    /// parent can update the ruleset's sets through it later.
+    OpenNetfilter { out: Reg },
     /// Pass the fd in `reg` to the parent over `socket` (`SCM_RIGHTS`).
     SendFd { socket: c_int, reg: Reg },
     /// Empty the bounding and ambient sets, lock the securebits.
@@ -330,6 +334,7 @@ impl Step {
             Self::NftBatch { .. } => "NftBatch",
             Self::CreateTap { .. } => "CreateTap",
             Self::Netlink { .. } => "Netlink",
+            Self::OpenNetfilter { .. } => "OpenNetfilter",
             Self::SendFd { .. } => "SendFd",
             Self::DropBoundingAndAmbient { .. } => "DropBoundingAndAmbient",
             Self::ClearGroups { .. } => "ClearGroups",

@@ -134,6 +134,18 @@ pub struct EgressStats {
     pub udp_datagrams_in: u64,
     /// DNS queries relayed to the resolver.
     pub dns_queries: u64,
+    /// DNS queries refused at the gateway (names no allow rule matches, or
+    /// DNS over TCP, with `dns = "allowed-names"`).
+    pub dns_refused: u64,
+    /// DNS answers refused for putting an allowed name on an internal
+    /// address (the rebinding defence).
+    pub dns_rebinding: u64,
+    /// Addresses pinned to allowed names.
+    pub pins_added: u64,
+    /// Answers not pinned: the pin cap was reached.
+    pub pins_over_cap: u64,
+    /// Answers whose pins the kernel refused (SERVFAIL to the sandbox).
+    pub pin_errors: u64,
     /// ICMP echo requests relayed.
     pub echo_requests: u64,
     /// New flows the policy refused (the forwarder's own enforcement).
@@ -174,6 +186,11 @@ impl EgressStats {
             udp_datagrams_out: c.udp_out,
             udp_datagrams_in: c.udp_in,
             dns_queries: c.dns_queries,
+            dns_refused: c.dns_refused,
+            dns_rebinding: c.dns_rebinding,
+            pins_added: c.pins_added,
+            pins_over_cap: c.pins_over_cap,
+            pin_errors: c.pin_errors,
             echo_requests: c.echo_out,
             refused: c.refused,
             refused_metadata: c.refused_metadata,
@@ -207,6 +224,17 @@ impl std::fmt::Display for EgressStats {
             self.over_limit,
             self.over_rate
         )?;
+        if self.dns_refused + self.dns_rebinding + self.pins_added + self.pin_errors > 0 {
+            write!(
+                f,
+                "; names: {} pinned, {} queries refused, {} answers refused as rebinding, {} over the pin cap, {} pin errors",
+                self.pins_added,
+                self.dns_refused,
+                self.dns_rebinding,
+                self.pins_over_cap,
+                self.pin_errors
+            )?;
+        }
         if let Some(error) = &self.error {
             write!(f, "; the forwarder failed: {error}")?;
         }

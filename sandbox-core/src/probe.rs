@@ -185,12 +185,16 @@ fn reason_of(capability: &Capability) -> &str {
 }
 
 /// The batch an allowlisted run's child sends (the `networked` profile's
-/// ruleset, for a fresh network namespace), and the ACKs it asks for: the
-/// probe tries exactly what a run will do.
+/// ruleset with a host-name rule too, so its pin sets with timeouts and
+/// their lookups are tried, for a fresh network namespace), and the ACKs
+/// it asks for: the probe tries exactly what a run will do.
 fn nftables_probe_batch() -> (Vec<u8>, u32) {
-    let network = sandbox_policy::Policy::profile("networked")
+    let mut network = sandbox_policy::Policy::profile("networked")
         .map(|p| p.resolved().network)
         .unwrap_or_default();
+    if let Ok(rule) = "probe.invalid:443/tcp".parse() {
+        network.allow.get_or_insert_with(Vec::new).push(rule);
+    }
     match sandbox_net::Ruleset::from_network(&network, &sandbox_net::Gateway::default()).batch() {
         Ok(batch) => (batch.as_bytes().to_vec(), batch.acks()),
         Err(_) => (Vec::new(), 0),

@@ -67,6 +67,11 @@ fn start_forwarder(inner: &Inner, socket: &OwnedFd) -> Result<EgressRun> {
         }
     };
     let tap = sandbox_net::recv_fd(socket).map_err(fail("receive the tap fd"))?;
+    let pin_socket = if inner.policy.network.has_host_rules() {
+        Some(sandbox_net::recv_fd(socket).map_err(fail("receive the netfilter socket"))?)
+    } else {
+        None
+    };
     let policy = EgressPolicy::from_network(&inner.policy.network, Gateway::default());
     let forwarder = EgressForwarder::new(
         tap,
@@ -83,6 +88,10 @@ fn start_forwarder(inner: &Inner, socket: &OwnedFd) -> Result<EgressRun> {
         forwarder_limits(&inner.policy.network.limits),
     )
     .map_err(fail("start the egress forwarder"))?;
+    let mut forwarder = forwarder;
+    if let Some(pin_socket) = pin_socket {
+        forwarder.set_pin_socket(pin_socket);
+    }
     crate::egress_pool::run(forwarder)
 }
 

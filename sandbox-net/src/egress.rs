@@ -138,7 +138,13 @@ impl EgressNamespace {
             ),
             (Step::LoopbackUp, "bring loopback up".to_string()),
         ];
-        steps.extend(egress_steps(network, addressing, theirs.as_fd(), tap_reg)?);
+        steps.extend(egress_steps(
+            network,
+            addressing,
+            theirs.as_fd(),
+            tap_reg,
+            None,
+        )?);
         steps.push((
             Step::OpenFile {
                 path: c"/proc/self/ns/net".to_owned(),
@@ -211,6 +217,9 @@ pub const TAP_INDEX: u32 = 2;
 /// [`TAP_INDEX`], its fd in register `tap`; its MTU, queue length,
 /// addresses, state and routes (rtnetlink); its fd passed over `socket`
 /// (an fd the child inherits at the same number); the register closed.
+/// With `netfilter`, then a `NETLINK_NETFILTER` socket opened in the
+/// namespace into that register and passed over `socket` too (for
+/// [`EgressForwarder::set_pin_socket`](crate::forward::EgressForwarder::set_pin_socket)).
 /// Loopback and anything else the namespace needs are the caller's.
 ///
 /// The run's child (`sandbox-core`) and
@@ -225,6 +234,7 @@ pub fn egress_steps(
     addressing: &EgressAddressing,
     socket: BorrowedFd<'_>,
     tap: Reg,
+    netfilter: Option<Reg>,
 ) -> Result<Vec<(Step, String)>> {
     crate::tap::check_name(addressing.name)?;
     let name = std::ffi::CString::new(addressing.name).map_err(|_| Error::Invalid {
@@ -233,7 +243,7 @@ pub fn egress_steps(
     })?;
     let batch = Ruleset::from_network(network, &addressing.gateway).batch()?;
     let setup = tap_setup(addressing, TAP_INDEX)?;
-    Ok(vec![
+    let mut steps = vec![
         (
             Step::NftBatch {
                 bytes: batch.as_bytes().to_vec(),
@@ -267,7 +277,24 @@ pub fn egress_steps(
             "pass the tap fd to the parent".into(),
         ),
         (Step::Close(tap), "close the tap".into()),
-    ])
+    ];
+    if let Some(reg) = netfilter {
+        steps.extend([
+            (
+                Step::OpenNetfilter { out: reg },
+                "open a netfilter socket in the namespace (for the pin sets)".into(),
+            ),
+            (
+                Step::SendFd {
+                    socket: socket.as_raw_fd(),
+                    reg,
+                },
+                "pass the netfilter socket to the parent".into(),
+            ),
+            (Step::Close(reg), "close the netfilter socket".into()),
+        ]);
+    }
+    Ok(steps)
 }
 
 /// A request that brings `link` up.

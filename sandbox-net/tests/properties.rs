@@ -36,11 +36,17 @@ fn rule() -> impl Strategy<Value = NetRule> {
         net(),
         proptest::option::of((1u16..=65535, 0u16..=100)),
         proptest::option::of(prop_oneof![Just(Protocol::Tcp), Just(Protocol::Udp)]),
+        any::<u8>(),
     )
-        .prop_map(|(n, ports, protocol)| {
+        .prop_map(|(n, ports, protocol, pick)| {
             let ports = ports
                 .map(|(start, span)| PortRange::new(start, start.saturating_add(span)).unwrap());
-            NetRule::new(n, ports, protocol)
+            // One rule in four names a host (its sets and lookups).
+            match pick % 8 {
+                0 => NetRule::host("pypi.org".parse().unwrap(), ports, protocol),
+                1 => NetRule::host("*.example.com".parse().unwrap(), ports, protocol),
+                _ => NetRule::new(n, ports, protocol),
+            }
         })
 }
 
@@ -55,7 +61,11 @@ fn network() -> impl Strategy<Value = Network> {
             mode: Some(sandbox_policy::NetMode::Allowlist),
             allow: Some(allow),
             deny: Some(deny),
-            dns: Some(dns),
+            dns: Some(if dns {
+                sandbox_policy::DnsMode::Any
+            } else {
+                sandbox_policy::DnsMode::Auto
+            }),
             allow_metadata: Some(allow_metadata),
             limits: Default::default(),
         })

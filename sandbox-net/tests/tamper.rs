@@ -32,6 +32,7 @@ fn attempts() -> Vec<(&'static str, i32)> {
     let open_everything = Ruleset {
         output: Vec::new(),
         input: Vec::new(),
+        sets: Vec::new(),
     };
     let rtnl = Rtnetlink::open();
     let tap_index = rtnl

@@ -46,8 +46,10 @@
 
 mod env;
 mod error;
+mod host_rule;
 mod model;
 mod net_rule;
+mod network;
 mod policy;
 mod profiles;
 mod schema;
@@ -58,10 +60,12 @@ mod validate;
 
 pub use env::{glob_matches, looks_secret};
 pub use error::{Error, Format, Problem};
+pub use host_rule::HostPattern;
 pub use model::{
-    Bind, Env, Filesystem, FsMode, KernelQuotas, LandlockMode, Limit, NetLimits, NetMode, Network,
-    OnUnavailable, Policy, Privilege, Resources, SeccompMode, SocketFamily, Tmpfs, User,
+    Bind, Env, Filesystem, FsMode, KernelQuotas, LandlockMode, Limit, OnUnavailable, Policy,
+    Privilege, Resources, SeccompMode, SocketFamily, Tmpfs, User,
 };
-pub use net_rule::{IpNet, NetRule, NetRuleError, PortRange, Protocol};
+pub use net_rule::{Destination, IpNet, NetRule, NetRuleError, PortRange, Protocol};
+pub use network::{DnsMode, NetLimits, NetMode, Network};
 pub use profiles::PROFILE_NAMES;
 pub use units::{ByteSize, Duration, UnitError};

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::net_rule::NetRule;
+pub(crate) use crate::network::{DnsMode, NetLimits, NetMode, Network};
 use crate::units::{ByteSize, Duration};
 
 /// A complete description of what a sandboxed run may do.
@@ -116,97 +116,6 @@ pub struct Tmpfs {
     /// Its size limit (default: the kernel's, half of memory).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size: Option<ByteSize>,
-}
-
-/// `network`: where the process may connect.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Network {
-    /// The kind of network.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mode: Option<NetMode>,
-    /// Destinations allowed in `allowlist` mode.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub allow: Option<Vec<NetRule>>,
-    /// Destinations refused even if allowed (deny wins).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub deny: Option<Vec<NetRule>>,
-    /// Whether DNS queries to the gateway are relayed to the host's
-    /// resolver.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub dns: Option<bool>,
-    /// Whether link-local and cloud-metadata addresses may be reached.
-    /// They are blocked unless this is set to `true` explicitly.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub allow_metadata: Option<bool>,
-    /// Caps on the egress forwarder's flows (allowlist mode).
-    #[serde(default, skip_serializing_if = "NetLimits::is_unset")]
-    pub limits: NetLimits,
-}
-
-/// `network.limits`: what one sandbox may hold of the egress forwarder.
-/// Past a cap a new TCP connection is refused with a reset, and a new UDP
-/// flow (or ICMP echo flow) is dropped; past the rate a SYN is dropped (the
-/// sandbox's retransmission gets through a second later). Every one is
-/// counted in the run's egress figures.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct NetLimits {
-    /// TCP connections open (or opening) at once; each holds up to
-    /// 256 KiB of buffer each way in the forwarder.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tcp_connections: Option<u32>,
-    /// UDP flows (a source and destination pair; DNS lookups end at their
-    /// answer) and ICMP echo flows open at once.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub udp_flows: Option<u32>,
-    /// New flows (TCP and UDP) a second, with a burst of as many.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub new_flows_per_second: Option<u32>,
-}
-
-impl NetLimits {
-    /// The largest `tcp_connections` or `udp_flows` (the forwarder's fds).
-    pub const MAX_FLOWS: u32 = 65_536;
-    /// The largest `new_flows_per_second`.
-    pub const MAX_RATE: u32 = 1_000_000;
-
-    /// Whether nothing is set.
-    pub fn is_unset(&self) -> bool {
-        *self == Self::default()
-    }
-
-    /// Each cap with its policy name (`tcp_connections`), in order.
-    pub fn fields(&self) -> [(&'static str, Option<u32>); 3] {
-        [
-            ("tcp_connections", self.tcp_connections),
-            ("udp_flows", self.udp_flows),
-            ("new_flows_per_second", self.new_flows_per_second),
-        ]
-    }
-
-    /// Field by field: `over`'s where set, else `self`'s.
-    pub fn merged(&self, over: &NetLimits) -> NetLimits {
-        NetLimits {
-            tcp_connections: over.tcp_connections.or(self.tcp_connections),
-            udp_flows: over.udp_flows.or(self.udp_flows),
-            new_flows_per_second: over.new_flows_per_second.or(self.new_flows_per_second),
-        }
-    }
-}
-
-/// `network.mode`, declared strictest first.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
-)]
-#[serde(rename_all = "kebab-case")]
-pub enum NetMode {
-    /// A network namespace with only loopback: no way out.
-    None,
-    /// Egress to the `allow` rules only, through the userspace forwarder.
-    Allowlist,
-    /// The host's network, unfiltered.
-    Host,
 }
 
 /// `privilege`: who the process runs as and what the kernel lets it do.

@@ -1,10 +1,14 @@
 //! Network rules: `CIDR`, `CIDR:PORT`, `CIDR:PORT-PORT`, each optionally
 //! followed by `/tcp` or `/udp`; IPv6 in brackets when a port follows
-//! (`[2001:db8::/32]:443/tcp`). A hand-written, exact parser.
+//! (`[2001:db8::/32]:443/tcp`); and the same forms with a host name or a
+//! `*.` wildcard in place of the CIDR (`pypi.org:443/tcp`,
+//! `*.githubusercontent.com:443`). A hand-written, exact parser.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
+
+use crate::host_rule::{HostPattern, looks_like_host};
 
 /// An address range: an address and a prefix length, with no host bits set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -29,8 +33,18 @@ pub enum Protocol {
     Udp,
 }
 
-/// One allow or deny rule: a range of addresses, optionally ports and a
-/// protocol. Absent ports or protocol mean "any".
+/// Where a rule points: a range of addresses, or host names (whose
+/// addresses are learnt from the DNS answers the sandbox gets).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Destination {
+    /// An address range.
+    Net(IpNet),
+    /// A host name or a wildcard.
+    Host(HostPattern),
+}
+
+/// One allow or deny rule: a range of addresses or host names, optionally
+/// ports and a protocol. Absent ports or protocol mean "any".
 ///
 /// # Examples
 ///
@@ -43,11 +57,14 @@ pub enum Protocol {
 /// assert!(v6.covers(&"[2001:db8:1::/48]:8080".parse()?));
 /// let err = "10.0.0.0/33".parse::<NetRule>().unwrap_err();
 /// assert_eq!(err.to_string(), "invalid CIDR \"10.0.0.0/33\": prefix length must be at most 32");
+/// let named: NetRule = "*.githubusercontent.com:443/tcp".parse()?;
+/// assert_eq!(named.host_pattern().map(|h| h.name()), Some("githubusercontent.com"));
+/// assert_eq!(named.net(), None);
 /// # Ok::<(), sandbox_policy::NetRuleError>(())
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct NetRule {
-    net: IpNet,
+    dest: Destination,
     ports: Option<PortRange>,
     protocol: Option<Protocol>,
 }
@@ -61,6 +78,12 @@ pub struct NetRuleError {
 
 fn fail(message: String) -> NetRuleError {
     NetRuleError { message }
+}
+
+impl NetRuleError {
+    pub(crate) fn new(message: String) -> Self {
+        Self { message }
+    }
 }
 
 impl IpNet {
@@ -171,18 +194,43 @@ impl PortRange {
 }
 
 impl NetRule {
-    /// A rule from its parts.
+    /// An address rule from its parts.
     pub fn new(net: IpNet, ports: Option<PortRange>, protocol: Option<Protocol>) -> Self {
         Self {
-            net,
+            dest: Destination::Net(net),
             ports,
             protocol,
         }
     }
 
-    /// The addresses.
-    pub fn net(&self) -> IpNet {
-        self.net
+    /// A host-name rule from its parts.
+    pub fn host(host: HostPattern, ports: Option<PortRange>, protocol: Option<Protocol>) -> Self {
+        Self {
+            dest: Destination::Host(host),
+            ports,
+            protocol,
+        }
+    }
+
+    /// Where it points.
+    pub fn destination(&self) -> &Destination {
+        &self.dest
+    }
+
+    /// The addresses, for an address rule.
+    pub fn net(&self) -> Option<IpNet> {
+        match &self.dest {
+            Destination::Net(net) => Some(*net),
+            Destination::Host(_) => None,
+        }
+    }
+
+    /// The host names, for a host-name rule.
+    pub fn host_pattern(&self) -> Option<&HostPattern> {
+        match &self.dest {
+            Destination::Host(host) => Some(host),
+            Destination::Net(_) => None,
+        }
     }
 
     /// The ports, if limited.
@@ -195,7 +243,9 @@ impl NetRule {
         self.protocol
     }
 
-    /// Whether everything `other` matches, this rule matches too.
+    /// Whether everything `other` matches, this rule matches too. An
+    /// address rule never covers a host-name rule (a name may resolve
+    /// anywhere) nor the other way round.
     pub fn covers(&self, other: &NetRule) -> bool {
         let ports = match (self.ports, other.ports) {
             (None, _) => true,
@@ -203,20 +253,35 @@ impl NetRule {
             (Some(a), Some(b)) => a.contains(&b),
         };
         let protocol = self.protocol.is_none() || self.protocol == other.protocol;
-        self.net.contains(&other.net) && ports && protocol
+        let dest = match (&self.dest, &other.dest) {
+            (Destination::Net(a), Destination::Net(b)) => a.contains(b),
+            (Destination::Host(a), Destination::Host(b)) => a.covers(b),
+            _ => false,
+        };
+        dest && ports && protocol
     }
 
-    /// Whether a connection to `addr:port` over `protocol` matches.
-    pub fn matches(&self, addr: IpAddr, port: u16, protocol: Protocol) -> bool {
-        self.net.contains_addr(addr)
-            && self.ports.is_none_or(|p| p.start <= port && port <= p.end)
+    /// Whether the port and protocol of a flow match (the destination
+    /// aside).
+    pub fn matches_transport(&self, port: u16, protocol: Protocol) -> bool {
+        self.ports.is_none_or(|p| p.start <= port && port <= p.end)
             && self.protocol.is_none_or(|p| p == protocol)
+    }
+
+    /// Whether a connection to `addr:port` over `protocol` matches an
+    /// address rule (a host-name rule matches no address by itself: the
+    /// forwarder pins the addresses its names resolve to).
+    pub fn matches(&self, addr: IpAddr, port: u16, protocol: Protocol) -> bool {
+        self.net().is_some_and(|net| net.contains_addr(addr))
+            && self.matches_transport(port, protocol)
     }
 
     /// Whether the rule covers every protocol to `addr` (it names neither
     /// ports nor a protocol): what an ICMP echo to `addr` needs.
     pub fn matches_any_transport(&self, addr: IpAddr) -> bool {
-        self.net.contains_addr(addr) && self.ports.is_none() && self.protocol.is_none()
+        self.net().is_some_and(|net| net.contains_addr(addr))
+            && self.ports.is_none()
+            && self.protocol.is_none()
     }
 }
 
@@ -274,7 +339,7 @@ impl FromStr for NetRule {
     fn from_str(rule: &str) -> Result<Self, NetRuleError> {
         if rule.is_empty() {
             return Err(fail(
-                "invalid rule \"\": expected CIDR[:PORT[-PORT]][/tcp|/udp]".into(),
+                "invalid rule \"\": expected CIDR[:PORT[-PORT]][/tcp|/udp] or HOST[:PORT[-PORT]][/tcp|/udp]".into(),
             ));
         }
         let (body, protocol) = if let Some(b) = rule.strip_suffix("/tcp") {
@@ -284,6 +349,17 @@ impl FromStr for NetRule {
         } else {
             (rule, None)
         };
+        // A host name has at most one ':' (before its ports); an IPv6
+        // address has more, or brackets.
+        let host_part = body.split_once(':').map_or(body, |(h, _)| h);
+        if !body.starts_with('[') && body.matches(':').count() <= 1 && looks_like_host(host_part) {
+            let host: HostPattern = host_part.parse()?;
+            let ports = match body.split_once(':') {
+                Some((_, ports)) => Some(parse_ports(ports, rule)?),
+                None => None,
+            };
+            return Ok(Self::host(host, ports, protocol));
+        }
         let (net, ports) = if let Some(inner) = body.strip_prefix('[') {
             let (net, rest) = inner
                 .split_once(']')
@@ -315,11 +391,7 @@ impl FromStr for NetRule {
                 None => (parse_net(body, rule)?, None),
             }
         };
-        Ok(Self {
-            net,
-            ports,
-            protocol,
-        })
+        Ok(Self::new(net, ports, protocol))
     }
 }
 
@@ -351,10 +423,12 @@ impl fmt::Display for Protocol {
 impl fmt::Display for NetRule {
     /// The canonical form, which parses back to the same rule.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match (self.net.addr, self.ports) {
-            (IpAddr::V6(_), Some(p)) => write!(f, "[{}]:{p}", self.net)?,
-            (_, Some(p)) => write!(f, "{}:{p}", self.net)?,
-            (_, None) => write!(f, "{}", self.net)?,
+        match (&self.dest, self.ports) {
+            (Destination::Net(net), Some(p)) if net.addr.is_ipv6() => write!(f, "[{net}]:{p}")?,
+            (Destination::Net(net), Some(p)) => write!(f, "{net}:{p}")?,
+            (Destination::Net(net), None) => write!(f, "{net}")?,
+            (Destination::Host(host), Some(p)) => write!(f, "{host}:{p}")?,
+            (Destination::Host(host), None) => write!(f, "{host}")?,
         }
         if let Some(proto) = self.protocol {
             write!(f, "/{proto}")?;
@@ -404,6 +478,12 @@ mod tests {
             ("[2001:db8::/32]:443/tcp", "[2001:db8::/32]:443/tcp"),
             ("[::1]:53/udp", "[::1/128]:53/udp"),
             ("::/0", "::/0"),
+            ("389a::/15", "389a::/15"),
+            ("pypi.org:443/tcp", "pypi.org:443/tcp"),
+            ("*.githubusercontent.com:443", "*.githubusercontent.com:443"),
+            ("GitHub.com:22", "github.com:22"),
+            ("example.com", "example.com"),
+            ("a.example:1000-2000/udp", "a.example:1000-2000/udp"),
         ] {
             let rule = ok(input);
             assert_eq!(rule.to_string(), canonical, "{input}");
@@ -438,8 +518,8 @@ mod tests {
             "invalid port range 2000-1000: the start is above the end (in \"10.0.0.0/8:2000-1000\")"
         );
         assert_eq!(
-            err("example.com"),
-            "invalid rule \"example.com\": \"example.com\" is not an IP address"
+            err("example"),
+            "invalid host name \"example\": a single label is not a host on the internet; write the full name"
         );
         assert_eq!(
             err("10.0.0.0/8:"),

@@ -75,7 +75,7 @@ pub(crate) fn default_profile() -> Policy {
             mode: Some(NetMode::None),
             allow: Some(Vec::new()),
             deny: Some(Vec::new()),
-            dns: Some(false),
+            dns: Some(DnsMode::Auto),
             allow_metadata: Some(false),
             limits: NetLimits {
                 tcp_connections: Some(256),

@@ -66,7 +66,7 @@ impl JsonSchema for NetRule {
     fn json_schema(_: &mut SchemaGenerator) -> Schema {
         json_schema!({
             "type": "string",
-            "description": "CIDR, CIDR:PORT or CIDR:PORT-PORT, optionally followed by /tcp or /udp; IPv6 in brackets when a port follows: \"10.0.0.0/8:443/tcp\", \"[2001:db8::/32]:443\".",
+            "description": "CIDR, CIDR:PORT or CIDR:PORT-PORT, optionally followed by /tcp or /udp; IPv6 in brackets when a port follows: \"10.0.0.0/8:443/tcp\", \"[2001:db8::/32]:443\". Or a host name, or *. and a domain for every name below it, in the same forms: \"pypi.org:443/tcp\", \"*.githubusercontent.com:443\".",
             "minLength": 1
         })
     }

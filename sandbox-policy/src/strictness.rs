@@ -14,7 +14,8 @@
 //! | `network.mode` | `none` < `allowlist` < `host` |
 //! | `network.allow` | (allowlist) each of `a`'s rules is covered by one of `b`'s |
 //! | `network.deny` | (allowlist) each of `b`'s rules is covered by one of `a`'s |
-//! | `network.dns`, `network.allow_metadata`, `privilege.allow_nested_userns` | `false` < `true` |
+//! | `network.dns` (as in effect: `auto` read as what it resolves to) | `off` < `allowed-names` < `any` |
+//! | `network.allow_metadata`, `privilege.allow_nested_userns` | `false` < `true` |
 //! | `privilege.user` | any other user < `root` |
 //! | `privilege.seccomp` | `strict` < `default` < `off` |
 //! | `privilege.socket_families` | each of `a`'s families is one of `b`'s |
@@ -143,8 +144,8 @@ impl Policy {
         }
         check(
             "network.dns",
-            flag(na.dns) && !flag(nb.dns),
-            "DNS is on, the base has it off".into(),
+            na.dns_mode() > nb.dns_mode(),
+            format!("DNS is {}, the base's is {}", na.dns_mode(), nb.dns_mode()),
         );
         check(
             "network.allow_metadata",

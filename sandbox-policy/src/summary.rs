@@ -119,7 +119,14 @@ impl Display for NetLine<'_> {
                 if b { yes } else { no }.to_string()
             })
         };
-        write!(f, "; DNS {}", yes_no(n.dns, "relayed", "off"))?;
+        let dns = match (n.dns, n.dns_mode()) {
+            (None, _) => INHERITED.to_string(),
+            (_, DnsMode::Off) => "off".to_string(),
+            (_, DnsMode::AllowedNames) => "for allowed names only".to_string(),
+            (_, DnsMode::Any) => "relayed for any name (an exfiltration channel)".to_string(),
+            (_, DnsMode::Auto) => "auto".to_string(),
+        };
+        write!(f, "; DNS {dns}")?;
         write!(
             f,
             "; metadata addresses {}",

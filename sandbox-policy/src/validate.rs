@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::{Component, Path};
 
 use crate::error::{Error, Problem};
-use crate::model::{KernelQuotas, Limit, NetLimits, NetMode, Policy};
+use crate::model::{DnsMode, KernelQuotas, Limit, NetLimits, NetMode, Policy};
 use crate::units::ByteSize;
 
 /// The smallest memory limit a run can live with.
@@ -110,10 +110,17 @@ impl Policy {
             )),
             _ => {}
         }
-        if net.dns == Some(true) && net.mode == Some(NetMode::None) {
+        let dns_on = matches!(net.dns, Some(DnsMode::AllowedNames | DnsMode::Any));
+        if dns_on && net.mode == Some(NetMode::None) {
             problems.push(Problem::new(
                 "network.dns",
                 "DNS needs network.mode = \"allowlist\" (the mode is \"none\")",
+            ));
+        }
+        if net.dns == Some(DnsMode::Off) && net.has_host_rules() {
+            problems.push(Problem::new(
+                "network.dns",
+                "allow rules that name hosts need DNS (\"allowed-names\" or \"auto\", not \"off\"): their addresses come from the answers",
             ));
         }
         for (name, cap) in net.limits.fields() {

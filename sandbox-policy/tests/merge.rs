@@ -204,3 +204,62 @@ fn network_limits_are_validated() {
     let err = Policy::from_toml_str("[network.limits]\ntcp = 3\n").unwrap_err();
     assert!(err.to_string().contains("unknown field `tcp`"), "{err}");
 }
+
+#[test]
+fn host_names_and_dns_modes_only_tighten() {
+    let base = p(
+        "[network]\nmode = \"allowlist\"\nallow = [\"*.example.com:443/tcp\", \"192.0.2.0/24\"]\n",
+    );
+    // A name below the wildcard, on the same port: tighter.
+    let ok = p("[network]\nallow = [\"a.example.com:443/tcp\"]\n");
+    assert!(base.merge_tighten_only(&ok).is_ok());
+    for looser in [
+        "[network]\nallow = [\"pypi.org:443/tcp\"]\n",
+        "[network]\nallow = [\"example.com:443/tcp\"]\n",
+        "[network]\nallow = [\"a.example.com:80/tcp\"]\n",
+        // An address rule is not covered by a name rule.
+        "[network]\nallow = [\"198.51.100.0/24\"]\n",
+    ] {
+        assert_eq!(
+            loosened_fields(&base, &p(looser)),
+            ["network.allow"],
+            "{looser}"
+        );
+    }
+    // The base resolves names only (auto, with a name rule): relaying
+    // every name is looser, turning DNS off tighter.
+    assert_eq!(
+        loosened_fields(&base, &p("[network]\ndns = \"any\"\n")),
+        ["network.dns"]
+    );
+    assert_eq!(
+        loosened_fields(&base, &p("[network]\ndns = true\n")),
+        ["network.dns"],
+        "true is \"any\""
+    );
+    let no_names = p("[network]\nallow = [\"192.0.2.0/24\"]\ndns = \"off\"\n");
+    assert!(base.merge_tighten_only(&no_names).is_ok());
+}
+
+#[test]
+fn host_rules_need_dns() {
+    let err = Policy::from_toml_str(
+        "[network]\nmode = \"allowlist\"\nallow = [\"pypi.org:443\"]\ndns = \"off\"\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("network.dns") && err.contains("need DNS"),
+        "{err}"
+    );
+    let err = Policy::from_toml_str("[network]\ndns = \"sometimes\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("unknown DNS mode \"sometimes\""), "{err}");
+    for bad in ["*.com", "a.*.b.com", "localhost", "-a.example.com"] {
+        let err = Policy::from_toml_str(&format!("[network]\nallow = [\"{bad}:443\"]\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("invalid host name"), "{bad}: {err}");
+    }
+}

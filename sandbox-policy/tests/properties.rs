@@ -25,7 +25,28 @@ fn net_rule() -> impl Strategy<Value = NetRule> {
             .prop_map(|(s, w)| PortRange::new(s, s.saturating_add(w)).unwrap()),
     );
     let proto = prop::option::of(prop_oneof![Just(Protocol::Tcp), Just(Protocol::Udp)]);
-    (prop_oneof![v4, v6], ports, proto).prop_map(|(n, p, t)| NetRule::new(n, p, t))
+    let host = prop_oneof![
+        Just("a.example.com"),
+        Just("b.example.com"),
+        Just("*.example.com"),
+        Just("*.a.example.com"),
+        Just("pypi.org"),
+    ]
+    .prop_map(|h| h.parse::<HostPattern>().unwrap());
+    prop_oneof![
+        3 => (prop_oneof![v4, v6], ports.clone(), proto.clone())
+            .prop_map(|(n, p, t)| NetRule::new(n, p, t)),
+        1 => (host, ports, proto).prop_map(|(h, p, t)| NetRule::host(h, p, t)),
+    ]
+}
+
+fn dns_mode() -> impl Strategy<Value = DnsMode> {
+    prop_oneof![
+        Just(DnsMode::Off),
+        Just(DnsMode::Auto),
+        Just(DnsMode::AllowedNames),
+        Just(DnsMode::Any)
+    ]
 }
 
 fn limit<T: std::fmt::Debug + Clone + 'static>(
@@ -100,7 +121,7 @@ fn network() -> impl Strategy<Value = Network> {
         ]),
         prop::option::of(prop::collection::vec(net_rule(), 0..4)),
         prop::option::of(prop::collection::vec(net_rule(), 0..3)),
-        prop::option::of(any::<bool>()),
+        prop::option::of(dns_mode()),
         prop::option::of(any::<bool>()),
         [
             prop::option::of(1u32..=NetLimits::MAX_FLOWS),
@@ -111,6 +132,10 @@ fn network() -> impl Strategy<Value = Network> {
         .prop_map(
             |(mode, allow, deny, dns, allow_metadata, [tcp, udp, rate])| {
                 let filtered = matches!(mode, Some(NetMode::Allowlist) | None);
+                let names = allow
+                    .iter()
+                    .flatten()
+                    .any(|r: &NetRule| r.host_pattern().is_some());
                 Network {
                     mode,
                     allow: if filtered {
@@ -123,10 +148,11 @@ fn network() -> impl Strategy<Value = Network> {
                     } else {
                         deny.map(|_| Vec::new())
                     },
-                    dns: if mode == Some(NetMode::None) {
-                        dns.map(|_| false)
-                    } else {
-                        dns
+                    dns: match (mode, dns) {
+                        (Some(NetMode::None), dns) => dns.map(|_| DnsMode::Off),
+                        // Host-name rules need DNS.
+                        (_, Some(DnsMode::Off)) if filtered && names => Some(DnsMode::Auto),
+                        (_, dns) => dns,
                     },
                     allow_metadata,
                     limits: NetLimits {
@@ -309,7 +335,7 @@ fn tightening() -> impl Strategy<Value = Policy> {
                 let mut p = Policy::empty();
                 p.filesystem.mode = fs;
                 p.network.mode = net;
-                p.network.dns = flag;
+                p.network.dns = flag.map(|f| if f { DnsMode::Any } else { DnsMode::Off });
                 p.network.allow_metadata = flag;
                 p.privilege = Privilege {
                     user,

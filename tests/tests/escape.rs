@@ -413,11 +413,12 @@ fn main() {
     quotas::quota_cases(&mut suite, &dir);
 
     // The network, with allowlisted egress to port 80 anywhere (metadata
-    // stays blocked, as the policy's default).
+    // stays blocked, as the policy's default), and a host-name rule (so
+    // the ruleset has pin sets for the sandbox to try to write).
     let networked = Sandbox::new(
         Policy::from_toml_str(&format!(
             "[filesystem]\nbinds = [{{ source = \"{dir}\", target = \"{dir}\" }}]\n\
-             [network]\nmode = \"allowlist\"\nallow = [\"0.0.0.0/0:80/tcp\", \"[::/0]:80/tcp\"]\n"
+             [network]\nmode = \"allowlist\"\nallow = [\"0.0.0.0/0:80/tcp\", \"[::/0]:80/tcp\", \"pinned.test:443/tcp\"]\n"
         ))
         .unwrap(),
     )
@@ -455,6 +456,12 @@ fn main() {
     }
     suite.case(
         "nft-replace",
+        None,
+        Control::Other("own-netns".into()),
+        Stdio::Null,
+    );
+    suite.case(
+        "pin-add",
         None,
         Control::Other("own-netns".into()),
         Stdio::Null,

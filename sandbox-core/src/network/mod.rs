@@ -129,14 +129,22 @@ fn egress_mechanisms(policy: &Policy, fs_mode: FsMode, found: &mut Findings) {
         Layer::Network,
         "a userspace forwarder in the caller relays each allowed flow (TCP, UDP, ICMP echo through a ping socket) through a host socket of its own, enforcing the policy a second time (metadata blocked, deny over allow, IPv4-mapped forms), within caps on flows, buffered bytes and new flows per second",
     );
-    if policy.network.dns == Some(true) {
-        found.mechanism(
+    let resolv = if fs_mode == FsMode::Off {
+        "the sandbox's /etc/resolv.conf is the host's (filesystem.mode = \"off\")"
+    } else {
+        "the sandbox's /etc/resolv.conf names the gateway 10.0.2.2"
+    };
+    match policy.network.dns_mode() {
+        sandbox_policy::DnsMode::Any => found.mechanism(
             Layer::Network,
-            if fs_mode == FsMode::Off {
-                "DNS: queries to the gateway 10.0.2.2 are relayed to the host's resolver (the sandbox's /etc/resolv.conf is the host's: filesystem.mode = \"off\")"
-            } else {
-                "DNS: the sandbox's /etc/resolv.conf names the gateway 10.0.2.2, whose queries are relayed to the host's resolver"
-            },
-        );
+            format!("DNS: every query to the gateway 10.0.2.2 is relayed to the host's resolver, whatever the name (a channel out for anything that fits in a name); {resolv}"),
+        ),
+        sandbox_policy::DnsMode::AllowedNames => found.mechanism(
+            Layer::Network,
+            format!("DNS: the gateway 10.0.2.2 resolves only names an allow rule matches (through the host's resolver) and answers REFUSED to the rest; each answer's addresses are pinned to the name's rules for its TTL (clamped to {}-{} s) in the forwarder and in the ruleset's sets before the sandbox sees it, and answers that put a name on an internal address are refused; DNS over TCP is refused; {resolv}",
+                sandbox_net::forward::MIN_PIN_TTL.as_secs(),
+                sandbox_net::forward::MAX_PIN_TTL.as_secs()),
+        ),
+        _ => {}
     }
 }

@@ -27,12 +27,13 @@ pub(crate) fn egress_steps(
         what: "the egress socket pair".into(),
         error: std::io::Error::from(std::io::ErrorKind::NotFound),
     })?;
-    let steps =
-        sandbox_net::egress_steps(&policy.network, &addressing, socket, tap).map_err(|e| {
-            Error::Prepare {
-                what: "build the egress namespace's steps".into(),
-                error: std::io::Error::other(e),
-            }
+    // With host-name rules, a netfilter socket for the pin sets follows
+    // the tap.
+    let netfilter = policy.network.has_host_rules().then(|| b.register());
+    let steps = sandbox_net::egress_steps(&policy.network, &addressing, socket, tap, netfilter)
+        .map_err(|e| Error::Prepare {
+            what: "build the egress namespace's steps".into(),
+            error: std::io::Error::other(e),
         })?;
     for (step, description) in steps {
         b.push(step, description);

@@ -170,8 +170,9 @@ fn namespace_steps(
     }
     // With DNS through the gateway, the sandbox's /etc/resolv.conf
     // says so.
-    let resolv_conf =
-        (egress_mtu.is_some() && policy.network.dns == Some(true)).then(resolv_conf_text);
+    let resolv_conf = (egress_mtu.is_some()
+        && policy.network.dns_mode() != sandbox_policy::DnsMode::Off)
+        .then(resolv_conf_text);
     b.phase("filesystem");
     filesystem_steps(b, policy, decisions.fs_mode, resolv_conf)?;
     b.phase("identity");

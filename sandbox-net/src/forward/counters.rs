@@ -19,6 +19,20 @@ pub struct Counters {
     pub udp_in: u64,
     /// DNS queries relayed.
     pub dns_queries: u64,
+    /// DNS queries answered REFUSED here: names no allow rule matches
+    /// (with `dns = "allowed-names"`), or DNS over TCP in that mode.
+    pub dns_refused: u64,
+    /// DNS answers refused because they put an allowed name on an
+    /// internal address (the rebinding defence).
+    pub dns_rebinding: u64,
+    /// Addresses pinned to allowed names (each new pin; refreshes not
+    /// counted).
+    pub pins_added: u64,
+    /// Answers not pinned because the sandbox's pins were at their cap.
+    pub pins_over_cap: u64,
+    /// Answers whose pins the kernel's sets refused (the sandbox got
+    /// SERVFAIL).
+    pub pin_errors: u64,
     /// ICMP echo requests relayed out (through unprivileged ping sockets).
     pub echo_out: u64,
     /// ICMP echo replies relayed back in.

@@ -53,6 +53,9 @@ pub struct EgressForwarder {
     pub(super) echoes: EchoRelay,
     pub(super) tcp: TcpRelay,
     fragments: Reassembly,
+    /// The `NETLINK_NETFILTER` socket in the sandbox's namespace, for the
+    /// pin sets.
+    pub(super) pin_socket: Option<OwnedFd>,
     pub(super) counters: Counters,
 }
 
@@ -124,8 +127,18 @@ impl EgressForwarder {
                 offload,
             ),
             fragments: Reassembly::default(),
+            pin_socket: None,
             counters: Counters::default(),
         })
+    }
+
+    /// Gives the forwarder the `NETLINK_NETFILTER` socket a sandbox's
+    /// child opened in its network namespace: the addresses DNS answers
+    /// pin to allowed names are added to the ruleset's sets through it
+    /// (without it, host-name rules pin nothing and their answers get
+    /// SERVFAIL).
+    pub fn set_pin_socket(&mut self, socket: OwnedFd) {
+        self.pin_socket = Some(socket);
     }
 
     /// What it has done so far.
@@ -317,9 +330,14 @@ impl EgressForwarder {
 
     fn open_tcp(&mut self, key: (SocketAddr, SocketAddr), syn: Vec<u8>) {
         let dst = key.1;
-        let Some((target, _)) = self.flow_target(dst, Protocol::Tcp) else {
+        let Some((target, dns)) = self.flow_target(dst, Protocol::Tcp) else {
             return self.reset_syn(syn);
         };
+        // DNS over TCP would pass the name screening by: refused.
+        if dns && self.policy.dns_mode() == sandbox_policy::DnsMode::AllowedNames {
+            self.counters.dns_refused += 1;
+            return self.reset_syn(syn);
+        }
         let flows = self.tcp.flows();
         if flows >= self.limits.max_tcp_flows
             || (flows + 1) * 2 * TCP_BUFFER_BYTES > self.limits.max_buffered_bytes

@@ -11,12 +11,15 @@
 //! is opened for it.
 
 mod counters;
+mod dns;
+mod dns_wire;
 mod echo;
 mod forwarder;
 mod fragments;
 mod frame;
 mod icmp;
 mod limits;
+mod names;
 mod offload;
 mod policy;
 mod poll;
@@ -33,6 +36,7 @@ pub use frame::{
 };
 pub use icmp::prohibited_frame;
 pub use limits::ForwarderLimits;
+pub use names::{MAX_PIN_TTL, MAX_PINS, MIN_PIN_TTL, Names, PinRefusal, is_internal};
 pub use policy::{EgressPolicy, Refusal, Verdict, canonical};
 pub use poll::PollRound;
 pub use tcp::{TCP_BUFFER_BYTES, TcpCounters};

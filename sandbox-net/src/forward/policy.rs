@@ -6,8 +6,11 @@
 //! broadcast) are never forwarded.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::time::Instant;
 
-use sandbox_policy::{IpNet, NetRule, Network, Protocol};
+use sandbox_policy::{DnsMode, IpNet, NetRule, Network, Protocol};
+
+use crate::forward::names::Names;
 
 use crate::nft::{Gateway, METADATA_BLOCKS};
 
@@ -43,8 +46,10 @@ pub struct EgressPolicy {
     allow: Vec<NetRule>,
     deny: Vec<NetRule>,
     metadata: Vec<IpNet>,
-    dns: bool,
+    dns: DnsMode,
     gateway: Gateway,
+    /// The host-name rules and their pins.
+    pub(crate) names: Names,
 }
 
 /// The IPv4 address an IPv6 address carries, if it is IPv4-mapped
@@ -84,9 +89,15 @@ impl EgressPolicy {
             allow: network.allow.clone().unwrap_or_default(),
             deny: network.deny.clone().unwrap_or_default(),
             metadata,
-            dns: network.dns.unwrap_or(false),
+            dns: network.dns_mode(),
             gateway,
+            names: Names::from_network(network),
         }
+    }
+
+    /// The DNS mode in effect (never `Auto`).
+    pub fn dns_mode(&self) -> DnsMode {
+        self.dns
     }
 
     /// The verdict for a new flow to `dest:port` over `protocol`.
@@ -126,7 +137,7 @@ impl EgressPolicy {
         let is_gateway = canonical_dest == IpAddr::V4(self.gateway.v4)
             || self.gateway.v6.is_some_and(|g| dest == IpAddr::V6(g));
         if is_gateway {
-            return if self.dns && transport.is_some_and(|(port, _)| port == 53) {
+            return if self.dns != DnsMode::Off && transport.is_some_and(|(port, _)| port == 53) {
                 Verdict::Dns
             } else {
                 Verdict::Refuse(Refusal::Gateway)
@@ -157,7 +168,10 @@ impl EgressPolicy {
         if matches(&self.deny) {
             return Verdict::Refuse(Refusal::Denied);
         }
-        if matches(&self.allow) {
+        if matches(&self.allow)
+            || self.names.allows(canonical_dest, transport, Instant::now())
+            || self.names.allows(dest, transport, Instant::now())
+        {
             Verdict::Forward
         } else {
             Verdict::Refuse(Refusal::NotAllowed)

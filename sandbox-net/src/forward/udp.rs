@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use sandbox_policy::Protocol;
 
+use crate::forward::dns::Screened;
 use crate::forward::forwarder::{EgressForwarder, GATEWAY_MAC};
 use crate::forward::frame::udp_frame;
 use crate::forward::icmp::prohibited_frame;
@@ -24,6 +25,9 @@ pub(super) struct UdpFlow {
     /// ends as soon as none is left (a resolver opens a new port for each
     /// lookup: held for the idle time, lookups would run out of flows).
     dns: Option<Vec<u16>>,
+    /// Whether this is a flow to the gateway's DNS (its answers are
+    /// screened when names are).
+    is_dns: bool,
 }
 
 /// Most queries a DNS flow tracks at once (past that it is tracked no
@@ -59,10 +63,28 @@ impl EgressForwarder {
     /// answers with ICMP). Over a cap it is dropped (counted).
     pub(super) fn relay_out(&mut self, guest: SocketAddr, dst: SocketAddr, payload: &[u8]) -> bool {
         let key = (guest, dst);
+        if self.screens_names()
+            && self.policy.decide(dst.ip(), dst.port(), Protocol::Udp) == Verdict::Dns
+        {
+            match self.screen_query(payload) {
+                Screened::Pass => {}
+                Screened::Drop => return true,
+                Screened::Answer(answer) => {
+                    let frame = self
+                        .guest_mac
+                        .and_then(|mac| udp_frame(GATEWAY_MAC, mac, dst, guest, &answer));
+                    if let Some(frame) = frame {
+                        self.send_frame(&frame);
+                    }
+                    return true;
+                }
+            }
+        }
         if !self.flows.contains_key(&key) {
             let Some((target, dns)) = self.flow_target(dst, Protocol::Udp) else {
                 return false;
             };
+            let is_dns = dns;
             let dns = dns.then(Vec::new);
             if !self.admit_datagram_flow() {
                 return true;
@@ -77,6 +99,7 @@ impl EgressForwarder {
                             remote: dst,
                             last: Instant::now(),
                             dns,
+                            is_dns,
                         },
                     );
                 }
@@ -113,35 +136,40 @@ impl EgressForwarder {
         };
         let mut replies = Vec::new();
         let mut answered = false;
-        if let Some(flow) = self.flows.get_mut(&key) {
-            loop {
-                match flow.socket.recv(buffer) {
-                    Ok(n) => {
-                        flow.last = Instant::now();
-                        if let (Some(pending), Some(id)) =
-                            (&mut flow.dns, dns_answer_id(&buffer[..n]))
-                        {
-                            pending.retain(|&p| p != id);
-                            answered |= pending.is_empty();
-                        }
-                        if let Some(frame) = udp_frame(
-                            GATEWAY_MAC,
-                            guest_mac,
-                            flow.remote,
-                            flow.guest,
-                            &buffer[..n],
-                        ) {
-                            replies.push(frame);
-                        }
+        let Some(flow) = self.flows.get_mut(&key) else {
+            return;
+        };
+        let (remote, guest, is_dns) = (flow.remote, flow.guest, flow.is_dns);
+        loop {
+            match flow.socket.recv(buffer) {
+                Ok(n) => {
+                    flow.last = Instant::now();
+                    if let (Some(pending), Some(id)) = (&mut flow.dns, dns_answer_id(&buffer[..n]))
+                    {
+                        pending.retain(|&p| p != id);
+                        answered |= pending.is_empty();
                     }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(_) => break,
+                    replies.push(buffer[..n].to_vec());
                 }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(_) => break,
             }
         }
-        for frame in replies {
-            self.counters.udp_in += 1;
-            self.send_frame(&frame);
+        let screen = is_dns && self.screens_names();
+        for reply in replies {
+            let reply = if screen {
+                match self.screen_answer(&reply) {
+                    Screened::Pass => reply,
+                    Screened::Answer(answer) => answer,
+                    Screened::Drop => continue,
+                }
+            } else {
+                reply
+            };
+            if let Some(frame) = udp_frame(GATEWAY_MAC, guest_mac, remote, guest, &reply) {
+                self.counters.udp_in += 1;
+                self.send_frame(&frame);
+            }
         }
         // Every query of the lookup is answered: the flow ends now.
         if answered {

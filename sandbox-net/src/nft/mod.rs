@@ -4,19 +4,21 @@
 
 use std::ffi::CString;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::os::fd::{AsFd, AsRawFd};
 
-use nftnl::expr::{Bitwise, Cmp, CmpOp, Conntrack, Meta, Payload};
-use nftnl::{
-    Batch, Chain, FinalizedBatch, Hook, MsgType, Policy as ChainPolicy, ProtoFamily, Rule, Table,
-};
+use nftnl::{Batch, Chain, Hook, MsgType, Policy as ChainPolicy, ProtoFamily, Rule, Table};
 use sandbox_policy::{IpNet, Network, PortRange, Protocol};
 
 use crate::error::{Error, Result};
-use crate::sys;
-use sandbox_child::net::NetlinkFailure;
 
+mod batch;
+mod expr;
+mod pins;
 mod text;
+pub use batch::{KernelRuleset, NftBatch};
+#[cfg(test)]
+use expr::prefix_mask;
+use expr::{RefuseRule, add_expressions, add_pin_set};
+pub use pins::{MAX_HOST_RULES, PinSet, PinUpdate, pin_batch};
 #[cfg(test)]
 use text::rule_text;
 
@@ -53,6 +55,16 @@ pub enum Match {
     NeighborDiscovery,
     /// Every packet (the last rule of `output`).
     Any,
+    /// An address in one of the pin sets of a host-name rule, with the
+    /// rule's protocol and ports (as for `Destination`).
+    Pinned {
+        /// The set.
+        set: PinSet,
+        /// The transport protocol, if restricted.
+        protocol: Option<Protocol>,
+        /// The destination ports, if restricted (needs `protocol`).
+        ports: Option<PortRange>,
+    },
     /// A destination network, optionally one transport protocol and a
     /// destination port range (ports without a protocol: make one rule per
     /// protocol).
@@ -129,6 +141,9 @@ pub struct Ruleset {
     pub output: Vec<RuleSpec>,
     /// The `input` chain, in order.
     pub input: Vec<RuleSpec>,
+    /// The sets of pinned addresses (one per family for each host-name
+    /// allow rule), made empty.
+    pub sets: Vec<PinSet>,
 }
 
 fn net(addr: &str, prefix: u8) -> Option<IpNet> {
@@ -143,6 +158,15 @@ pub fn ipv4_mapped(v4: IpNet) -> Option<IpNet> {
     }
 }
 
+/// The protocols a rule with `protocol` and `ports` needs one nftables
+/// rule each for: ports without a protocol mean TCP and UDP.
+fn protocols_of(protocol: Option<Protocol>, ports: Option<PortRange>) -> Vec<Option<Protocol>> {
+    match (protocol, ports) {
+        (None, Some(_)) => vec![Some(Protocol::Tcp), Some(Protocol::Udp)],
+        (p, _) => vec![p],
+    }
+}
+
 /// The rules for one network with optional protocol and ports: one rule,
 /// or one per protocol when ports are given without one.
 fn destination_rules(
@@ -151,11 +175,7 @@ fn destination_rules(
     ports: Option<PortRange>,
     verdict: Verdict,
 ) -> Vec<RuleSpec> {
-    let protocols: Vec<Option<Protocol>> = match (protocol, ports) {
-        (None, Some(_)) => vec![Some(Protocol::Tcp), Some(Protocol::Udp)],
-        (p, _) => vec![p],
-    };
-    protocols
+    protocols_of(protocol, ports)
         .into_iter()
         .map(|protocol| RuleSpec {
             matches: Match::Destination {
@@ -200,10 +220,14 @@ impl Ruleset {
                 }
             }
         }
+        // Host-name deny rules are the forwarder's: it never resolves nor
+        // pins what they match.
         for rule in network.deny.iter().flatten() {
-            block(rule.net(), rule.protocol(), rule.ports(), &mut output);
+            if let Some(net) = rule.net() {
+                block(net, rule.protocol(), rule.ports(), &mut output);
+            }
         }
-        if network.dns.unwrap_or(false) {
+        if network.dns_mode() != sandbox_policy::DnsMode::Off {
             let gateways =
                 std::iter::once(IpAddr::V4(gateway.v4)).chain(gateway.v6.map(IpAddr::V6));
             for gw in gateways {
@@ -214,13 +238,17 @@ impl Ruleset {
             }
         }
         for rule in network.allow.iter().flatten() {
-            output.extend(destination_rules(
-                rule.net(),
-                rule.protocol(),
-                rule.ports(),
-                Verdict::Accept,
-            ));
+            if let Some(net) = rule.net() {
+                output.extend(destination_rules(
+                    net,
+                    rule.protocol(),
+                    rule.ports(),
+                    Verdict::Accept,
+                ));
+            }
         }
+        let (sets, pinned) = pins::sets_and_rules(network);
+        output.extend(pinned);
         output.push(RuleSpec {
             matches: Match::Any,
             verdict: Verdict::Refuse,
@@ -232,6 +260,7 @@ impl Ruleset {
                 accept(Match::EstablishedRelated),
                 accept(Match::NeighborDiscovery),
             ],
+            sets,
         }
     }
 
@@ -286,12 +315,23 @@ impl Ruleset {
         batch.add(&output, MsgType::Add);
         batch.add(&input, MsgType::Add);
         batch.add(&refuse, MsgType::Add);
+        let mut lookups = std::collections::HashMap::new();
+        for (id, set) in self.sets.iter().enumerate() {
+            let set_name = name(&set.name())?;
+            let id = id as u32 + 1;
+            let lookup = if set.v6 {
+                add_pin_set::<Ipv6Addr>(&mut batch, &table, &set_name, id)
+            } else {
+                add_pin_set::<Ipv4Addr>(&mut batch, &table, &set_name, id)
+            };
+            lookups.insert(*set, lookup);
+        }
         for (chain, rules, outbound) in
             [(&output, &self.output, true), (&input, &self.input, false)]
         {
             for spec in rules {
                 let mut rule = Rule::new(chain);
-                add_expressions(&mut rule, spec, outbound)?;
+                add_expressions(&mut rule, spec, outbound, &lookups)?;
                 batch.add(&rule, MsgType::Add);
             }
         }
@@ -354,250 +394,6 @@ impl Ruleset {
             }
         }
         Ok(())
-    }
-}
-
-fn ip_header_daddr(v4: bool) -> Payload {
-    use nftnl::expr::{Ipv4HeaderField, Ipv6HeaderField, NetworkHeaderField};
-    Payload::Network(if v4 {
-        NetworkHeaderField::Ipv4(Ipv4HeaderField::Daddr)
-    } else {
-        NetworkHeaderField::Ipv6(Ipv6HeaderField::Daddr)
-    })
-}
-
-fn dport(protocol: Protocol) -> Payload {
-    use nftnl::expr::{TcpHeaderField, TransportHeaderField, UdpHeaderField};
-    Payload::Transport(match protocol {
-        Protocol::Tcp => TransportHeaderField::Tcp(TcpHeaderField::Dport),
-        Protocol::Udp => TransportHeaderField::Udp(UdpHeaderField::Dport),
-    })
-}
-
-/// The prefix mask of `prefix` bits over `len` bytes.
-fn prefix_mask(prefix: u8, len: usize) -> Vec<u8> {
-    (0..len)
-        .map(|i| {
-            let bits = (prefix as usize).saturating_sub(i * 8).min(8);
-            if bits == 0 { 0 } else { 0xffu8 << (8 - bits) }
-        })
-        .collect()
-}
-
-/// The rules of chain `refuse`, in order.
-#[derive(Debug, Clone, Copy)]
-enum RefuseRule {
-    /// `meta l4proto tcp reject with tcp reset`
-    TcpReset,
-    /// `reject with icmpx admin-prohibited`
-    Prohibited,
-}
-
-impl RefuseRule {
-    fn add_expressions(self, rule: &mut Rule<'_>) {
-        use nftnl::expr::{IcmpCode, RejectionType};
-        let rejection = match self {
-            RefuseRule::TcpReset => {
-                rule.add_expr(&Meta::L4Proto);
-                rule.add_expr(&Cmp::new(CmpOp::Eq, &[libc::IPPROTO_TCP as u8][..]));
-                RejectionType::TcpRst
-            }
-            RefuseRule::Prohibited => RejectionType::Icmp(IcmpCode::AdminProhibited),
-        };
-        rule.add_expr(&nftnl::expr::Verdict::Reject(rejection));
-    }
-}
-
-fn add_expressions(rule: &mut Rule<'_>, spec: &RuleSpec, outbound: bool) -> Result<()> {
-    match spec.matches {
-        Match::Any => {}
-        Match::Loopback => {
-            let mut name = [0u8; 16];
-            name[..2].copy_from_slice(b"lo");
-            rule.add_expr(&if outbound {
-                Meta::OifName
-            } else {
-                Meta::IifName
-            });
-            rule.add_expr(&Cmp::new(CmpOp::Eq, &name[..]));
-        }
-        Match::EstablishedRelated => {
-            // NF_CT_STATE_BIT(IP_CT_ESTABLISHED) | NF_CT_STATE_BIT(IP_CT_RELATED)
-            let states: u32 = (1 << 1) | (1 << 2);
-            rule.add_expr(&Conntrack::State);
-            rule.add_expr(&Bitwise::new(&states.to_ne_bytes()[..], &[0u8; 4][..]));
-            rule.add_expr(&Cmp::new(CmpOp::Neq, &[0u8; 4][..]));
-        }
-        Match::NeighborDiscovery => {
-            use nftnl::expr::{Icmpv6HeaderField, TransportHeaderField};
-            rule.add_expr(&Meta::NfProto);
-            rule.add_expr(&Cmp::new(CmpOp::Eq, &[libc::NFPROTO_IPV6 as u8][..]));
-            rule.add_expr(&Meta::L4Proto);
-            rule.add_expr(&Cmp::new(CmpOp::Eq, &[libc::IPPROTO_ICMPV6 as u8][..]));
-            rule.add_expr(&Payload::Transport(TransportHeaderField::Icmpv6(
-                Icmpv6HeaderField::Type,
-            )));
-            rule.add_expr(&Cmp::new(CmpOp::Gte, &[133u8][..]));
-            rule.add_expr(&Cmp::new(CmpOp::Lte, &[136u8][..]));
-        }
-        Match::Destination {
-            net,
-            protocol,
-            ports,
-        } => {
-            let v4 = net.addr().is_ipv4();
-            let family = if v4 {
-                libc::NFPROTO_IPV4
-            } else {
-                libc::NFPROTO_IPV6
-            } as u8;
-            rule.add_expr(&Meta::NfProto);
-            rule.add_expr(&Cmp::new(CmpOp::Eq, &[family][..]));
-            if let Some(protocol) = protocol {
-                let number = match protocol {
-                    Protocol::Tcp => libc::IPPROTO_TCP,
-                    Protocol::Udp => libc::IPPROTO_UDP,
-                } as u8;
-                rule.add_expr(&Meta::L4Proto);
-                rule.add_expr(&Cmp::new(CmpOp::Eq, &[number][..]));
-            }
-            let addr: Vec<u8> = match net.addr() {
-                IpAddr::V4(a) => a.octets().to_vec(),
-                IpAddr::V6(a) => a.octets().to_vec(),
-            };
-            let full = if v4 { 32 } else { 128 };
-            rule.add_expr(&ip_header_daddr(v4));
-            if net.prefix() < full {
-                let mask = prefix_mask(net.prefix(), addr.len());
-                let zero = vec![0u8; addr.len()];
-                rule.add_expr(&Bitwise::new(&mask[..], &zero[..]));
-            }
-            rule.add_expr(&Cmp::new(CmpOp::Eq, &addr[..]));
-            if let (Some(protocol), Some(ports)) = (protocol, ports) {
-                rule.add_expr(&dport(protocol));
-                if ports.start() == ports.end() {
-                    rule.add_expr(&Cmp::new(CmpOp::Eq, &ports.start().to_be_bytes()[..]));
-                } else {
-                    rule.add_expr(&Cmp::new(CmpOp::Gte, &ports.start().to_be_bytes()[..]));
-                    rule.add_expr(&Cmp::new(CmpOp::Lte, &ports.end().to_be_bytes()[..]));
-                }
-            }
-        }
-    }
-    rule.add_expr(&match spec.verdict {
-        Verdict::Accept => nftnl::expr::Verdict::Accept,
-        Verdict::Drop => nftnl::expr::Verdict::Drop,
-        Verdict::Refuse => nftnl::expr::Verdict::Goto {
-            chain: CString::new(REFUSE_CHAIN).map_err(|_| Error::Invalid {
-                what: "nftables name",
-                detail: REFUSE_CHAIN.into(),
-            })?,
-        },
-    });
-    Ok(())
-}
-
-/// An nf_tables batch as bytes, with how many ACKs it asks for.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NftBatch {
-    bytes: Vec<u8>,
-    acks: u32,
-}
-
-impl NftBatch {
-    fn from_finalized(batch: &FinalizedBatch) -> Self {
-        let bytes: Vec<u8> = batch.iter().flatten().copied().collect();
-        let acks = sys::count_ack_requests(&bytes);
-        Self { bytes, acks }
-    }
-
-    /// The bytes, as sent.
-    pub fn as_bytes(&self) -> &[u8] {
-        &self.bytes
-    }
-
-    /// How many ACKs the kernel sends back when the batch succeeds.
-    pub fn acks(&self) -> u32 {
-        self.acks
-    }
-
-    /// Sends the batch on a new `NETLINK_NETFILTER` socket in the caller's
-    /// network namespace and checks the ACKs.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Netlink`] with the first errno the kernel answered (the
-    /// batch is then rolled back whole).
-    pub fn send(&self) -> Result<()> {
-        let socket = netfilter_socket()?;
-        sandbox_child::net::send_batch_and_check_acks(socket.as_fd(), &self.bytes, self.acks)
-            .map_err(|failure| Error::Netlink {
-                request: match failure {
-                    NetlinkFailure::Refused { at, .. } => {
-                        format!("nftables batch (message {at})")
-                    }
-                    NetlinkFailure::Socket(_) => "nftables batch (send or receive)".into(),
-                },
-                error: failure.errno().into(),
-            })
-    }
-
-    /// The batch's rules rendered by libnftnl (table, chain and
-    /// expressions; no handle), in order.
-    fn rules(&self) -> Result<Vec<String>> {
-        sys::render_rules(&self.bytes).map_err(|detail| Error::Malformed {
-            request: "our own nftables batch".into(),
-            detail,
-        })
-    }
-}
-
-/// A `NETLINK_NETFILTER` socket in the caller's network namespace.
-fn netfilter_socket() -> Result<std::os::fd::OwnedFd> {
-    sandbox_child::net::netlink_socket(Some(rustix::net::netlink::NETFILTER))
-        .map_err(Error::os("socket(NETLINK_NETFILTER)"))
-}
-
-/// What the kernel holds in table `inet sandbox`, rendered by libnftnl.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct KernelRuleset {
-    /// Chains as `name (hook H, policy P)`, sorted.
-    pub chains: Vec<String>,
-    /// Rules in chain order (`output` then `input`), each rendered as
-    /// libnftnl prints its expressions (no handle).
-    pub rules: Vec<String>,
-}
-
-impl KernelRuleset {
-    /// Dumps table `inet sandbox` of the caller's network namespace.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Mismatch`] if there is no such table; [`Error::Os`] or
-    /// [`Error::Netlink`] if the dump failed.
-    pub fn read() -> Result<Self> {
-        let socket = netfilter_socket()?;
-        let dump = |kind| {
-            sys::nft_dump(socket.as_raw_fd(), kind, TABLE).map_err(|(what, errno)| {
-                if errno == libc::ENOENT {
-                    Error::Mismatch {
-                        detail: format!("no table inet {TABLE} in this network namespace"),
-                    }
-                } else {
-                    Error::Netlink {
-                        request: what,
-                        error: std::io::Error::from_raw_os_error(errno),
-                    }
-                }
-            })
-        };
-        let mut chains = dump(sys::DumpKind::Chains)?;
-        chains.sort();
-        let mut rules = dump(sys::DumpKind::Rules)?;
-        // The dump lists chains in creation order (output, input): keep it.
-        rules.retain(|r| !r.is_empty());
-        Ok(Self { chains, rules })
     }
 }
 

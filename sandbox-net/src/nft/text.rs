@@ -3,14 +3,16 @@
 
 use std::fmt;
 
-use sandbox_policy::Protocol;
-
 use super::{Match, REFUSE_CHAIN, RuleSpec, Ruleset, TABLE, Verdict};
 
 impl fmt::Display for Ruleset {
     /// The ruleset in `nft -f` syntax (what the benchmark feeds `nft`).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "table inet {TABLE} {{")?;
+        for set in &self.sets {
+            let kind = if set.v6 { "ipv6_addr" } else { "ipv4_addr" };
+            writeln!(f, "  set {} {{ type {kind}; flags timeout; }}", set.name())?;
+        }
         for (name, hook, rules) in [
             ("output", "output", &self.output),
             ("input", "input", &self.input),
@@ -38,6 +40,16 @@ pub(super) fn rule_text(rule: &RuleSpec, outbound: bool) -> String {
     };
     let matches = match rule.matches {
         Match::Any => return verdict.to_string(),
+        Match::Pinned {
+            set,
+            protocol,
+            ports,
+        } => format!(
+            "{} daddr @{}{}",
+            if set.v6 { "ip6" } else { "ip" },
+            set.name(),
+            super::pins::ports_text(protocol, ports)
+        ),
         Match::Loopback => format!("{} \"lo\"", if outbound { "oifname" } else { "iifname" }),
         Match::EstablishedRelated => "ct state established,related".to_string(),
         Match::NeighborDiscovery => "icmpv6 type { nd-router-solicit, nd-router-advert, nd-neighbor-solicit, nd-neighbor-advert }".to_string(),
@@ -47,31 +59,13 @@ pub(super) fn rule_text(rule: &RuleSpec, outbound: bool) -> String {
             ports,
         } => {
             let family = if net.addr().is_ipv4() { "ip" } else { "ip6" };
-            let mut text = format!("{family} daddr {}/{}", net.addr(), net.prefix());
-            match (protocol, ports) {
-                (Some(p), Some(r)) if r.start() == r.end() => {
-                    text.push_str(&format!(" {} dport {}", proto_name(p), r.start()));
-                }
-                (Some(p), Some(r)) => {
-                    text.push_str(&format!(
-                        " {} dport {}-{}",
-                        proto_name(p),
-                        r.start(),
-                        r.end()
-                    ));
-                }
-                (Some(p), None) => text.push_str(&format!(" meta l4proto {}", proto_name(p))),
-                (None, _) => {}
-            }
-            text
+            format!(
+                "{family} daddr {}/{}{}",
+                net.addr(),
+                net.prefix(),
+                super::pins::ports_text(protocol, ports)
+            )
         }
     };
     format!("{matches} {verdict}")
-}
-
-fn proto_name(p: Protocol) -> &'static str {
-    match p {
-        Protocol::Tcp => "tcp",
-        Protocol::Udp => "udp",
-    }
 }

@@ -5,7 +5,9 @@
 
 mod nft;
 
-pub(crate) use nft::{DumpKind, count_ack_requests, nft_dump, render_rules};
+pub(crate) use nft::{
+    DumpKind, SetLookup, count_ack_requests, nft_dump, render_rules, set_timeout_flag,
+};
 
 use std::os::fd::BorrowedFd;
 

@@ -242,3 +242,63 @@ pub(crate) fn nft_dump(fd: i32, kind: DumpKind, table: &str) -> Result<Vec<Strin
         }
     }
 }
+
+/// Gives a named set the `timeout` flag (elements expire), which the
+/// `nftnl` crate's constructor does not set.
+pub(crate) fn set_timeout_flag<K>(set: &nftnl::set::Set<'_, K>) {
+    // SAFETY: the set is a live nftnl_set the crate allocated; setting a
+    // u32 attribute copies it.
+    unsafe {
+        nftnl_sys::nftnl_set_set_u32(
+            set.as_ptr().as_ptr(),
+            nftnl_sys::NFTNL_SET_FLAGS as u16,
+            libc::NFT_SET_TIMEOUT as u32,
+        );
+    }
+}
+
+/// A `lookup` expression of register 1 in a set, with its flags (0)
+/// written out as the kernel reports them, so the rules read back equal
+/// the batch's.
+pub(crate) struct SetLookup {
+    name: std::ffi::CString,
+    id: u32,
+}
+
+impl SetLookup {
+    pub(crate) fn new<K>(set: &nftnl::set::Set<'_, K>) -> Self {
+        Self {
+            name: set.get_name().to_owned(),
+            id: set.get_id(),
+        }
+    }
+}
+
+impl nftnl::expr::Expression for SetLookup {
+    fn to_expr(&self, _rule: &nftnl::Rule<'_>) -> std::ptr::NonNull<nftnl_sys::nftnl_expr> {
+        // SAFETY: a new expression, its attributes set from values we own
+        // (libnftnl copies the string); a failed allocation aborts, as the
+        // nftnl crate's own expressions do.
+        unsafe {
+            let Some(expr) =
+                std::ptr::NonNull::new(nftnl_sys::nftnl_expr_alloc(c"lookup".as_ptr()))
+            else {
+                std::process::abort();
+            };
+            let e = expr.as_ptr();
+            nftnl_sys::nftnl_expr_set_u32(
+                e,
+                nftnl_sys::NFTNL_EXPR_LOOKUP_SREG as u16,
+                libc::NFT_REG_1 as u32,
+            );
+            nftnl_sys::nftnl_expr_set_str(
+                e,
+                nftnl_sys::NFTNL_EXPR_LOOKUP_SET as u16,
+                self.name.as_ptr(),
+            );
+            nftnl_sys::nftnl_expr_set_u32(e, nftnl_sys::NFTNL_EXPR_LOOKUP_SET_ID as u16, self.id);
+            nftnl_sys::nftnl_expr_set_u32(e, nftnl_sys::NFTNL_EXPR_LOOKUP_FLAGS as u16, 0);
+            expr
+        }
+    }
+}

@@ -167,5 +167,6 @@ pub(crate) fn open_ruleset() -> sandbox_net::Ruleset {
             accept(Match::EstablishedRelated),
             accept(Match::NeighborDiscovery),
         ],
+        sets: Vec::new(),
     }
 }

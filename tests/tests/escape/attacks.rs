@@ -288,9 +288,36 @@ fn nft_replace(own_netns: bool) -> Attempt {
     sandbox_net::Ruleset {
         output: Vec::new(),
         input: Vec::new(),
+        sets: Vec::new(),
     }
     .install()
     .map(|()| "the ruleset replaced".to_string())
+    .map_err(|e| e.to_string())
+}
+
+/// Adds an address to the first host-name rule's pin set (what a DNS
+/// answer would have pinned), from inside; the control makes the same
+/// ruleset in a new network namespace and adds it there.
+fn pin_add(own_netns: bool) -> Attempt {
+    if own_netns {
+        unshare(libc::CLONE_NEWNET)?;
+        let network = sandbox_policy::Policy::from_toml_str(
+            "[network]\nmode = \"allowlist\"\nallow = [\"pinned.test:443/tcp\"]\n",
+        )
+        .map_err(|e| e.to_string())?
+        .network;
+        sandbox_net::Ruleset::from_network(&network, &sandbox_net::Gateway::default())
+            .install()
+            .map_err(|e| e.to_string())?;
+    }
+    sandbox_net::pin_batch(&[sandbox_net::PinUpdate {
+        set: sandbox_net::PinSet { rule: 0, v6: false },
+        addr: "198.18.2.2".parse().map_err(|_| "address".to_string())?,
+        timeout: Some(std::time::Duration::from_secs(600)),
+        replace: false,
+    }])
+    .send()
+    .map(|()| "198.18.2.2 pinned".to_string())
     .map_err(|e| e.to_string())
 }
 
@@ -344,6 +371,7 @@ pub(crate) fn attack(name: &str, arg: Option<&str>) -> Attempt {
         "http" => http_get(arg.unwrap_or("169.254.169.254")),
         "nft-replace" => nft_replace(arg == Some("own-netns")),
         "link-down" => link_down(arg == Some("own-netns")),
+        "pin-add" => pin_add(arg == Some("own-netns")),
         other => crate::hardening::attack(other, arg)
             .or_else(|| crate::quotas::attack(other, arg))
             .unwrap_or_else(|| raw_syscall(other)),

@@ -56,6 +56,7 @@ pub(crate) const DEFAULT: &[&str] = &[
     "integration-tests/async_child",
     "sandbox-core/network",
     "sandbox-core/egress_tcp",
+    "sandbox-core/egress_names",
     "sandbox-core/concurrency",
     "sandbox-core/placement",
     "sandbox-net/ruleset",

@@ -1,0 +1,102 @@
+//! DNS with `dns = "allowed-names"`: a query for a name no allow rule
+//! matches is answered REFUSED by the gateway and never leaves; an answer
+//! for an allowed name pins its addresses (in the forwarder and in the
+//! kernel's sets) before the sandbox sees it, or is replaced by REFUSED
+//! (an internal address: rebinding; the pin cap) or SERVFAIL (the kernel
+//! refused the pins).
+
+use std::time::Instant;
+
+use sandbox_policy::DnsMode;
+
+use crate::forward::dns_wire::{self, RCODE_REFUSED, RCODE_SERVFAIL};
+use crate::forward::forwarder::EgressForwarder;
+use crate::forward::names::PinRefusal;
+use crate::nft::{PinUpdate, pin_batch};
+
+/// What becomes of a DNS message.
+pub(super) enum Screened {
+    /// Passed on as it is.
+    Pass,
+    /// Answered (or replaced) with this message.
+    Answer(Vec<u8>),
+    /// Dropped (not a message we can judge).
+    Drop,
+}
+
+impl EgressForwarder {
+    /// Whether names are screened (`dns = "allowed-names"`).
+    pub(super) fn screens_names(&self) -> bool {
+        self.policy.dns_mode() == DnsMode::AllowedNames
+    }
+
+    /// A query from the sandbox to the gateway.
+    pub(super) fn screen_query(&mut self, query: &[u8]) -> Screened {
+        let Some(question) = dns_wire::question(query) else {
+            self.counters.dns_refused += 1;
+            return Screened::Drop;
+        };
+        if self.policy.names.rules_for(&question.name).is_empty() {
+            self.counters.dns_refused += 1;
+            return Screened::Answer(dns_wire::answer_with_rcode(query, &question, RCODE_REFUSED));
+        }
+        Screened::Pass
+    }
+
+    /// An answer from the resolver, before the sandbox sees it.
+    pub(super) fn screen_answer(&mut self, message: &[u8]) -> Screened {
+        let Some(answer) = dns_wire::answer(message) else {
+            return Screened::Drop;
+        };
+        let rules = self.policy.names.rules_for(&answer.name);
+        if rules.is_empty() {
+            // Not what was asked: never passed on.
+            return Screened::Drop;
+        }
+        if answer.addresses.is_empty() {
+            return Screened::Pass;
+        }
+        let updates = match self
+            .policy
+            .names
+            .pin(&answer.addresses, &rules, Instant::now())
+        {
+            Ok(updates) => updates,
+            Err(refusal) => {
+                match refusal {
+                    PinRefusal::Rebinding => self.counters.dns_rebinding += 1,
+                    PinRefusal::Cap => self.counters.pins_over_cap += 1,
+                }
+                return Screened::Answer(answer.replaced(message, RCODE_REFUSED));
+            }
+        };
+        if self.apply_pins(&updates) {
+            self.counters.pins_added += updates.iter().filter(|u| !u.replace).count() as u64;
+            Screened::Pass
+        } else {
+            self.policy.names.unpin(&updates);
+            self.counters.pin_errors += 1;
+            Screened::Answer(answer.replaced(message, RCODE_SERVFAIL))
+        }
+    }
+
+    /// The pins into the kernel's sets; whether they are there.
+    fn apply_pins(&self, updates: &[PinUpdate]) -> bool {
+        let Some(socket) = &self.pin_socket else {
+            return false;
+        };
+        if pin_batch(updates).send_on(socket).is_ok() {
+            return true;
+        }
+        // An element the kernel let expire a moment before we did cannot
+        // be removed: add them all afresh.
+        let fresh: Vec<PinUpdate> = updates
+            .iter()
+            .map(|u| PinUpdate {
+                replace: false,
+                ..u.clone()
+            })
+            .collect();
+        pin_batch(&fresh).send_on(socket).is_ok()
+    }
+}

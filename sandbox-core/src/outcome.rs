@@ -146,6 +146,14 @@ pub struct EgressStats {
     pub pins_over_cap: u64,
     /// Answers whose pins the kernel refused (SERVFAIL to the sandbox).
     pub pin_errors: u64,
+    /// Connections a name pin admitted, reset because their TLS
+    /// ClientHello named (SNI) a host no pinned rule allows.
+    pub sni_mismatch: u64,
+    /// … because their ClientHello had no SNI.
+    pub no_sni: u64,
+    /// … because their HTTP request's `Host` was not a pinned rule's (or
+    /// missing).
+    pub host_mismatch: u64,
     /// ICMP echo requests relayed.
     pub echo_requests: u64,
     /// New flows the policy refused (the forwarder's own enforcement).
@@ -191,6 +199,9 @@ impl EgressStats {
             pins_added: c.pins_added,
             pins_over_cap: c.pins_over_cap,
             pin_errors: c.pin_errors,
+            sni_mismatch: c.tcp.sni_mismatch,
+            no_sni: c.tcp.no_sni,
+            host_mismatch: c.tcp.host_mismatch,
             echo_requests: c.echo_out,
             refused: c.refused,
             refused_metadata: c.refused_metadata,
@@ -227,12 +238,15 @@ impl std::fmt::Display for EgressStats {
         if self.dns_refused + self.dns_rebinding + self.pins_added + self.pin_errors > 0 {
             write!(
                 f,
-                "; names: {} pinned, {} queries refused, {} answers refused as rebinding, {} over the pin cap, {} pin errors",
+                "; names: {} pinned, {} queries refused, {} answers refused as rebinding, {} over the pin cap, {} pin errors; connections reset for SNI {} (no SNI {}), for Host {}",
                 self.pins_added,
                 self.dns_refused,
                 self.dns_rebinding,
                 self.pins_over_cap,
-                self.pin_errors
+                self.pin_errors,
+                self.sni_mismatch,
+                self.no_sni,
+                self.host_mismatch
             )?;
         }
         if let Some(error) = &self.error {

@@ -1,10 +1,15 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
-//! Egress by name: `allow = ["pypi.test:80/tcp", "*.cdn.test:80/tcp"]`
+//! Egress by name: `allow = ["pypi.test:80", "pypi.test:443", "*.cdn.test:80"]`
 //! with the gateway resolving only those names, pinning their answers'
-//! addresses in the forwarder and the kernel's sets. Real clients (curl,
-//! getent) in the sandbox; the names served by the test's own resolver in
-//! a world namespace the test made. Each refusal has a control that shows
-//! the same thing working with the rule loosened. Needs root, as in CI.
+//! addresses in the forwarder and the kernel's sets, and the first bytes
+//! of each pinned connection checked (TLS SNI, HTTP Host). Real clients
+//! (curl, getent, openssl s_client) in the sandbox; the names served by the
+//! test's own resolver, and TLS by `openssl s_server` with a test CA, in a
+//! world namespace the test made. Each refusal has a control that shows the
+//! same thing working with the rule loosened. Needs root, as in CI.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 
 use sandbox_core::Sandbox;
 
@@ -32,6 +37,115 @@ fn world() {
     );
 }
 
+/// A test CA and a certificate it signed for pypi.test, files.cdn.test and
+/// evil.test, in `dir` (`ca.pem`, `srv.pem`, `srv.key`).
+fn test_ca(dir: &Path) {
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "openssl {args:?}: {out:?}");
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    openssl(
+        &[
+            &["req", "-x509"][..],
+            &ec,
+            &[
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=sandbox test CA",
+            ],
+        ]
+        .concat(),
+    );
+    openssl(
+        &[
+            &["req"][..],
+            &ec,
+            &[
+                "-keyout",
+                "srv.key",
+                "-out",
+                "srv.csr",
+                "-subj",
+                "/CN=pypi.test",
+            ],
+        ]
+        .concat(),
+    );
+    std::fs::write(
+        dir.join("ext"),
+        "subjectAltName=DNS:pypi.test,DNS:files.cdn.test,DNS:evil.test\n",
+    )
+    .unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "srv.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "srv.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "ext",
+    ]);
+}
+
+/// A server process of the test's, ended (by its pid) when dropped, the
+/// test passing or not.
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `openssl s_server` on port 443 of the world (call from its thread),
+/// answering every request with a page (`-www`).
+fn serve_tls(dir: &Path) -> Server {
+    let child = Command::new("openssl")
+        .args([
+            "s_server", "-accept", "443", "-cert", "srv.pem", "-key", "srv.key", "-www", "-quiet",
+        ])
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let server = Server(child);
+    // Ready once it accepts.
+    for _ in 0..100 {
+        if std::net::TcpStream::connect("198.18.1.1:443").is_ok() {
+            return server;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("s_server did not start");
+}
+
 fn run(sb: &Sandbox, script: &str) -> (String, sandbox_core::EgressStats) {
     let out = sb.command("bash").args(["-c", script]).output().unwrap();
     let text =
@@ -41,7 +155,7 @@ fn run(sb: &Sandbox, script: &str) -> (String, sandbox_core::EgressStats) {
 
 /// Each line: `NAME: ` and the body, or `refused`.
 const SCRIPT: &str = r#"
-get() { out=$(curl -sS --max-time 5 "$2" 2>&1) && echo "$1: $out" || echo "$1: refused ($out)"; }
+get() { out=$(curl -sS --max-time 5 "${@:2}" 2>&1) && echo "$1: $out" || echo "$1: refused ($out)"; }
 resolve() { getent ahostsv4 "$2" >/dev/null && echo "$1: resolved" || echo "$1: unresolved"; }
 get allowed http://pypi.test/
 get wildcard http://files.cdn.test/
@@ -51,18 +165,32 @@ get other-port http://pypi.test:81/
 resolve rebinding evil.cdn.test
 resolve metadata meta.cdn.test
 get pinned-ip http://198.18.1.1/
+get http-fronted -H 'Host: evil.test' http://pypi.test/
+tls() { code=$(curl -sS --max-time 5 --cacert "$CA" -o /dev/null -w '%{http_code}' "${@:2}" 2>&1) && echo "$1: $code" || echo "$1: refused ($code)"; }
+tls tls-allowed https://pypi.test/
+tls tls-fronted -k --resolve evil.test:443:198.18.1.1 https://evil.test/
+timeout 5 openssl s_client -connect 198.18.1.1:443 -noservername </dev/null >/dev/null 2>&1 && echo "tls-no-sni: reached" || echo "tls-no-sni: refused"
 "#;
 
 #[test]
 #[ignore = "needs root"]
 fn names_are_resolved_pinned_and_only_theirs_reached() {
     common::require_root();
-    std::thread::spawn(|| {
+    let dir = tempfile::tempdir().unwrap();
+    test_ca(dir.path());
+    let path = dir.path().display().to_string();
+    std::thread::spawn(move || {
         world();
-        let names = sandbox(
-            "[network]\nmode = \"allowlist\"\nallow = [\"pypi.test:80/tcp\", \"*.cdn.test:80/tcp\"]\n",
-        )
-        .with_dns_upstream("198.18.9.9:53".parse().unwrap());
+        let tls = serve_tls(Path::new(&path));
+        let with = |network: &str| {
+            sandbox(&format!(
+                "[filesystem]\nbinds = [{{ source = \"{path}\", target = \"{path}\" }}]\n[env]\nset = {{ CA = \"{path}/ca.pem\" }}\n{network}"
+            ))
+            .with_dns_upstream("198.18.9.9:53".parse().unwrap())
+        };
+        let names = with(
+            "[network]\nmode = \"allowlist\"\nallow = [\"pypi.test:80\", \"pypi.test:443\", \"*.cdn.test:80/tcp\"]\n",
+        );
         assert!(names.report().network.enforced, "{}", names.report());
         let (text, egress) = run(&names, SCRIPT);
         let line = |name: &str| {
@@ -78,26 +206,37 @@ fn names_are_resolved_pinned_and_only_theirs_reached() {
         assert!(line("other-port").starts_with("other-port: refused"), "{text}");
         assert_eq!(line("rebinding"), "rebinding: unresolved", "{text}");
         assert_eq!(line("metadata"), "metadata: unresolved", "{text}");
-        // The pin is of the address: with no SNI or Host check yet, the
-        // pinned address is reachable by its literal too.
-        assert_eq!(line("pinned-ip"), "pinned-ip: pypi", "{text}");
+        // A pinned address by its literal, or with another name in Host or
+        // SNI (domain fronting), or with no SNI: reset.
+        assert!(line("pinned-ip").starts_with("pinned-ip: refused"), "{text}");
+        assert!(line("http-fronted").starts_with("http-fronted: refused"), "{text}");
+        assert_eq!(line("tls-allowed"), "tls-allowed: 200", "{text}\n{egress}");
+        assert!(line("tls-fronted").starts_with("tls-fronted: refused"), "{text}");
+        assert_eq!(line("tls-no-sni"), "tls-no-sni: refused", "{text}");
         assert!(egress.pins_added >= 1, "{egress}");
         assert!(egress.dns_refused >= 1, "{egress}");
         assert!(egress.dns_rebinding >= 2, "{egress}");
         assert_eq!(egress.pin_errors, 0, "{egress}");
+        assert_eq!(egress.sni_mismatch, 1, "{egress}");
+        assert_eq!(egress.no_sni, 1, "{egress}");
+        assert_eq!(egress.host_mismatch, 2, "{egress}");
 
         // Control: the same script with every name relayed and the whole
         // world allowed by address; what was refused is reached.
-        let open = sandbox(
+        let open = with(
             "[network]\nmode = \"allowlist\"\ndns = \"any\"\nallow = [\"198.18.0.0/15\", \"10.0.0.0/8\"]\n",
-        )
-        .with_dns_upstream("198.18.9.9:53".parse().unwrap());
+        );
         let (text, _) = run(&open, SCRIPT);
+        drop(tls);
         for (name, expected) in [
             ("unlisted", "unlisted: resolved"),
             ("unlisted-ip", "unlisted-ip: other"),
             ("other-port", "other-port: pypi on 81"),
             ("rebinding", "rebinding: resolved"),
+            ("pinned-ip", "pinned-ip: pypi"),
+            ("http-fronted", "http-fronted: pypi"),
+            ("tls-fronted", "tls-fronted: 200"),
+            ("tls-no-sni", "tls-no-sni: reached"),
         ] {
             assert!(
                 text.lines().any(|l| l == expected),

@@ -40,6 +40,11 @@ pub(crate) const FOR_TESTS: &[Package] = &[
         provides: "curl",
         why: "the CLI test runs curl through the egress forwarder",
     },
+    Package {
+        name: "openssl",
+        provides: "openssl",
+        why: "the egress-by-name tests make a test CA and serve TLS with it",
+    },
 ];
 
 /// The peers of `cargo xtask bench egress` and its load (benchmark-only).

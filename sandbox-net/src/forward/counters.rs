@@ -58,7 +58,7 @@ pub struct Counters {
     /// IP fragments from the sandbox, and the datagrams reassembled.
     pub fragments: FragmentCounters,
     /// ICMP "administratively prohibited" errors sent for refused
-    /// datagrams.
+    /// datagrams (at most 100 a second; the rest are refused silently).
     pub prohibited_sent: u64,
     /// Frames the classifier did not handle itself (other protocols,
     /// malformed, ARP replies and the like), left to the TCP stack.

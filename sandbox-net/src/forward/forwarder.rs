@@ -32,6 +32,10 @@ pub const GATEWAY_MAC: Mac = [0x02, 0x53, 0x42, 0x58, 0x00, 0x02];
 /// Ethernet header and the virtio_net_hdr, rounded up.
 pub(super) const FRAME_CAPACITY: usize = 65536 + 64;
 
+/// ICMP errors the forwarder sends the sandbox per second at most (with a
+/// burst of as many).
+pub(super) const ICMP_ERRORS_PER_SECOND: u32 = 100;
+
 /// Frames read from the tap before the stack runs: a sandbox flooding
 /// the tap waits in its own queue, not in the forwarder's memory.
 const TAP_BATCH: usize = 256;
@@ -48,6 +52,8 @@ pub struct EgressForwarder {
     pub(super) dns_upstream: Option<SocketAddr>,
     pub(super) limits: ForwarderLimits,
     new_flows: RateLimit,
+    /// ICMP errors sent to the sandbox.
+    pub(super) icmp_errors: RateLimit,
     gateway_v6: Option<Ipv6Addr>,
     pub(super) flows: HashMap<(SocketAddr, SocketAddr), UdpFlow>,
     pub(super) echoes: EchoRelay,
@@ -116,6 +122,7 @@ impl EgressForwarder {
             dns_upstream,
             limits,
             new_flows: RateLimit::new(limits.new_flows_per_second),
+            icmp_errors: RateLimit::new(ICMP_ERRORS_PER_SECOND),
             gateway_v6: addressing.gateway.v6,
             flows: HashMap::new(),
             echoes: EchoRelay::default(),
@@ -352,7 +359,8 @@ impl EgressForwarder {
             self.counters.tcp_dropped += 1;
             return;
         }
-        self.tcp.open(key, target, syn);
+        let check = self.policy.pin_check(dst.ip(), dst.port(), Protocol::Tcp);
+        self.tcp.open(key, target, syn, check);
     }
 
     /// Where a new flow to `dst` goes: `dst` itself, or the resolver for

@@ -14,6 +14,7 @@ mod counters;
 mod dns;
 mod dns_wire;
 mod echo;
+mod first_bytes;
 mod forwarder;
 mod fragments;
 mod frame;
@@ -28,6 +29,7 @@ mod tcp_device;
 mod udp;
 
 pub use counters::Counters;
+pub use first_bytes::FirstBytesRefusal;
 pub use forwarder::{EgressForwarder, GATEWAY_MAC, resolver_from};
 pub use fragments::FragmentCounters;
 pub use frame::{

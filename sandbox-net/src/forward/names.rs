@@ -139,21 +139,47 @@ impl Names {
             .collect()
     }
 
+    /// The live pinned rules of `addr` that allow `port` over `protocol`.
+    /// A host-name rule without a protocol is TCP only: UDP to a name needs
+    /// `/udp`, and no ICMP echo goes to a pinned address.
+    fn pinned_rules(
+        &self,
+        addr: IpAddr,
+        (port, protocol): (u16, Protocol),
+        now: Instant,
+    ) -> impl Iterator<Item = &NetRule> {
+        self.pins
+            .get(&addr)
+            .into_iter()
+            .flatten()
+            .filter(move |p| p.expires > now)
+            .filter_map(|p| self.allow.get(usize::from(p.rule)))
+            .filter(move |rule| {
+                rule.protocol().unwrap_or(Protocol::Tcp) == protocol
+                    && rule.matches_transport(port, protocol)
+            })
+    }
+
     /// Whether a live pin allows a new flow to `addr:port` over `protocol`
-    /// (`None`: an ICMP echo, which needs a rule with neither ports nor a
-    /// protocol).
+    /// (`None`: an ICMP echo, which no pin allows).
     pub fn allows(&self, addr: IpAddr, transport: Option<(u16, Protocol)>, now: Instant) -> bool {
-        let Some(pins) = self.pins.get(&addr) else {
-            return false;
-        };
-        pins.iter().filter(|p| p.expires > now).any(|p| {
-            self.allow
-                .get(usize::from(p.rule))
-                .is_some_and(|rule| match transport {
-                    Some((port, protocol)) => rule.matches_transport(port, protocol),
-                    None => rule.ports().is_none() && rule.protocol().is_none(),
-                })
-        })
+        transport.is_some_and(|t| self.pinned_rules(addr, t, now).next().is_some())
+    }
+
+    /// The host patterns of the live pinned rules of `addr` that allow
+    /// `transport`.
+    pub fn patterns_for(
+        &self,
+        addr: IpAddr,
+        transport: (u16, Protocol),
+        now: Instant,
+    ) -> Vec<HostPattern> {
+        let mut patterns: Vec<HostPattern> = self
+            .pinned_rules(addr, transport, now)
+            .filter_map(|r| r.host_pattern().cloned())
+            .collect();
+        patterns.dedup();
+        patterns
     }
 
     /// Pins `addresses` (with their TTLs, in seconds) to `rules`; the

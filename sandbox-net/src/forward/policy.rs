@@ -123,6 +123,29 @@ impl EgressPolicy {
         self.judge(dest, Some((port, protocol)))
     }
 
+    /// For a flow no address rule allows but a name pin does: the host
+    /// patterns of the pinned rules, one of which its first bytes must name
+    /// (SNI, or HTTP `Host`). `None` for anything else.
+    pub fn pin_check(
+        &self,
+        dest: IpAddr,
+        port: u16,
+        protocol: Protocol,
+    ) -> Option<Vec<sandbox_policy::HostPattern>> {
+        let canonical_dest = canonical(dest);
+        let by_address = self
+            .allow
+            .iter()
+            .any(|r| r.matches(canonical_dest, port, protocol) || r.matches(dest, port, protocol));
+        if by_address {
+            return None;
+        }
+        let patterns = self
+            .names
+            .patterns_for(canonical_dest, (port, protocol), Instant::now());
+        (!patterns.is_empty()).then_some(patterns)
+    }
+
     /// The verdict for an ICMP echo request to `dest`: allowed by a rule
     /// that names neither ports nor a protocol (as the nftables ruleset
     /// has it), refused as [`decide`](Self::decide) refuses otherwise.

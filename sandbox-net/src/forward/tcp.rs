@@ -16,11 +16,13 @@ use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::Instant;
 
+use sandbox_policy::HostPattern;
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
 use smoltcp::socket::tcp;
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr, IpListenEndpoint};
 
 use crate::egress::EgressAddressing;
+use crate::forward::first_bytes::{self, FirstBytesRefusal, Inspect};
 use crate::forward::frame::Mac;
 use crate::forward::offload::replace_syn_mss;
 use crate::forward::tcp_device::{POOL_SIZE, QueueDevice};
@@ -37,6 +39,9 @@ struct Pending {
     syn: Vec<u8>,
     dst: SocketAddr,
     started: Instant,
+    /// For a flow a name pin admitted: the names its first bytes must
+    /// carry.
+    check: Option<Vec<HostPattern>>,
 }
 
 struct Connection {
@@ -47,6 +52,12 @@ struct Connection {
     opened: Instant,
     host_eof: bool,
     host_write_shut: bool,
+    /// First bytes being judged ([`first_bytes`](crate::forward::first_bytes)).
+    inspect: Option<Inspect>,
+    /// Judged bytes not yet written to the host.
+    held: Vec<u8>,
+    /// Reset here for what its first bytes said.
+    refused: bool,
 }
 
 impl Connection {
@@ -79,6 +90,14 @@ pub struct TcpCounters {
     /// Connects still in progress that the sandbox gave up on (a reset
     /// for its SYN) or that went unanswered for 135 s.
     pub connects_abandoned: u64,
+    /// Connections a name pin admitted, reset for a ClientHello whose SNI
+    /// no pinned rule allows.
+    pub sni_mismatch: u64,
+    /// … for a ClientHello without SNI (or one that did not parse).
+    pub no_sni: u64,
+    /// … for an HTTP request whose `Host` no pinned rule allows (or with
+    /// none).
+    pub host_mismatch: u64,
 }
 
 /// The TCP half of the forwarder.
@@ -212,7 +231,15 @@ impl TcpRelay {
 
     /// A new connection the policy allows: start the host connect and hold
     /// the SYN until it completes.
-    pub(crate) fn open(&mut self, key: (SocketAddr, SocketAddr), target: SocketAddr, syn: Vec<u8>) {
+    /// With `check`, the connection's first bytes must name one of those
+    /// hosts (SNI, or HTTP `Host`) before they go upstream.
+    pub(crate) fn open(
+        &mut self,
+        key: (SocketAddr, SocketAddr),
+        target: SocketAddr,
+        syn: Vec<u8>,
+        check: Option<Vec<HostPattern>>,
+    ) {
         match start_connect(target) {
             Ok(host) => {
                 self.pending.insert(
@@ -222,6 +249,7 @@ impl TcpRelay {
                         syn,
                         dst: key.1,
                         started: Instant::now(),
+                        check,
                     },
                 );
             }
@@ -242,7 +270,9 @@ impl TcpRelay {
         let connections = self.connections.iter().map(|(handle, c)| {
             let socket = self.sockets.get::<tcp::Socket<'_>>(*handle);
             let room = socket.send_queue() < socket.send_capacity();
-            (c.host.as_fd(), !c.host_eof && room, socket.recv_queue() > 0)
+            let judged = c.inspect.is_none();
+            let to_write = (judged && socket.recv_queue() > 0) || !c.held.is_empty();
+            (c.host.as_fd(), !c.host_eof && room, to_write)
         });
         pending.chain(connections).collect()
     }
@@ -320,6 +350,9 @@ impl TcpRelay {
                             opened: Instant::now(),
                             host_eof: false,
                             host_write_shut: false,
+                            inspect: p.check.map(Inspect::new),
+                            held: Vec::new(),
+                            refused: false,
                         },
                     );
                     self.active.insert(key, handle);
@@ -367,8 +400,40 @@ impl TcpRelay {
                 continue;
             };
             let socket = self.sockets.get_mut::<tcp::Socket<'_>>(handle);
+            if conn.refused {
+                continue;
+            }
+            if let Some(refusal) = first_bytes::read_and_judge(
+                &mut conn.inspect,
+                &mut conn.held,
+                socket,
+                sandbox_closed(socket.state()),
+            ) {
+                match refusal {
+                    FirstBytesRefusal::SniMismatch => self.counters.sni_mismatch += 1,
+                    FirstBytesRefusal::NoSni => self.counters.no_sni += 1,
+                    FirstBytesRefusal::HostMismatch => self.counters.host_mismatch += 1,
+                }
+                socket.abort();
+                conn.refused = true;
+                continue;
+            }
+            if !conn.held.is_empty() {
+                match conn.host.write(&conn.held) {
+                    Ok(n) => {
+                        conn.held.drain(..n);
+                        self.counters.bytes_out += n as u64;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(_) => {
+                        socket.abort();
+                        conn.host_eof = true;
+                    }
+                }
+            }
+            let judged = conn.inspect.is_none() && conn.held.is_empty();
             // Sandbox → host: only what the host socket takes.
-            while socket.can_recv() {
+            while judged && socket.can_recv() {
                 let written = socket.recv(|data| match conn.host.write(data) {
                     Ok(n) => (n, Ok(n)),
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => (0, Ok(0)),
@@ -387,14 +452,9 @@ impl TcpRelay {
                 }
             }
             // The sandbox closed its side: pass the FIN on.
-            let guest_closed = matches!(
-                socket.state(),
-                tcp::State::CloseWait
-                    | tcp::State::LastAck
-                    | tcp::State::Closing
-                    | tcp::State::TimeWait
-            );
-            if guest_closed && socket.recv_queue() == 0 && !conn.host_write_shut {
+            let guest_closed =
+                sandbox_closed(socket.state()) && socket.state() != tcp::State::Closed;
+            if judged && guest_closed && socket.recv_queue() == 0 && !conn.host_write_shut {
                 let _ = conn.host.shutdown(Shutdown::Write);
                 conn.host_write_shut = true;
             }
@@ -458,7 +518,7 @@ impl TcpRelay {
                     // here after the host side failed).
                     tcp::State::Closed => {
                         if !(conn.host_eof && conn.host_write_shut) {
-                            if !conn.host_eof {
+                            if !conn.host_eof && !conn.refused {
                                 self.counters.reset_by_sandbox += 1;
                             }
                             conn.reset_host();
@@ -473,6 +533,19 @@ impl TcpRelay {
             self.sockets.remove(handle);
         }
     }
+}
+
+/// Whether the sandbox closed its side (FIN or reset); not while the
+/// handshake is still going.
+fn sandbox_closed(state: tcp::State) -> bool {
+    matches!(
+        state,
+        tcp::State::CloseWait
+            | tcp::State::LastAck
+            | tcp::State::Closing
+            | tcp::State::TimeWait
+            | tcp::State::Closed
+    )
 }
 
 /// A non-blocking `connect` to `target`.

@@ -53,6 +53,11 @@ impl EgressForwarder {
         let Some(guest_mac) = self.guest_mac else {
             return;
         };
+        // At most ICMP_ERRORS_PER_SECOND, as a router limits its own: a
+        // flood of refused datagrams must not become a flood back.
+        if !self.icmp_errors.take() {
+            return;
+        }
         if let Some(error) = prohibited_frame(GATEWAY_MAC, guest_mac, frame) {
             self.counters.prohibited_sent += 1;
             self.send_frame(&error);

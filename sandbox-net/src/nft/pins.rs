@@ -48,7 +48,9 @@ pub(super) fn sets_and_rules(network: &Network) -> (Vec<PinSet>, Vec<RuleSpec>) 
         for v6 in [false, true] {
             let set = PinSet { rule: index, v6 };
             sets.push(set);
-            for protocol in super::protocols_of(rule.protocol(), rule.ports()) {
+            // A host-name rule without a protocol is TCP only.
+            let protocol = rule.protocol().unwrap_or(Protocol::Tcp);
+            for protocol in super::protocols_of(Some(protocol), rule.ports()) {
                 rules.push(RuleSpec {
                     matches: Match::Pinned {
                         set,

@@ -149,6 +149,25 @@ fn human_report(outcome: &sandbox_core::RunOutcome) -> String {
     );
     if let Some(egress) = &outcome.egress {
         text.push_str(&format!("sbx: {egress}\n"));
+        // One line per reason, with its first instance.
+        for (reason, count) in &egress.refusals_by_reason {
+            let first = egress.refusals.iter().find(|r| r.reason == *reason);
+            let example = first.map(|r| {
+                let at = match (&r.addr, r.port) {
+                    (Some(a), Some(p)) if a.contains(':') => format!(" [{a}]:{p}"),
+                    (Some(a), Some(p)) => format!(" {a}:{p}"),
+                    (Some(a), None) => format!(" {a}"),
+                    _ => String::new(),
+                };
+                let name = r.name.as_ref().map(|n| format!(" {n}")).unwrap_or_default();
+                let by = if r.kernel { ", by the kernel" } else { "" };
+                format!(" (first: {}{name}{at}{by})", r.protocol)
+            });
+            text.push_str(&format!(
+                "sbx: egress refused {count}× {reason}{}\n",
+                example.unwrap_or_default()
+            ));
+        }
     }
     text.push_str(&outcome.report.to_string());
     text

@@ -222,6 +222,48 @@ fn run_networked_curl_reaches_an_allowed_name_and_nothing_else() {
         let blocked = curl("http://other.test/");
         assert_ne!(blocked.status.code(), Some(0), "{}", text(&blocked.stdout));
         assert!(text(&blocked.stdout).is_empty());
+        // The report says what was refused, and by whom.
+        assert!(
+            text(&blocked.stderr).contains(
+                "sbx: egress refused 1× not-allowed (first: tcp 198.18.2.2:80, by the kernel)"
+            ),
+            "{}",
+            text(&blocked.stderr)
+        );
+        // By name: only www.test resolves, and only it is reached.
+        let by_name = |url: &str| {
+            sbx(&[
+                "run",
+                "--allow",
+                "www.test:80",
+                "--dns",
+                "198.18.9.9:53",
+                "--json",
+                "--",
+                "curl",
+                "-sS",
+                "--max-time",
+                "5",
+                url,
+            ])
+        };
+        let named = by_name("http://www.test/");
+        assert_eq!(text(&named.stdout), "allowed\n", "{}", text(&named.stderr));
+        let other = by_name("http://other.test/");
+        assert!(
+            text(&other.stderr).contains("Could not resolve host: other.test"),
+            "{}",
+            text(&other.stderr)
+        );
+        let report = text(&other.stderr);
+        let json_start = report.find('{').unwrap_or(0);
+        let json: serde_json::Value =
+            serde_json::from_str(&report[json_start..]).unwrap_or_else(|e| panic!("{e}: {report}"));
+        assert_eq!(
+            json["egress"]["refusals"][0]["reason"], "dns-refused",
+            "{report}"
+        );
+        assert_eq!(json["egress"]["refusals"][0]["name"], "other.test");
         let unknown = curl("http://nowhere.test/");
         assert!(
             text(&unknown.stderr).contains("Could not resolve host"),

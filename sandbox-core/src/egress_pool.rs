@@ -180,9 +180,12 @@ fn start_pool() -> Result<Pool> {
 
 /// Ends a job: its figures to whoever stops it.
 fn finish(job: Job, error: Option<String>) {
+    let mut forwarder = job.forwarder;
+    // What the kernel refused in the last moments.
+    forwarder.drain_kernel_refusals();
     let _ = job
         .done
-        .send(EgressStats::from_counters(&job.forwarder.counters(), error));
+        .send(EgressStats::from_forwarder(&forwarder, error));
 }
 
 /// A pool thread: every forwarder given to it in one poll loop, for ever.

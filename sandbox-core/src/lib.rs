@@ -109,7 +109,7 @@ pub use command::SandboxCommand;
 pub use egress_pool::set_forwarder_threads;
 pub use error::{Error, Result};
 pub use host::{Capability, HostCapabilities, MINIMUM_KERNEL};
-pub use outcome::{EgressStats, ExitStatus, RunOutcome};
+pub use outcome::{EgressRefusalRecord, EgressStats, ExitStatus, RunOutcome};
 pub use probe::{probe, probe_now};
 pub use quotas::RunIds;
 pub use relay::JobControl;

@@ -180,11 +180,70 @@ pub struct EgressStats {
     pub fragmented_datagrams_dropped: u64,
     /// Refused datagrams answered with ICMP administratively prohibited.
     pub datagrams_prohibited: u64,
+    /// New flows the kernel's ruleset refused (read from its log group).
+    pub refused_by_kernel: u64,
+    /// Every refusal, the first [`MAX_REFUSALS`](sandbox_net::forward::MAX_REFUSALS)
+    /// of them in order: when, the name or address, port, protocol, why,
+    /// and whether the kernel or the forwarder refused it.
+    pub refusals: Vec<EgressRefusalRecord>,
+    /// How many refusals of each reason (`not-allowed`, `dns-refused`, …),
+    /// listed or not.
+    pub refusals_by_reason: std::collections::BTreeMap<String, u64>,
     /// How the forwarder stopped, if it failed before the run ended.
     pub error: Option<String>,
 }
 
+/// One egress refusal, as the outcome reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct EgressRefusalRecord {
+    /// Milliseconds from the forwarder's start.
+    pub after_ms: u64,
+    /// `dns-refused`, `not-allowed`, `denied`, `metadata`, `rebinding`,
+    /// `sni-mismatch`, `no-sni`, `host-mismatch`, `rate` or `cap`.
+    pub reason: String,
+    /// The name asked for or presented (DNS, SNI, `Host`), if any.
+    pub name: Option<String>,
+    /// The destination address, if any.
+    pub addr: Option<String>,
+    /// The destination port, if any.
+    pub port: Option<u16>,
+    /// `tcp`, `udp`, `icmp` or `dns`.
+    pub protocol: String,
+    /// Refused by the kernel's ruleset (else by the forwarder).
+    pub kernel: bool,
+}
+
+impl From<&sandbox_net::forward::EgressRefusal> for EgressRefusalRecord {
+    fn from(r: &sandbox_net::forward::EgressRefusal) -> Self {
+        Self {
+            after_ms: r.after.as_millis() as u64,
+            reason: r.reason.as_str().to_string(),
+            name: r.name.clone(),
+            addr: r.addr.map(|a| a.to_string()),
+            port: r.port,
+            protocol: r.protocol.to_string(),
+            kernel: r.kernel,
+        }
+    }
+}
+
 impl EgressStats {
+    /// A forwarder's figures and refusals.
+    pub(crate) fn from_forwarder(
+        forwarder: &sandbox_net::forward::EgressForwarder,
+        error: Option<String>,
+    ) -> Self {
+        let mut stats = Self::from_counters(&forwarder.counters(), error);
+        stats.refusals = forwarder.refusals().iter().map(Into::into).collect();
+        stats.refusals_by_reason = forwarder
+            .refusals_by_reason()
+            .into_iter()
+            .map(|(reason, n)| (reason.as_str().to_string(), n))
+            .collect();
+        stats
+    }
+
     pub(crate) fn from_counters(c: &sandbox_net::forward::Counters, error: Option<String>) -> Self {
         Self {
             tcp_connections: c.tcp.connected,
@@ -202,6 +261,9 @@ impl EgressStats {
             sni_mismatch: c.tcp.sni_mismatch,
             no_sni: c.tcp.no_sni,
             host_mismatch: c.tcp.host_mismatch,
+            refused_by_kernel: c.refused_by_kernel,
+            refusals: Vec::new(),
+            refusals_by_reason: Default::default(),
             echo_requests: c.echo_out,
             refused: c.refused,
             refused_metadata: c.refused_metadata,
@@ -247,6 +309,19 @@ impl std::fmt::Display for EgressStats {
                 self.sni_mismatch,
                 self.no_sni,
                 self.host_mismatch
+            )?;
+        }
+        if !self.refusals_by_reason.is_empty() {
+            let each: Vec<String> = self
+                .refusals_by_reason
+                .iter()
+                .map(|(reason, n)| format!("{reason} {n}"))
+                .collect();
+            write!(
+                f,
+                "; refusals ({} by the kernel): {}",
+                self.refused_by_kernel,
+                each.join(", ")
             )?;
         }
         if let Some(error) = &self.error {

@@ -57,7 +57,14 @@ pub(crate) struct Started {
     reaped: bool,
 }
 
-fn start_forwarder(inner: &Inner, socket: &OwnedFd) -> Result<EgressRun> {
+/// Receives what the child hands over for egress (the tap, the log socket,
+/// with host-name rules the pin socket) and makes the run's forwarder,
+/// its log group bound: before the command starts, so that nothing it
+/// sends goes unseen.
+fn prepare_forwarder(
+    inner: &Inner,
+    socket: &OwnedFd,
+) -> Result<sandbox_net::forward::EgressForwarder> {
     use sandbox_net::forward::{EgressForwarder, EgressPolicy};
     use sandbox_net::{EgressAddressing, Gateway};
     let fail = |what: &'static str| {
@@ -67,6 +74,7 @@ fn start_forwarder(inner: &Inner, socket: &OwnedFd) -> Result<EgressRun> {
         }
     };
     let tap = sandbox_net::recv_fd(socket).map_err(fail("receive the tap fd"))?;
+    let log_socket = sandbox_net::recv_fd(socket).map_err(fail("receive the log socket"))?;
     let pin_socket = if inner.policy.network.has_host_rules() {
         Some(sandbox_net::recv_fd(socket).map_err(fail("receive the netfilter socket"))?)
     } else {
@@ -89,10 +97,17 @@ fn start_forwarder(inner: &Inner, socket: &OwnedFd) -> Result<EgressRun> {
     )
     .map_err(fail("start the egress forwarder"))?;
     let mut forwarder = forwarder;
+    forwarder
+        .set_log_socket(log_socket)
+        .map_err(fail("bind the ruleset's log group"))?;
     if let Some(pin_socket) = pin_socket {
         forwarder.set_pin_socket(pin_socket);
     }
-    crate::egress_pool::run(forwarder)
+    if let Some(hook) = &inner.egress_hook {
+        let hook = std::sync::Arc::clone(&hook.0);
+        forwarder.on_refusal(Box::new(move |refusal| hook(refusal)));
+    }
+    Ok(forwarder)
 }
 
 /// The forwarder's limits as `network.limits` says (the forwarder's
@@ -129,6 +144,21 @@ pub(crate) struct Inner {
     pub(crate) dns_upstream: Option<std::net::SocketAddr>,
     /// The host ids a root caller's runs take (see `RunIds`).
     pub(crate) run_ids: RunIds,
+    /// Called with each egress refusal as it happens.
+    pub(crate) egress_hook: Option<EgressHook>,
+}
+
+/// A caller's hook for egress refusals (see
+/// [`Sandbox::on_egress_refusal`](crate::Sandbox::on_egress_refusal)).
+#[derive(Clone)]
+pub(crate) struct EgressHook(
+    pub(crate) Arc<dyn Fn(&sandbox_net::forward::EgressRefusal) + Send + Sync>,
+);
+
+impl std::fmt::Debug for EgressHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EgressHook")
+    }
 }
 
 /// The most bytes of each output stream passed on: `max_output_bytes`.
@@ -152,7 +182,8 @@ fn parent_setup(
     pid: i32,
     sync_write: &OwnedFd,
     cgroups: &RunCgroups,
-) -> Result<()> {
+    egress: Option<(&Inner, &OwnedFd)>,
+) -> Result<Option<sandbox_net::forward::EgressForwarder>> {
     if plan.namespaces != 0 {
         let write = |file: &str, contents: &str| -> Result<()> {
             let path = format!("/proc/{pid}/{file}");
@@ -178,7 +209,13 @@ fn parent_setup(
     } else {
         cgroups.attach(pid)?;
     }
-    go()
+    // The child handed the egress fds over in its network phase, before
+    // it waits for the second byte.
+    let forwarder = egress
+        .map(|(inner, socket)| prepare_forwarder(inner, socket))
+        .transpose()?;
+    go()?;
+    Ok(forwarder)
 }
 
 /// What the setup pipe and the parent's half say together: `Ok` once the
@@ -351,11 +388,22 @@ pub(crate) fn start(
     drop((sync_read, setup_write, status_write));
     let egress_parent = egress_sockets.map(|(parent, _child)| parent);
 
-    {
+    let forwarder = {
         let _setup = tracing::debug_span!("setup").entered();
-        let parent_result = parent_setup(&plan, pid, &sync_write, &cgroups);
+        let parent_result = parent_setup(
+            &plan,
+            pid,
+            &sync_write,
+            &cgroups,
+            egress_parent.as_ref().map(|socket| (inner, socket)),
+        );
+        let (parent_result, forwarder) = match parent_result {
+            Ok(forwarder) => (Ok(()), forwarder),
+            Err(e) => (Err(e), None),
+        };
         await_setup(&plan, pid, &pidfd, &progress, parent_result, &setup_read)?;
-    }
+        forwarder
+    };
     timings.setup = started.elapsed();
     timings.phases = RunTimings::phases_from(&plan.phases, &progress, monotonic_ns());
     for (phase, took) in &timings.phases {
@@ -368,16 +416,15 @@ pub(crate) fn start(
             return Err(e);
         }
     };
-    // The child handed over the tap before it exec'd: the forwarder runs in
-    // a thread of the caller's, in the caller's network namespace.
-    let egress = match egress_parent {
-        Some(socket) => match start_forwarder(inner, &socket) {
-            Ok(egress) => Some(egress),
-            Err(e) => {
-                abandon(pid, &pidfd);
-                return Err(e);
-            }
-        },
+    // The forwarder runs on a pool thread of the caller's, in the caller's
+    // network namespace.
+    drop(egress_parent);
+    let egress = match forwarder.map(crate::egress_pool::run) {
+        Some(Ok(egress)) => Some(egress),
+        Some(Err(e)) => {
+            abandon(pid, &pidfd);
+            return Err(e);
+        }
         None => None,
     };
     let pidfd = Arc::new(pidfd);

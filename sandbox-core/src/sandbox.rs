@@ -131,6 +131,7 @@ impl Sandbox {
                 seccomp,
                 dns_upstream: None,
                 run_ids: RunIds::default(),
+                egress_hook: None,
             }),
         })
     }
@@ -150,6 +151,28 @@ impl Sandbox {
     #[must_use]
     pub fn with_dns_upstream(mut self, upstream: std::net::SocketAddr) -> Self {
         Arc::make_mut(&mut self.inner).dns_upstream = Some(upstream);
+        self
+    }
+
+    /// Calls `hook` with each egress refusal of every run as it happens
+    /// (what the forwarder refused and what the kernel's ruleset refused:
+    /// when, the name or address, port, protocol and why), on the
+    /// forwarder's thread: it must not block. Each run's
+    /// [`RunOutcome::egress`](crate::RunOutcome::egress) lists them too.
+    ///
+    /// ```no_run
+    /// use sandbox_core::Sandbox;
+    ///
+    /// let sandbox = Sandbox::from_profile("networked")?
+    ///     .on_egress_refusal(|refusal| eprintln!("refused: {refusal}"));
+    /// # Ok::<(), sandbox_core::Error>(())
+    /// ```
+    #[must_use]
+    pub fn on_egress_refusal(
+        mut self,
+        hook: impl Fn(&sandbox_net::forward::EgressRefusal) + Send + Sync + 'static,
+    ) -> Self {
+        Arc::make_mut(&mut self.inner).egress_hook = Some(crate::run::EgressHook(Arc::new(hook)));
         self
     }
 
@@ -256,11 +279,13 @@ impl Sandbox {
             policy,
             decisions,
             dns_upstream,
+            egress_hook,
             ..
         } = &*self.inner;
         let mut rebuilt = Self::with_host(policy.clone(), &host)?;
         let inner = Arc::make_mut(&mut rebuilt.inner);
         inner.dns_upstream = *dns_upstream;
+        inner.egress_hook = egress_hook.clone();
         if let Some(mtu) = decisions.network.egress_mtu() {
             inner.decisions.network = inner.decisions.network.with_egress_mtu(mtu);
         }

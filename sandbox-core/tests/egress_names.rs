@@ -188,9 +188,14 @@ fn names_are_resolved_pinned_and_only_theirs_reached() {
             ))
             .with_dns_upstream("198.18.9.9:53".parse().unwrap())
         };
-        let names = with(
-            "[network]\nmode = \"allowlist\"\nallow = [\"pypi.test:80\", \"pypi.test:443\", \"*.cdn.test:80/tcp\"]\n",
-        );
+        let heard = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let names = {
+            let heard = std::sync::Arc::clone(&heard);
+            with(
+                "[network]\nmode = \"allowlist\"\nallow = [\"pypi.test:80\", \"pypi.test:443\", \"*.cdn.test:80/tcp\"]\n",
+            )
+            .on_egress_refusal(move |r| heard.lock().unwrap().push(r.to_string()))
+        };
         assert!(names.report().network.enforced, "{}", names.report());
         let (text, egress) = run(&names, SCRIPT);
         let line = |name: &str| {
@@ -220,6 +225,33 @@ fn names_are_resolved_pinned_and_only_theirs_reached() {
         assert_eq!(egress.sni_mismatch, 1, "{egress}");
         assert_eq!(egress.no_sni, 1, "{egress}");
         assert_eq!(egress.host_mismatch, 2, "{egress}");
+        // Every refusal reported, with its name or address and reason, by
+        // the forwarder or the kernel; and to the live hook.
+        let listed = |reason: &str, what: &str, kernel: bool| {
+            egress.refusals.iter().any(|r| {
+                r.reason == reason
+                    && r.kernel == kernel
+                    && (r.name.as_deref() == Some(what)
+                        || r.addr.as_deref() == Some(what)
+                        || format!("{}:{}", r.addr.as_deref().unwrap_or(""), r.port.unwrap_or(0))
+                            == what)
+            })
+        };
+        for (reason, what, kernel) in [
+            ("dns-refused", "other.test", false),
+            ("rebinding", "evil.cdn.test", false),
+            ("rebinding", "meta.cdn.test", false),
+            ("not-allowed", "198.18.2.2:80", true),
+            ("not-allowed", "198.18.1.1:81", true),
+            ("host-mismatch", "198.18.1.1", false),
+            ("host-mismatch", "evil.test", false),
+            ("sni-mismatch", "evil.test", false),
+            ("no-sni", "198.18.1.1:443", false),
+        ] {
+            assert!(listed(reason, what, kernel), "{reason} {what}: {:#?}", egress.refusals);
+        }
+        let total: u64 = egress.refusals_by_reason.values().sum();
+        assert_eq!(heard.lock().unwrap().len() as u64, total, "{:?}", heard.lock().unwrap());
 
         // Control: the same script with every name relayed and the whole
         // world allowed by address; what was refused is reached.

@@ -246,6 +246,25 @@ fn refused_destinations_fail_at_once() {
         );
         let out = refused.command("sh").args(["-c", curl]).output().unwrap();
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        // The kernel refused them (the forwarder never saw them), and the
+        // outcome says so, each with its reason.
+        let egress = out.egress.clone().expect("the forwarder's figures");
+        for (reason, addr) in [
+            ("denied", "198.18.1.13"),
+            ("not-allowed", "198.18.2.2"),
+            ("metadata", "169.254.169.254"),
+        ] {
+            assert!(
+                egress.refusals.iter().any(|r| r.kernel
+                    && r.reason == reason
+                    && r.addr.as_deref() == Some(addr)
+                    && r.port == Some(80)
+                    && r.protocol == "tcp"),
+                "{reason} {addr}: {egress}\n{:#?}",
+                egress.refusals
+            );
+        }
+        assert_eq!(egress.refused, 0, "the forwarder saw none: {egress}");
         for line in text.lines() {
             let ms: u64 = line
                 .split(' ')

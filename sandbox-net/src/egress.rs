@@ -143,7 +143,7 @@ impl EgressNamespace {
             addressing,
             theirs.as_fd(),
             tap_reg,
-            None,
+            &[],
         )?);
         steps.push((
             Step::OpenFile {
@@ -217,8 +217,10 @@ pub const TAP_INDEX: u32 = 2;
 /// [`TAP_INDEX`], its fd in register `tap`; its MTU, queue length,
 /// addresses, state and routes (rtnetlink); its fd passed over `socket`
 /// (an fd the child inherits at the same number); the register closed.
-/// With `netfilter`, then a `NETLINK_NETFILTER` socket opened in the
-/// namespace into that register and passed over `socket` too (for
+/// Then, for each register of `netfilter`, a `NETLINK_NETFILTER` socket
+/// opened in the namespace into it and passed over `socket` too (for
+/// [`EgressForwarder::set_log_socket`](crate::forward::EgressForwarder::set_log_socket)
+/// and
 /// [`EgressForwarder::set_pin_socket`](crate::forward::EgressForwarder::set_pin_socket)).
 /// Loopback and anything else the namespace needs are the caller's.
 ///
@@ -234,7 +236,7 @@ pub fn egress_steps(
     addressing: &EgressAddressing,
     socket: BorrowedFd<'_>,
     tap: Reg,
-    netfilter: Option<Reg>,
+    netfilter: &[Reg],
 ) -> Result<Vec<(Step, String)>> {
     crate::tap::check_name(addressing.name)?;
     let name = std::ffi::CString::new(addressing.name).map_err(|_| Error::Invalid {
@@ -278,11 +280,11 @@ pub fn egress_steps(
         ),
         (Step::Close(tap), "close the tap".into()),
     ];
-    if let Some(reg) = netfilter {
+    for &reg in netfilter {
         steps.extend([
             (
                 Step::OpenNetfilter { out: reg },
-                "open a netfilter socket in the namespace (for the pin sets)".into(),
+                "open a netfilter socket in the namespace".into(),
             ),
             (
                 Step::SendFd {

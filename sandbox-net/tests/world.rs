@@ -250,8 +250,8 @@ fn world_test() {
     let kernel = KernelRuleset::read().unwrap();
     assert_eq!(
         kernel.rules.len(),
-        ruleset.output.len() + ruleset.input.len() + 2,
-        "and chain refuse's two"
+        ruleset.output.len() + ruleset.input.len() + 3,
+        "and chain refuse's three"
     );
 
     let mut results = Vec::new();

@@ -127,7 +127,7 @@ fn egress_mechanisms(policy: &Policy, fs_mode: FsMode, found: &mut Findings) {
     );
     found.mechanism(
         Layer::Network,
-        "a userspace forwarder in the caller relays each allowed flow (TCP, UDP, ICMP echo through a ping socket) through a host socket of its own, enforcing the policy a second time (metadata blocked, deny over allow, IPv4-mapped forms), within caps on flows, buffered bytes and new flows per second",
+        "a userspace forwarder in the caller relays each allowed flow (TCP, UDP, ICMP echo through a ping socket) through a host socket of its own, enforcing the policy a second time (metadata blocked, deny over allow, IPv4-mapped forms), within caps on flows, buffered bytes and new flows per second; a refused connect gets a reset (ICMP prohibited for datagrams) at both points, and every refusal, the kernel's too (read from the ruleset's log group), is reported with its reason",
     );
     let resolv = if fs_mode == FsMode::Off {
         "the sandbox's /etc/resolv.conf is the host's (filesystem.mode = \"off\")"

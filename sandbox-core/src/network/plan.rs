@@ -27,10 +27,13 @@ pub(crate) fn egress_steps(
         what: "the egress socket pair".into(),
         error: std::io::Error::from(std::io::ErrorKind::NotFound),
     })?;
-    // With host-name rules, a netfilter socket for the pin sets follows
-    // the tap.
-    let netfilter = policy.network.has_host_rules().then(|| b.register());
-    let steps = sandbox_net::egress_steps(&policy.network, &addressing, socket, tap, netfilter)
+    // After the tap: a netfilter socket for the ruleset's log group (what
+    // the kernel refuses), and with host-name rules one for the pin sets.
+    let mut netfilter = vec![b.register()];
+    if policy.network.has_host_rules() {
+        netfilter.push(b.register());
+    }
+    let steps = sandbox_net::egress_steps(&policy.network, &addressing, socket, tap, &netfilter)
         .map_err(|e| Error::Prepare {
             what: "build the egress namespace's steps".into(),
             error: std::io::Error::other(e),

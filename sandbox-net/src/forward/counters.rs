@@ -42,6 +42,8 @@ pub struct Counters {
     pub echo_unavailable: u64,
     /// New flows refused by the policy.
     pub refused: u64,
+    /// Packets the kernel's ruleset refused (read from its log group).
+    pub refused_by_kernel: u64,
     /// … of which to metadata addresses.
     pub refused_metadata: u64,
     /// New flows refused because a limit on flows or buffered bytes was

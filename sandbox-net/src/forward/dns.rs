@@ -12,6 +12,7 @@ use sandbox_policy::DnsMode;
 use crate::forward::dns_wire::{self, RCODE_REFUSED, RCODE_SERVFAIL};
 use crate::forward::forwarder::EgressForwarder;
 use crate::forward::names::PinRefusal;
+use crate::forward::refusals::RefusalReason;
 use crate::nft::{PinUpdate, pin_batch};
 
 /// What becomes of a DNS message.
@@ -34,10 +35,17 @@ impl EgressForwarder {
     pub(super) fn screen_query(&mut self, query: &[u8]) -> Screened {
         let Some(question) = dns_wire::question(query) else {
             self.counters.dns_refused += 1;
+            self.record_refusal(RefusalReason::DnsRefused, None, None, "dns");
             return Screened::Drop;
         };
         if self.policy.names.rules_for(&question.name).is_empty() {
             self.counters.dns_refused += 1;
+            self.record_refusal(
+                RefusalReason::DnsRefused,
+                Some(question.name.clone()),
+                None,
+                "dns",
+            );
             return Screened::Answer(dns_wire::answer_with_rcode(query, &question, RCODE_REFUSED));
         }
         Screened::Pass
@@ -63,10 +71,29 @@ impl EgressForwarder {
         {
             Ok(updates) => updates,
             Err(refusal) => {
-                match refusal {
-                    PinRefusal::Rebinding => self.counters.dns_rebinding += 1,
-                    PinRefusal::Cap => self.counters.pins_over_cap += 1,
-                }
+                let reason = match refusal {
+                    PinRefusal::Rebinding => {
+                        self.counters.dns_rebinding += 1;
+                        RefusalReason::Rebinding
+                    }
+                    PinRefusal::Cap => {
+                        self.counters.pins_over_cap += 1;
+                        RefusalReason::Cap
+                    }
+                };
+                // The internal address (rebinding), or the first.
+                let addr = answer
+                    .addresses
+                    .iter()
+                    .map(|(a, _)| *a)
+                    .find(|a| crate::forward::names::is_internal(*a))
+                    .or(answer.addresses.first().map(|(a, _)| *a));
+                self.record_refusal(
+                    reason,
+                    Some(answer.name.clone()),
+                    addr.map(|a| (a, None)),
+                    "dns",
+                );
                 return Screened::Answer(answer.replaced(message, RCODE_REFUSED));
             }
         };

@@ -92,6 +92,20 @@ pub(crate) fn judge(bytes: &[u8], allowed: &[HostPattern], finished: bool) -> Fi
     }
 }
 
+/// The name `bytes` present (a ClientHello's SNI, or an HTTP request's
+/// `Host`), for reports.
+pub(crate) fn presented_name(bytes: &[u8]) -> Option<String> {
+    let name = if bytes.first() == Some(&0x16) {
+        client_hello_sni(bytes)
+    } else {
+        http_host(bytes)
+    };
+    match name {
+        Parse::Done(name) => name.filter(|n| n.len() <= 253),
+        _ => None,
+    }
+}
+
 enum Parse<T> {
     Incomplete,
     Malformed,
@@ -230,7 +244,8 @@ impl Inspect {
 const FIRST_BYTES_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Reads a connection's first bytes from its stack socket while they are
-/// being judged (`inspect`), and judges them: the refusal if refused; when
+/// being judged (`inspect`), and judges them: the refusal (and the name
+/// the bytes presented) if refused; when
 /// they pass, they move to `held` (to go to the host first) and `inspect`
 /// ends. `closed`: the sandbox closed its side.
 pub(crate) fn read_and_judge(
@@ -238,7 +253,7 @@ pub(crate) fn read_and_judge(
     held: &mut Vec<u8>,
     socket: &mut tcp::Socket<'_>,
     closed: bool,
-) -> Option<FirstBytesRefusal> {
+) -> Option<(FirstBytesRefusal, Option<String>)> {
     let state = inspect.as_mut()?;
     while socket.can_recv() && state.bytes.len() < MAX_FIRST_BYTES {
         let room = MAX_FIRST_BYTES - state.bytes.len();
@@ -264,7 +279,7 @@ pub(crate) fn read_and_judge(
             *inspect = None;
             None
         }
-        FirstBytes::Refuse(refusal) => Some(refusal),
+        FirstBytes::Refuse(refusal) => Some((refusal, presented_name(&state.bytes))),
     }
 }
 

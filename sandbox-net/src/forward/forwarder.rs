@@ -21,6 +21,7 @@ use crate::forward::frame::{GuestPacket, Mac, classify, neighbor_advert};
 use crate::forward::limits::{ForwarderLimits, RateLimit};
 use crate::forward::offload::partial_tcp_checksum;
 use crate::forward::policy::{EgressPolicy, Refusal, Verdict};
+use crate::forward::refusals::{RefusalLog, RefusalReason, protocol_name};
 use crate::forward::tcp::{TCP_BUFFER_BYTES, TcpRelay};
 use crate::forward::udp::UdpFlow;
 use crate::tap::VNET_HDR_LEN;
@@ -62,6 +63,10 @@ pub struct EgressForwarder {
     /// The `NETLINK_NETFILTER` socket in the sandbox's namespace, for the
     /// pin sets.
     pub(super) pin_socket: Option<OwnedFd>,
+    /// The socket of the ruleset's log group (what the kernel refused).
+    pub(super) log_socket: Option<OwnedFd>,
+    /// Every refusal, bounded.
+    pub(super) refusals: RefusalLog,
     pub(super) counters: Counters,
 }
 
@@ -135,6 +140,8 @@ impl EgressForwarder {
             ),
             fragments: Reassembly::default(),
             pin_socket: None,
+            log_socket: None,
+            refusals: RefusalLog::default(),
             counters: Counters::default(),
         })
     }
@@ -343,6 +350,12 @@ impl EgressForwarder {
         // DNS over TCP would pass the name screening by: refused.
         if dns && self.policy.dns_mode() == sandbox_policy::DnsMode::AllowedNames {
             self.counters.dns_refused += 1;
+            self.record_refusal(
+                RefusalReason::DnsRefused,
+                None,
+                Some((dst.ip(), Some(dst.port()))),
+                "tcp",
+            );
             return self.reset_syn(syn);
         }
         let flows = self.tcp.flows();
@@ -350,6 +363,12 @@ impl EgressForwarder {
             || (flows + 1) * 2 * TCP_BUFFER_BYTES > self.limits.max_buffered_bytes
         {
             self.counters.over_limit += 1;
+            self.record_refusal(
+                RefusalReason::Cap,
+                None,
+                Some((dst.ip(), Some(dst.port()))),
+                "tcp",
+            );
             return self.reset_syn(syn);
         }
         if !self.new_flows.take() {
@@ -357,6 +376,12 @@ impl EgressForwarder {
             // second later goes through (a reset would fail the connect).
             self.counters.over_rate += 1;
             self.counters.tcp_dropped += 1;
+            self.record_refusal(
+                RefusalReason::Rate,
+                None,
+                Some((dst.ip(), Some(dst.port()))),
+                "tcp",
+            );
             return;
         }
         let check = self.policy.pin_check(dst.ip(), dst.port(), Protocol::Tcp);
@@ -379,12 +404,20 @@ impl EgressForwarder {
                     Some((upstream, true))
                 }
                 None => {
-                    self.refuse(Refusal::Gateway);
+                    self.refuse(
+                        Refusal::Gateway,
+                        (dst.ip(), Some(dst.port())),
+                        protocol_name(protocol),
+                    );
                     None
                 }
             },
             Verdict::Refuse(refusal) => {
-                self.refuse(refusal);
+                self.refuse(
+                    refusal,
+                    (dst.ip(), Some(dst.port())),
+                    protocol_name(protocol),
+                );
                 None
             }
         }
@@ -405,9 +438,9 @@ impl EgressForwarder {
         let key = (guest, dst, ident);
         if !self.echoes.has(&key) {
             if let Verdict::Refuse(refusal) = self.policy.decide_echo(dst) {
-                return self.refuse(refusal);
+                return self.refuse(refusal, (dst, None), "icmp");
             }
-            if !self.admit_datagram_flow() {
+            if !self.admit_datagram_flow((dst, None), "icmp") {
                 return;
             }
             if self.echoes.open(key).is_err() {
@@ -433,23 +466,22 @@ impl EgressForwarder {
 
     /// Whether a new UDP or echo flow fits the caps and the rate (counting
     /// it where it does not).
-    pub(super) fn admit_datagram_flow(&mut self) -> bool {
+    pub(super) fn admit_datagram_flow(
+        &mut self,
+        dest: (IpAddr, Option<u16>),
+        protocol: &'static str,
+    ) -> bool {
         if self.flows.len() + self.echoes.len() >= self.limits.max_udp_flows {
             self.counters.over_limit += 1;
+            self.record_refusal(RefusalReason::Cap, None, Some(dest), protocol);
             return false;
         }
         if !self.new_flows.take() {
             self.counters.over_rate += 1;
+            self.record_refusal(RefusalReason::Rate, None, Some(dest), protocol);
             return false;
         }
         true
-    }
-
-    pub(super) fn refuse(&mut self, refusal: Refusal) {
-        self.counters.refused += 1;
-        if refusal == Refusal::Metadata {
-            self.counters.refused_metadata += 1;
-        }
     }
 }
 

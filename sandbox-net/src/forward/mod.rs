@@ -19,11 +19,13 @@ mod forwarder;
 mod fragments;
 mod frame;
 mod icmp;
+mod kernel_log;
 mod limits;
 mod names;
 mod offload;
 mod policy;
 mod poll;
+mod refusals;
 mod tcp;
 mod tcp_device;
 mod udp;
@@ -37,8 +39,10 @@ pub use frame::{
     internet_checksum, neighbor_advert, udp_frame,
 };
 pub use icmp::prohibited_frame;
+pub use kernel_log::{LOG_GROUP, LOG_SNAPLEN, LoggedPacket, bind_log_group, drain_log};
 pub use limits::ForwarderLimits;
 pub use names::{MAX_PIN_TTL, MAX_PINS, MIN_PIN_TTL, Names, PinRefusal, is_internal};
 pub use policy::{EgressPolicy, Refusal, Verdict, canonical};
 pub use poll::PollRound;
+pub use refusals::{EgressRefusal, MAX_REFUSALS, RefusalHook, RefusalReason};
 pub use tcp::{TCP_BUFFER_BYTES, TcpCounters};

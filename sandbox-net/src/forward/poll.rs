@@ -133,6 +133,8 @@ impl EgressForwarder {
         for out in self.tcp.pump() {
             self.send_stack_frame(out);
         }
+        self.take_first_bytes_refusals();
+        self.drain_kernel_refusals();
         let idle = self.limits.udp_idle;
         self.flows.retain(|_, flow| flow.last.elapsed() < idle);
         self.echoes.expire(idle);

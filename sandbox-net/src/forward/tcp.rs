@@ -110,6 +110,9 @@ pub(crate) struct TcpRelay {
     connections: HashMap<SocketHandle, Connection>,
     active: HashMap<(SocketAddr, SocketAddr), SocketHandle>,
     pub(crate) counters: TcpCounters,
+    /// Connections reset for their first bytes since the forwarder last
+    /// took them: destination, why, the name presented.
+    pub(crate) refused_first_bytes: Vec<(SocketAddr, FirstBytesRefusal, Option<String>)>,
     /// Checksums and segmentation offloaded to the tap.
     offload: bool,
     /// The sandbox's MSS (IPv4, IPv6), from its latest SYN: with offloads
@@ -187,6 +190,7 @@ impl TcpRelay {
             connections: HashMap::new(),
             active: HashMap::new(),
             counters: TcpCounters::default(),
+            refused_first_bytes: Vec::new(),
             handshake_timeout,
             offload,
             guest_mss: [536, 1220],
@@ -409,11 +413,13 @@ impl TcpRelay {
                 socket,
                 sandbox_closed(socket.state()),
             ) {
+                let (refusal, name) = refusal;
                 match refusal {
                     FirstBytesRefusal::SniMismatch => self.counters.sni_mismatch += 1,
                     FirstBytesRefusal::NoSni => self.counters.no_sni += 1,
                     FirstBytesRefusal::HostMismatch => self.counters.host_mismatch += 1,
                 }
+                self.refused_first_bytes.push((conn.key.1, refusal, name));
                 socket.abort();
                 conn.refused = true;
                 continue;

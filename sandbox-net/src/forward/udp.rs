@@ -91,7 +91,7 @@ impl EgressForwarder {
             };
             let is_dns = dns;
             let dns = dns.then(Vec::new);
-            if !self.admit_datagram_flow() {
+            if !self.admit_datagram_flow((dst.ip(), Some(dst.port())), "udp") {
                 return true;
             }
             match open_udp(target) {
@@ -109,7 +109,7 @@ impl EgressForwarder {
                     );
                 }
                 Err(_) => {
-                    self.refuse(Refusal::NotAllowed);
+                    self.refuse(Refusal::NotAllowed, (dst.ip(), Some(dst.port())), "udp");
                     return false;
                 }
             }

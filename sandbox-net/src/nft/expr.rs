@@ -41,6 +41,8 @@ pub(super) fn prefix_mask(prefix: u8, len: usize) -> Vec<u8> {
 /// The rules of chain `refuse`, in order.
 #[derive(Debug, Clone, Copy)]
 pub(super) enum RefuseRule {
+    /// `log group 1 snaplen 96`: the forwarder reads what was refused.
+    Log,
     /// `meta l4proto tcp reject with tcp reset`
     TcpReset,
     /// `reject with icmpx admin-prohibited`
@@ -51,6 +53,13 @@ impl RefuseRule {
     pub(super) fn add_expressions(self, rule: &mut Rule<'_>) {
         use nftnl::expr::{IcmpCode, RejectionType};
         let rejection = match self {
+            RefuseRule::Log => {
+                rule.add_expr(&sys::LogGroup {
+                    group: crate::forward::LOG_GROUP,
+                    snaplen: crate::forward::LOG_SNAPLEN,
+                });
+                return;
+            }
             RefuseRule::TcpReset => {
                 rule.add_expr(&Meta::L4Proto);
                 rule.add_expr(&Cmp::new(CmpOp::Eq, &[libc::IPPROTO_TCP as u8][..]));
@@ -151,8 +160,8 @@ pub(super) fn add_expressions(
             rule.add_expr(&Payload::Transport(TransportHeaderField::Icmpv6(
                 Icmpv6HeaderField::Type,
             )));
-            rule.add_expr(&Cmp::new(CmpOp::Gte, &[133u8][..]));
-            rule.add_expr(&Cmp::new(CmpOp::Lte, &[136u8][..]));
+            rule.add_expr(&Cmp::new(CmpOp::Gte, &[130u8][..]));
+            rule.add_expr(&Cmp::new(CmpOp::Lte, &[143u8][..]));
         }
         Match::Destination {
             net,

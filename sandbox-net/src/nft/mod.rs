@@ -49,9 +49,13 @@ pub enum Match {
     Loopback,
     /// `ct state established,related`.
     EstablishedRelated,
-    /// IPv6 neighbour discovery (ICMPv6 types 133–136: router and
-    /// neighbour solicitations and advertisements). Without it a default
-    /// drop would leave IPv6 unable to find its gateway.
+    /// IPv6's link housekeeping: ICMPv6 types 130–143 (multicast listener
+    /// queries and reports, router and neighbour solicitations and
+    /// advertisements, redirects). Without neighbour discovery a default
+    /// drop would leave IPv6 unable to find its gateway; the listener
+    /// reports an interface sends as it comes up are no egress (only the
+    /// forwarder sees them, and it relays no such thing), so they are not
+    /// reported as refusals either.
     NeighborDiscovery,
     /// Every packet (the last rule of `output`).
     Any,
@@ -305,7 +309,11 @@ impl Ruleset {
         input.set_hook(Hook::In, 0);
         input.set_policy(ChainPolicy::Drop);
         let refuse = Chain::new(name(REFUSE_CHAIN)?, &table);
-        let refuse_rules = [RefuseRule::TcpReset, RefuseRule::Prohibited];
+        let refuse_rules = [
+            RefuseRule::Log,
+            RefuseRule::TcpReset,
+            RefuseRule::Prohibited,
+        ];
         let mut batch = Batch::new();
         if replace {
             batch.add(&table, MsgType::Add);

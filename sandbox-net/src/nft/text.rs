@@ -25,6 +25,12 @@ impl fmt::Display for Ruleset {
             writeln!(f, "  }}")?;
         }
         writeln!(f, "  chain {REFUSE_CHAIN} {{")?;
+        writeln!(
+            f,
+            "    log group {} snaplen {}",
+            crate::forward::LOG_GROUP,
+            crate::forward::LOG_SNAPLEN
+        )?;
         writeln!(f, "    meta l4proto tcp reject with tcp reset")?;
         writeln!(f, "    reject with icmpx admin-prohibited")?;
         writeln!(f, "  }}")?;
@@ -52,7 +58,7 @@ pub(super) fn rule_text(rule: &RuleSpec, outbound: bool) -> String {
         ),
         Match::Loopback => format!("{} \"lo\"", if outbound { "oifname" } else { "iifname" }),
         Match::EstablishedRelated => "ct state established,related".to_string(),
-        Match::NeighborDiscovery => "icmpv6 type { nd-router-solicit, nd-router-advert, nd-neighbor-solicit, nd-neighbor-advert }".to_string(),
+        Match::NeighborDiscovery => "icmpv6 type 130-143".to_string(),
         Match::Destination {
             net,
             protocol,

@@ -302,3 +302,31 @@ impl nftnl::expr::Expression for SetLookup {
         }
     }
 }
+
+/// A `log group N snaplen L` expression (nfnetlink_log), which the `nftnl`
+/// crate lacks.
+pub(crate) struct LogGroup {
+    pub(crate) group: u16,
+    pub(crate) snaplen: u32,
+}
+
+impl nftnl::expr::Expression for LogGroup {
+    fn to_expr(&self, _rule: &nftnl::Rule<'_>) -> std::ptr::NonNull<nftnl_sys::nftnl_expr> {
+        // SAFETY: as for SetLookup: a new expression, u16/u32 attributes
+        // copied in.
+        unsafe {
+            let Some(expr) = std::ptr::NonNull::new(nftnl_sys::nftnl_expr_alloc(c"log".as_ptr()))
+            else {
+                std::process::abort();
+            };
+            let e = expr.as_ptr();
+            nftnl_sys::nftnl_expr_set_u16(e, nftnl_sys::NFTNL_EXPR_LOG_GROUP as u16, self.group);
+            nftnl_sys::nftnl_expr_set_u32(
+                e,
+                nftnl_sys::NFTNL_EXPR_LOG_SNAPLEN as u16,
+                self.snaplen,
+            );
+            expr
+        }
+    }
+}

@@ -151,6 +151,16 @@ pub fn send_batch_and_check_acks(
     bytes: &[u8],
     acks: u32,
 ) -> Result<(), NetlinkFailure> {
+    // A batch goes in one message, which must fit the socket's send
+    // buffer (a ruleset with large sets passes the default): raise it,
+    // past the system's maximum where we may (CAP_NET_ADMIN in the
+    // namespace).
+    if bytes.len() > 64 * 1024 {
+        let size = bytes.len() + 64 * 1024;
+        if rustix::net::sockopt::set_socket_send_buffer_size_force(socket, size).is_err() {
+            let _ = rustix::net::sockopt::set_socket_send_buffer_size(socket, size);
+        }
+    }
     send_whole(socket, bytes)?;
     let mut reply = [0u8; 8192];
     let mut received = 0;

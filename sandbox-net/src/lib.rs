@@ -43,8 +43,9 @@ pub use namespace::{
     current_network_namespace, enter_network_namespace, unshare_network_namespace,
 };
 pub use nft::{
-    Gateway, KernelRuleset, MAX_HOST_RULES, METADATA_BLOCKS, Match, NftBatch, PinSet, PinUpdate,
-    REFUSE_CHAIN, RuleSpec, Ruleset, TABLE, Verdict, ipv4_mapped, pin_batch,
+    CidrSet, Gateway, KernelRuleset, MAX_HOST_RULES, METADATA_BLOCKS, Match, NftBatch, PinSet,
+    PinUpdate, REFUSE_CHAIN, RuleSpec, Ruleset, SET_THRESHOLD, TABLE, Verdict, ipv4_mapped,
+    pin_batch,
 };
 pub use rtnl::{AddressState, Link, LinkChange, LinkState, Requests, RouteState, Rtnetlink};
 pub use tap::{

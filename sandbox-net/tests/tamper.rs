@@ -33,6 +33,7 @@ fn attempts() -> Vec<(&'static str, i32)> {
         output: Vec::new(),
         input: Vec::new(),
         sets: Vec::new(),
+        cidr_sets: Vec::new(),
     };
     let rtnl = Rtnetlink::open();
     let tap_index = rtnl

@@ -233,19 +233,51 @@ fn world_test() {
     };
     assert!(inbound().is_ok(), "control: inbound reachable");
 
-    // The ruleset.
-    let policy = Policy::from_toml_str(
-        r#"
-        [network]
-        mode = "allowlist"
-        allow = ["198.18.1.1/32:443/tcp", "198.18.1.1/32:5353/udp", "198.18.3.0/24:443/tcp",
-                 "[2001:db8::1/128]:443/tcp"]
-        deny = ["198.18.3.3/32"]
-        "#,
-    )
+    // The ruleset: as written, and again with 10,000 more networks of the
+    // first's kind (the address rules then in interval sets), which must
+    // change nothing for these targets.
+    for extra in [0, 10_000] {
+        check_ruleset(extra, &inbound);
+    }
+    stop.store(true, Ordering::Relaxed);
+}
+
+/// Installs the test's ruleset with `extra` more allow rules on
+/// 20.0.0.0/8 (a tenth of them IPv6, on 2001:db8:100::/40), reads it back
+/// and checks each target.
+fn check_ruleset(extra: usize, inbound: &dyn Fn() -> Result<String, String>) {
+    let mut allow: Vec<String> = [
+        "198.18.1.1/32:443/tcp",
+        "198.18.1.1/32:5353/udp",
+        "198.18.3.0/24:443/tcp",
+        "[2001:db8::1/128]:443/tcp",
+    ]
+    .map(String::from)
+    .to_vec();
+    for i in 0..extra {
+        allow.push(if i % 10 == 9 {
+            format!("[2001:db8:1{:02x}:{:x}::/64]:443/tcp", i / 10 % 256, i)
+        } else {
+            format!("20.{}.{}.0/24:443/tcp", i * 2 / 256 % 256, i * 2 % 256)
+        });
+    }
+    let policy = Policy::from_toml_str(&format!(
+        "[network]\nmode = \"allowlist\"\nallow = {allow:?}\ndeny = [\"198.18.3.3/32\"]\n"
+    ))
     .unwrap();
     let ruleset = Ruleset::from_network(&policy.network, &Gateway::default());
+    if extra > 0 {
+        assert_eq!(ruleset.cidr_sets.len(), 2, "one interval set per family");
+        assert!(ruleset.output.len() < 20, "{} rules", ruleset.output.len());
+    }
+    let started = std::time::Instant::now();
     ruleset.install().unwrap();
+    println!(
+        "{} allow rules: {} output rules, installed in {:?}",
+        allow.len(),
+        ruleset.output.len(),
+        started.elapsed()
+    );
     ruleset.read_back().unwrap();
     let kernel = KernelRuleset::read().unwrap();
     assert_eq!(
@@ -280,12 +312,12 @@ fn world_test() {
             ("[2001:db8::1]:443", "reached"),  // IPv6 allowed
             ("[2001:db8::2]:443", "refused"),  // IPv6 not allowed
         ]
-        .map(|(t, r)| (t, r.to_string()))
+        .map(|(t, r)| (t, r.to_string())),
+        "with {extra} more networks"
     );
     assert_eq!(reach_udp("198.18.1.1:5353"), Ok(()), "UDP allowed");
     assert!(reach_udp("198.18.1.1:5354").is_err(), "UDP other port");
     // Replies to what the sandbox opened are accepted (the TCP greetings
     // above came back); a new connection from outside is not.
     assert!(inbound().is_err(), "inbound refused by the input chain");
-    stop.store(true, Ordering::Relaxed);
 }

@@ -3,6 +3,7 @@
 //! `NETLINK_NETFILTER` socket the sandbox's child opened in its namespace.
 //! Each logged packet's destination becomes a refusal.
 
+use crate::nft::nla::attr;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsFd, BorrowedFd};
 
@@ -24,13 +25,6 @@ const NFULA_CFG_QTHRESH: u16 = 5;
 const NFULNL_CFG_CMD_BIND: u8 = 1;
 const NFULNL_COPY_PACKET: u8 = 2;
 const NFULA_PAYLOAD: u16 = 9;
-
-fn attr(out: &mut Vec<u8>, kind: u16, payload: &[u8]) {
-    out.extend_from_slice(&((4 + payload.len()) as u16).to_ne_bytes());
-    out.extend_from_slice(&kind.to_ne_bytes());
-    out.extend_from_slice(payload);
-    out.resize(out.len().next_multiple_of(4), 0);
-}
 
 /// Binds `socket` to [`LOG_GROUP`], copying packets, each sent at once.
 ///

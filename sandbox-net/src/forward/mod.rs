@@ -22,6 +22,7 @@ mod icmp;
 mod kernel_log;
 mod limits;
 mod names;
+mod net_index;
 mod offload;
 mod policy;
 mod poll;

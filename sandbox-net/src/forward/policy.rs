@@ -11,6 +11,7 @@ use std::time::Instant;
 use sandbox_policy::{DnsMode, IpNet, NetRule, Network, Protocol};
 
 use crate::forward::names::Names;
+use crate::forward::net_index::NetIndex;
 
 use crate::nft::{Gateway, METADATA_BLOCKS};
 
@@ -44,6 +45,8 @@ pub enum Verdict {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EgressPolicy {
     allow: Vec<NetRule>,
+    /// The address allow rules, indexed (O(log n) a flow).
+    allow_index: NetIndex,
     deny: Vec<NetRule>,
     metadata: Vec<IpNet>,
     dns: DnsMode,
@@ -85,8 +88,10 @@ impl EgressPolicy {
                 .filter_map(|(addr, prefix)| IpNet::new(addr.parse().ok()?, *prefix).ok())
                 .collect()
         };
+        let allow = network.allow.clone().unwrap_or_default();
         Self {
-            allow: network.allow.clone().unwrap_or_default(),
+            allow_index: NetIndex::new(&allow),
+            allow,
             deny: network.deny.clone().unwrap_or_default(),
             metadata,
             dns: network.dns_mode(),
@@ -133,10 +138,9 @@ impl EgressPolicy {
         protocol: Protocol,
     ) -> Option<Vec<sandbox_policy::HostPattern>> {
         let canonical_dest = canonical(dest);
-        let by_address = self
-            .allow
-            .iter()
-            .any(|r| r.matches(canonical_dest, port, protocol) || r.matches(dest, port, protocol));
+        let transport = Some((port, protocol));
+        let by_address = self.allow_index.matches(canonical_dest, transport)
+            || self.allow_index.matches(dest, transport);
         if by_address {
             return None;
         }
@@ -191,7 +195,8 @@ impl EgressPolicy {
         if matches(&self.deny) {
             return Verdict::Refuse(Refusal::Denied);
         }
-        if matches(&self.allow)
+        if self.allow_index.matches(canonical_dest, transport)
+            || self.allow_index.matches(dest, transport)
             || self.names.allows(canonical_dest, transport, Instant::now())
             || self.names.allows(dest, transport, Instant::now())
         {

@@ -3,7 +3,6 @@
 
 use std::os::fd::{AsFd, AsRawFd};
 
-use nftnl::FinalizedBatch;
 use sandbox_child::net::NetlinkFailure;
 
 use super::TABLE;
@@ -18,10 +17,6 @@ pub struct NftBatch {
 }
 
 impl NftBatch {
-    pub(super) fn from_finalized(batch: &FinalizedBatch) -> Self {
-        Self::from_bytes(batch.iter().flatten().copied().collect())
-    }
-
     pub(super) fn from_bytes(bytes: Vec<u8>) -> Self {
         let acks = sys::count_ack_requests(&bytes);
         Self { bytes, acks }

@@ -7,7 +7,7 @@ use nftnl::expr::{Bitwise, Cmp, CmpOp, Conntrack, Meta, Payload};
 use nftnl::{Batch, MsgType, ProtoFamily, Rule, Table};
 use sandbox_policy::{PortRange, Protocol};
 
-use super::{Match, PinSet, REFUSE_CHAIN, RuleSpec, Verdict};
+use super::{Match, REFUSE_CHAIN, RuleSpec, Verdict};
 use crate::error::{Error, Result};
 use crate::sys;
 
@@ -71,18 +71,46 @@ impl RefuseRule {
     }
 }
 
-/// Adds a named set of `K` keys with element timeouts to `batch`; the
-/// lookup expression for it.
-pub(super) fn add_pin_set<K: nftnl::set::SetKey>(
+/// Adds a named set of `K` keys with `flags` (timeouts, intervals) to
+/// `batch`; the lookup expression for it.
+pub(super) fn add_named_set<K: nftnl::set::SetKey>(
     batch: &mut Batch,
     table: &Table,
     name: &std::ffi::CStr,
     id: u32,
+    flags: u32,
 ) -> sys::SetLookup {
     let set = nftnl::set::Set::<K>::new_named(name, id, table, ProtoFamily::Inet);
-    sys::set_timeout_flag(&set);
+    sys::set_flags(&set, flags);
     batch.add(&set, MsgType::Add);
     sys::SetLookup::new(&set)
+}
+
+/// `meta nfproto` of the family, and the destination address into
+/// register 1 (for a set lookup).
+fn load_daddr(rule: &mut Rule<'_>, v6: bool) {
+    let family = if v6 {
+        libc::NFPROTO_IPV6
+    } else {
+        libc::NFPROTO_IPV4
+    } as u8;
+    rule.add_expr(&Meta::NfProto);
+    rule.add_expr(&Cmp::new(CmpOp::Eq, &[family][..]));
+    rule.add_expr(&ip_header_daddr(!v6));
+}
+
+/// The lookup of register 1 in the ruleset's set `name`.
+fn lookup_in(
+    rule: &mut Rule<'_>,
+    lookups: &std::collections::HashMap<String, sys::SetLookup>,
+    name: &str,
+) -> Result<()> {
+    let lookup = lookups.get(name).ok_or_else(|| Error::Invalid {
+        what: "nftables set",
+        detail: format!("{name} is not in the ruleset's sets"),
+    })?;
+    rule.add_expr(lookup);
+    Ok(())
 }
 
 /// `meta l4proto` and the destination ports, as a rule restricts them.
@@ -110,7 +138,7 @@ pub(super) fn add_expressions(
     rule: &mut Rule<'_>,
     spec: &RuleSpec,
     outbound: bool,
-    lookups: &std::collections::HashMap<PinSet, sys::SetLookup>,
+    lookups: &std::collections::HashMap<String, sys::SetLookup>,
 ) -> Result<()> {
     match spec.matches {
         Match::Any => {}
@@ -119,19 +147,19 @@ pub(super) fn add_expressions(
             protocol,
             ports,
         } => {
-            let family = if set.v6 {
-                libc::NFPROTO_IPV6
-            } else {
-                libc::NFPROTO_IPV4
-            } as u8;
-            rule.add_expr(&Meta::NfProto);
-            rule.add_expr(&Cmp::new(CmpOp::Eq, &[family][..]));
-            rule.add_expr(&ip_header_daddr(!set.v6));
-            let lookup = lookups.get(&set).ok_or_else(|| Error::Invalid {
-                what: "nftables set",
-                detail: format!("{} is not in the ruleset's sets", set.name()),
-            })?;
-            rule.add_expr(lookup);
+            load_daddr(rule, set.v6);
+            lookup_in(rule, lookups, &set.name())?;
+            add_transport(rule, protocol, ports);
+        }
+        Match::InCidrSet {
+            group,
+            v6,
+            protocol,
+            ports,
+        } => {
+            load_daddr(rule, v6);
+            let name = format!("cidr{group}{}", if v6 { "v6" } else { "v4" });
+            lookup_in(rule, lookups, &name)?;
             add_transport(rule, protocol, ports);
         }
         Match::Loopback => {

@@ -11,13 +11,16 @@ use sandbox_policy::{IpNet, Network, PortRange, Protocol};
 use crate::error::{Error, Result};
 
 mod batch;
+pub(crate) mod cidr_sets;
 mod expr;
+pub(crate) mod nla;
 mod pins;
 mod text;
 pub use batch::{KernelRuleset, NftBatch};
+pub use cidr_sets::{CidrSet, SET_THRESHOLD};
 #[cfg(test)]
 use expr::prefix_mask;
-use expr::{RefuseRule, add_expressions, add_pin_set};
+use expr::{RefuseRule, add_expressions, add_named_set};
 pub use pins::{MAX_HOST_RULES, PinSet, PinUpdate, pin_batch};
 #[cfg(test)]
 use text::rule_text;
@@ -59,6 +62,18 @@ pub enum Match {
     NeighborDiscovery,
     /// Every packet (the last rule of `output`).
     Any,
+    /// An address in the interval set of allow group `group`, with the
+    /// group's protocol and ports (as for `Destination`).
+    InCidrSet {
+        /// Which group.
+        group: u16,
+        /// The IPv6 set (else IPv4).
+        v6: bool,
+        /// The transport protocol, if restricted.
+        protocol: Option<Protocol>,
+        /// The destination ports, if restricted (needs `protocol`).
+        ports: Option<PortRange>,
+    },
     /// An address in one of the pin sets of a host-name rule, with the
     /// rule's protocol and ports (as for `Destination`).
     Pinned {
@@ -148,6 +163,9 @@ pub struct Ruleset {
     /// The sets of pinned addresses (one per family for each host-name
     /// allow rule), made empty.
     pub sets: Vec<PinSet>,
+    /// The interval sets of allow groups with more than
+    /// [`SET_THRESHOLD`] networks, made with their elements.
+    pub cidr_sets: Vec<CidrSet>,
 }
 
 fn net(addr: &str, prefix: u8) -> Option<IpNet> {
@@ -241,16 +259,20 @@ impl Ruleset {
                 }
             }
         }
+        // Address allow rules, grouped by protocol and ports (in order of
+        // first appearance); a large group is an interval set.
+        let mut groups: cidr_sets::Groups = Vec::new();
         for rule in network.allow.iter().flatten() {
             if let Some(net) = rule.net() {
-                output.extend(destination_rules(
-                    net,
-                    rule.protocol(),
-                    rule.ports(),
-                    Verdict::Accept,
-                ));
+                let key = (rule.protocol(), rule.ports());
+                match groups.iter_mut().find(|(k, _)| *k == key) {
+                    Some((_, nets)) => nets.push(net),
+                    None => groups.push((key, vec![net])),
+                }
             }
         }
+        let (allow_rules, cidr_sets) = cidr_sets::group_rules(groups);
+        output.extend(allow_rules);
         let (sets, pinned) = pins::sets_and_rules(network);
         output.extend(pinned);
         output.push(RuleSpec {
@@ -265,6 +287,7 @@ impl Ruleset {
                 accept(Match::NeighborDiscovery),
             ],
             sets,
+            cidr_sets,
         }
     }
 
@@ -324,15 +347,24 @@ impl Ruleset {
         batch.add(&input, MsgType::Add);
         batch.add(&refuse, MsgType::Add);
         let mut lookups = std::collections::HashMap::new();
-        for (id, set) in self.sets.iter().enumerate() {
-            let set_name = name(&set.name())?;
+        let named = self
+            .sets
+            .iter()
+            .map(|s| (s.name(), s.v6, libc::NFT_SET_TIMEOUT as u32))
+            .chain(
+                self.cidr_sets
+                    .iter()
+                    .map(|s| (s.name(), s.v6, libc::NFT_SET_INTERVAL as u32)),
+            );
+        for (id, (set, v6, flags)) in named.enumerate() {
+            let set_name = name(&set)?;
             let id = id as u32 + 1;
-            let lookup = if set.v6 {
-                add_pin_set::<Ipv6Addr>(&mut batch, &table, &set_name, id)
+            let lookup = if v6 {
+                add_named_set::<Ipv6Addr>(&mut batch, &table, &set_name, id, flags)
             } else {
-                add_pin_set::<Ipv4Addr>(&mut batch, &table, &set_name, id)
+                add_named_set::<Ipv4Addr>(&mut batch, &table, &set_name, id, flags)
             };
-            lookups.insert(*set, lookup);
+            lookups.insert(set, lookup);
         }
         for (chain, rules, outbound) in
             [(&output, &self.output, true), (&input, &self.input, false)]
@@ -349,7 +381,20 @@ impl Ruleset {
             batch.add(&rule, MsgType::Add);
         }
         let finalized = batch.finalize();
-        Ok(NftBatch::from_finalized(&finalized))
+        let mut bytes: Vec<u8> = finalized.iter().flatten().copied().collect();
+        // The interval sets' elements, before the batch's end (the last
+        // message: a header and an nfgenmsg).
+        if !self.cidr_sets.is_empty() && bytes.len() >= 20 {
+            let end = bytes.split_off(bytes.len() - 20);
+            let mut seq = 1 << 20;
+            for set in &self.cidr_sets {
+                let (elements, next) = cidr_sets::element_messages(set, seq);
+                bytes.extend_from_slice(&elements);
+                seq = next;
+            }
+            bytes.extend_from_slice(&end);
+        }
+        Ok(NftBatch::from_bytes(bytes))
     }
 
     /// Installs the ruleset in the caller's network namespace, as one

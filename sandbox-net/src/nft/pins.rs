@@ -6,6 +6,7 @@
 //! answer's TTL as the element's timeout ([`PinUpdate`]), through a
 //! `NETLINK_NETFILTER` socket the sandbox's child opened in its namespace.
 
+use super::nla::{attr, nested};
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -77,7 +78,6 @@ const NFTA_LIST_ELEM: u16 = 1;
 const NFTA_SET_ELEM_KEY: u16 = 1;
 const NFTA_SET_ELEM_TIMEOUT: u16 = 4;
 const NFTA_DATA_VALUE: u16 = 1;
-const NLA_F_NESTED: u16 = 1 << 15;
 
 /// One change to the pin sets.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,25 +91,6 @@ pub struct PinUpdate {
     /// The element may be there already: remove it first (in the same
     /// batch), so its timeout starts again.
     pub replace: bool,
-}
-
-/// Appends a netlink attribute (padded to 4 bytes).
-fn attr(out: &mut Vec<u8>, kind: u16, payload: &[u8]) {
-    let len = 4 + payload.len();
-    out.extend_from_slice(&(len as u16).to_ne_bytes());
-    out.extend_from_slice(&kind.to_ne_bytes());
-    out.extend_from_slice(payload);
-    out.resize(out.len().next_multiple_of(4), 0);
-}
-
-/// Appends a nested attribute whose payload `fill` writes.
-fn nested(out: &mut Vec<u8>, kind: u16, fill: impl FnOnce(&mut Vec<u8>)) {
-    let start = out.len();
-    out.extend_from_slice(&[0; 4]);
-    fill(out);
-    let len = (out.len() - start) as u16;
-    out[start..start + 2].copy_from_slice(&len.to_ne_bytes());
-    out[start + 2..start + 4].copy_from_slice(&(kind | NLA_F_NESTED).to_ne_bytes());
 }
 
 /// Appends one nfnetlink message: header, `nfgenmsg` (family, version 0,

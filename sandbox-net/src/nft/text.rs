@@ -13,6 +13,27 @@ impl fmt::Display for Ruleset {
             let kind = if set.v6 { "ipv6_addr" } else { "ipv4_addr" };
             writeln!(f, "  set {} {{ type {kind}; flags timeout; }}", set.name())?;
         }
+        for set in &self.cidr_sets {
+            let kind = if set.v6 { "ipv6_addr" } else { "ipv4_addr" };
+            let show = |v: u128| {
+                if set.v6 {
+                    std::net::Ipv6Addr::from(v).to_string()
+                } else {
+                    std::net::Ipv4Addr::from(v as u32).to_string()
+                }
+            };
+            let elements: Vec<String> = set
+                .ranges
+                .iter()
+                .map(|&(lo, hi)| format!("{}-{}", show(lo), show(hi)))
+                .collect();
+            writeln!(
+                f,
+                "  set {} {{ type {kind}; flags interval; elements = {{ {} }} }}",
+                set.name(),
+                elements.join(", ")
+            )?;
+        }
         for (name, hook, rules) in [
             ("output", "output", &self.output),
             ("input", "input", &self.input),
@@ -46,6 +67,17 @@ pub(super) fn rule_text(rule: &RuleSpec, outbound: bool) -> String {
     };
     let matches = match rule.matches {
         Match::Any => return verdict.to_string(),
+        Match::InCidrSet {
+            group,
+            v6,
+            protocol,
+            ports,
+        } => format!(
+            "{} daddr @cidr{group}{}{}",
+            if v6 { "ip6" } else { "ip" },
+            if v6 { "v6" } else { "v4" },
+            super::pins::ports_text(protocol, ports)
+        ),
         Match::Pinned {
             set,
             protocol,

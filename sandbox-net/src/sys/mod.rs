@@ -6,7 +6,7 @@
 mod nft;
 
 pub(crate) use nft::{
-    DumpKind, LogGroup, SetLookup, count_ack_requests, nft_dump, render_rules, set_timeout_flag,
+    DumpKind, LogGroup, SetLookup, count_ack_requests, nft_dump, render_rules, set_flags,
 };
 
 use std::os::fd::BorrowedFd;

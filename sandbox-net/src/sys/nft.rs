@@ -243,16 +243,16 @@ pub(crate) fn nft_dump(fd: i32, kind: DumpKind, table: &str) -> Result<Vec<Strin
     }
 }
 
-/// Gives a named set the `timeout` flag (elements expire), which the
-/// `nftnl` crate's constructor does not set.
-pub(crate) fn set_timeout_flag<K>(set: &nftnl::set::Set<'_, K>) {
+/// Gives a named set its flags (`timeout`, `interval`), which the `nftnl`
+/// crate's constructor does not set.
+pub(crate) fn set_flags<K>(set: &nftnl::set::Set<'_, K>, flags: u32) {
     // SAFETY: the set is a live nftnl_set the crate allocated; setting a
     // u32 attribute copies it.
     unsafe {
         nftnl_sys::nftnl_set_set_u32(
             set.as_ptr().as_ptr(),
             nftnl_sys::NFTNL_SET_FLAGS as u16,
-            libc::NFT_SET_TIMEOUT as u32,
+            flags,
         );
     }
 }

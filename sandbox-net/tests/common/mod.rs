@@ -168,5 +168,6 @@ pub(crate) fn open_ruleset() -> sandbox_net::Ruleset {
             accept(Match::NeighborDiscovery),
         ],
         sets: Vec::new(),
+        cidr_sets: Vec::new(),
     }
 }

@@ -289,6 +289,7 @@ fn nft_replace(own_netns: bool) -> Attempt {
         output: Vec::new(),
         input: Vec::new(),
         sets: Vec::new(),
+        cidr_sets: Vec::new(),
     }
     .install()
     .map(|()| "the ruleset replaced".to_string())

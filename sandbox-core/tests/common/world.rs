@@ -106,8 +106,14 @@ fn question(query: &[u8]) -> Option<(u16, String, u16, usize)> {
 
 /// A DNS server on `addr` (UDP) answering A queries for the names in
 /// `records`; other names are NXDOMAIN, other types of known names empty.
-pub(crate) fn serve_dns(addr: &str, records: &'static [(&'static str, [u8; 4])]) {
+/// The names it was asked, in order.
+pub(crate) fn serve_dns(
+    addr: &str,
+    records: &'static [(&'static str, [u8; 4])],
+) -> std::sync::Arc<std::sync::Mutex<Vec<String>>> {
     let socket = UdpSocket::bind(addr).unwrap_or_else(|e| panic!("bind {addr}: {e}"));
+    let asked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = std::sync::Arc::clone(&asked);
     std::thread::spawn(move || {
         let mut buf = [0u8; 1500];
         while let Ok((n, peer)) = socket.recv_from(&mut buf) {
@@ -115,6 +121,7 @@ pub(crate) fn serve_dns(addr: &str, records: &'static [(&'static str, [u8; 4])])
             let Some((id, name, qtype, end)) = question(query) else {
                 continue;
             };
+            log.lock().unwrap().push(name.clone());
             let known = records.iter().find(|(n, _)| *n == name);
             let mut reply = Vec::with_capacity(end + 16);
             reply.extend_from_slice(&id.to_be_bytes());
@@ -131,6 +138,7 @@ pub(crate) fn serve_dns(addr: &str, records: &'static [(&'static str, [u8; 4])])
             let _ = socket.send_to(&reply, peer);
         }
     });
+    asked
 }
 
 /// Asks the DNS server at `server` for `name`'s A record.

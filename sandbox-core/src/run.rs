@@ -93,7 +93,7 @@ fn prepare_forwarder(
             ..EgressAddressing::default()
         },
         inner.dns_upstream,
-        forwarder_limits(&inner.policy.network.limits),
+        forwarder_limits(&inner.policy.network.limits, inner.pin_ttl),
     )
     .map_err(fail("start the egress forwarder"))?;
     let mut forwarder = forwarder;
@@ -112,7 +112,10 @@ fn prepare_forwarder(
 
 /// The forwarder's limits as `network.limits` says (the forwarder's
 /// defaults where unset; buffers in proportion to the TCP cap).
-fn forwarder_limits(limits: &sandbox_policy::NetLimits) -> sandbox_net::forward::ForwarderLimits {
+fn forwarder_limits(
+    limits: &sandbox_policy::NetLimits,
+    pin_ttl: Option<(std::time::Duration, std::time::Duration)>,
+) -> sandbox_net::forward::ForwarderLimits {
     use sandbox_net::forward::{ForwarderLimits, TCP_BUFFER_BYTES};
     let defaults = ForwarderLimits::default();
     let tcp = limits
@@ -127,6 +130,8 @@ fn forwarder_limits(limits: &sandbox_policy::NetLimits) -> sandbox_net::forward:
         new_flows_per_second: limits
             .new_flows_per_second
             .unwrap_or(defaults.new_flows_per_second),
+        min_pin_ttl: pin_ttl.map_or(defaults.min_pin_ttl, |(min, _)| min),
+        max_pin_ttl: pin_ttl.map_or(defaults.max_pin_ttl, |(_, max)| max),
         ..defaults
     }
 }
@@ -146,6 +151,8 @@ pub(crate) struct Inner {
     pub(crate) run_ids: RunIds,
     /// Called with each egress refusal as it happens.
     pub(crate) egress_hook: Option<EgressHook>,
+    /// The bounds of a name pin's life, if not the forwarder's defaults.
+    pub(crate) pin_ttl: Option<(std::time::Duration, std::time::Duration)>,
 }
 
 /// A caller's hook for egress refusals (see

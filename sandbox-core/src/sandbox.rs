@@ -132,6 +132,7 @@ impl Sandbox {
                 dns_upstream: None,
                 run_ids: RunIds::default(),
                 egress_hook: None,
+                pin_ttl: None,
             }),
         })
     }
@@ -174,6 +175,43 @@ impl Sandbox {
     ) -> Self {
         Arc::make_mut(&mut self.inner).egress_hook = Some(crate::run::EgressHook(Arc::new(hook)));
         self
+    }
+
+    /// Bounds how long a DNS answer's addresses stay pinned to an allowed
+    /// name (egress by name): the answer's TTL, raised to `min` and
+    /// lowered to `max` (by default 30 s and 1 h). Shorter pins follow a
+    /// name's addresses more closely; a connection made while its pin
+    /// lived is kept when the pin expires.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Prepare`] unless `1 s <= min <= max <= 1 day`.
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use sandbox_core::Sandbox;
+    ///
+    /// let sandbox = Sandbox::from_profile("networked")?
+    ///     .with_pin_ttl(Duration::from_secs(5), Duration::from_secs(300))?;
+    /// # Ok::<(), sandbox_core::Error>(())
+    /// ```
+    pub fn with_pin_ttl(
+        mut self,
+        min: std::time::Duration,
+        max: std::time::Duration,
+    ) -> Result<Self> {
+        let day = std::time::Duration::from_secs(86_400);
+        if min < std::time::Duration::from_secs(1) || min > max || max > day {
+            return Err(Error::Prepare {
+                what: format!("bound name pins to {min:?}..={max:?}"),
+                error: std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    "the bounds must satisfy 1 s <= min <= max <= 1 day",
+                ),
+            });
+        }
+        Arc::make_mut(&mut self.inner).pin_ttl = Some((min, max));
+        Ok(self)
     }
 
     /// Takes a root caller's run ids from `ids` instead of 2^30 and up:
@@ -280,12 +318,14 @@ impl Sandbox {
             decisions,
             dns_upstream,
             egress_hook,
+            pin_ttl,
             ..
         } = &*self.inner;
         let mut rebuilt = Self::with_host(policy.clone(), &host)?;
         let inner = Arc::make_mut(&mut rebuilt.inner);
         inner.dns_upstream = *dns_upstream;
         inner.egress_hook = egress_hook.clone();
+        inner.pin_ttl = *pin_ttl;
         if let Some(mtu) = decisions.network.egress_mtu() {
             inner.decisions.network = inner.decisions.network.with_egress_mtu(mtu);
         }

@@ -316,3 +316,44 @@ fn names_are_resolved_pinned_and_only_theirs_reached() {
     .join()
     .unwrap();
 }
+
+/// A pin lives as long as its answer (bounded here to 2 s): once it has
+/// expired, a new connection to the address is refused while the one made
+/// in its life goes on; asking again pins it again (the control).
+#[test]
+#[ignore = "needs root"]
+fn an_expired_pin_refuses_new_connections_and_keeps_established_ones() {
+    common::require_root();
+    std::thread::spawn(|| {
+        let _asked = world();
+        let sb = sandbox("[network]\nmode = \"allowlist\"\nallow = [\"pypi.test:80\"]\n")
+            .with_dns_upstream("198.18.9.9:53".parse().unwrap())
+            .with_pin_ttl(
+                std::time::Duration::from_secs(1),
+                std::time::Duration::from_secs(2),
+            )
+            .unwrap();
+        let script = r#"
+exec 3<>/dev/tcp/pypi.test/80 && echo "opened"
+sleep 3
+printf 'GET / HTTP/1.0\r\nHost: pypi.test\r\n\r\n' >&3
+echo "established: $(tail -n 1 <&3)"
+out=$(curl -sS --max-time 5 -H 'Host: pypi.test' http://198.18.1.1/ 2>&1) && echo "new: $out" || echo "new: refused"
+out=$(curl -sS --max-time 5 http://pypi.test/ 2>&1) && echo "renewed: $out" || echo "renewed: refused ($out)"
+"#;
+        let (text, egress) = run(&sb, script);
+        assert!(text.contains("opened\n"), "{text}");
+        assert!(text.contains("established: pypi\n"), "{text}\n{egress}");
+        assert!(text.contains("new: refused\n"), "{text}\n{egress}");
+        assert!(text.contains("renewed: pypi\n"), "{text}\n{egress}");
+        assert!(
+            egress.refusals.iter().any(|r| r.kernel
+                && r.reason == "not-allowed"
+                && r.addr.as_deref() == Some("198.18.1.1")),
+            "{egress}\n{:#?}",
+            egress.refusals
+        );
+    })
+    .join()
+    .unwrap();
+}

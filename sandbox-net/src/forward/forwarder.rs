@@ -118,6 +118,10 @@ impl EgressForwarder {
         let vnet = crate::has_vnet_hdr(&tap);
         let offload = vnet && crate::enable_offloads(&tap).is_ok();
         let headroom = if vnet { VNET_HDR_LEN } else { 0 };
+        let mut policy = policy;
+        policy
+            .names
+            .set_ttl_bounds(limits.min_pin_ttl, limits.max_pin_ttl);
         Ok(Self {
             tap,
             vnet,

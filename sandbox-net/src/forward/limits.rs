@@ -26,6 +26,11 @@ pub struct ForwarderLimits {
     /// How long the sandbox has to complete a TCP handshake once the host
     /// side connected; then the connection is dropped, its slot freed.
     pub tcp_handshake_timeout: Duration,
+    /// The shortest time a DNS answer's addresses stay pinned to an
+    /// allowed name, whatever its TTL.
+    pub min_pin_ttl: Duration,
+    /// The longest.
+    pub max_pin_ttl: Duration,
 }
 
 impl Default for ForwarderLimits {
@@ -37,6 +42,8 @@ impl Default for ForwarderLimits {
             max_buffered_bytes: 256 * 2 * TCP_BUFFER_BYTES,
             new_flows_per_second: 1000,
             tcp_handshake_timeout: Duration::from_secs(10),
+            min_pin_ttl: crate::forward::MIN_PIN_TTL,
+            max_pin_ttl: crate::forward::MAX_PIN_TTL,
         }
     }
 }

@@ -42,7 +42,7 @@ struct Pin {
 }
 
 /// The host-name rules of a policy and the live pins.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Names {
     /// Host-name allow rules, in policy order (a pin's `rule` indexes it).
     allow: Vec<NetRule>,
@@ -51,6 +51,15 @@ pub struct Names {
     nets: Vec<IpNet>,
     pins: HashMap<IpAddr, Vec<Pin>>,
     count: usize,
+    /// A pin's shortest and longest life ([`MIN_PIN_TTL`], [`MAX_PIN_TTL`]
+    /// unless set).
+    ttl_bounds: (Duration, Duration),
+}
+
+impl Default for Names {
+    fn default() -> Self {
+        Self::from_network(&Network::default())
+    }
 }
 
 impl PartialEq for Names {
@@ -117,7 +126,15 @@ impl Names {
                 .collect(),
             pins: HashMap::new(),
             count: 0,
+            ttl_bounds: (MIN_PIN_TTL, MAX_PIN_TTL),
         }
+    }
+
+    /// Bounds the life of a pin to `min..=max`, whatever the answers' TTLs
+    /// (`min` is raised to 1 s, `max` to `min`).
+    pub fn set_ttl_bounds(&mut self, min: Duration, max: Duration) {
+        let min = min.max(Duration::from_secs(1));
+        self.ttl_bounds = (min, max.max(min));
     }
 
     /// Whether the policy names any host.
@@ -208,7 +225,8 @@ impl Names {
             return Err(PinRefusal::Cap);
         }
         for &(addr, ttl) in addresses {
-            let ttl = Duration::from_secs(u64::from(ttl)).clamp(MIN_PIN_TTL, MAX_PIN_TTL);
+            let (min, max) = self.ttl_bounds;
+            let ttl = Duration::from_secs(u64::from(ttl)).clamp(min, max);
             let pins = self.pins.entry(addr).or_default();
             for &rule in rules {
                 let replace = match pins.iter_mut().find(|p| p.rule == rule) {

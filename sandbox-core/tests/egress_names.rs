@@ -176,6 +176,8 @@ tls doh -k https://198.18.2.2/dns-query
 perl -e 'use Socket; socket(my $s, PF_INET, SOCK_DGRAM, 0) or die; connect($s, sockaddr_in(53, inet_aton("198.18.9.9"))) or die; my $q = pack("n n n n n n", 7, 0x0100, 1, 0, 0, 0) . "\x04pypi\x04test\x00" . pack("n n", 1, 1); send($s, $q, 0) or do { print "udp53-other: refused ($!)\n"; exit }; my $rin = ""; vec($rin, fileno($s), 1) = 1; if (select(my $r = $rin, undef, undef, 2)) { recv($s, my $b, 1500, 0); print "udp53-other: answered\n" } else { print "udp53-other: refused (no answer)\n" }'
 echo "python-http: $(python3 -c 'import urllib.request; print(urllib.request.urlopen("http://pypi.test/", timeout=5).read().decode().strip())' 2>&1 | tail -n 1)"
 echo "python-https: $(SSL_CERT_FILE=$CA python3 -c 'import urllib.request; print(urllib.request.urlopen("https://pypi.test/", timeout=5).status)' 2>&1 | tail -n 1)"
+RES_OPTIONS=use-vc resolve tcp-dns-allowed pypi.test
+RES_OPTIONS=use-vc resolve tcp-dns-unlisted other.test
 "#;
 
 #[test]
@@ -235,7 +237,15 @@ fn names_are_resolved_pinned_and_only_theirs_reached() {
         // Real clients: python's urllib, plain and over TLS.
         assert_eq!(line("python-http"), "python-http: pypi", "{text}");
         assert_eq!(line("python-https"), "python-https: 200", "{text}");
+        // DNS over TCP (what a resolver falls back to for a truncated
+        // answer) is screened the same way.
+        assert_eq!(line("tcp-dns-allowed"), "tcp-dns-allowed: resolved", "{text}");
+        assert_eq!(line("tcp-dns-unlisted"), "tcp-dns-unlisted: unresolved", "{text}");
         let asked_inside = asked.lock().unwrap().clone();
+        assert!(
+            asked_inside.iter().any(|n| n == "pypi.test (tcp)"),
+            "over TCP: {asked_inside:?}"
+        );
         assert!(
             !asked_inside.iter().any(|n| n.ends_with("other.test")),
             "a refused name never leaves: {asked_inside:?}"
@@ -306,6 +316,7 @@ fn names_are_resolved_pinned_and_only_theirs_reached() {
             ("tls-unpinned", "tls-unpinned: 200"),
             ("doh", "doh: 200"),
             ("udp53-other", "udp53-other: answered"),
+            ("tcp-dns-unlisted", "tcp-dns-unlisted: resolved"),
         ] {
             assert!(
                 text.lines().any(|l| l == expected),

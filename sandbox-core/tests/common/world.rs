@@ -104,38 +104,68 @@ fn question(query: &[u8]) -> Option<(u16, String, u16, usize)> {
     Some((id, labels.join("."), qtype, at + 4))
 }
 
-/// A DNS server on `addr` (UDP) answering A queries for the names in
-/// `records`; other names are NXDOMAIN, other types of known names empty.
-/// The names it was asked, in order.
+/// The answer to `query` from `records`: A records for the names there;
+/// other names NXDOMAIN, other types of known names empty.
+fn answer(records: &[(&'static str, [u8; 4])], query: &[u8]) -> Option<(String, Vec<u8>)> {
+    let (id, name, qtype, end) = question(query)?;
+    let known = records.iter().find(|(n, _)| *n == name);
+    let mut reply = Vec::with_capacity(end + 16);
+    reply.extend_from_slice(&id.to_be_bytes());
+    let rcode = if known.is_some() { 0 } else { 3 };
+    reply.extend_from_slice(&[0x81, 0x80 | rcode, 0, 1]);
+    let answers: u16 = if known.is_some() && qtype == 1 { 1 } else { 0 };
+    reply.extend_from_slice(&answers.to_be_bytes());
+    reply.extend_from_slice(&[0, 0, 0, 0]);
+    reply.extend_from_slice(&query[12..end]);
+    if let (Some((_, ip)), 1) = (known, answers) {
+        reply.extend_from_slice(&[0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4]);
+        reply.extend_from_slice(ip);
+    }
+    Some((name, reply))
+}
+
+/// A DNS server on `addr`, over UDP and TCP, answering from `records` (A
+/// records; other names NXDOMAIN, other types of known names empty). The
+/// names it was asked, in order.
 pub(crate) fn serve_dns(
     addr: &str,
     records: &'static [(&'static str, [u8; 4])],
 ) -> std::sync::Arc<std::sync::Mutex<Vec<String>>> {
     let socket = UdpSocket::bind(addr).unwrap_or_else(|e| panic!("bind {addr}: {e}"));
+    let listener = TcpListener::bind(addr).unwrap_or_else(|e| panic!("bind {addr}/tcp: {e}"));
     let asked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let log = std::sync::Arc::clone(&asked);
     std::thread::spawn(move || {
         let mut buf = [0u8; 1500];
         while let Ok((n, peer)) = socket.recv_from(&mut buf) {
-            let query = &buf[..n];
-            let Some((id, name, qtype, end)) = question(query) else {
-                continue;
-            };
-            log.lock().unwrap().push(name.clone());
-            let known = records.iter().find(|(n, _)| *n == name);
-            let mut reply = Vec::with_capacity(end + 16);
-            reply.extend_from_slice(&id.to_be_bytes());
-            let rcode = if known.is_some() { 0 } else { 3 };
-            reply.extend_from_slice(&[0x81, 0x80 | rcode, 0, 1]);
-            let answers: u16 = if known.is_some() && qtype == 1 { 1 } else { 0 };
-            reply.extend_from_slice(&answers.to_be_bytes());
-            reply.extend_from_slice(&[0, 0, 0, 0]);
-            reply.extend_from_slice(&query[12..end]);
-            if let (Some((_, ip)), 1) = (known, answers) {
-                reply.extend_from_slice(&[0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4]);
-                reply.extend_from_slice(ip);
+            if let Some((name, reply)) = answer(records, &buf[..n]) {
+                log.lock().unwrap().push(name);
+                let _ = socket.send_to(&reply, peer);
             }
-            let _ = socket.send_to(&reply, peer);
+        }
+    });
+    let log = std::sync::Arc::clone(&asked);
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let log = std::sync::Arc::clone(&log);
+            std::thread::spawn(move || {
+                let mut len = [0u8; 2];
+                while stream.read_exact(&mut len).is_ok() {
+                    let mut query = vec![0u8; usize::from(u16::from_be_bytes(len))];
+                    if stream.read_exact(&mut query).is_err() {
+                        break;
+                    }
+                    let Some((name, reply)) = answer(records, &query) else {
+                        break;
+                    };
+                    log.lock().unwrap().push(format!("{name} (tcp)"));
+                    let mut framed = (reply.len() as u16).to_be_bytes().to_vec();
+                    framed.extend_from_slice(&reply);
+                    if stream.write_all(&framed).is_err() {
+                        break;
+                    }
+                }
+            });
         }
     });
     asked

@@ -127,3 +127,27 @@ impl EgressForwarder {
         pin_batch(&fresh).send_on(socket).is_ok()
     }
 }
+
+impl EgressForwarder {
+    /// Judges the whole messages of screened DNS-over-TCP connections, and
+    /// sends each on its way (a query to the resolver, an answer or a
+    /// refusal to the sandbox); whether there were any.
+    pub(super) fn screen_dns_streams(&mut self) -> bool {
+        let messages = std::mem::take(&mut self.tcp.dns_messages);
+        let any = !messages.is_empty();
+        for (handle, query, message) in messages {
+            let verdict = if query {
+                self.screen_query(&message)
+            } else {
+                self.screen_answer(&message)
+            };
+            match (verdict, query) {
+                (Screened::Pass, true) => self.tcp.dns_send(handle, true, &message),
+                (Screened::Pass, false) => self.tcp.dns_send(handle, false, &message),
+                (Screened::Answer(answer), _) => self.tcp.dns_send(handle, false, &answer),
+                (Screened::Drop, _) => {}
+            }
+        }
+        any
+    }
+}

@@ -351,17 +351,8 @@ impl EgressForwarder {
         let Some((target, dns)) = self.flow_target(dst, Protocol::Tcp) else {
             return self.reset_syn(syn);
         };
-        // DNS over TCP would pass the name screening by: refused.
-        if dns && self.policy.dns_mode() == sandbox_policy::DnsMode::AllowedNames {
-            self.counters.dns_refused += 1;
-            self.record_refusal(
-                RefusalReason::DnsRefused,
-                None,
-                Some((dst.ip(), Some(dst.port()))),
-                "tcp",
-            );
-            return self.reset_syn(syn);
-        }
+        // DNS over TCP with names screened: message by message.
+        let screened_dns = dns && self.screens_names();
         let flows = self.tcp.flows();
         if flows >= self.limits.max_tcp_flows
             || (flows + 1) * 2 * TCP_BUFFER_BYTES > self.limits.max_buffered_bytes
@@ -389,7 +380,7 @@ impl EgressForwarder {
             return;
         }
         let check = self.policy.pin_check(dst.ip(), dst.port(), Protocol::Tcp);
-        self.tcp.open(key, target, syn, check);
+        self.tcp.open(key, target, syn, check, screened_dns);
     }
 
     /// Where a new flow to `dst` goes: `dst` itself, or the resolver for

@@ -29,6 +29,7 @@ mod poll;
 mod refusals;
 mod tcp;
 mod tcp_device;
+mod tcp_dns;
 mod udp;
 
 pub use counters::Counters;

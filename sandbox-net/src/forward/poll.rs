@@ -133,6 +133,12 @@ impl EgressForwarder {
         for out in self.tcp.pump() {
             self.send_stack_frame(out);
         }
+        // Judged DNS-over-TCP messages go out in the same round.
+        if self.screen_dns_streams() {
+            for out in self.tcp.pump() {
+                self.send_stack_frame(out);
+            }
+        }
         self.take_first_bytes_refusals();
         self.drain_kernel_refusals();
         let idle = self.limits.udp_idle;

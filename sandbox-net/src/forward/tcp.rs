@@ -26,6 +26,7 @@ use crate::forward::first_bytes::{self, FirstBytesRefusal, Inspect};
 use crate::forward::frame::Mac;
 use crate::forward::offload::replace_syn_mss;
 use crate::forward::tcp_device::{POOL_SIZE, QueueDevice};
+use crate::forward::tcp_dns::{DnsFraming, framed};
 
 /// Each TCP connection's buffer in the forwarder, each way (what the
 /// sandbox is offered as its window, and what the host may have in
@@ -42,6 +43,8 @@ struct Pending {
     /// For a flow a name pin admitted: the names its first bytes must
     /// carry.
     check: Option<Vec<HostPattern>>,
+    /// DNS over TCP to the gateway, to be screened message by message.
+    dns: bool,
 }
 
 struct Connection {
@@ -58,6 +61,8 @@ struct Connection {
     held: Vec<u8>,
     /// Reset here for what its first bytes said.
     refused: bool,
+    /// DNS over TCP, screened message by message.
+    dns: Option<DnsFraming>,
 }
 
 impl Connection {
@@ -113,6 +118,10 @@ pub(crate) struct TcpRelay {
     /// Connections reset for their first bytes since the forwarder last
     /// took them: destination, why, the name presented.
     pub(crate) refused_first_bytes: Vec<(SocketAddr, FirstBytesRefusal, Option<String>)>,
+    /// Whole DNS messages from screened DNS-over-TCP connections, for the
+    /// forwarder to judge: the connection, whether it is the sandbox's (a
+    /// query), the message.
+    pub(crate) dns_messages: Vec<(SocketHandle, bool, Vec<u8>)>,
     /// Checksums and segmentation offloaded to the tap.
     offload: bool,
     /// The sandbox's MSS (IPv4, IPv6), from its latest SYN: with offloads
@@ -191,6 +200,7 @@ impl TcpRelay {
             active: HashMap::new(),
             counters: TcpCounters::default(),
             refused_first_bytes: Vec::new(),
+            dns_messages: Vec::new(),
             handshake_timeout,
             offload,
             guest_mss: [536, 1220],
@@ -243,6 +253,7 @@ impl TcpRelay {
         target: SocketAddr,
         syn: Vec<u8>,
         check: Option<Vec<HostPattern>>,
+        dns: bool,
     ) {
         match start_connect(target) {
             Ok(host) => {
@@ -254,6 +265,7 @@ impl TcpRelay {
                         dst: key.1,
                         started: Instant::now(),
                         check,
+                        dns,
                     },
                 );
             }
@@ -299,6 +311,19 @@ impl TcpRelay {
     pub(crate) fn recycle(&mut self, frame: Vec<u8>) {
         if self.device.pool.len() < POOL_SIZE {
             self.device.pool.push(frame);
+        }
+    }
+
+    /// Sends a judged DNS message on a screened connection: to the
+    /// resolver (`to_host`) or to the sandbox.
+    pub(crate) fn dns_send(&mut self, handle: SocketHandle, to_host: bool, message: &[u8]) {
+        if let Some(conn) = self.connections.get_mut(&handle) {
+            let bytes = framed(message);
+            match (&mut conn.dns, to_host) {
+                (_, true) => conn.held.extend_from_slice(&bytes),
+                (Some(framing), false) => framing.to_guest.extend_from_slice(&bytes),
+                (None, false) => {}
+            }
         }
     }
 
@@ -357,6 +382,7 @@ impl TcpRelay {
                             inspect: p.check.map(Inspect::new),
                             held: Vec::new(),
                             refused: false,
+                            dns: p.dns.then(DnsFraming::default),
                         },
                     );
                     self.active.insert(key, handle);
@@ -437,6 +463,31 @@ impl TcpRelay {
                     }
                 }
             }
+            let guest_closed =
+                sandbox_closed(socket.state()) && socket.state() != tcp::State::Closed;
+            if let Some(framing) = &mut conn.dns {
+                match framing.step(socket, &mut conn.host, &mut conn.host_eof) {
+                    Some(messages) => self
+                        .dns_messages
+                        .extend(messages.into_iter().map(|(q, m)| (handle, q, m))),
+                    None => {
+                        socket.abort();
+                        continue;
+                    }
+                }
+                if guest_closed
+                    && framing.guest_drained()
+                    && conn.held.is_empty()
+                    && !conn.host_write_shut
+                {
+                    let _ = conn.host.shutdown(Shutdown::Write);
+                    conn.host_write_shut = true;
+                }
+                if conn.host_eof && framing.drained() && socket.may_send() {
+                    socket.close();
+                }
+                continue;
+            }
             let judged = conn.inspect.is_none() && conn.held.is_empty();
             // Sandbox → host: only what the host socket takes.
             while judged && socket.can_recv() {
@@ -458,8 +509,6 @@ impl TcpRelay {
                 }
             }
             // The sandbox closed its side: pass the FIN on.
-            let guest_closed =
-                sandbox_closed(socket.state()) && socket.state() != tcp::State::Closed;
             if judged && guest_closed && socket.recv_queue() == 0 && !conn.host_write_shut {
                 let _ = conn.host.shutdown(Shutdown::Write);
                 conn.host_write_shut = true;

@@ -7,6 +7,9 @@
 //! `cargo xtask bench egress [--rounds N] [--seconds N]`: iperf3 and
 //! request/response latency through our forwarder against pasta and
 //! slirp4netns.
+//! `cargo xtask bench names [--rounds N]`: egress by name: a DNS lookup
+//! judged and pinned against one relayed, a pinned download against one by
+//! address.
 //! `cargo xtask bench concurrent [--sandboxes N] [--networked N]`: N
 //! sandboxes alive at once from one tokio runtime against bubblewrap
 //! launched from the same runtime; threads, memory per sandbox, leaks.
@@ -25,9 +28,10 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
         Some("spawn") => spawn(&args[1..]),
         Some("nft") => nft(&args[1..]),
         Some("egress") => egress(&args[1..]),
+        Some("names") => names(&args[1..]),
         Some("concurrent") => concurrent(&args[1..]),
         _ => Err(
-            "usage: cargo xtask bench fs [--disk] [--criterion] | bench spawn [--rounds N] | bench nft [--rounds N] | bench egress [--rounds N] [--seconds N] | bench concurrent [--sandboxes N] [--networked N]".into(),
+            "usage: cargo xtask bench fs [--disk] [--criterion] | bench spawn [--rounds N] | bench nft [--rounds N] | bench egress [--rounds N] [--seconds N] | bench names [--rounds N] | bench concurrent [--sandboxes N] [--networked N]".into(),
         ),
     }
 }
@@ -92,6 +96,16 @@ fn egress(args: &[String]) -> Result<(), String> {
     }
     if let Some(seconds) = run::flag_value(args, "--seconds")? {
         cmd.env("EGRESS_SECONDS", seconds.to_string());
+    }
+    run::status(&mut cmd)
+}
+
+fn names(args: &[String]) -> Result<(), String> {
+    let mut cmd = Command::new(run::cargo_bin());
+    cmd.args(["bench", "-q", "-p", "benches", "--bench", "names"])
+        .current_dir(run::workspace_root());
+    if let Some(rounds) = run::flag_value(args, "--rounds")? {
+        cmd.env("NAMES_ROUNDS", rounds.to_string());
     }
     run::status(&mut cmd)
 }

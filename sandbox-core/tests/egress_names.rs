@@ -368,3 +368,60 @@ out=$(curl -sS --max-time 5 http://pypi.test/ 2>&1) && echo "renewed: $out" || e
     .join()
     .unwrap();
 }
+
+/// perl: lookups of `n0.many.test` … `n<N-1>.many.test` through the
+/// gateway, one socket each; prints how many got an address.
+const PERL_MANY_NAMES: &str = r#"use Socket;
+my $resolved = 0;
+for my $i (0..$ARGV[0] - 1) {
+  my $name = "n$i";
+  my $q = pack("n n n n n n", $i, 0x0100, 1, 0, 0, 0) . chr(length $name) . $name . "\x04many\x04test\x00" . pack("n n", 1, 1);
+  socket(my $s, PF_INET, SOCK_DGRAM, 0) or die; connect($s, sockaddr_in(53, inet_aton("10.0.2.2"))) or die;
+  send($s, $q, 0);
+  my $rin = ''; vec($rin, fileno($s), 1) = 1;
+  if (select(my $r = $rin, undef, undef, 2)) { recv($s, my $b, 1500, 0); $resolved++ if unpack("n", substr($b, 6, 2)) > 0 }
+}
+print "$resolved\n";"#;
+
+/// 5,000 distinct answers for names an allow rule matches: the first
+/// 4,096 are pinned (the cap), the rest refused and counted, and the
+/// sandbox's pins stay bounded; the control (a sandbox with every name
+/// relayed) resolves them all.
+#[test]
+#[ignore = "needs root"]
+fn distinct_answers_past_the_pin_cap_are_refused() {
+    common::require_root();
+    std::thread::spawn(|| {
+        let _asked = world();
+        let names = sandbox(
+            "[resources]\nwall_time = \"120s\"\n[network]\nmode = \"allowlist\"\nallow = [\"*.many.test:443\"]\n[network.limits]\nnew_flows_per_second = 100000\n",
+        )
+        .with_dns_upstream("198.18.9.9:53".parse().unwrap());
+        let out = names
+            .command("perl")
+            .args(["-e", PERL_MANY_NAMES, "5000"])
+            .output()
+            .unwrap();
+        let egress = out.egress.expect("the forwarder's figures");
+        let resolved = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        assert_eq!(resolved, "4096", "{egress}");
+        assert_eq!(egress.pins_added, 4096, "{egress}");
+        assert_eq!(egress.pins_over_cap, 904, "{egress}");
+        assert_eq!(egress.pin_errors, 0, "{egress}");
+        assert_eq!(egress.refusals_by_reason.get("cap"), Some(&904), "{egress}");
+        assert!(egress.refusals.len() <= sandbox_net::forward::MAX_REFUSALS);
+        // Control: every name relayed, none pinned, all resolved.
+        let any = sandbox(
+            "[resources]\nwall_time = \"120s\"\n[network]\nmode = \"allowlist\"\ndns = \"any\"\nallow = [\"198.18.1.1/32\"]\n[network.limits]\nnew_flows_per_second = 100000\n",
+        )
+        .with_dns_upstream("198.18.9.9:53".parse().unwrap());
+        let out = any
+            .command("perl")
+            .args(["-e", PERL_MANY_NAMES, "5000"])
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "5000", "control");
+    })
+    .join()
+    .unwrap();
+}

@@ -108,7 +108,18 @@ fn question(query: &[u8]) -> Option<(u16, String, u16, usize)> {
 /// other names NXDOMAIN, other types of known names empty.
 fn answer(records: &[(&'static str, [u8; 4])], query: &[u8]) -> Option<(String, Vec<u8>)> {
     let (id, name, qtype, end) = question(query)?;
-    let known = records.iter().find(|(n, _)| *n == name);
+    // `n<k>.many.test` is 23.k.k.1 (k < 65,536): a distinct address per
+    // name, only ever resolved, never connected to.
+    let numbered = name
+        .strip_prefix('n')
+        .and_then(|rest| rest.strip_suffix(".many.test"))
+        .and_then(|k| k.parse::<u16>().ok())
+        .map(|k| [23, (k >> 8) as u8, k as u8, 1]);
+    let known = records
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, ip)| *ip)
+        .or(numbered);
     let mut reply = Vec::with_capacity(end + 16);
     reply.extend_from_slice(&id.to_be_bytes());
     let rcode = if known.is_some() { 0 } else { 3 };
@@ -117,9 +128,9 @@ fn answer(records: &[(&'static str, [u8; 4])], query: &[u8]) -> Option<(String, 
     reply.extend_from_slice(&answers.to_be_bytes());
     reply.extend_from_slice(&[0, 0, 0, 0]);
     reply.extend_from_slice(&query[12..end]);
-    if let (Some((_, ip)), 1) = (known, answers) {
+    if let (Some(ip), 1) = (known, answers) {
         reply.extend_from_slice(&[0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4]);
-        reply.extend_from_slice(ip);
+        reply.extend_from_slice(&ip);
     }
     Some((name, reply))
 }

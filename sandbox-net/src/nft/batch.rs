@@ -74,7 +74,7 @@ impl NftBatch {
 }
 
 /// A `NETLINK_NETFILTER` socket in the caller's network namespace.
-fn netfilter_socket() -> Result<std::os::fd::OwnedFd> {
+pub(super) fn netfilter_socket() -> Result<std::os::fd::OwnedFd> {
     sandbox_child::net::netlink_socket(Some(rustix::net::netlink::NETFILTER))
         .map_err(Error::os("socket(NETLINK_NETFILTER)"))
 }

@@ -145,17 +145,133 @@ const NFT_SET_ELEM_INTERVAL_END: u32 = 1;
 /// is 16 bits).
 const PER_MESSAGE: usize = 1000;
 
+/// `set`'s elements as the kernel should hold them: each key, and whether
+/// it ends an interval; sorted.
+pub(super) fn boundaries(set: &CidrSet) -> Vec<(Vec<u8>, bool)> {
+    let mut out: Vec<(Vec<u8>, bool)> = Vec::with_capacity(set.ranges.len() * 2);
+    for &(lo, hi) in &set.ranges {
+        out.push((set.bytes(lo), false));
+        if hi < set.max() {
+            out.push((set.bytes(hi + 1), true));
+        }
+    }
+    out.sort();
+    out
+}
+
+const NFT_MSG_GETSETELEM: u16 = 13;
+
+/// The elements of set `name` of table `inet sandbox`, read from the
+/// kernel on `socket` (a `NETLINK_NETFILTER` socket): each key and whether
+/// it ends an interval, sorted.
+///
+/// # Errors
+///
+/// The errno of the dump (`ENOENT`: no such set).
+pub(super) fn dump_elements(
+    socket: std::os::fd::BorrowedFd<'_>,
+    name: &str,
+) -> Result<Vec<(Vec<u8>, bool)>, rustix::io::Errno> {
+    use rustix::net::{RecvFlags, SendFlags};
+    let mut table = TABLE.as_bytes().to_vec();
+    table.push(0);
+    let mut set = name.as_bytes().to_vec();
+    set.push(0);
+    let mut request = Vec::new();
+    request.extend_from_slice(&[0; 4]);
+    request.extend_from_slice(&((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETSETELEM).to_ne_bytes());
+    request.extend_from_slice(&((libc::NLM_F_REQUEST | libc::NLM_F_DUMP) as u16).to_ne_bytes());
+    request.extend_from_slice(&1u32.to_ne_bytes());
+    request.extend_from_slice(&0u32.to_ne_bytes());
+    request.extend_from_slice(&[libc::NFPROTO_INET as u8, 0, 0, 0]);
+    attr(&mut request, NFTA_SET_ELEM_LIST_TABLE, &table);
+    attr(&mut request, NFTA_SET_ELEM_LIST_SET, &set);
+    let len = request.len() as u32;
+    request[..4].copy_from_slice(&len.to_ne_bytes());
+    rustix::net::send(socket, &request, SendFlags::empty())?;
+    let mut out = Vec::new();
+    let mut buffer = vec![0u8; 256 * 1024];
+    loop {
+        let n = rustix::net::recv(socket, &mut buffer, RecvFlags::empty())?.0;
+        let mut at = 0;
+        while at + 16 <= n {
+            let len =
+                u32::from_ne_bytes(buffer[at..at + 4].try_into().unwrap_or_default()) as usize;
+            let kind = u16::from_ne_bytes([buffer[at + 4], buffer[at + 5]]);
+            if len < 16 || at + len > n {
+                return Err(rustix::io::Errno::INVAL);
+            }
+            match kind {
+                k if k == libc::NLMSG_DONE as u16 => {
+                    out.sort();
+                    return Ok(out);
+                }
+                k if k == libc::NLMSG_ERROR as u16 => {
+                    let code =
+                        i32::from_ne_bytes(buffer[at + 16..at + 20].try_into().unwrap_or_default());
+                    return Err(rustix::io::Errno::from_raw_os_error(-code));
+                }
+                _ => collect_elements(&buffer[at + 20..at + len], &mut out),
+            }
+            at += len.next_multiple_of(4);
+        }
+    }
+}
+
+/// The attributes of `bytes`: (kind without flags, payload).
+fn attributes(mut bytes: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
+    std::iter::from_fn(move || {
+        if bytes.len() < 4 {
+            return None;
+        }
+        let len = usize::from(u16::from_ne_bytes([bytes[0], bytes[1]]));
+        let kind = u16::from_ne_bytes([bytes[2], bytes[3]]) & 0x3fff;
+        if len < 4 || len > bytes.len() {
+            return None;
+        }
+        let payload = &bytes[4..len];
+        bytes = bytes.get(len.next_multiple_of(4)..).unwrap_or_default();
+        Some((kind, payload))
+    })
+}
+
+/// The elements of one NEWSETELEM message's attributes.
+fn collect_elements(attrs: &[u8], out: &mut Vec<(Vec<u8>, bool)>) {
+    for (kind, list) in attributes(attrs) {
+        if kind != NFTA_SET_ELEM_LIST_ELEMENTS {
+            continue;
+        }
+        for (_, element) in attributes(list) {
+            let mut key = None;
+            let mut end = false;
+            for (kind, value) in attributes(element) {
+                match kind {
+                    NFTA_SET_ELEM_KEY => {
+                        key = attributes(value)
+                            .find(|(k, _)| *k == NFTA_DATA_VALUE)
+                            .map(|(_, v)| v.to_vec());
+                    }
+                    NFTA_SET_ELEM_FLAGS => {
+                        end = value.get(..4).is_some_and(|f| {
+                            u32::from_be_bytes([f[0], f[1], f[2], f[3]]) & NFT_SET_ELEM_INTERVAL_END
+                                != 0
+                        });
+                    }
+                    _ => {}
+                }
+            }
+            if let Some(key) = key {
+                out.push((key, end));
+            }
+        }
+    }
+}
+
 /// The NEWSETELEM messages that fill `set` (starts, and ends flagged
 /// `interval end` one past each range), sequence numbers from `seq`; no
 /// ACK asked (an error is still answered, and fails the batch).
 pub(super) fn element_messages(set: &CidrSet, mut seq: u32) -> (Vec<u8>, u32) {
-    let mut boundaries: Vec<(Vec<u8>, bool)> = Vec::with_capacity(set.ranges.len() * 2);
-    for &(lo, hi) in &set.ranges {
-        boundaries.push((set.bytes(lo), false));
-        if hi < set.max() {
-            boundaries.push((set.bytes(hi + 1), true));
-        }
-    }
+    let boundaries = boundaries(set);
     let mut table = TABLE.as_bytes().to_vec();
     table.push(0);
     let mut name = set.name().into_bytes();

@@ -410,7 +410,8 @@ impl Ruleset {
     }
 
     /// Reads table `inet sandbox` back from the kernel and compares it,
-    /// rule by rule and expression by expression, with this model.
+    /// rule by rule and expression by expression, and its interval sets
+    /// element by element, with this model.
     ///
     /// # Errors
     ///
@@ -443,6 +444,32 @@ impl Ruleset {
             if k != m {
                 return Err(Error::Mismatch {
                     detail: format!("rule {i}: kernel has\n{k}\nmeant\n{m}"),
+                });
+            }
+        }
+        // The interval sets, element by element.
+        let socket = batch::netfilter_socket()?;
+        for set in &self.cidr_sets {
+            let found = cidr_sets::dump_elements(std::os::fd::AsFd::as_fd(&socket), &set.name())
+                .map_err(|e| Error::Netlink {
+                    request: format!("list the elements of set {}", set.name()),
+                    error: e.into(),
+                })?;
+            let meant = cidr_sets::boundaries(set);
+            if found != meant {
+                return Err(Error::Mismatch {
+                    detail: format!(
+                        "set {}: the kernel has {} elements, {} meant{}",
+                        set.name(),
+                        found.len(),
+                        meant.len(),
+                        found
+                            .iter()
+                            .zip(&meant)
+                            .position(|(f, m)| f != m)
+                            .map(|i| format!(" (first difference at {i})"))
+                            .unwrap_or_default()
+                    ),
                 });
             }
         }

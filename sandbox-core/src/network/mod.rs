@@ -141,7 +141,7 @@ fn egress_mechanisms(policy: &Policy, fs_mode: FsMode, found: &mut Findings) {
         ),
         sandbox_policy::DnsMode::AllowedNames => found.mechanism(
             Layer::Network,
-            format!("DNS: the gateway 10.0.2.2 resolves only names an allow rule matches (through the host's resolver) and answers REFUSED to the rest; each answer's addresses are pinned to the name's rules for its TTL (within the pin bounds: {}-{} s unless Sandbox::with_pin_ttl says otherwise) in the forwarder and in the ruleset's sets before the sandbox sees it, and answers that put a name on an internal address are refused; a connection a pin admitted must name a pinned host in its TLS SNI or HTTP Host; DNS over TCP is screened the same way; {resolv}",
+            format!("DNS: the gateway 10.0.2.2 resolves only names an allow rule matches (through the host's resolver) and answers REFUSED to the rest; each answer's addresses are pinned to the name's rules for its TTL (within the pin bounds: {}-{} s unless Sandbox::with_pin_ttl says otherwise) in the forwarder and in the ruleset's sets before the sandbox sees it, and answers that put a name on an internal address are refused; a connection a pin admitted must name a pinned host in its TLS SNI or HTTP Host (a UDP flow, in its QUIC Initials' SNI); DNS over TCP is screened the same way; {resolv}",
                 sandbox_net::forward::MIN_PIN_TTL.as_secs(),
                 sandbox_net::forward::MAX_PIN_TTL.as_secs()),
         ),

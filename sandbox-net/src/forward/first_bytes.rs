@@ -160,6 +160,13 @@ fn client_hello_sni(bytes: &[u8]) -> Parse<Option<String>> {
     }
 }
 
+/// The server name of a ClientHello handshake message (its 4-byte header
+/// included); `Some(None)` if it has none, `None` if it does not parse.
+pub(crate) fn hello_sni(message: &[u8]) -> Option<Option<String>> {
+    (*message.first()? == 1).then_some(())?;
+    sni_of(message.get(4..)?)
+}
+
 /// The server name of a ClientHello body; `Some(None)` if it has none.
 fn sni_of(hello: &[u8]) -> Option<Option<String>> {
     // version, random

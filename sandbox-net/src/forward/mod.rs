@@ -26,6 +26,7 @@ mod net_index;
 mod offload;
 mod policy;
 mod poll;
+mod quic;
 mod refusals;
 mod tcp;
 mod tcp_device;

@@ -264,19 +264,45 @@ impl EgressForwarder {
     /// Records the connections the TCP relay reset for their first bytes.
     pub(crate) fn take_first_bytes_refusals(&mut self) {
         for (dst, refusal, name) in std::mem::take(&mut self.tcp.refused_first_bytes) {
-            let reason = match refusal {
-                FirstBytesRefusal::SniMismatch => RefusalReason::SniMismatch,
-                FirstBytesRefusal::NoSni => RefusalReason::NoSni,
-                FirstBytesRefusal::HostMismatch => RefusalReason::HostMismatch,
-            };
-            self.refusals.record(
-                reason,
-                name,
-                Some((dst.ip(), Some(dst.port()))),
-                "tcp",
-                false,
-            );
+            self.record_first_bytes(refusal, name, dst, "tcp");
         }
+    }
+
+    /// Counts and records a UDP flow refused for its first datagrams.
+    pub(crate) fn refuse_first_bytes(
+        &mut self,
+        refusal: FirstBytesRefusal,
+        name: Option<String>,
+        dst: std::net::SocketAddr,
+        protocol: &'static str,
+    ) {
+        match refusal {
+            FirstBytesRefusal::SniMismatch => self.tcp.counters.sni_mismatch += 1,
+            FirstBytesRefusal::NoSni => self.tcp.counters.no_sni += 1,
+            FirstBytesRefusal::HostMismatch => self.tcp.counters.host_mismatch += 1,
+        }
+        self.record_first_bytes(refusal, name, dst, protocol);
+    }
+
+    fn record_first_bytes(
+        &mut self,
+        refusal: FirstBytesRefusal,
+        name: Option<String>,
+        dst: std::net::SocketAddr,
+        protocol: &'static str,
+    ) {
+        let reason = match refusal {
+            FirstBytesRefusal::SniMismatch => RefusalReason::SniMismatch,
+            FirstBytesRefusal::NoSni => RefusalReason::NoSni,
+            FirstBytesRefusal::HostMismatch => RefusalReason::HostMismatch,
+        };
+        self.refusals.record(
+            reason,
+            name,
+            Some((dst.ip(), Some(dst.port()))),
+            protocol,
+            false,
+        );
     }
 
     /// Counts and records a new flow the policy refused.

@@ -13,6 +13,7 @@ use crate::forward::forwarder::{EgressForwarder, GATEWAY_MAC};
 use crate::forward::frame::udp_frame;
 use crate::forward::icmp::prohibited_frame;
 use crate::forward::policy::{Refusal, Verdict};
+use crate::forward::quic::QuicInspect;
 
 pub(super) struct UdpFlow {
     pub(super) socket: UdpSocket,
@@ -28,6 +29,11 @@ pub(super) struct UdpFlow {
     /// Whether this is a flow to the gateway's DNS (its answers are
     /// screened when names are).
     is_dns: bool,
+    /// For a flow a name pin admitted: its datagrams held until the first
+    /// shows what it is (a QUIC ClientHello's SNI is checked).
+    quic: Option<QuicInspect>,
+    /// Refused for what its first datagrams said: the rest are dropped.
+    refused: bool,
 }
 
 /// Most queries a DNS flow tracks at once (past that it is tracked no
@@ -105,6 +111,11 @@ impl EgressForwarder {
                             last: Instant::now(),
                             dns,
                             is_dns,
+                            quic: self
+                                .policy
+                                .pin_check(dst.ip(), dst.port(), Protocol::Udp)
+                                .map(QuicInspect::new),
+                            refused: false,
                         },
                     );
                 }
@@ -115,6 +126,41 @@ impl EgressForwarder {
             }
         } else if self.policy.decide(dst.ip(), dst.port(), Protocol::Udp) == Verdict::Dns {
             self.counters.dns_queries += 1;
+        }
+        // A pinned flow's first datagrams: held until judged.
+        let verdict = match self.flows.get_mut(&key) {
+            Some(flow) if flow.refused => return true,
+            Some(UdpFlow {
+                quic: Some(quic), ..
+            }) => match quic.judge(payload) {
+                None => return true,
+                Some(verdict) => Some(verdict),
+            },
+            _ => None,
+        };
+        match verdict {
+            Some(Ok(())) => {
+                let Some(flow) = self.flows.get_mut(&key) else {
+                    return true;
+                };
+                let held = flow.quic.take().map(|q| q.held).unwrap_or_default();
+                flow.last = Instant::now();
+                for datagram in held {
+                    if flow.socket.send(&datagram).is_ok() {
+                        self.counters.udp_out += 1;
+                    }
+                }
+                return true;
+            }
+            Some(Err((refusal, name))) => {
+                if let Some(flow) = self.flows.get_mut(&key) {
+                    flow.quic = None;
+                    flow.refused = true;
+                }
+                self.refuse_first_bytes(refusal, name, dst, "udp");
+                return false;
+            }
+            None => {}
         }
         if let Some(flow) = self.flows.get_mut(&key) {
             flow.last = Instant::now();

@@ -57,6 +57,7 @@ pub(crate) const DEFAULT: &[&str] = &[
     "sandbox-core/network",
     "sandbox-core/egress_tcp",
     "sandbox-core/egress_names",
+    "sandbox-core/egress_quic",
     "sandbox-core/concurrency",
     "sandbox-core/placement",
     "sandbox-net/ruleset",

@@ -255,14 +255,25 @@ fn init_main(plan: &ChildPlan, registers: &mut Registers, progress: &Progress) -
     let _ = rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable);
     forward_signals(command as i32);
     let options = rustix::process::WaitOptions::UNTRACED | rustix::process::WaitOptions::CONTINUED;
+    // Whether the last change reported was a stop.
+    let mut stopped = false;
     loop {
         match rustix::process::wait(options) {
             Ok(Some((pid, status))) if i64::from(pid.as_raw_nonzero().get()) == command => {
                 if let Some(signal) = status.stopping_signal() {
+                    stopped = true;
                     write_record(plan.status_fd, RECORD_COMMAND_STOPPED, 0, signal);
                 } else if status.continued() {
+                    stopped = false;
                     write_record(plan.status_fd, RECORD_COMMAND_CONTINUED, 0, 0);
                 } else {
+                    // A command that exits soon after it was continued may
+                    // do so before we saw the continue (the kernel then
+                    // reports only the exit): it ran again unless SIGKILL
+                    // ended it stopped.
+                    if stopped && status.terminating_signal() != Some(libc::SIGKILL) {
+                        write_record(plan.status_fd, RECORD_COMMAND_CONTINUED, 0, 0);
+                    }
                     write_record(plan.status_fd, RECORD_COMMAND_STATUS, 0, status.as_raw());
                     exit(0);
                 }

@@ -94,23 +94,42 @@ fn seconds(text: &str) -> f64 {
         .unwrap_or_else(|| panic!("no time in {text:?}"))
 }
 
-/// A listener on `addr` that takes no connection for `hold`: its accept
-/// queue (backlog 0) is filled by a connection of its own, so the kernel
-/// drops every SYN until then — a slow host, as a client sees it. Then it
-/// greets each connection with `hello`.
+/// A listener on `addr` that answers no SYN for `hold`: the world's own
+/// ruleset drops them until then (what a client sees of a slow or lossy
+/// host), whatever the machine's speed. Then it greets each connection
+/// with `hello`.
 fn slow_listener(addr: &str, hold: Duration) {
-    use rustix::net::{AddressFamily, SocketType};
-    let fd = rustix::net::socket(AddressFamily::INET, SocketType::STREAM, None).unwrap();
-    rustix::net::sockopt::set_socket_reuseaddr(&fd, true).unwrap();
+    use sandbox_net::{Match, RuleSpec, Ruleset, Verdict};
     let sockaddr: std::net::SocketAddr = addr.parse().unwrap();
-    rustix::net::bind(&fd, &sockaddr).unwrap();
-    rustix::net::listen(&fd, 0).unwrap();
-    let listener = TcpListener::from(fd);
-    let filler = TcpStream::connect(addr).unwrap();
+    fn rule(matches: Match, verdict: Verdict) -> RuleSpec {
+        RuleSpec { matches, verdict }
+    }
+    let open = |input: Vec<RuleSpec>| Ruleset {
+        output: vec![rule(Match::Any, Verdict::Accept)],
+        input,
+        sets: Vec::new(),
+        cidr_sets: Vec::new(),
+    };
+    let port = sandbox_policy::PortRange::new(sockaddr.port(), sockaddr.port()).unwrap();
+    open(vec![
+        rule(
+            Match::Destination {
+                net: sandbox_policy::IpNet::new(sockaddr.ip(), 32).unwrap(),
+                protocol: Some(sandbox_policy::Protocol::Tcp),
+                ports: Some(port),
+            },
+            Verdict::Drop,
+        ),
+        rule(Match::Any, Verdict::Accept),
+    ])
+    .install()
+    .unwrap();
+    let listener = TcpListener::bind(addr).unwrap();
     std::thread::spawn(move || {
         std::thread::sleep(hold);
-        drop(listener.accept());
-        drop(filler);
+        open(vec![rule(Match::Any, Verdict::Accept)])
+            .install()
+            .unwrap();
         for mut stream in listener.incoming().flatten() {
             let _ = stream.write_all(b"hello\n");
         }

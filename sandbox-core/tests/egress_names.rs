@@ -122,14 +122,19 @@ impl Drop for Server {
     }
 }
 
-/// `openssl s_server` on port 443 of the world (call from its thread),
-/// answering every request with a page (`-www`).
-fn serve_tls(dir: &Path) -> Server {
+/// `openssl s_server` on `port` of the world (call from its thread) with
+/// the test's certificate in `dir`: `-www` answers every request with a
+/// page, `-WWW` serves the files of `root`.
+fn serve_tls(dir: &Path, port: u16, mode: &str, root: &Path) -> Server {
+    let cert = dir.join("srv.pem");
+    let key = dir.join("srv.key");
     let child = Command::new("openssl")
-        .args([
-            "s_server", "-accept", "443", "-cert", "srv.pem", "-key", "srv.key", "-www", "-quiet",
-        ])
-        .current_dir(dir)
+        .args(["s_server", "-accept", &port.to_string(), "-quiet", mode])
+        .arg("-cert")
+        .arg(&cert)
+        .arg("-key")
+        .arg(&key)
+        .current_dir(root)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -138,12 +143,41 @@ fn serve_tls(dir: &Path) -> Server {
     let server = Server(child);
     // Ready once it accepts.
     for _ in 0..100 {
-        if std::net::TcpStream::connect("198.18.1.1:443").is_ok() {
+        if std::net::TcpStream::connect(("198.18.1.1", port)).is_ok() {
             return server;
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     panic!("s_server did not start");
+}
+
+/// A bare git repository `repo.git` in `root` with one commit (hello.txt:
+/// "hello from git"), ready to clone over plain ("dumb") HTTP.
+fn git_repo(root: &Path) {
+    let git = |dir: &Path, args: &[&str]| {
+        let out = Command::new("git")
+            .args([
+                "-c",
+                "user.name=test",
+                "-c",
+                "user.email=test@test",
+                "-c",
+                "init.defaultBranch=main",
+            ])
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "git {args:?}: {out:?}");
+    };
+    let work = root.join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    git(&work, &["init", "-q"]);
+    std::fs::write(work.join("hello.txt"), "hello from git\n").unwrap();
+    git(&work, &["add", "hello.txt"]);
+    git(&work, &["commit", "-q", "-m", "hello"]);
+    git(root, &["clone", "-q", "--bare", "work", "repo.git"]);
+    git(&root.join("repo.git"), &["update-server-info"]);
 }
 
 fn run(sb: &Sandbox, script: &str) -> (String, sandbox_core::EgressStats) {
@@ -176,6 +210,7 @@ tls doh -k https://198.18.2.2/dns-query
 perl -e 'use Socket; socket(my $s, PF_INET, SOCK_DGRAM, 0) or die; connect($s, sockaddr_in(53, inet_aton("198.18.9.9"))) or die; my $q = pack("n n n n n n", 7, 0x0100, 1, 0, 0, 0) . "\x04pypi\x04test\x00" . pack("n n", 1, 1); send($s, $q, 0) or do { print "udp53-other: refused ($!)\n"; exit }; my $rin = ""; vec($rin, fileno($s), 1) = 1; if (select(my $r = $rin, undef, undef, 2)) { recv($s, my $b, 1500, 0); print "udp53-other: answered\n" } else { print "udp53-other: refused (no answer)\n" }'
 echo "python-http: $(python3 -c 'import urllib.request; print(urllib.request.urlopen("http://pypi.test/", timeout=5).read().decode().strip())' 2>&1 | tail -n 1)"
 echo "python-https: $(SSL_CERT_FILE=$CA python3 -c 'import urllib.request; print(urllib.request.urlopen("https://pypi.test/", timeout=5).status)' 2>&1 | tail -n 1)"
+GIT_SMART_HTTP=0 GIT_SSL_CAINFO=$CA git clone -q https://pypi.test:8443/repo.git /tmp/clone 2>&1 | tail -n 1; echo "git-clone: $(cat /tmp/clone/hello.txt 2>&1)"
 RES_OPTIONS=use-vc resolve tcp-dns-allowed pypi.test
 RES_OPTIONS=use-vc resolve tcp-dns-unlisted other.test
 "#;
@@ -189,7 +224,10 @@ fn names_are_resolved_pinned_and_only_theirs_reached() {
     let path = dir.path().display().to_string();
     std::thread::spawn(move || {
         let asked = world();
-        let tls = serve_tls(Path::new(&path));
+        let tls = serve_tls(Path::new(&path), 443, "-www", Path::new(&path));
+        let git_root = Path::new(&path).join("git");
+        git_repo(&git_root);
+        let git_server = serve_tls(Path::new(&path), 8443, "-WWW", &git_root);
         let with = |network: &str| {
             sandbox(&format!(
                 "[filesystem]\nbinds = [{{ source = \"{path}\", target = \"{path}\" }}]\n[env]\nset = {{ CA = \"{path}/ca.pem\" }}\n{network}"
@@ -200,7 +238,7 @@ fn names_are_resolved_pinned_and_only_theirs_reached() {
         let names = {
             let heard = std::sync::Arc::clone(&heard);
             with(
-                "[network]\nmode = \"allowlist\"\nallow = [\"pypi.test:80\", \"pypi.test:443\", \"*.cdn.test:80/tcp\"]\n",
+                "[network]\nmode = \"allowlist\"\nallow = [\"pypi.test:80\", \"pypi.test:443\", \"pypi.test:8443\", \"*.cdn.test:80/tcp\"]\n",
             )
             .on_egress_refusal(move |r| heard.lock().unwrap().push(r.to_string()))
         };
@@ -234,7 +272,8 @@ fn names_are_resolved_pinned_and_only_theirs_reached() {
         assert!(line("tls-unpinned").starts_with("tls-unpinned: refused"), "{text}");
         assert!(line("doh").starts_with("doh: refused"), "{text}");
         assert!(line("udp53-other").starts_with("udp53-other: refused"), "{text}");
-        // Real clients: python's urllib, plain and over TLS.
+        // Real clients: git over https, python's urllib, plain and over TLS.
+        assert_eq!(line("git-clone"), "git-clone: hello from git", "{text}");
         assert_eq!(line("python-http"), "python-http: pypi", "{text}");
         assert_eq!(line("python-https"), "python-https: 200", "{text}");
         // DNS over TCP (what a resolver falls back to for a truncated
@@ -292,7 +331,7 @@ fn names_are_resolved_pinned_and_only_theirs_reached() {
             "[network]\nmode = \"allowlist\"\ndns = \"any\"\nallow = [\"198.18.0.0/15\", \"10.0.0.0/8\"]\n",
         );
         let (text, _) = run(&open, SCRIPT);
-        drop(tls);
+        drop((tls, git_server));
         // In the control the names left: the exfiltration channel that
         // dns = "any" is.
         assert!(

@@ -229,8 +229,10 @@ fn names_are_resolved_pinned_and_only_theirs_reached() {
         git_repo(&git_root);
         let git_server = serve_tls(Path::new(&path), 8443, "-WWW", &git_root);
         let with = |network: &str| {
+            // Time enough for the whole script under emulation (the VM
+            // matrix runs it some 10x slower than here).
             sandbox(&format!(
-                "[filesystem]\nbinds = [{{ source = \"{path}\", target = \"{path}\" }}]\n[env]\nset = {{ CA = \"{path}/ca.pem\" }}\n{network}"
+                "[filesystem]\nbinds = [{{ source = \"{path}\", target = \"{path}\" }}]\n[env]\nset = {{ CA = \"{path}/ca.pem\" }}\n[resources]\nwall_time = \"300s\"\ncpu_time = \"300s\"\n{network}"
             ))
             .with_dns_upstream("198.18.9.9:53".parse().unwrap())
         };

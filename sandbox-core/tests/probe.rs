@@ -117,19 +117,30 @@ fn probe_as_an_unprivileged_user() {
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
     let exe = dir.join("probe-test");
     std::fs::copy(std::env::current_exe().unwrap(), &exe).unwrap();
-    let out = std::process::Command::new(&exe)
-        .args([
-            "--exact",
-            "child_process::probe_unprivileged",
-            "--include-ignored",
-            "--nocapture",
-        ])
-        .env("SANDBOX_CORE_UNPRIVILEGED_CHILD", "1")
-        .current_dir("/")
-        .uid(65534)
-        .gid(65534)
-        .output()
-        .unwrap();
+    // A process another test of this binary forks while the copy is open
+    // for writing holds it until it execs ("Text file busy"): try again.
+    let mut attempts = 0;
+    let out = loop {
+        let result = std::process::Command::new(&exe)
+            .args([
+                "--exact",
+                "child_process::probe_unprivileged",
+                "--include-ignored",
+                "--nocapture",
+            ])
+            .env("SANDBOX_CORE_UNPRIVILEGED_CHILD", "1")
+            .current_dir("/")
+            .uid(65534)
+            .gid(65534)
+            .output();
+        match result {
+            Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy && attempts < 100 => {
+                attempts += 1;
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => break other.unwrap(),
+        }
+    };
     std::fs::remove_dir_all(&dir).unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(

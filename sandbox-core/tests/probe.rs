@@ -116,9 +116,15 @@ fn probe_as_an_unprivileged_user() {
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
     let exe = dir.join("probe-test");
-    std::fs::copy(std::env::current_exe().unwrap(), &exe).unwrap();
-    // A process another test of this binary forks while the copy is open
-    // for writing holds it until it execs ("Text file busy"): try again.
+    // Copied by cp, not here: a process another test of this binary forked
+    // while we held the copy open for writing would hold it too, and the
+    // exec below would fail with "Text file busy" for as long as it lives.
+    let copied = std::process::Command::new("cp")
+        .arg(std::env::current_exe().unwrap())
+        .arg(&exe)
+        .status()
+        .unwrap();
+    assert!(copied.success(), "cp the test binary: {copied}");
     let mut attempts = 0;
     let out = loop {
         let result = std::process::Command::new(&exe)

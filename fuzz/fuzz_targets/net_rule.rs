@@ -11,7 +11,7 @@ fuzz_target!(|text: &str| {
         let canonical = rule.to_string();
         assert_eq!(
             canonical.parse::<NetRule>(),
-            Ok(rule),
+            Ok(rule.clone()),
             "{text:?} -> {canonical:?}"
         );
         assert!(rule.covers(&rule));

@@ -4,14 +4,17 @@
 //! (ours: `sandbox-core` with an allowlist; the peers: their own network
 //! namespace), the servers in a network namespace this benchmark makes
 //! (198.18.1.1 on its loopback, and a veth pair so that pasta finds a
-//! routable interface): nothing is sent outside it.
+//! routable interface): nothing is sent outside it. Ours runs twice: with
+//! address rules, and "by name" (rules naming `bench.test`, resolved by
+//! the gateway through a resolver in that namespace and pinned; each
+//! client resolves once).
 //!
 //! `cargo xtask bench egress` installs the peers and runs this as root;
 //! `EGRESS_ROUNDS` (3) and `EGRESS_SECONDS` (3, per iperf3 run) tune it.
 //! The binary is also the latency client (`--client rr|crr ADDR N`).
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -20,6 +23,9 @@ use sandbox_net::{Link, LinkChange, Requests, Rtnetlink};
 use sandbox_policy::Policy;
 
 const SERVER: &str = "198.18.1.1";
+/// The name the by-name sandbox's rules allow; the world's resolver
+/// answers it (any name) with `SERVER`.
+const NAME: &str = "bench.test";
 const IPERF_PORT: u16 = 5201;
 const ECHO_PORT: u16 = 7000;
 const MTUS: [u32; 2] = [65520, 1500];
@@ -29,16 +35,27 @@ const CRR_COUNT: u32 = 300;
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Tool {
     Ours,
+    OursByName,
     Pasta,
     Slirp,
 }
 
-const TOOLS: [Tool; 3] = [Tool::Ours, Tool::Pasta, Tool::Slirp];
+const TOOLS: [Tool; 4] = [Tool::Ours, Tool::OursByName, Tool::Pasta, Tool::Slirp];
 
 impl Tool {
+    /// The server as this tool's client names it.
+    fn host(self) -> &'static str {
+        if self == Tool::OursByName {
+            NAME
+        } else {
+            SERVER
+        }
+    }
+
     fn name(self) -> &'static str {
         match self {
             Tool::Ours => "ours",
+            Tool::OursByName => "ours, by name",
             Tool::Pasta => "pasta",
             Tool::Slirp => "slirp4netns",
         }
@@ -53,8 +70,15 @@ fn fail(what: &str, e: impl std::fmt::Display) -> ! {
 /// The latency client, run inside each sandbox: `rr` sends one byte and
 /// reads one back `n` times on one connection; `crr` connects, does one
 /// such exchange and closes, `n` times. Prints microseconds per operation.
+/// `addr` is resolved once, before the clock starts.
 fn client(mode: &str, addr: &str, n: u32) -> ! {
+    use std::net::ToSocketAddrs;
     let mut byte = [0u8; 1];
+    let addr = match addr.to_socket_addrs().map(|mut a| a.next()) {
+        Ok(Some(addr)) => addr,
+        Ok(None) => fail(addr, "no address"),
+        Err(e) => fail(addr, e),
+    };
     let start = Instant::now();
     let result = (|| -> std::io::Result<()> {
         match mode {
@@ -127,6 +151,8 @@ fn make_world() {
         r.add_default_route([10, 9, 0, 2].into(), Some(w0));
         Ok(())
     });
+    benches::dns::serve_a(([198, 18, 1, 1], 53).into(), [198, 18, 1, 1].into())
+        .unwrap_or_else(|e| fail("resolver", e));
 }
 
 fn echo_server() {
@@ -216,7 +242,8 @@ impl Drop for SlirpNs {
 }
 
 struct Runner {
-    sandboxes: Vec<(u32, Sandbox)>,
+    /// Per MTU: address rules, and name rules.
+    sandboxes: Vec<(u32, Sandbox, Sandbox)>,
     slirps: Vec<(u32, SlirpNs)>,
     exe: String,
 }
@@ -225,13 +252,17 @@ impl Runner {
     fn run(&self, tool: Tool, mtu: u32, argv: &[&str]) -> Output {
         let out =
             match tool {
-                Tool::Ours => {
-                    let sandbox = &self
+                Tool::Ours | Tool::OursByName => {
+                    let (_, by_address, by_name) = self
                         .sandboxes
                         .iter()
-                        .find(|(m, _)| *m == mtu)
-                        .unwrap_or_else(|| fail("sandbox", mtu))
-                        .1;
+                        .find(|(m, _, _)| *m == mtu)
+                        .unwrap_or_else(|| fail("sandbox", mtu));
+                    let sandbox = if tool == Tool::Ours {
+                        by_address
+                    } else {
+                        by_name
+                    };
                     let outcome = sandbox
                         .command(argv[0])
                         .args(&argv[1..])
@@ -287,7 +318,7 @@ impl Runner {
     /// iperf3's received rate, Gbit/s (`None` if the run failed).
     fn iperf(&self, tool: Tool, mtu: u32, seconds: u32, reverse: bool) -> Option<f64> {
         let seconds = seconds.to_string();
-        let mut argv = vec!["iperf3", "-c", SERVER, "-t", &seconds, "-J"];
+        let mut argv = vec!["iperf3", "-c", tool.host(), "-t", &seconds, "-J"];
         if reverse {
             argv.push("-R");
         }
@@ -300,7 +331,7 @@ impl Runner {
 
     /// The latency client's microseconds per operation.
     fn latency(&self, tool: Tool, mode: &str, n: u32) -> Option<f64> {
-        let addr = format!("{SERVER}:{ECHO_PORT}");
+        let addr = format!("{}:{ECHO_PORT}", tool.host());
         let n = n.to_string();
         let out = self.run(tool, MTUS[0], &[&self.exe, "--client", mode, &addr, &n]);
         String::from_utf8_lossy(&out.stdout).trim().parse().ok()
@@ -371,25 +402,35 @@ fn main() {
     wait_for_port(IPERF_PORT);
     echo_server();
 
-    let policy = Policy::from_toml_str(&format!(
-        "[network]\nmode = \"allowlist\"\nallow = [\"{SERVER}/32:{IPERF_PORT}/tcp\", \"{SERVER}/32:{ECHO_PORT}/tcp\"]\n\
-         [filesystem]\nbinds = [{{ source = \"{exe_dir}\", target = \"{exe_dir}\" }}]\n"
-    ))
-    .unwrap_or_else(|e| fail("policy", e));
+    let policy = |host: &str, prefix: &str| {
+        Policy::from_toml_str(&format!(
+            "[network]\nmode = \"allowlist\"\nallow = [\"{host}{prefix}:{IPERF_PORT}/tcp\", \"{host}{prefix}:{ECHO_PORT}/tcp\"]\n\
+             [filesystem]\nbinds = [{{ source = \"{exe_dir}\", target = \"{exe_dir}\" }}]\n"
+        ))
+        .unwrap_or_else(|e| fail("policy", e))
+    };
+    let sandbox = |policy: Policy, mtu: u32| {
+        let sandbox = Sandbox::new(policy)
+            .and_then(|s| s.with_egress_mtu(mtu))
+            .unwrap_or_else(|e| fail("sandbox", e))
+            .with_dns_upstream(SocketAddr::from(([198, 18, 1, 1], 53)));
+        if !sandbox.report().network.enforced {
+            fail(
+                "sandbox",
+                format!("egress not enforced here:\n{}", sandbox.report()),
+            );
+        }
+        sandbox
+    };
     let runner = Runner {
         sandboxes: MTUS
             .iter()
             .map(|&mtu| {
-                let sandbox = Sandbox::new(policy.clone())
-                    .and_then(|s| s.with_egress_mtu(mtu))
-                    .unwrap_or_else(|e| fail("sandbox", e));
-                if !sandbox.report().network.enforced {
-                    fail(
-                        "sandbox",
-                        format!("egress not enforced here:\n{}", sandbox.report()),
-                    );
-                }
-                (mtu, sandbox)
+                (
+                    mtu,
+                    sandbox(policy(SERVER, "/32"), mtu),
+                    sandbox(policy(NAME, ""), mtu),
+                )
             })
             .collect(),
         slirps: MTUS.iter().map(|&mtu| (mtu, SlirpNs::start(mtu))).collect(),
@@ -427,23 +468,43 @@ fn main() {
     println!(
         "\negress throughput: iperf3 -t {seconds}, client in the sandbox, server in the benchmark's namespace; median of {rounds} rounds, Gbit/s"
     );
-    println!(
-        "{:<22} {:>8} {:>8} {:>12} {:>11} {:>17}",
-        "", "ours", "pasta", "slirp4netns", "ours/pasta", "ours/slirp4netns"
-    );
+    let header = || {
+        println!(
+            "{:<22} {:>8} {:>8} {:>8} {:>12} {:>11} {:>17} {:>10}",
+            "",
+            "ours",
+            "by name",
+            "pasta",
+            "slirp4netns",
+            "ours/pasta",
+            "ours/slirp4netns",
+            "name/ours"
+        );
+    };
+    let row = |name: String, m: &[Option<f64>], decimals: usize, higher_is_better: bool| {
+        println!(
+            "{:<22} {:>8} {:>8} {:>8} {:>12} {:>11} {:>17} {:>10}",
+            name,
+            cell(m[0], decimals),
+            cell(m[1], decimals),
+            cell(m[2], decimals),
+            cell(m[3], decimals),
+            ratio(m[0], m[2], higher_is_better),
+            ratio(m[0], m[3], higher_is_better),
+            ratio(m[1], m[0], higher_is_better),
+        );
+    };
+    header();
     for (c, &(mtu, reverse)) in configs.iter().enumerate() {
         let m: Vec<Option<f64>> = gbits[c].iter_mut().map(|s| median(s)).collect();
-        println!(
-            "{:<22} {:>8} {:>8} {:>12} {:>11} {:>17}",
+        row(
             format!("MTU {mtu}, {}", if reverse { "download" } else { "upload" }),
-            cell(m[0], 2),
-            cell(m[1], 2),
-            cell(m[2], 2),
-            ratio(m[0], m[1], true),
-            ratio(m[0], m[2], true),
+            &m,
+            2,
+            true,
         );
     }
-    println!("every sample, Gbit/s (ours | pasta | slirp4netns):");
+    println!("every sample, Gbit/s (ours | by name | pasta | slirp4netns):");
     for (c, &(mtu, reverse)) in configs.iter().enumerate() {
         let list = |t: usize| {
             gbits[c][t]
@@ -453,34 +514,29 @@ fn main() {
                 .join(" ")
         };
         println!(
-            "  MTU {mtu} {}: {} | {} | {}",
+            "  MTU {mtu} {}: {} | {} | {} | {}",
             if reverse { "down" } else { "up" },
             list(0),
             list(1),
-            list(2)
+            list(2),
+            list(3)
         );
     }
     println!(
-        "\nlatency (MTU 65520): µs per operation, median of {rounds} rounds (lower is better; ratios are peer/ours)"
+        "\nlatency (MTU 65520): µs per operation, median of {rounds} rounds (lower is better; ratios are peer/ours, and ours/by name)"
     );
+    header();
     for (name, samples) in [
         (format!("TCP_RR ({RR_COUNT} × 1 byte)"), &mut rr),
         (format!("TCP_CRR ({CRR_COUNT} conns)"), &mut crr),
     ] {
         let m: Vec<Option<f64>> = samples.iter_mut().map(|s| median(s)).collect();
-        println!(
-            "{:<22} {:>8} {:>8} {:>12} {:>11} {:>17}",
-            name,
-            cell(m[0], 1),
-            cell(m[1], 1),
-            cell(m[2], 1),
-            ratio(m[0], m[1], false),
-            ratio(m[0], m[2], false),
-        );
+        row(name, &m, 1, false);
     }
     if let Some(us) = median(&mut crr[0]) {
         println!("(ours: {:.0} connections/s)", 1e6 / us);
     }
+    println!("(target for by name: within 5 % of ours by address)");
     drop(runner);
     let _ = iperf_server.kill();
     let _ = iperf_server.wait();

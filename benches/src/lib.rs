@@ -13,6 +13,7 @@ use cap_std::ambient_authority;
 use openat2_root::{OpenOptions, Root};
 
 pub mod data;
+pub mod dns;
 
 /// bubblewrap's arguments for the sandbox the spawn benches compare with:
 /// every namespace, the host's root read-only, a fresh /dev and /proc

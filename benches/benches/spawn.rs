@@ -20,13 +20,50 @@ fn quiet(mut cmd: Command) -> Run {
     Box::new(move || cmd.borrow_mut().status().is_ok_and(|s| s.success()))
 }
 
-fn library(sandbox: Sandbox) -> Run {
+/// Each library run's timings, for the breakdown printed at the end.
+type Timings = std::rc::Rc<std::cell::RefCell<Vec<sandbox_core::RunTimings>>>;
+
+fn library(sandbox: Sandbox, timings: &Timings) -> Run {
+    let timings = timings.clone();
     Box::new(move || {
-        sandbox
-            .command("/bin/true")
-            .output()
-            .is_ok_and(|o| o.success())
+        sandbox.command("/bin/true").output().is_ok_and(|o| {
+            timings.borrow_mut().push(o.timings.clone());
+            o.success()
+        })
     })
+}
+
+/// The median of each part of the library's default-profile runs, µs.
+fn breakdown(runs: &[sandbox_core::RunTimings]) -> Vec<(String, f64)> {
+    let median = |mut v: Vec<Duration>| {
+        v.sort();
+        v.get(v.len() / 2).map_or(0.0, |d| d.as_secs_f64() * 1e6)
+    };
+    let mut parts: Vec<(String, f64)> = vec![
+        ("plan".into(), median(runs.iter().map(|t| t.plan).collect())),
+        (
+            "clone".into(),
+            median(runs.iter().map(|t| t.clone).collect()),
+        ),
+    ];
+    if let Some(first) = runs.first() {
+        for (i, (name, _)) in first.phases.iter().enumerate() {
+            let v = runs
+                .iter()
+                .filter_map(|t| t.phases.get(i).filter(|p| p.0 == *name).map(|p| p.1))
+                .collect();
+            parts.push((format!("  setup: {name}"), median(v)));
+        }
+    }
+    parts.push((
+        "command (execve to exit)".into(),
+        median(runs.iter().map(|t| t.supervise).collect()),
+    ));
+    parts.push((
+        "teardown".into(),
+        median(runs.iter().map(|t| t.teardown).collect()),
+    ));
+    parts
 }
 
 fn main() {
@@ -50,6 +87,7 @@ fn main() {
             .unwrap_or_else(|e| panic!("{e}"));
     let mut bwrap = Command::new("bwrap");
     bwrap.args(benches::BWRAP_SANDBOX).arg("/bin/true");
+    let default_timings = Timings::default();
     let mut sbx_cmd = Command::new(&sbx);
     sbx_cmd.args(["run", "--profile", "default", "--", "/bin/true"]);
     let variants: Vec<(&str, Run)> = vec![
@@ -62,10 +100,13 @@ fn main() {
             quiet(bwrap),
         ),
         ("sbx run --profile default (CLI)", quiet(sbx_cmd)),
-        ("Sandbox default profile (library)", library(default)),
+        (
+            "Sandbox default profile (library)",
+            library(default, &default_timings),
+        ),
         (
             "Sandbox default, no cgroup limits (library)",
-            library(no_cgroups),
+            library(no_cgroups, &Timings::default()),
         ),
     ];
     for (name, run) in &variants {
@@ -104,5 +145,13 @@ fn main() {
             median / bwrap_median
         );
     }
-    println!("\n(target: the sandboxed spawn at most 0.5x bwrap's median wall time)");
+    println!(
+        "\n(targets: the library's default profile at most 0.4x bwrap's median, the CLI 0.6x)"
+    );
+    println!(
+        "\nthe library's default profile, part by part (median µs; setup phases as the child timed them)"
+    );
+    for (part, us) in breakdown(&default_timings.borrow()) {
+        println!("{part:<40} {us:>8.0}");
+    }
 }

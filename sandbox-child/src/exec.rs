@@ -368,6 +368,18 @@ fn write_setting(path: &CStr, contents: &[u8]) -> Result<(), Errno> {
     mounts::write_all(&fd, contents)
 }
 
+/// Writes `0` to an inherited cgroup v1 `tasks` file: the calling thread
+/// moves itself into that cgroup.
+fn join_cgroup(fd: c_int) -> Result<(), Errno> {
+    loop {
+        match rustix::io::write(inherited(fd)?, b"0") {
+            Ok(_) => return Ok(()),
+            Err(Errno::INTR) => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// Runs one step. The match only dispatches: each arm is one call with
 /// the step's own arguments, so it grows by a line or two per step kind
 /// (its length, over the ~80 lines a function gets here, is that list).
@@ -380,6 +392,7 @@ pub(crate) fn run_step(step: &Step, registers: &mut Registers) -> Result<(), Err
         }
         Step::WaitForParent(fd) => wait_for_parent(*fd),
         Step::CheckParentAlive(fd) => check_parent_alive(*fd),
+        Step::JoinCgroup(fd) => join_cgroup(*fd),
         Step::UnshareCgroup => unshare(UnshareFlags::NEWCGROUP),
         Step::Unshare(flags) => unshare(UnshareFlags::from_bits_retain(*flags as u32)),
         Step::Mount {

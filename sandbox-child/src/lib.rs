@@ -37,7 +37,7 @@ pub use record::{
     RECORD_COMMAND_CONTINUED, RECORD_COMMAND_STATUS, RECORD_COMMAND_STOPPED, RECORD_LEN,
     RECORD_STEP_FAILED, RECORD_STEP_PANICKED, decode_record,
 };
-pub use spawn::{FORWARDED_SIGNALS, spawn_init};
+pub use spawn::{FORWARDED_SIGNALS, Init, spawn_init};
 pub use step::{
     CStringArray, ChildPlan, MOUNT_ATTR_NODEV, MOUNT_ATTR_NOEXEC, MOUNT_ATTR_NOSUID,
     MOUNT_ATTR_RDONLY, NO_FD, RawFilter, Reg, Step, TargetKind,

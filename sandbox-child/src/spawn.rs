@@ -3,7 +3,7 @@
 //! egress namespace.
 
 use std::ffi::{c_int, c_void};
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 use rustix::io::Errno;
 use rustix::process::{DumpableBehavior, Uid};
@@ -95,21 +95,105 @@ impl Drop for ThreadOwner {
     }
 }
 
+/// The sandbox's PID 1, as [`spawn_init`] made it.
+#[derive(Debug)]
+pub struct Init {
+    /// Its pid (in the caller's pid namespace).
+    pub pid: i32,
+    /// A pidfd for it.
+    pub pidfd: OwnedFd,
+    /// The page its steps mark as they run.
+    pub progress: Progress,
+    /// Whether it was cloned straight into the cgroup it was given
+    /// (`CLONE_INTO_CGROUP`); if not, the caller must move it there.
+    pub in_cgroup: bool,
+}
+
+/// `clone3`'s arguments (`struct clone_args`, up to `cgroup`: 5.7+).
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// Set once `clone3` with a cgroup failed in a way that says this kernel
+/// (or a seccomp filter over us) does not have it: later runs go straight
+/// to `clone`.
+static NO_CLONE_INTO_CGROUP: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
+/// `clone3` with `flags`, the exit signal `SIGCHLD`, no new stack (the
+/// child continues at the return, like `fork`) and `CLONE_INTO_CGROUP`
+/// into `cgroup`.
+fn raw_clone3_into(flags: u64, pidfd: *mut c_int, cgroup: c_int) -> libc::c_long {
+    let args = CloneArgs {
+        flags: flags | CLONE_INTO_CGROUP,
+        pidfd: pidfd as u64,
+        exit_signal: libc::SIGCHLD as u64,
+        cgroup: cgroup as u32 as u64,
+        ..CloneArgs::default()
+    };
+    // SAFETY: clone3(2) reads `args` (a live, fully initialised struct of
+    // the size passed); without CLONE_VM and with no stack the child gets
+    // a copy of the address space and both continue at the return;
+    // `pidfd` points at a live c_int (CLONE_PIDFD).
+    unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &raw const args,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    }
+}
+
 /// Clones the sandbox's PID 1 with `namespaces` (`CLONE_NEW*` flags) and
 /// runs `plan` in it; with `owner`, the new user namespace is owned by
 /// that host uid (the clone is made with it as the thread's effective
-/// uid). Returns its host pid and a pidfd.
+/// uid). With `cgroup` (a cgroup v2 directory), PID 1 is cloned straight
+/// into it where the kernel can (`clone3` with `CLONE_INTO_CGROUP`, 5.7+:
+/// no migration afterwards); [`Init::in_cgroup`] says whether it was.
 pub fn spawn_init(
     namespaces: c_int,
     plan: &ChildPlan,
     owner: Option<u32>,
-) -> Result<(i32, OwnedFd, Progress), Errno> {
+    cgroup: Option<BorrowedFd<'_>>,
+) -> Result<Init, Errno> {
+    use std::sync::atomic::Ordering;
     let mut registers = Registers::new(plan.registers);
     let progress = Progress::new()?;
     let mut pidfd: c_int = -1;
-    let flags = (namespaces as u32 as u64) | libc::CLONE_PIDFD as u64 | libc::SIGCHLD as u64;
+    let flags = (namespaces as u32 as u64) | libc::CLONE_PIDFD as u64;
     let guard = owner.map(ThreadOwner::become_owner).transpose()?;
-    let pid = raw_clone(flags, &mut pidfd);
+    let mut in_cgroup = false;
+    let mut pid = -1;
+    if let Some(cgroup) = cgroup.filter(|_| !NO_CLONE_INTO_CGROUP.load(Ordering::Relaxed)) {
+        pid = raw_clone3_into(flags, &mut pidfd, cgroup.as_raw_fd());
+        if pid < 0 {
+            // Any failure is retried with a plain clone (which fails the
+            // same way if the namespaces were the reason); a kernel or
+            // filter without clone3's cgroup is not asked again.
+            if matches!(errno(), libc::ENOSYS | libc::E2BIG | libc::EINVAL) {
+                NO_CLONE_INTO_CGROUP.store(true, Ordering::Relaxed);
+            }
+        } else {
+            in_cgroup = true;
+        }
+    }
+    if pid < 0 {
+        pid = raw_clone(flags | libc::SIGCHLD as u64, &mut pidfd);
+    }
     let clone_error = (pid < 0).then(last_errno);
     if pid == 0 {
         // The child: its credentials are a copy; the user namespace it is
@@ -123,7 +207,12 @@ pub fn spawn_init(
     }
     // SAFETY: CLONE_PIDFD stored a new pidfd, owned by nobody else.
     let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
-    Ok((pid as i32, pidfd, progress))
+    Ok(Init {
+        pid: pid as i32,
+        pidfd,
+        progress,
+        in_cgroup,
+    })
 }
 
 /// Aborts the child when the step it guards panics: dropped only while

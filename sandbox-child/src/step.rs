@@ -98,6 +98,12 @@ pub enum Step {
     /// parent-death signal, the signal is set again and this closes the
     /// window in which the parent could have died unnoticed.
     CheckParentAlive(c_int),
+    /// `write(fd, "0")`: `fd` is a cgroup v1 `tasks` file the parent
+    /// opened; this moves the calling thread (the whole child, which has
+    /// one) into that cgroup. A thread moving itself needs none of the
+    /// global lock a write of another pid takes, whose first writer waits
+    /// for an RCU grace period (milliseconds).
+    JoinCgroup(c_int),
     /// `unshare(CLONE_NEWCGROUP)`, after the parent placed us in our cgroups.
     UnshareCgroup,
     /// `unshare(flags)` (the probe's trial: new user, mount and network
@@ -307,6 +313,7 @@ impl Step {
             Self::ParentDeathSignal { .. } => "ParentDeathSignal",
             Self::WaitForParent { .. } => "WaitForParent",
             Self::CheckParentAlive { .. } => "CheckParentAlive",
+            Self::JoinCgroup { .. } => "JoinCgroup",
             Self::UnshareCgroup { .. } => "UnshareCgroup",
             Self::Unshare { .. } => "Unshare",
             Self::Mount { .. } => "Mount",

@@ -1,12 +1,12 @@
 //! What this host can enforce, as the probe found it: plain data that
 //! every facility's decision reads (the probing itself is `probe`).
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::cgroups::CgroupSupport;
 
 /// Whether a kernel facility is usable here, and if not, why.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "status", rename_all = "kebab-case")]
 pub enum Capability {
     /// Tried, and it works.
@@ -40,7 +40,7 @@ impl Capability {
 }
 
 /// The host's sandboxing facilities, as [`probe`](crate::probe()) found them.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct HostCapabilities {
     /// The kernel release (`uname -r`).

@@ -15,7 +15,7 @@ use crate::relay::{self, Relay, Supervision};
 use crate::stdio::{self, StdioChoice, pipe};
 use crate::timings::{RunTimings, next_run_id};
 
-use crate::cgroups::RunCgroups;
+use crate::cgroups::{CgroupJoins, RunCgroups};
 use crate::decide::Decisions;
 use crate::error::{Error, Result};
 use crate::outcome::{ExitStatus, RunOutcome};
@@ -188,7 +188,7 @@ fn parent_setup(
     plan: &plan::Plan,
     pid: i32,
     sync_write: &OwnedFd,
-    cgroups: &RunCgroups,
+    (cgroups, joins, in_cgroup): (&RunCgroups, &CgroupJoins, bool),
     egress: Option<(&Inner, &OwnedFd)>,
 ) -> Result<Option<sandbox_net::forward::EgressForwarder>> {
     if plan.namespaces != 0 {
@@ -209,12 +209,14 @@ fn parent_setup(
             .map_err(Error::prepare_errno("start the sandbox"))
     };
     if plan.namespaces != 0 {
-        // The child builds its root while we move it into its cgroups; it
-        // waits for the second byte before it forks the command.
+        // The child builds its root while we move it into the cgroups it
+        // did not join itself (its first steps joined the v1 ones, and the
+        // clone the v2 one where the kernel could); it waits for the
+        // second byte before it forks the command.
         go()?;
-        cgroups.attach(pid)?;
+        cgroups.attach_rest(pid, joins, in_cgroup)?;
     } else {
-        cgroups.attach(pid)?;
+        cgroups.attach_rest(pid, joins, in_cgroup)?;
     }
     // The child handed the egress fds over in its network phase, before
     // it waits for the second byte.
@@ -367,6 +369,9 @@ pub(crate) fn start(
     } else {
         RunCgroups::default()
     };
+    let joins = cgroups.joins()?;
+    let cgroup_tasks: Vec<std::ffi::c_int> =
+        joins.tasks.iter().map(|(_, fd)| fd.as_raw_fd()).collect();
     let fds = PlanFds {
         sync_read: sync_read.as_raw_fd(),
         setup_write: setup_write.as_raw_fd(),
@@ -374,6 +379,7 @@ pub(crate) fn start(
         stdio: prepared.stdio_fds(),
         egress_socket: egress_sockets.as_ref().map(|(_, child)| child.as_fd()),
         pty: prepared.pty_plan(),
+        cgroup_tasks: &cgroup_tasks,
     };
     let planned_at = Instant::now();
     let plan = {
@@ -385,9 +391,15 @@ pub(crate) fn start(
         ..RunTimings::default()
     };
     let started = Instant::now();
-    let (pid, pidfd, progress) = {
+    let into_cgroup = joins.into.as_ref().map(|(_, fd)| fd.as_fd());
+    let sandbox_child::Init {
+        pid,
+        pidfd,
+        progress,
+        in_cgroup,
+    } = {
         let _clone = tracing::debug_span!("clone").entered();
-        spawn_init(plan.namespaces, &plan.child, plan.owner)
+        spawn_init(plan.namespaces, &plan.child, plan.owner, into_cgroup)
             .map_err(Error::prepare_errno("clone the sandbox"))?
     };
     timings.clone = started.elapsed();
@@ -401,7 +413,7 @@ pub(crate) fn start(
             &plan,
             pid,
             &sync_write,
-            &cgroups,
+            (&cgroups, &joins, in_cgroup),
             egress_parent.as_ref().map(|socket| (inner, socket)),
         );
         let (parent_result, forwarder) = match parent_result {

@@ -67,7 +67,7 @@ fn spawn(args: &[String]) -> Result<(), String> {
     run::cargo(&["build", "-q", "--release", "-p", "sandbox-cli"])?;
     let mut cmd = Command::new(run::cargo_bin());
     cmd.args(["bench", "-q", "-p", "benches", "--bench", "spawn"])
-        .env("SBX_BIN", run::workspace_root().join("target/release/sbx"))
+        .env("SBX_BIN", run::target_dir().join("release/sbx"))
         .current_dir(run::workspace_root());
     if let Some(rounds) = run::flag_value(args, "--rounds")? {
         cmd.env("SPAWN_ROUNDS", rounds.to_string());

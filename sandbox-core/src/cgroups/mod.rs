@@ -10,14 +10,14 @@ mod types;
 
 use std::path::{Path, PathBuf};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 pub(crate) use placement::{place, remove_stale};
-pub(crate) use run::{CgroupLimits, RunCgroups};
+pub(crate) use run::{CgroupJoins, CgroupLimits, RunCgroups};
 pub use types::{CgroupPlacement, CgroupStrategy, SUPERVISOR_LEAF, V2Placement};
 
 /// The unified (cgroup v2) hierarchy, as seen from this process.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UnifiedHierarchy {
     /// Where it is mounted.
     pub mount: PathBuf,
@@ -37,7 +37,7 @@ pub struct UnifiedHierarchy {
 }
 
 /// A cgroup v1 hierarchy (one or more controllers mounted together).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct V1Hierarchy {
     /// The controllers it carries (`memory`, `pids`, `cpu`, …; named
     /// hierarchies as `name=systemd`).
@@ -53,7 +53,7 @@ pub struct V1Hierarchy {
 }
 
 /// The cgroup hierarchies of this host.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CgroupSupport {
     /// The unified hierarchy, if mounted.
     pub unified: Option<UnifiedHierarchy>,

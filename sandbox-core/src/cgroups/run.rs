@@ -17,6 +17,16 @@ struct RunCgroupDir {
     controllers: Vec<&'static str>,
 }
 
+/// How a run's PID 1 joins its cgroups itself (see [`RunCgroups::joins`]):
+/// each with the index of its cgroup in the run's.
+#[derive(Debug, Default)]
+pub(crate) struct CgroupJoins {
+    /// The cgroup v2 directory, for `CLONE_INTO_CGROUP`.
+    pub(crate) into: Option<(usize, std::os::fd::OwnedFd)>,
+    /// The cgroup v1 `tasks` files, opened for writing.
+    pub(crate) tasks: Vec<(usize, std::os::fd::OwnedFd)>,
+}
+
 /// The cgroups of one run, beneath the caller's own cgroup in each
 /// hierarchy; removed on drop.
 #[derive(Debug, Default)]
@@ -165,22 +175,57 @@ impl RunCgroups {
         Ok(run)
     }
 
-    /// Moves `pid` into every cgroup of the run.
-    pub(crate) fn attach(&self, pid: i32) -> crate::Result<()> {
-        for dir in &self.dirs {
-            if let Err(direct) = dir.write("cgroup.procs", &pid.to_string()) {
-                // A systemd scope the caller cannot move its processes into
-                // itself: systemd moves them.
-                match systemd::attach(&dir.mount, &dir.path, pid) {
-                    Some(Ok(())) => {}
-                    Some(Err(through)) => {
-                        return Err(crate::Error::Prepare {
-                            what: format!("{direct}; through systemd: {through}"),
-                            error: std::io::ErrorKind::PermissionDenied.into(),
-                        });
-                    }
-                    None => return Err(direct),
-                }
+    /// How the run's PID 1 joins these cgroups itself: the cgroup v2
+    /// directory to clone it into (`CLONE_INTO_CGROUP`), and the cgroup v1
+    /// `tasks` files it writes `0` to as its first steps. A cgroup only
+    /// systemd can move processes into is in neither: [`Self::attach_rest`]
+    /// moves PID 1 there.
+    pub(crate) fn joins(&self) -> crate::Result<CgroupJoins> {
+        let mut joins = CgroupJoins::default();
+        for (i, dir) in self.dirs.iter().enumerate() {
+            if systemd::moves_into(&dir.mount, &dir.path) {
+                continue;
+            }
+            if dir.v2 {
+                let fd = dir
+                    .root
+                    .open_dir(&dir.path)
+                    .map_err(cgroup_error(format!(
+                        "open cgroup {}",
+                        dir.mount.join(&dir.path).display()
+                    )))?
+                    .into_fd();
+                joins.into = Some((i, fd));
+            } else {
+                let path = dir.path.join("tasks");
+                let file = dir
+                    .root
+                    .open_file(&path, openat2_root::OpenOptions::new().write(true))
+                    .map_err(cgroup_error(format!(
+                        "open {}",
+                        dir.mount.join(&path).display()
+                    )))?;
+                joins.tasks.push((i, std::os::fd::OwnedFd::from(file)));
+            }
+        }
+        Ok(joins)
+    }
+
+    /// Moves `pid` into every cgroup of the run that it has not joined
+    /// itself: those of `joins` but the v2 one if `in_v2` is false.
+    pub(crate) fn attach_rest(
+        &self,
+        pid: i32,
+        joins: &CgroupJoins,
+        in_v2: bool,
+    ) -> crate::Result<()> {
+        let joined = |i: usize| {
+            joins.tasks.iter().any(|(j, _)| *j == i)
+                || (in_v2 && joins.into.as_ref().is_some_and(|(j, _)| *j == i))
+        };
+        for (i, dir) in self.dirs.iter().enumerate() {
+            if !joined(i) {
+                dir.attach(pid)?;
             }
         }
         Ok(())
@@ -237,6 +282,25 @@ impl RunCgroups {
 }
 
 impl RunCgroupDir {
+    /// Moves `pid` into this cgroup.
+    fn attach(&self, pid: i32) -> crate::Result<()> {
+        if let Err(direct) = self.write("cgroup.procs", &pid.to_string()) {
+            // A systemd scope the caller cannot move its processes into
+            // itself: systemd moves them.
+            match systemd::attach(&self.mount, &self.path, pid) {
+                Some(Ok(())) => {}
+                Some(Err(through)) => {
+                    return Err(crate::Error::Prepare {
+                        what: format!("{direct}; through systemd: {through}"),
+                        error: std::io::ErrorKind::PermissionDenied.into(),
+                    });
+                }
+                None => return Err(direct),
+            }
+        }
+        Ok(())
+    }
+
     /// The value of `key` in a flat-keyed file (`key value` lines), 0 if
     /// absent.
     fn counter(&self, file: &str, key: &str) -> u64 {

@@ -96,6 +96,17 @@ fn placement(scope: &Scope) -> V2Placement {
     }
 }
 
+/// Whether processes reach `cgroup` (relative to `mount`) only through
+/// systemd (see [`attach`]).
+pub(crate) fn moves_into(mount: &Path, cgroup: &Path) -> bool {
+    let slot = SCOPE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    slot.as_ref().is_some_and(|scope| {
+        scope.attach_through.is_some() && scope.mount == mount && cgroup.starts_with(&scope.path)
+    })
+}
+
 /// Moves `pid` into `cgroup` (relative to `mount`) through systemd, where
 /// the scope that holds `cgroup` needs that; `None` where it does not (the
 /// caller writes `cgroup.procs` itself).

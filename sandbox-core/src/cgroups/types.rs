@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// The controllers a sandbox limits with.
 pub(crate) const WANTED: [&str; 3] = ["memory", "pids", "cpu"];
@@ -48,7 +48,7 @@ pub enum CgroupPlacement {
 }
 
 /// The strategy that found the parent of a run's cgroups.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum CgroupStrategy {
     /// A parent the caller gave ([`CgroupPlacement::Parent`]).
@@ -95,7 +95,7 @@ impl std::fmt::Display for CgroupStrategy {
 }
 
 /// Where a run's cgroup v2 goes, and what it gets there.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct V2Placement {
     /// How this parent was found.
     pub strategy: CgroupStrategy,

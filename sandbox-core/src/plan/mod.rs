@@ -43,6 +43,8 @@ pub(crate) struct PlanFds<'a> {
     pub(crate) egress_socket: Option<BorrowedFd<'a>>,
     /// A terminal of the command's own (then `stdio` is unused).
     pub(crate) pty: Option<PtyPlan<'a>>,
+    /// cgroup v1 `tasks` files PID 1 joins first (see `Step::JoinCgroup`).
+    pub(crate) cgroup_tasks: &'a [c_int],
 }
 
 /// The command's pseudo-terminal: made in the sandbox's devpts, its master
@@ -101,9 +103,16 @@ pub(crate) struct RunIdentity {
     pub(crate) run_id: Option<u32>,
 }
 
-/// PID 1's first steps: close the caller's fds, the parent-death signal,
-/// hide the caller's command line, wait for the id maps.
+/// PID 1's first steps: join its cgroup v1 cgroups, close the caller's
+/// fds, the parent-death signal, hide the caller's command line, wait for
+/// the id maps.
 fn start_steps(b: &mut Builder, fds: &PlanFds<'_>) -> Result<()> {
+    for &tasks in fds.cgroup_tasks {
+        b.push(
+            Step::JoinCgroup(tasks),
+            "join a cgroup v1 cgroup of the run",
+        );
+    }
     let mut keep: Vec<c_int> = [
         fds.sync_read,
         fds.setup_write,

@@ -3,7 +3,7 @@
 //! policies (`sbx policy`). A thin front end over `sandbox-core` and
 //! `sandbox-policy`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -154,8 +154,14 @@ enum PolicyCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run(args) => run::run(*args),
-        Command::Check { json, placement } => check(json, &placement),
+        Command::Run(args) => {
+            use_probe_cache(false);
+            run::run(*args)
+        }
+        Command::Check { json, placement } => {
+            use_probe_cache(true);
+            check(json, &placement)
+        }
         Command::Policy(cmd) => policy(cmd),
     };
     match result {
@@ -163,6 +169,25 @@ fn main() -> ExitCode {
         Err(message) => {
             eprintln!("sbx: {message}");
             ExitCode::from(125)
+        }
+    }
+}
+
+/// The host probe through its per-boot cache (`sandbox_core::probe_cached`):
+/// `sbx run` reads it, `sbx check` probes afresh and rewrites it.
+/// `SBX_PROBE_CACHE` names another directory for it, or with `0` turns it
+/// off.
+fn use_probe_cache(refresh: bool) {
+    let dir = match std::env::var_os("SBX_PROBE_CACHE") {
+        Some(v) if v == "0" => None,
+        Some(v) if Path::new(&v).is_absolute() => Some(PathBuf::from(v)),
+        _ => sandbox_core::default_probe_cache_dir(),
+    };
+    if let Some(dir) = dir {
+        if refresh {
+            sandbox_core::reprobe_into_cache(&dir);
+        } else {
+            sandbox_core::probe_cached(&dir);
         }
     }
 }

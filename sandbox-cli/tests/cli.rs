@@ -45,7 +45,7 @@ fn run_json_and_stdin() {
     assert_eq!(json["report"]["privilege"]["enforced"], true);
     assert_eq!(json["report"]["policy"]["privilege"]["seccomp"], "strict");
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sbx"))
+    let mut child = sbx_command()
         .args(["run", "--", "tr", "a-z", "A-Z"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -69,7 +69,7 @@ fn run_refuses_an_unenforceable_policy_and_names_why() {
     // As an unprivileged user the default profile's cgroup limits cannot
     // be enforced here: refused, and the reason named.
     use std::os::unix::process::CommandExt;
-    let out = Command::new(env!("CARGO_BIN_EXE_sbx"))
+    let out = sbx_command()
         .args(["run", "--", "true"])
         .uid(65534)
         .gid(65534)
@@ -363,7 +363,7 @@ fn run_report_goes_to_a_file_or_an_inherited_fd() {
     // fd 3 of sbx is a file of the test's; the sandbox never sees it.
     let fd_path = dir.path().join("fd3.txt");
     let file = std::fs::File::create(&fd_path).unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sbx"));
+    let mut cmd = sbx_command();
     cmd.args([
         "run",
         "--report-fd",
@@ -544,4 +544,76 @@ fn run_flags_change_the_run() {
         policy.resources.memory,
         Some(sandbox_policy::Limit::Max("96MiB".parse().unwrap()))
     );
+}
+
+/// `sbx run` probes once and keeps the result for the next invocation,
+/// in a file only its user can write: a planted entry (Landlock
+/// "unavailable") is what the next run reports; the same entry writable by
+/// others, or from another boot, is ignored and probed over.
+#[test]
+#[ignore = "needs root"]
+fn run_reuses_the_probe_cache_only_when_it_is_the_callers() {
+    use std::os::unix::fs::PermissionsExt;
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let file = dir.path().join("host-probe.json");
+    let run = || {
+        let out = sbx_command()
+            .env("SBX_PROBE_CACHE", dir.path())
+            .args(["run", "--json", "--", "true"])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        text(&out.stderr)
+    };
+    let first = run();
+    assert!(!first.contains("planted"), "{first}");
+    let meta = std::fs::metadata(&file).expect("the first run wrote the cache");
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    let mut entry: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    entry["host"]["landlock"] =
+        serde_json::json!({"status": "unavailable", "reason": "planted by the test"});
+    entry["host"]["landlock_abi"] = serde_json::Value::Null;
+    let plant = |entry: &serde_json::Value, mode: u32| {
+        std::fs::write(&file, serde_json::to_vec(entry).unwrap()).unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode)).unwrap();
+    };
+    plant(&entry, 0o600);
+    let cached = run();
+    assert!(
+        cached.contains("planted by the test"),
+        "the second run took the host from the cache: {cached}"
+    );
+    // Writable by others: not trusted, probed again (and rewritten).
+    plant(&entry, 0o622);
+    let reprobed = run();
+    assert!(!reprobed.contains("planted"), "{reprobed}");
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o600,
+        "rewritten by the probe"
+    );
+    // Another boot: ignored.
+    entry["key"]["boot_id"] = serde_json::json!("00000000-0000-0000-0000-000000000000");
+    plant(&entry, 0o600);
+    let other_boot = run();
+    assert!(!other_boot.contains("planted"), "{other_boot}");
+    // `sbx check` probes afresh, and leaves the next run a fresh entry.
+    let mut current: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    current["host"]["landlock"] = entry["host"]["landlock"].clone();
+    current["host"]["landlock_abi"] = serde_json::Value::Null;
+    plant(&current, 0o600);
+    assert!(run().contains("planted by the test"), "the entry is valid");
+    plant(&current, 0o600);
+    let check = sbx_command()
+        .env("SBX_PROBE_CACHE", dir.path())
+        .args(["check", "--json"])
+        .output()
+        .unwrap();
+    assert!(!text(&check.stdout).contains("planted"));
+    assert!(!run().contains("planted"), "check rewrote the cache");
 }

@@ -3,7 +3,7 @@
 //! (raw mode, sizes, signals, job control), and `-v`'s timings. Need root
 //! (as CI has).
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 mod common;
 use common::*;
@@ -17,7 +17,7 @@ fn run_streams_the_output_as_it_comes() {
     require_root();
     sandbox_core::probe();
     let started = std::time::Instant::now();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sbx"))
+    let mut child = sbx_command()
         .args([
             "run",
             "--",
@@ -61,7 +61,7 @@ mod pty;
 fn sbx_on(tty: &std::os::fd::OwnedFd, args: &[&str]) -> std::process::Child {
     sandbox_core::probe();
     let stdio = || Stdio::from(tty.try_clone().unwrap());
-    Command::new(env!("CARGO_BIN_EXE_sbx"))
+    sbx_command()
         .args(args)
         .stdin(stdio())
         .stdout(stdio())

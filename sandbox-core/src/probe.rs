@@ -22,8 +22,13 @@ use crate::sys;
 /// println!("kernel {}, user namespaces: {:?}", host.kernel, host.user_namespaces);
 /// ```
 pub fn probe() -> &'static HostCapabilities {
+    host_cell().get_or_init(probe_now)
+}
+
+/// The process's probe result (see `probe_cache` for the other way in).
+pub(crate) fn host_cell() -> &'static OnceLock<HostCapabilities> {
     static HOST: OnceLock<HostCapabilities> = OnceLock::new();
-    HOST.get_or_init(probe_now)
+    &HOST
 }
 
 /// Probes the host now, without the cache.
@@ -206,7 +211,7 @@ const USED_CONTROLLERS: [&str; 3] = ["memory", "pids", "cpu"];
 
 /// Finds the hierarchies and tries to create a cgroup beneath the caller's
 /// own in each (through `openat2-root`, then removes it).
-fn probe_cgroups() -> CgroupSupport {
+pub(crate) fn probe_cgroups() -> CgroupSupport {
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     let own = cgroups::parse_proc_cgroup(
         &std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default(),

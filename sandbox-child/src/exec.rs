@@ -316,7 +316,14 @@ fn owned_fd(ret: libc::c_long) -> Result<OwnedFd, Errno> {
 }
 
 /// `seccomp(SECCOMP_SET_MODE_FILTER)` per program.
-fn seccomp(filters: &[RawFilter]) -> Result<(), Errno> {
+/// Installs `filters` on the calling thread, in order
+/// (`seccomp(SECCOMP_SET_MODE_FILTER)`); the thread must have
+/// `no_new_privs` set or hold `CAP_SYS_ADMIN`.
+///
+/// # Errors
+///
+/// The kernel's errno for the first filter it refused.
+pub fn install_filters(filters: &[RawFilter]) -> Result<(), Errno> {
     for filter in filters {
         let program = libc::sock_fprog {
             len: filter.len,
@@ -538,7 +545,7 @@ pub(crate) fn run_step(step: &Step, registers: &mut Registers) -> Result<(), Err
             attr_size,
             rules,
         } => landlock(handled, *attr_size, rules),
-        Step::Seccomp { filters, .. } => seccomp(filters),
+        Step::Seccomp { filters, .. } => install_filters(filters),
         Step::Exec {
             candidates,
             argv,

@@ -23,6 +23,7 @@ compile_error!(
 );
 
 mod exec;
+pub use exec::install_filters;
 mod mounts;
 pub mod net;
 mod progress;

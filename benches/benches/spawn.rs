@@ -2,13 +2,20 @@
 //! network), against bubblewrap and a plain spawn, in interleaved rounds so
 //! that the machine's drift hits every variant alike. `cargo xtask bench
 //! spawn` builds `sbx` in release mode, installs bubblewrap if missing, and
-//! runs this; `SPAWN_ROUNDS` sets the number of rounds.
+//! runs this; `SPAWN_ROUNDS` sets the number of rounds. Then: launches per
+//! second with 1, 8 and 64 concurrent launchers (`SPAWN_CONCURRENT_SECONDS`
+//! each, 3), and the spawn with a 4 GiB caller (`SPAWN_CALLER_GIB`), each
+//! against bwrap in the same run.
 
+use std::os::unix::fs::DirBuilderExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use sandbox_core::Sandbox;
 use sandbox_policy::Policy;
+
+#[path = "spawn/load.rs"]
+mod load;
 
 type Run = Box<dyn Fn() -> bool>;
 
@@ -90,6 +97,10 @@ fn main() {
     let default_timings = Timings::default();
     let mut sbx_cmd = Command::new(&sbx);
     sbx_cmd.args(["run", "--profile", "default", "--", "/bin/true"]);
+    // Its probe cache in the target directory, not the host's /run/sbx.
+    let cache = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("sbx-probe-cache");
+    let _ = std::fs::DirBuilder::new().mode(0o700).create(&cache);
+    sbx_cmd.env("SBX_PROBE_CACHE", &cache);
     let variants: Vec<(&str, Run)> = vec![
         (
             "plain /bin/true (std::process)",
@@ -154,4 +165,16 @@ fn main() {
     for (part, us) in breakdown(&default_timings.borrow()) {
         println!("{part:<40} {us:>8.0}");
     }
+    let env = |name: &str, default: f64| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    load::concurrency(env("SPAWN_CONCURRENT_SECONDS", 3.0));
+    load::big_caller(
+        env("SPAWN_CALLER_GIB", 4.0) as u64,
+        rounds.min(100),
+        (stats[3].0, stats[1].0),
+    );
 }

@@ -308,26 +308,93 @@ pub(crate) fn run_steps_or_exit(
     }
 }
 
+/// What the command process's first function gets: PID 1's plan and
+/// registers, shared (PID 1 is suspended until the command has exec'd).
+struct CommandStart<'a> {
+    plan: &'a ChildPlan,
+    registers: *mut Registers,
+    progress: &'a Progress,
+}
+
+/// The command process's stack: mapped by PID 1 (a syscall, not the
+/// allocator), never unmapped (PID 1's address space ends with it).
+const COMMAND_STACK: usize = 256 << 10;
+
+extern "C" fn command_main(start: *mut c_void) -> c_int {
+    // SAFETY: `start` is the `CommandStart` on PID 1's stack, alive: PID 1
+    // is suspended (CLONE_VFORK) until this process execs or exits, and
+    // nothing else runs in this address space meanwhile (PID 1 is single
+    // threaded), so the registers are ours alone.
+    let start = unsafe { &*(start as *const CommandStart<'_>) };
+    let registers = unsafe { &mut *start.registers };
+    let plan = start.plan;
+    run_steps_or_exit(
+        &plan.command_steps,
+        plan.init_steps.len(),
+        registers,
+        start.progress,
+        plan.setup_fd,
+        127,
+    );
+    exit(127)
+}
+
+/// Starts the command process: a `clone` sharing PID 1's memory
+/// (`CLONE_VM | CLONE_VFORK`, on a stack of its own), so that nothing is
+/// copied for a process that only runs its steps and execs; PID 1 goes on
+/// once it has. Returns its pid, or the errno.
+fn start_command(
+    plan: &ChildPlan,
+    registers: &mut Registers,
+    progress: &Progress,
+) -> Result<c_int, c_int> {
+    use rustix::mm::{MapFlags, ProtFlags};
+    // A guard page below the stack.
+    // SAFETY: a new anonymous mapping, at an address the kernel picks.
+    let base = unsafe {
+        rustix::mm::mmap_anonymous(
+            std::ptr::null_mut(),
+            COMMAND_STACK + 4096,
+            ProtFlags::READ | ProtFlags::WRITE,
+            MapFlags::PRIVATE | MapFlags::STACK,
+        )
+    }
+    .map_err(|e| e.raw_os_error())?;
+    // SAFETY: the first page of the mapping just made.
+    unsafe { rustix::mm::mprotect(base, 4096, rustix::mm::MprotectFlags::empty()) }
+        .map_err(|e| e.raw_os_error())?;
+    let mut start = CommandStart {
+        plan,
+        registers,
+        progress,
+    };
+    // SAFETY: the stack's top, 16-byte aligned, is the end of the mapping;
+    // `command_main` runs there with `start`, which lives on this frame
+    // until clone returns (CLONE_VFORK: after the command exec'd or
+    // exited). glibc's clone calls it on the new stack and exits with its
+    // return value.
+    let pid = unsafe {
+        let top = base.cast::<u8>().add(COMMAND_STACK + 4096);
+        libc::clone(
+            command_main,
+            top.cast(),
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+            (&raw mut start).cast(),
+        )
+    };
+    if pid < 0 { Err(errno()) } else { Ok(pid) }
+}
+
 fn init_main(plan: &ChildPlan, registers: &mut Registers, progress: &Progress) -> ! {
     run_steps_or_exit(&plan.init_steps, 0, registers, progress, plan.setup_fd, 126);
-    let command = raw_clone(libc::SIGCHLD as u64, std::ptr::null_mut());
-    if command < 0 {
-        let index = plan.init_steps.len() + plan.command_steps.len();
-        write_record(plan.setup_fd, RECORD_STEP_FAILED, index as u32, errno());
-        exit(126);
-    }
-    if command == 0 {
-        let base = plan.init_steps.len();
-        run_steps_or_exit(
-            &plan.command_steps,
-            base,
-            registers,
-            progress,
-            plan.setup_fd,
-            127,
-        );
-        exit(127);
-    }
+    let command = match start_command(plan, registers, progress) {
+        Ok(pid) => libc::c_long::from(pid),
+        Err(errno) => {
+            let index = plan.init_steps.len() + plan.command_steps.len();
+            write_record(plan.setup_fd, RECORD_STEP_FAILED, index as u32, errno);
+            exit(126);
+        }
+    };
     // PID 1 from here: keep only the status pipe, and reap until the
     // command ends. Exiting then makes the kernel kill everything else in
     // the pid namespace.

@@ -57,6 +57,77 @@ enum Command {
     /// Work with policy files.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Work with OCI images.
+    #[command(subcommand)]
+    Image(ImageCommand),
+}
+
+#[derive(Subcommand)]
+enum ImageCommand {
+    /// Unpack an image from an OCI image layout (what `skopeo copy
+    /// docker://… oci:DIR:TAG` writes), every layer through openat2-root:
+    /// into DEST, or once into the image cache (~/.cache/sbx/images).
+    Unpack {
+        /// The layout directory, with `:TAG` for one image of several.
+        layout: String,
+        /// Where the image goes (it must not exist); the cache without it.
+        dest: Option<PathBuf>,
+        /// The cache directory, instead of ~/.cache/sbx/images.
+        #[arg(long, conflicts_with = "dest")]
+        cache: Option<PathBuf>,
+        /// Print the image's record as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `DIR[:TAG]`: the tag is what follows the last `:`, if no `/` does.
+fn layout_and_tag(arg: &str) -> (&str, Option<&str>) {
+    match arg.rsplit_once(':') {
+        Some((dir, tag)) if !dir.is_empty() && !tag.is_empty() && !tag.contains('/') => {
+            (dir, Some(tag))
+        }
+        _ => (arg, None),
+    }
+}
+
+fn image(cmd: ImageCommand) -> Result<ExitCode, String> {
+    match cmd {
+        ImageCommand::Unpack {
+            layout,
+            dest,
+            cache,
+            json,
+        } => {
+            let (dir, tag) = layout_and_tag(&layout);
+            let options = sandbox_image::UnpackOptions::default();
+            let (path, image) = match dest {
+                Some(dest) => sandbox_image::unpack(Path::new(dir), tag, &dest, &options)
+                    .map(|image| (dest, image)),
+                None => {
+                    let cache = cache
+                        .or_else(sandbox_image::default_cache_dir)
+                        .ok_or("no cache directory: set HOME or XDG_CACHE_HOME, or give DEST")?;
+                    sandbox_image::unpack_cached(Path::new(dir), tag, &cache, &options)
+                }
+            }
+            .map_err(|e| e.to_string())?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&image).map_err(|e| e.to_string())?
+                );
+            } else {
+                println!(
+                    "{}: {} layers, manifest {}",
+                    path.display(),
+                    image.layers.len(),
+                    image.manifest
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
 }
 
 #[derive(Args)]
@@ -163,6 +234,7 @@ fn main() -> ExitCode {
             check(json, &placement)
         }
         Command::Policy(cmd) => policy(cmd),
+        Command::Image(cmd) => image(cmd),
     };
     match result {
         Ok(code) => code,

@@ -23,7 +23,7 @@
 //! ```
 
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use openat2_root::{RemoveOptions, Root};
 use serde::{Deserialize, Serialize};
@@ -123,7 +123,15 @@ pub fn unpack(
         parent
     })
     .map_err(root_error(format!("open {}", parent.display())))?;
-    let partial = format!(".{}.partial-{}", name.to_string_lossy(), std::process::id());
+    // Unique to this call: two unpacks into one place (two threads, two
+    // processes) each build their own, and the first rename wins.
+    static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let partial = format!(
+        ".{}.partial-{}-{}",
+        name.to_string_lossy(),
+        std::process::id(),
+        CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
     parent
         .create_dir(&partial, 0o755)
         .map_err(root_error(format!("create {partial}")))?;
@@ -207,6 +215,64 @@ fn fill(
     dir.write_atomic_with(IMAGE_JSON, json, openat2_root::DurableWrite::NoSync)
         .map_err(root_error("write image.json".into()))?;
     Ok(image)
+}
+
+/// Where [`unpack_cached`] keeps images by default:
+/// `$XDG_CACHE_HOME/sbx/images`, else `$HOME/.cache/sbx/images`.
+pub fn default_cache_dir() -> Option<PathBuf> {
+    let absolute = |v: std::ffi::OsString| Some(PathBuf::from(v)).filter(|p| p.is_absolute());
+    std::env::var_os("XDG_CACHE_HOME")
+        .and_then(absolute)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .and_then(absolute)
+                .map(|h| h.join(".cache"))
+        })
+        .map(|base| base.join("sbx").join("images"))
+}
+
+/// As [`unpack`], into a content-addressed cache: the image goes to
+/// `cache/<manifest digest's hex>`, and an image already there (its
+/// `image.json` naming the same manifest) is used as it is, so an image is
+/// unpacked once and shared by every run. Two processes unpacking the same
+/// image at once both succeed: the second one's tree is dropped. Returns
+/// the image's directory.
+///
+/// # Errors
+///
+/// As [`unpack`]; and creating `cache`.
+pub fn unpack_cached(
+    layout: &Path,
+    tag: Option<&str>,
+    cache: &Path,
+    options: &UnpackOptions,
+) -> Result<(PathBuf, UnpackedImage), ImageError> {
+    let layout_root =
+        Root::open(layout).map_err(root_error(format!("open {}", layout.display())))?;
+    let found = layout::find(&layout_root, tag)?;
+    let hex = found
+        .manifest_digest
+        .strip_prefix("sha256:")
+        .unwrap_or(&found.manifest_digest)
+        .to_string();
+    std::fs::create_dir_all(cache).map_err(|e| ImageError::Io {
+        what: format!("create {}", cache.display()),
+        source: e,
+    })?;
+    let dest = cache.join(&hex);
+    if let Ok(image) = read_unpacked(&dest)
+        && image.manifest == found.manifest_digest
+    {
+        return Ok((dest, image));
+    }
+    match unpack(layout, tag, &dest, options) {
+        Ok(image) => Ok((dest, image)),
+        Err(e) => match read_unpacked(&dest) {
+            // Another process put it there first.
+            Ok(image) if image.manifest == found.manifest_digest => Ok((dest, image)),
+            _ => Err(e),
+        },
+    }
 }
 
 /// Reads `DEST/image.json` of an unpacked image.

@@ -334,3 +334,51 @@ fn hostile_layers_are_refused_and_nothing_is_written_outside() {
         let _ = std::fs::remove_dir_all(tmp.path().join("naive"));
     }
 }
+
+#[test]
+fn the_cache_unpacks_an_image_once_and_shares_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let oci = tmp.path().join("oci");
+    layout(
+        &oci,
+        "v1",
+        &[(tar(&[file("a", 0o644, b"from the image")]), Stored::Zstd)],
+        &["/a"],
+    );
+    let cache = tmp.path().join("cache");
+    // Four unpackers at once: all succeed, one tree.
+    let results: Vec<_> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..4)
+            .map(|_| {
+                s.spawn(|| {
+                    sandbox_image::unpack_cached(
+                        &oci,
+                        Some("v1"),
+                        &cache,
+                        &UnpackOptions::default(),
+                    )
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let (dir, image) = results[0].as_ref().unwrap().clone();
+    for r in &results {
+        assert_eq!(r.as_ref().unwrap().0, dir);
+    }
+    assert_eq!(
+        dir,
+        cache.join(image.manifest.trim_start_matches("sha256:"))
+    );
+    let entries: Vec<_> = std::fs::read_dir(&cache).unwrap().collect();
+    assert_eq!(entries.len(), 1, "one tree, no partial left");
+    // The second time, nothing is unpacked: a change to the tree stays.
+    std::fs::write(dir.join("rootfs/a"), b"changed in the cache").unwrap();
+    let (again, _) =
+        sandbox_image::unpack_cached(&oci, Some("v1"), &cache, &UnpackOptions::default()).unwrap();
+    assert_eq!(again, dir);
+    assert_eq!(
+        std::fs::read(dir.join("rootfs/a")).unwrap(),
+        b"changed in the cache"
+    );
+}

@@ -59,6 +59,11 @@ pub(crate) struct PolicyFlags {
     /// namespace) or a uid.
     #[arg(long, value_name = "USER")]
     user: Option<String>,
+    /// Run in an unpacked image (`sbx image unpack`): its `rootfs` as the
+    /// sandbox's root (read-only), its config's Env and WorkingDir, and
+    /// its Entrypoint and Cmd when no command is given.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) image: Option<PathBuf>,
     /// Refuse flags that grant more than the base policy or profile.
     #[arg(long)]
     tighten_only: bool,
@@ -74,7 +79,9 @@ enum NetChoice {
 
 /// Which flag sets the policy field `field` (for refusals).
 fn flag_of(field: &str) -> &'static str {
-    const FLAGS: [(&str, &str); 13] = [
+    const FLAGS: [(&str, &str); 15] = [
+        ("filesystem.mode", "--image"),
+        ("filesystem.root", "--image"),
         ("filesystem.binds", "--bind"),
         ("filesystem.tmpfs", "--tmpfs"),
         ("network.mode", "--net"),
@@ -190,6 +197,22 @@ impl PolicyFlags {
     pub(crate) fn apply(&self, base: &Policy) -> Result<Policy, String> {
         let base = base.resolved();
         let mut p = base.clone();
+        if let Some(dir) = &self.image {
+            let image = sandbox_image::read_unpacked(dir)
+                .map_err(|e| format!("--image {}: {e}", dir.display()))?;
+            p.filesystem.mode = Some(sandbox_policy::FsMode::Rootfs);
+            p.filesystem.root = Some(dir.join("rootfs"));
+            if let Some(workdir) = &image.config.working_dir {
+                p.filesystem.workdir = Some(PathBuf::from(workdir));
+            }
+            let set = p.env.set.get_or_insert_with(Default::default);
+            for pair in &image.config.env {
+                if let Some((name, value)) = pair.split_once('=') {
+                    set.entry(name.to_string())
+                        .or_insert_with(|| value.to_string());
+                }
+            }
+        }
         let fs = &mut p.filesystem;
         extend(
             &mut fs.binds,

@@ -63,7 +63,7 @@ pub(crate) struct RunArgs {
     placement: PlacementArgs,
     /// The command and its arguments.
     #[arg(
-        required_unless_present = "print_policy",
+        required_unless_present_any = ["print_policy", "image"],
         trailing_var_arg = true,
         allow_hyphen_values = true
     )]
@@ -199,10 +199,17 @@ pub(crate) fn run(args: RunArgs) -> Result<ExitCode, String> {
             .with_run_ids(ids)
             .map_err(|e| format!("--run-ids {range}: {e}"))?;
     }
-    let (program, rest) = args
-        .command
-        .split_first()
-        .ok_or("no command given (usage: sbx run [--policy FILE | --profile NAME] -- CMD ARGS…)")?;
+    let command = match (&args.flags.image, args.command.is_empty()) {
+        (Some(dir), true) => {
+            let image = sandbox_image::read_unpacked(dir)
+                .map_err(|e| format!("--image {}: {e}", dir.display()))?;
+            [image.config.entrypoint, image.config.cmd].concat()
+        }
+        _ => args.command.clone(),
+    };
+    let (program, rest) = command.split_first().ok_or(
+        "no command given (usage: sbx run [--policy FILE | --profile NAME | --image DIR] -- CMD ARGS…)",
+    )?;
     // stdout is relayed to ours as it comes (a pipeline reading our stdout
     // gets only the command's); stderr is relayed here, counted, so the
     // report can say where the command's stderr ended. The report never

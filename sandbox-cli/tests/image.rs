@@ -106,3 +106,130 @@ fn image_unpack_refuses_a_hostile_layer_naming_why() {
     );
     assert!(!dest.exists() && !tmp.path().join("escaped").exists());
 }
+
+/// An image of a static busybox, unpacked and run as the sandbox's root:
+/// its tool runs, the host's tree is not there, the image's config gives
+/// the command and the environment, and the unpacked tree is unchanged.
+#[test]
+#[ignore = "needs root"]
+fn run_image_runs_the_images_tool_as_its_root() {
+    assert!(
+        rustix::process::geteuid().is_root(),
+        "needs root: run as root with --include-ignored, as CI does"
+    );
+    let busybox = std::fs::read("/bin/busybox").expect("a static busybox (busybox-static)");
+    let tmp = tempfile::tempdir().unwrap();
+    let oci = tmp.path().join("oci");
+    let mut entries = vec![
+        dir("bin/"),
+        file("bin/busybox", 0o755, &busybox),
+        dir("proc/"),
+        dir("dev/"),
+        dir("tmp/"),
+        dir("etc/"),
+        file("etc/os-release", 0o644, b"ID=test-image\n"),
+    ];
+    for tool in ["sh", "ls", "cat", "echo"] {
+        entries.push(symlink(&format!("bin/{tool}"), "busybox"));
+    }
+    entries.push(dir("work/"));
+    layout(
+        &oci,
+        "v1",
+        &[(tar(&entries), Stored::Zstd)],
+        &["/bin/sh", "-c", "echo lang=$LANG; cat /etc/os-release"],
+    );
+    let dest = tmp.path().join("img");
+    let out = sbx(&[
+        "image".as_ref(),
+        "unpack".as_ref(),
+        oci.as_os_str(),
+        dest.as_os_str(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let before = tree_digest(&dest.join("rootfs"));
+
+    // The image's Cmd, with its Env (the layout builder's: LANG=C.UTF-8).
+    let out = Command::new(env!("CARGO_BIN_EXE_sbx"))
+        .env("SBX_PROBE_CACHE", "0")
+        .args(["run", "--image"])
+        .arg(&dest)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("lang=C.UTF-8") && stdout.contains("ID=test-image"),
+        "{stdout}"
+    );
+    // A command of ours: the host's tree is not there, / is read-only,
+    // /tmp is a tmpfs, the working directory is the image's.
+    let out = Command::new(env!("CARGO_BIN_EXE_sbx"))
+        .env("SBX_PROBE_CACHE", "0")
+        .args(["run", "--image"])
+        .arg(&dest)
+        .args([
+            "--",
+            "/bin/sh",
+            "-c",
+            "pwd; ls /; test -e /usr/bin/python3 && echo HOST-VISIBLE; echo x > /etc/x || echo read-only; echo y > /tmp/y && cat /tmp/y",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.starts_with("/work\n"), "{stdout}");
+    assert!(
+        !stdout.contains("HOST-VISIBLE") && !stdout.contains("usr"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("read-only") && stdout.contains("y\n"),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains("as the root, bound recursively read-only"),
+        "{stderr}"
+    );
+    assert_eq!(
+        tree_digest(&dest.join("rootfs")),
+        before,
+        "the image is unchanged"
+    );
+}
+
+/// Every path, type, size and content hash beneath `dir`.
+fn tree_digest(dir: &std::path::Path) -> Vec<(std::path::PathBuf, u64, Vec<u8>)> {
+    use sha2::Digest;
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            let meta = std::fs::symlink_metadata(e.path()).unwrap();
+            let content = if meta.is_file() {
+                sha2::Sha256::digest(std::fs::read(e.path()).unwrap()).to_vec()
+            } else if meta.file_type().is_symlink() {
+                std::fs::read_link(e.path())
+                    .unwrap()
+                    .into_os_string()
+                    .into_encoded_bytes()
+            } else {
+                stack.push(e.path());
+                Vec::new()
+            };
+            out.push((e.path(), meta.len(), content));
+        }
+    }
+    out.sort();
+    out
+}

@@ -54,6 +54,11 @@ pub struct Filesystem {
     /// The base view.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<FsMode>,
+    /// With `mode = "rootfs"`: the host directory that is the sandbox's
+    /// `/`, bound read-only (an unpacked image's `rootfs`, say). The
+    /// mounts' targets must exist in it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root: Option<PathBuf>,
     /// Host paths bound into the sandbox.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub binds: Option<Vec<Bind>>,
@@ -78,6 +83,9 @@ pub enum FsMode {
     /// An empty root with read-only binds of the system directories a
     /// dynamically linked binary needs.
     Minimal,
+    /// A root of the caller's own (`filesystem.root`), read-only: another
+    /// userland than the host's.
+    Rootfs,
     /// The whole host filesystem, read-only.
     HostReadonly,
     /// No filesystem isolation: the host's view.

@@ -174,6 +174,7 @@ impl Policy {
         Policy {
             filesystem: Filesystem {
                 mode: pick(&o.filesystem.mode, &b.filesystem.mode),
+                root: pick(&o.filesystem.root, &b.filesystem.root),
                 binds: pick(&o.filesystem.binds, &b.filesystem.binds),
                 tmpfs: pick(&o.filesystem.tmpfs, &b.filesystem.tmpfs),
                 workdir: pick(&o.filesystem.workdir, &b.filesystem.workdir),

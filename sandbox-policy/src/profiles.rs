@@ -63,6 +63,7 @@ pub(crate) fn default_profile() -> Policy {
     Policy {
         filesystem: Filesystem {
             mode: Some(FsMode::Minimal),
+            root: None,
             binds: Some(Vec::new()),
             tmpfs: Some(vec![Tmpfs {
                 target: PathBuf::from("/tmp"),

@@ -7,7 +7,8 @@
 //!
 //! | field | stricter is |
 //! |---|---|
-//! | `filesystem.mode` | `minimal` < `host-readonly` < `off` |
+//! | `filesystem.mode` | `minimal` < `rootfs` < `host-readonly` < `off`; and `minimal` is looser than `rootfs` (it shows the host's system directories) |
+//! | `filesystem.root` | the same tree |
 //! | `filesystem.binds` | each of `a`'s binds is one of `b`'s (same source and target), writable or with `sockets` only if `b`'s is |
 //! | `filesystem.tmpfs` | each of `a`'s tmpfs targets is one of `b`'s, no larger |
 //! | `filesystem.mask` | `a` masks every path `b` masks |
@@ -68,10 +69,22 @@ impl Policy {
             }
         };
         let (fa, fb) = (&a.filesystem, &b.filesystem);
+        // A root of the caller's hides the host's system directories that
+        // `minimal` shows: `minimal` is looser than it, not stricter.
+        let minimal_for_rootfs =
+            fa.mode == Some(crate::FsMode::Minimal) && fb.mode == Some(crate::FsMode::Rootfs);
         check(
             "filesystem.mode",
-            looser(fa.mode, fb.mode),
+            looser(fa.mode, fb.mode) || minimal_for_rootfs,
             format!("{} is looser than {}", show(&fa.mode), show(&fb.mode)),
+        );
+        check(
+            "filesystem.root",
+            // (Under a ceiling of the host's tree, any tree of it is less.)
+            fa.mode == Some(crate::FsMode::Rootfs)
+                && fb.mode == Some(crate::FsMode::Rootfs)
+                && fa.root != fb.root,
+            format!("{} is another tree than {}", show(&fa.root), show(&fb.root)),
         );
         for bind in fa.binds.iter().flatten() {
             let ok = fb.binds.iter().flatten().any(|c| {

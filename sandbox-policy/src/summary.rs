@@ -53,8 +53,19 @@ struct EnvLine<'a>(&'a Env);
 impl Display for FsLine<'_> {
     fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
         let fs = self.0;
+        let rootfs;
         let mode = match fs.mode {
             Some(FsMode::Minimal) => "minimal root (system directories read-only)",
+            Some(FsMode::Rootfs) => {
+                rootfs = format!(
+                    "the tree at {} as root, read-only",
+                    fs.root
+                        .as_deref()
+                        .unwrap_or(std::path::Path::new("?"))
+                        .display()
+                );
+                &rootfs
+            }
             Some(FsMode::HostReadonly) => "the host, read-only",
             Some(FsMode::Off) => "the host, unconfined",
             None => INHERITED,

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::{Component, Path};
 
 use crate::error::{Error, Problem};
-use crate::model::{DnsMode, KernelQuotas, Limit, NetLimits, NetMode, Policy};
+use crate::model::{DnsMode, FsMode, KernelQuotas, Limit, NetLimits, NetMode, Policy};
 use crate::units::ByteSize;
 
 /// The smallest memory limit a run can live with.
@@ -84,6 +84,27 @@ impl Policy {
         }
         for (i, mask) in fs.mask.iter().flatten().enumerate() {
             target(format!("filesystem.mask[{i}]"), mask, problems);
+        }
+        match (&fs.mode, &fs.root) {
+            (Some(FsMode::Rootfs), None) => problems.push(Problem::new(
+                "filesystem.root",
+                "mode = \"rootfs\" needs the root: a host directory",
+            )),
+            (Some(FsMode::Rootfs), Some(root)) => {
+                if let Some(why) = not_clean_absolute(root) {
+                    problems.push(Problem::new("filesystem.root", format!("{root:?} {why}")));
+                } else if root == Path::new("/") {
+                    problems.push(Problem::new(
+                        "filesystem.root",
+                        "\"/\" is the host's root: use mode = \"host-readonly\"",
+                    ));
+                }
+            }
+            (_, Some(_)) => problems.push(Problem::new(
+                "filesystem.root",
+                "a root is only used with mode = \"rootfs\"",
+            )),
+            (_, None) => {}
         }
         if let Some(workdir) = &fs.workdir
             && let Some(why) = not_clean_absolute(workdir)

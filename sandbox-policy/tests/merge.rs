@@ -263,3 +263,47 @@ fn host_rules_need_dns() {
         assert!(err.contains("invalid host name"), "{bad}: {err}");
     }
 }
+
+#[test]
+fn a_root_of_ones_own_is_validated_and_compared() {
+    let image = |root: &str| format!("[filesystem]\nmode = \"rootfs\"\nroot = \"{root}\"\n");
+    let rootfs = p(&image("/srv/images/a/rootfs"));
+    assert_eq!(
+        rootfs.filesystem.root.as_deref(),
+        Some(std::path::Path::new("/srv/images/a/rootfs"))
+    );
+    for (bad, field) in [
+        ("[filesystem]\nmode = \"rootfs\"\n", "filesystem.root"),
+        (&image("relative/rootfs")[..], "filesystem.root"),
+        (&image("/")[..], "filesystem.root"),
+        (
+            "[filesystem]\nmode = \"minimal\"\nroot = \"/srv/x\"\n",
+            "filesystem.root",
+        ),
+    ] {
+        match Policy::from_toml_str(bad) {
+            Err(Error::Invalid { problems }) => {
+                assert!(
+                    problems.iter().any(|p| p.field == field),
+                    "{bad}: {problems:?}"
+                )
+            }
+            other => panic!("{bad}: {other:?}"),
+        }
+    }
+    // Another tree, or the host's system directories, loosen a rootfs
+    // ceiling; a rootfs under a host-readonly ceiling does not.
+    let other = p(&image("/srv/images/b/rootfs"));
+    assert_eq!(loosened_fields(&rootfs, &other), ["filesystem.root"]);
+    let minimal = p("[filesystem]\nmode = \"minimal\"\n");
+    assert_eq!(loosened_fields(&rootfs, &minimal), ["filesystem.mode"]);
+    assert_eq!(loosened_fields(&minimal, &rootfs), ["filesystem.mode"]);
+    let host = p("[filesystem]\nmode = \"host-readonly\"\n");
+    assert!(host.merge_tighten_only(&rootfs).is_ok());
+    assert!(rootfs.merge_tighten_only(&rootfs).is_ok());
+    assert!(
+        rootfs
+            .to_string()
+            .contains("the tree at /srv/images/a/rootfs as root")
+    );
+}

@@ -72,6 +72,7 @@ fn filesystem() -> impl Strategy<Value = Filesystem> {
     (
         prop::option::of(prop_oneof![
             Just(FsMode::Minimal),
+            Just(FsMode::Rootfs),
             Just(FsMode::HostReadonly),
             Just(FsMode::Off)
         ]),
@@ -87,6 +88,8 @@ fn filesystem() -> impl Strategy<Value = Filesystem> {
     )
         .prop_map(|(mode, binds, tmpfs, workdir, masks)| Filesystem {
             mode,
+            // A root exactly where the mode needs one (and valid).
+            root: (mode == Some(FsMode::Rootfs)).then(|| "/srv/images/x/rootfs".into()),
             binds: binds.map(|b| {
                 b.into_iter()
                     .enumerate()

@@ -45,6 +45,11 @@ pub(crate) const FOR_TESTS: &[Package] = &[
         provides: "openssl",
         why: "the egress-by-name tests make a test CA and serve TLS with it",
     },
+    Package {
+        name: "busybox-static",
+        provides: "/bin/busybox",
+        why: "the image tests put a static busybox in an image and run it as its root",
+    },
 ];
 
 /// The peers of `cargo xtask bench egress` and its load (benchmark-only).

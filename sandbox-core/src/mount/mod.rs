@@ -37,6 +37,10 @@ pub(crate) fn decide(policy: &Policy, namespaces: &Namespaces, found: &mut Findi
         FsMode::Minimal => mechanism(
             "minimal root on a read-only tmpfs: system directories bound read-only, nosuid, nodev; pivot_root, old root detached".into(),
         ),
+        FsMode::Rootfs => mechanism(format!(
+            "the tree at {} as the root, bound recursively read-only, nosuid, nodev; pivot_root, old root detached",
+            fs.root.as_deref().unwrap_or(std::path::Path::new("?")).display()
+        )),
         FsMode::HostReadonly => mechanism(
             "the host's tree, bound recursively read-only, nosuid, nodev; pivot_root, old root detached".into(),
         ),

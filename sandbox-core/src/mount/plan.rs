@@ -53,11 +53,12 @@ struct Mount {
 }
 
 /// Where the sandbox's `/etc/resolv.conf` really is: the file itself, or
-/// where the host's symlink points (as on systemd-resolved hosts), as a
-/// path inside the new root.
-fn resolv_conf_target() -> PathBuf {
-    let path = Path::new("/etc/resolv.conf");
-    match std::fs::read_link(path) {
+/// where the symlink points (as on systemd-resolved hosts), as a path
+/// inside the new root; `base` is the tree the new root shows (`/`, or a
+/// rootfs).
+fn resolv_conf_target(base: &Path) -> PathBuf {
+    let path = base.join("etc/resolv.conf");
+    match std::fs::read_link(&path) {
         Ok(link) => {
             let mut out = PathBuf::from("/");
             for c in Path::new("/etc").join(link).components() {
@@ -71,7 +72,7 @@ fn resolv_conf_target() -> PathBuf {
             }
             out
         }
-        Err(_) => path.to_path_buf(),
+        Err(_) => PathBuf::from("/etc/resolv.conf"),
     }
 }
 
@@ -306,10 +307,28 @@ fn open_sources(b: &mut Builder, mounts: &[Mount]) -> Result<Vec<(Reg, Option<Re
     Ok(sources)
 }
 
-/// The new root's own mount: a tmpfs (minimal), the host's tree
-/// read-only (host-readonly), or the caller's `/` (off).
-fn new_root(b: &mut Builder, mode: FsMode) -> Result<Reg> {
+/// The new root's own mount: a tmpfs (minimal), the policy's root
+/// read-only (rootfs), the host's tree read-only (host-readonly), or the
+/// caller's `/` (off).
+fn new_root(b: &mut Builder, policy: &Policy, mode: FsMode) -> Result<Reg> {
     match mode {
+        FsMode::Rootfs => {
+            let root = policy
+                .filesystem
+                .root
+                .as_deref()
+                .ok_or_else(|| Error::Prepare {
+                    what: "filesystem.mode = \"rootfs\" without filesystem.root".into(),
+                    error: std::io::ErrorKind::InvalidInput.into(),
+                })?;
+            if !root.is_dir() {
+                return Err(Error::Prepare {
+                    what: format!("filesystem.root {}: not a directory", root.display()),
+                    error: std::io::ErrorKind::NotFound.into(),
+                });
+            }
+            b.host_tree(root, true, RO)
+        }
         FsMode::Minimal => b.new_fs(
             "tmpfs",
             &[("mode".into(), Some("0755".into()))],
@@ -418,7 +437,7 @@ pub(crate) fn filesystem_steps(
 ) -> Result<()> {
     let (mounts, symlinks) = mount_list(policy, mode)?;
     let sources = open_sources(b, &mounts)?;
-    let root = new_root(b, mode)?;
+    let root = new_root(b, policy, mode)?;
     let pivot = mode != FsMode::Off;
     if pivot {
         b.push(
@@ -432,7 +451,26 @@ pub(crate) fn filesystem_steps(
     attach_mounts(b, root, &mounts, sources, pivot)?;
     symlink_steps(b, root, symlinks)?;
     if let (Some(text), true) = (resolv_conf, pivot) {
-        generated_file(b, root, &resolv_conf_target(), text.into_bytes())?;
+        let base = match (mode, &policy.filesystem.root) {
+            (FsMode::Rootfs, Some(root)) => root.as_path(),
+            _ => Path::new("/"),
+        };
+        let target = resolv_conf_target(base);
+        // A read-only root of the caller's cannot get a file it lacks.
+        if mode == FsMode::Rootfs
+            && std::fs::symlink_metadata(base.join(target.strip_prefix("/").unwrap_or(&target)))
+                .is_err()
+        {
+            return Err(Error::Prepare {
+                what: format!(
+                    "DNS through the gateway needs {} in the root {} to bind over (or network.dns = \"off\")",
+                    target.display(),
+                    base.display()
+                ),
+                error: std::io::ErrorKind::NotFound.into(),
+            });
+        }
+        generated_file(b, root, &target, text.into_bytes())?;
     }
     if pivot {
         pivot_steps(b, root, mode)

@@ -434,6 +434,23 @@ pub(crate) fn run_step(step: &Step, registers: &mut Registers) -> Result<(), Err
             out,
         } => registers.put(*out, mounts::new_filesystem(fstype, options, *attrs)?),
         Step::AttachAt { mount, path } => mounts::attach_at(registers.get(*mount)?, path),
+        Step::NewOverlay {
+            lowers,
+            upper,
+            work,
+            attrs,
+            out,
+        } => {
+            use std::os::fd::AsRawFd;
+            let raw = |r: crate::Reg| registers.get(r).map(|fd| fd.as_raw_fd());
+            let fs = mounts::new_overlay(
+                lowers.iter().map(|&r| raw(r)),
+                raw(*upper)?,
+                raw(*work)?,
+                *attrs,
+            )?;
+            registers.put(*out, fs)
+        }
         Step::Resolve {
             base,
             components,
@@ -473,6 +490,15 @@ pub(crate) fn run_step(step: &Step, registers: &mut Registers) -> Result<(), Err
         }
         Step::WriteSetting { path, contents } => write_setting(path, contents),
         Step::Unlink { dir, name } => mounts::unlink(registers.get(*dir)?, name),
+        Step::Chmod { reg, mode } => mounts::chmod(registers.get(*reg)?, *mode),
+        Step::RemoveDir { dir, name } => rustix::fs::unlinkat(
+            registers.get(*dir)?,
+            name.as_c_str(),
+            rustix::fs::AtFlags::REMOVEDIR,
+        ),
+        Step::Unmount { path } => {
+            rustix::mount::unmount(path.as_c_str(), rustix::mount::UnmountFlags::DETACH)
+        }
         Step::Close(r) => {
             registers.close(*r);
             Ok(())

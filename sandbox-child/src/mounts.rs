@@ -154,6 +154,81 @@ pub(crate) fn new_filesystem(
     mount::fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, attrs)
 }
 
+/// `/proc/self/fd/N` of each fd, joined by `:`, NUL-terminated, written
+/// into `buffer` (no allocation). `EINVAL` if it does not fit.
+fn fd_paths(
+    fds: impl Iterator<Item = Result<std::ffi::c_int, Errno>>,
+    buffer: &mut [u8],
+) -> Result<&CStr, Errno> {
+    let mut at = 0;
+    let mut put = |bytes: &[u8], at: &mut usize| -> Result<(), Errno> {
+        let end = *at + bytes.len();
+        buffer
+            .get_mut(*at..end)
+            .ok_or(Errno::INVAL)?
+            .copy_from_slice(bytes);
+        *at = end;
+        Ok(())
+    };
+    for (i, fd) in fds.enumerate() {
+        let fd = fd?;
+        if i > 0 {
+            put(b":", &mut at)?;
+        }
+        put(b"/proc/self/fd/", &mut at)?;
+        let mut digits = [0u8; 20];
+        put(
+            crate::spawn::decimal(fd.unsigned_abs() as usize, &mut digits),
+            &mut at,
+        )?;
+    }
+    put(b"\0", &mut at)?;
+    CStr::from_bytes_with_nul(buffer.get(..at).ok_or(Errno::INVAL)?).map_err(|_| Errno::INVAL)
+}
+
+/// `fchmod`, or for an `O_PATH` fd a `chmod` of its `/proc/self/fd` path
+/// (which reaches the inode itself).
+pub(crate) fn chmod(fd: BorrowedFd<'_>, mode: u32) -> Result<(), Errno> {
+    use std::os::fd::AsRawFd;
+    let mode = rustix::fs::Mode::from_raw_mode(mode);
+    match rustix::fs::fchmod(fd, mode) {
+        Err(Errno::BADF) => {
+            let mut buffer = [0u8; 64];
+            let path = fd_paths([Ok(fd.as_raw_fd())].into_iter(), &mut buffer)?;
+            rustix::fs::chmod(path, mode)
+        }
+        other => other,
+    }
+}
+
+/// An overlayfs of `lowers` (the first on top) with `upper` and `work`,
+/// each named by its fd's `/proc/self/fd` path, `userxattr` (the
+/// sandbox's user namespace cannot set `trusted.` attributes).
+pub(crate) fn new_overlay(
+    lowers: impl Iterator<Item = Result<std::ffi::c_int, Errno>>,
+    upper: std::ffi::c_int,
+    work: std::ffi::c_int,
+    attrs: u64,
+) -> Result<OwnedFd, Errno> {
+    let fs = mount::fsopen(c"overlay", FsOpenFlags::FSOPEN_CLOEXEC)?;
+    let mut buffer = [0u8; 4096];
+    mount::fsconfig_set_string(&fs, c"lowerdir", fd_paths(lowers, &mut buffer)?)?;
+    mount::fsconfig_set_string(
+        &fs,
+        c"upperdir",
+        fd_paths([Ok(upper)].into_iter(), &mut buffer)?,
+    )?;
+    mount::fsconfig_set_string(
+        &fs,
+        c"workdir",
+        fd_paths([Ok(work)].into_iter(), &mut buffer)?,
+    )?;
+    mount::fsconfig_set_flag(&fs, c"userxattr")?;
+    mount::fsconfig_create(&fs)?;
+    let attrs = MountAttrFlags::from_bits_retain(u32::try_from(attrs).map_err(|_| Errno::INVAL)?);
+    mount::fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, attrs)
+}
+
 /// `move_mount(mount, "", AT_FDCWD, path, F_EMPTY_PATH)`.
 pub(crate) fn attach_at(mount: BorrowedFd<'_>, path: &CStr) -> Result<(), Errno> {
     mount::move_mount(

@@ -261,7 +261,7 @@ impl Drop for AbortOnPanic<'_> {
 
 /// `n` in decimal, written at the end of `buffer` (no allocation; 20
 /// digits hold any `usize`).
-fn decimal(mut n: usize, buffer: &mut [u8; 20]) -> &[u8] {
+pub(crate) fn decimal(mut n: usize, buffer: &mut [u8; 20]) -> &[u8] {
     let mut at = buffer.len();
     while let Some(slot) = at.checked_sub(1).and_then(|i| buffer.get_mut(i)) {
         *slot = b'0' + (n % 10) as u8;

@@ -189,6 +189,25 @@ pub enum Step {
     WriteSetting { path: CString, contents: Vec<u8> },
     /// `unlinkat(dir, name, 0)`.
     Unlink { dir: Reg, name: CString },
+    /// An overlayfs (`fsopen("overlay")`, `lowerdir`, `upperdir`, `workdir`
+    /// as `/proc/self/fd/N` of these registers' directories, `userxattr`,
+    /// create, `fsmount` with `attrs`) into `out`: its layers were opened
+    /// while the host's paths were all in view.
+    NewOverlay {
+        lowers: Vec<Reg>,
+        upper: Reg,
+        work: Reg,
+        attrs: u64,
+        out: Reg,
+    },
+    /// `fchmod(reg, mode)`.
+    Chmod { reg: Reg, mode: u32 },
+    /// `unlinkat(dir, name, AT_REMOVEDIR)`.
+    RemoveDir { dir: Reg, name: CString },
+    /// `umount2(path, MNT_DETACH)`: a scratch mount that served its
+    /// purpose (an overlay's tmpfs upper, which the overlay holds a
+    /// private clone of).
+    Unmount { path: CString },
     /// `close(reg)`.
     Close(Reg),
     /// Zero the memory holding this process's argv (`/proc/self/stat`
@@ -315,6 +334,10 @@ impl Step {
             Self::CheckParentAlive { .. } => "CheckParentAlive",
             Self::JoinCgroup { .. } => "JoinCgroup",
             Self::UnshareCgroup { .. } => "UnshareCgroup",
+            Self::RemoveDir { .. } => "RemoveDir",
+            Self::Chmod { .. } => "Chmod",
+            Self::NewOverlay { .. } => "NewOverlay",
+            Self::Unmount { .. } => "Unmount",
             Self::Unshare { .. } => "Unshare",
             Self::Mount { .. } => "Mount",
             Self::OpenFile { .. } => "OpenFile",

@@ -115,6 +115,12 @@ pub(crate) fn writable_paths(policy: &Policy, mode: FsMode) -> Vec<(PathBuf, boo
         .collect();
     out.extend(fs.tmpfs.iter().flatten().map(|t| (t.target.clone(), true)));
     out.extend(
+        fs.overlay
+            .iter()
+            .flatten()
+            .map(|o| (o.target.clone(), true)),
+    );
+    out.extend(
         fs.binds
             .iter()
             .flatten()

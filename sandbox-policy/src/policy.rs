@@ -179,6 +179,7 @@ impl Policy {
                 tmpfs: pick(&o.filesystem.tmpfs, &b.filesystem.tmpfs),
                 workdir: pick(&o.filesystem.workdir, &b.filesystem.workdir),
                 mask: pick(&o.filesystem.mask, &b.filesystem.mask),
+                overlay: pick(&o.filesystem.overlay, &b.filesystem.overlay),
             },
             network: Network {
                 mode: pick(&o.network.mode, &b.network.mode),

@@ -71,6 +71,7 @@ pub(crate) fn default_profile() -> Policy {
             }]),
             workdir: Some(PathBuf::from("/tmp")),
             mask: Some(Vec::new()),
+            overlay: Some(Vec::new()),
         },
         network: Network {
             mode: Some(NetMode::None),

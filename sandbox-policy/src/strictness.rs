@@ -12,6 +12,7 @@
 //! | `filesystem.binds` | each of `a`'s binds is one of `b`'s (same source and target), writable or with `sockets` only if `b`'s is |
 //! | `filesystem.tmpfs` | each of `a`'s tmpfs targets is one of `b`'s, no larger |
 //! | `filesystem.mask` | `a` masks every path `b` masks |
+//! | `filesystem.overlay` | each of `a`'s overlays is one of `b`'s (same lowers and target), with a tmpfs upper or `b`'s upper directory |
 //! | `network.mode` | `none` < `allowlist` < `host` |
 //! | `network.allow` | (allowlist) each of `a`'s rules is covered by one of `b`'s |
 //! | `network.deny` | (allowlist) each of `b`'s rules is covered by one of `a`'s |
@@ -30,6 +31,7 @@
 //! The `network.deny` row is conservative: a stricter allowlist that no
 //! longer reaches a denied range must still repeat the deny rule.
 
+use crate::ByteSize;
 use crate::env::glob_matches;
 use crate::error::{Error, Problem};
 use crate::model::*;
@@ -126,6 +128,37 @@ impl Policy {
                 "filesystem.mask",
                 !ok,
                 format!("{} is masked by the base but not here", m.display()),
+            );
+        }
+        for o in fa.overlay.iter().flatten() {
+            let ok = fb.overlay.iter().flatten().any(|c| {
+                c.lower == o.lower
+                    && c.target == o.target
+                    // A tmpfs upper keeps nothing: it is no more than a
+                    // directory upper, and no larger than the base's tmpfs.
+                    && match (o.upper_dir(), c.upper_dir()) {
+                        (Some(mine), Some(base)) => mine == base,
+                        (Some(_), None) => false,
+                        (None, Some(_)) => true,
+                        (None, None) => {
+                            o.size.map_or(u64::MAX, ByteSize::bytes)
+                                <= c.size.map_or(u64::MAX, ByteSize::bytes)
+                        }
+                    }
+            });
+            check(
+                "filesystem.overlay",
+                !ok,
+                format!(
+                    "an overlay of {} at {} the base does not have",
+                    o.lower
+                        .paths()
+                        .iter()
+                        .map(|p| p.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(":"),
+                    o.target.display()
+                ),
             );
         }
         let (na, nb) = (&a.network, &b.network);

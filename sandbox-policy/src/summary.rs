@@ -95,7 +95,26 @@ impl Display for FsLine<'_> {
         write!(
             f,
             "{mode}; binds: {binds}; tmpfs: {tmpfs}; masked: {mask}; workdir {workdir}"
-        )
+        )?;
+        if let Some(overlays) = fs.overlay.as_ref().filter(|o| !o.is_empty()) {
+            let described: Vec<String> = overlays
+                .iter()
+                .map(|o| {
+                    let upper = match (o.upper_dir(), o.size) {
+                        (Some(dir), _) => format!("writes kept in {}", dir.display()),
+                        (None, Some(size)) => format!("writes to a tmpfs of {size}, discarded"),
+                        (None, None) => "writes to a tmpfs, discarded".into(),
+                    };
+                    format!(
+                        "{} over {} ({upper})",
+                        o.target.display(),
+                        o.lower.joined(" + ")
+                    )
+                })
+                .collect();
+            write!(f, "; overlays: {}", described.join(", "))?;
+        }
+        Ok(())
     }
 }
 

@@ -2,7 +2,7 @@
 //! one error.
 
 use std::collections::BTreeMap;
-use std::path::{Component, Path};
+use std::path::{Component, Path, PathBuf};
 
 use crate::error::{Error, Problem};
 use crate::model::{DnsMode, FsMode, KernelQuotas, Limit, NetLimits, NetMode, Policy};
@@ -79,6 +79,76 @@ impl Policy {
                 problems.push(Problem::new(
                     format!("filesystem.tmpfs[{i}].size"),
                     "must be at least 4KiB",
+                ));
+            }
+        }
+        for (i, o) in fs.overlay.iter().flatten().enumerate() {
+            let field = |what: &str| format!("filesystem.overlay[{i}].{what}");
+            // overlayfs takes its layers as one option string.
+            let host_path = |field: String, path: &Path, problems: &mut Vec<Problem>| {
+                if let Some(why) = not_clean_absolute(path) {
+                    problems.push(Problem::new(field, format!("{path:?} {why}")));
+                } else if path.to_string_lossy().contains([',', ':', '\\']) {
+                    problems.push(Problem::new(
+                        field,
+                        format!("{path:?}: overlayfs cannot name a path with ',', ':' or '\\'"),
+                    ));
+                }
+            };
+            let lowers = o.lower.paths();
+            if lowers.is_empty() || lowers.len() > 64 {
+                problems.push(Problem::new(field("lower"), "1 to 64 trees"));
+            }
+            for lower in lowers {
+                host_path(field("lower"), lower, problems);
+            }
+            target(field("target"), &o.target, problems);
+            if let Some(upper) = o.upper_dir() {
+                host_path(field("upper"), upper, problems);
+                if let Some(lower) = lowers
+                    .iter()
+                    .find(|l| upper.starts_with(l) || l.starts_with(upper))
+                {
+                    problems.push(Problem::new(
+                        field("upper"),
+                        format!("{upper:?} overlaps the lower {lower:?}: writes would change it"),
+                    ));
+                }
+                if o.size.is_some() {
+                    problems.push(Problem::new(
+                        field("size"),
+                        "a size is for a tmpfs upper (this upper is a directory)",
+                    ));
+                }
+            }
+            if o.size.is_some_and(|s| s.bytes() < 4096) {
+                problems.push(Problem::new(field("size"), "must be at least 4KiB"));
+            }
+        }
+        // Overlays are mounted after the other mounts: one beneath an
+        // overlay's target would be hidden by it.
+        let overlay_targets: Vec<&Path> = fs
+            .overlay
+            .iter()
+            .flatten()
+            .map(|o| o.target.as_path())
+            .collect();
+        let others = fs
+            .binds
+            .iter()
+            .flatten()
+            .map(|b| b.target.as_path())
+            .chain(fs.tmpfs.iter().flatten().map(|t| t.target.as_path()))
+            .chain(fs.mask.iter().flatten().map(PathBuf::as_path))
+            .chain(overlay_targets.iter().copied());
+        for inner in others {
+            if let Some(outer) = overlay_targets
+                .iter()
+                .find(|o| inner != **o && inner.starts_with(o))
+            {
+                problems.push(Problem::new(
+                    "filesystem.overlay",
+                    format!("{inner:?} is beneath the overlay at {outer:?}, which would hide it"),
                 ));
             }
         }

@@ -307,3 +307,61 @@ fn a_root_of_ones_own_is_validated_and_compared() {
             .contains("the tree at /srv/images/a/rootfs as root")
     );
 }
+
+#[test]
+fn overlays_are_validated_and_compared() {
+    let ovl = |body: &str| format!("[filesystem]\noverlay = [{body}]\n");
+    let ok = p(&ovl(
+        r#"{ lower = "/srv/repo", target = "/work", size = "1GiB" }"#,
+    ));
+    assert_eq!(
+        ok.filesystem.overlay.as_ref().unwrap()[0].lower.paths(),
+        [std::path::PathBuf::from("/srv/repo")]
+    );
+    assert!(
+        ok.to_string()
+            .contains("/work over /srv/repo (writes to a tmpfs of 1GiB, discarded)"),
+        "{ok}"
+    );
+    for (bad, why) in [
+        (
+            ovl(r#"{ lower = "/srv/repo", target = "/work", upper = "/srv/repo/up" }"#),
+            "overlaps the lower",
+        ),
+        (
+            ovl(r#"{ lower = "/srv/repo", target = "/work", upper = "/var/up", size = "1GiB" }"#),
+            "a size is for a tmpfs upper",
+        ),
+        (
+            ovl(r#"{ lower = "/srv/a,b", target = "/work" }"#),
+            "overlayfs cannot name",
+        ),
+        (ovl(r#"{ lower = [], target = "/work" }"#), "1 to 64 trees"),
+        (
+            ovl(r#"{ lower = "relative", target = "/work" }"#),
+            "filesystem.overlay[0].lower",
+        ),
+        (
+            format!(
+                "{}tmpfs = [{{ target = \"/work/cache\" }}]\n",
+                ovl(r#"{ lower = "/srv/repo", target = "/work" }"#)
+            ),
+            "beneath the overlay",
+        ),
+    ] {
+        match Policy::from_toml_str(&bad) {
+            Err(e @ Error::Invalid { .. }) => assert!(e.to_string().contains(why), "{bad}: {e}"),
+            other => panic!("{bad}: {other:?}"),
+        }
+    }
+    // A tmpfs upper is less than a kept one; another tree or target is not
+    // the base's.
+    let kept = p(&ovl(
+        r#"{ lower = "/srv/repo", target = "/work", upper = "/var/up" }"#,
+    ));
+    let tmpfs = p(&ovl(r#"{ lower = "/srv/repo", target = "/work" }"#));
+    assert!(kept.merge_tighten_only(&tmpfs).is_ok());
+    assert_eq!(loosened_fields(&tmpfs, &kept), ["filesystem.overlay"]);
+    let other = p(&ovl(r#"{ lower = "/srv/other", target = "/work" }"#));
+    assert_eq!(loosened_fields(&tmpfs, &other), ["filesystem.overlay"]);
+}

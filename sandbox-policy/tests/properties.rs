@@ -85,34 +85,59 @@ fn filesystem() -> impl Strategy<Value = Filesystem> {
             "/srv/é",
         ])),
         prop::option::of(0usize..3),
+        prop::option::of(prop::collection::vec(
+            (1usize..4, any::<bool>(), prop::option::of(size(4096))),
+            0..3,
+        )),
     )
-        .prop_map(|(mode, binds, tmpfs, workdir, masks)| Filesystem {
-            mode,
-            // A root exactly where the mode needs one (and valid).
-            root: (mode == Some(FsMode::Rootfs)).then(|| "/srv/images/x/rootfs".into()),
-            binds: binds.map(|b| {
-                b.into_iter()
-                    .enumerate()
-                    .map(|(i, writable)| Bind {
-                        source: format!("/host/src{i}").into(),
-                        target: format!("/b{i}").into(),
-                        writable,
-                        sockets: i % 2 == 1 && writable,
-                    })
-                    .collect()
-            }),
-            tmpfs: tmpfs.map(|t| {
-                t.into_iter()
-                    .enumerate()
-                    .map(|(i, size)| Tmpfs {
-                        target: format!("/t{i}").into(),
-                        size,
-                    })
-                    .collect()
-            }),
-            workdir: workdir.map(PathBuf::from),
-            mask: masks.map(|n| (0..n).map(|i| PathBuf::from(format!("/m{i}"))).collect()),
-        })
+        .prop_map(
+            |(mode, binds, tmpfs, workdir, masks, overlays)| Filesystem {
+                mode,
+                // A root exactly where the mode needs one (and valid).
+                root: (mode == Some(FsMode::Rootfs)).then(|| "/srv/images/x/rootfs".into()),
+                binds: binds.map(|b| {
+                    b.into_iter()
+                        .enumerate()
+                        .map(|(i, writable)| Bind {
+                            source: format!("/host/src{i}").into(),
+                            target: format!("/b{i}").into(),
+                            writable,
+                            sockets: i % 2 == 1 && writable,
+                        })
+                        .collect()
+                }),
+                tmpfs: tmpfs.map(|t| {
+                    t.into_iter()
+                        .enumerate()
+                        .map(|(i, size)| Tmpfs {
+                            target: format!("/t{i}").into(),
+                            size,
+                        })
+                        .collect()
+                }),
+                workdir: workdir.map(PathBuf::from),
+                mask: masks.map(|n| (0..n).map(|i| PathBuf::from(format!("/m{i}"))).collect()),
+                overlay: overlays.map(|o| {
+                    o.into_iter()
+                        .enumerate()
+                        .map(|(i, (lowers, kept, size))| Overlay {
+                            lower: if lowers == 1 {
+                                Lowers::One(format!("/host/lower{i}").into())
+                            } else {
+                                Lowers::Many(
+                                    (0..lowers)
+                                        .map(|j| format!("/host/lower{i}-{j}").into())
+                                        .collect(),
+                                )
+                            },
+                            target: format!("/o{i}").into(),
+                            upper: kept.then(|| Upper::Dir(format!("/host/upper{i}").into())),
+                            size: if kept { None } else { size },
+                        })
+                        .collect()
+                }),
+            },
+        )
 }
 
 fn network() -> impl Strategy<Value = Network> {

@@ -8,6 +8,7 @@ use crate::findings::{Findings, name_of};
 use crate::namespaces::Namespaces;
 use crate::report::Layer;
 
+mod overlay;
 pub(crate) mod plan;
 
 /// The filesystem view a run gets, with its report lines.
@@ -21,7 +22,17 @@ pub(crate) fn decide(policy: &Policy, namespaces: &Namespaces, found: &mut Findi
     };
     let has_mounts = fs.binds.as_ref().is_some_and(|v| !v.is_empty())
         || fs.tmpfs.as_ref().is_some_and(|v| !v.is_empty())
-        || fs.mask.as_ref().is_some_and(|v| !v.is_empty());
+        || fs.mask.as_ref().is_some_and(|v| !v.is_empty())
+        || fs.overlay.as_ref().is_some_and(|v| !v.is_empty());
+    if namespaces.made()
+        && asked == FsMode::Off
+        && fs.overlay.as_ref().is_some_and(|v| !v.is_empty())
+    {
+        found.down(
+            Layer::Filesystem,
+            "filesystem.overlay needs a root of the sandbox's own (filesystem.mode = \"off\" has none): the overlays are not mounted".to_string(),
+        );
+    }
     if !namespaces.made() && (asked != FsMode::Off || has_mounts) {
         found.down(
             Layer::Filesystem,
@@ -72,6 +83,18 @@ pub(crate) fn decide(policy: &Policy, namespaces: &Namespaces, found: &mut Findi
     }
     for m in fs.mask.iter().flatten() {
         mechanism(format!("{}: masked", m.display()));
+    }
+    for o in fs.overlay.iter().flatten() {
+        mechanism(format!(
+            "{}: overlay of {} (overlayfs in the sandbox's user namespace; the lower never written), writes {}",
+            o.target.display(),
+            o.lower.joined(" over "),
+            match (o.upper_dir(), o.size) {
+                (Some(dir), _) => format!("kept in {}", overlay::upper_dirs(dir).0.display()),
+                (None, Some(size)) => format!("to a tmpfs of {size}, discarded after the run"),
+                (None, None) => "to a tmpfs, discarded after the run".into(),
+            }
+        ));
     }
     mechanism("every mount target resolved beneath the new root with openat2 (no symlinks), mounted by fd".into());
     mode

@@ -437,6 +437,12 @@ pub(crate) fn filesystem_steps(
 ) -> Result<()> {
     let (mounts, symlinks) = mount_list(policy, mode)?;
     let sources = open_sources(b, &mounts)?;
+    let overlay_layers = if mode != FsMode::Off {
+        super::overlay::prepare(policy)?;
+        super::overlay::open_layers(b, policy)?
+    } else {
+        Vec::new()
+    };
     let root = new_root(b, policy, mode)?;
     let pivot = mode != FsMode::Off;
     if pivot {
@@ -450,6 +456,9 @@ pub(crate) fn filesystem_steps(
     }
     attach_mounts(b, root, &mounts, sources, pivot)?;
     symlink_steps(b, root, symlinks)?;
+    if pivot {
+        super::overlay::overlay_steps(b, root, policy, overlay_layers)?;
+    }
     if let (Some(text), true) = (resolv_conf, pivot) {
         let base = match (mode, &policy.filesystem.root) {
             (FsMode::Rootfs, Some(root)) => root.as_path(),

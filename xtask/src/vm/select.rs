@@ -60,6 +60,7 @@ pub(crate) const DEFAULT: &[&str] = &[
     "sandbox-core/egress_quic",
     "sandbox-core/concurrency",
     "sandbox-core/placement",
+    "sandbox-core/overlay",
     "sandbox-net/ruleset",
     "sandbox-net/rootless",
     "sandbox-net/tap",
@@ -67,6 +68,7 @@ pub(crate) const DEFAULT: &[&str] = &[
     "sandbox-net/tamper",
     "sandbox-cli/cli",
     "sandbox-cli/live",
+    "sandbox-cli/image",
     "integration-tests/escape",
     "openat2-root/kernel",
 ];

@@ -1,0 +1,226 @@
+//! `filesystem.overlay`: copy-on-write views of host trees, mounted by the
+//! sandbox (overlayfs in its user namespace, `userxattr`) after the new
+//! root's other mounts, before `pivot_root`.
+//!
+//! A tmpfs upper is a scratch tmpfs the child makes and attaches beneath
+//! the new `/dev` (its own tmpfs) only long enough for overlayfs to take
+//! its private clone of it: then it is detached and its directory removed,
+//! so the sandbox reaches the writes only through the overlay. A directory
+//! upper is `UPPER/diff` (the writes, kept) and `UPPER/work` (overlayfs's
+//! own), made by the parent before the run.
+
+use std::path::{Path, PathBuf};
+
+use sandbox_child::{MOUNT_ATTR_NODEV, MOUNT_ATTR_NOSUID, Reg, Step, TargetKind};
+use sandbox_policy::{Overlay, Policy};
+
+use crate::error::{Error, Result};
+use crate::plan::builder::{Builder, path_cstring};
+
+/// Where the new root is attached before `pivot_root` (see `plan`).
+const STAGING: &str = "/tmp";
+
+/// The writes' and overlayfs's work directories of a directory upper.
+pub(crate) fn upper_dirs(upper: &Path) -> (PathBuf, PathBuf) {
+    (upper.join("diff"), upper.join("work"))
+}
+
+/// Makes each directory upper's `diff` and `work` (in the parent, as the
+/// caller, before the run).
+pub(crate) fn prepare(policy: &Policy) -> Result<()> {
+    for o in policy.filesystem.overlay.iter().flatten() {
+        if let Some(upper) = o.upper_dir() {
+            let (diff, work) = upper_dirs(upper);
+            // overlayfs's own scratch: what an earlier run left there would
+            // make the new mount read-only.
+            match std::fs::remove_dir_all(&work) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(Error::prepare(format!(
+                        "empty the overlay work directory {}",
+                        work.display()
+                    ))(e));
+                }
+            }
+            for dir in [&diff, &work] {
+                std::fs::create_dir_all(dir).map_err(Error::prepare(format!(
+                    "create the overlay upper {}",
+                    dir.display()
+                )))?;
+            }
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&diff, std::fs::Permissions::from_mode(top_mode(o)?))
+                .map_err(Error::prepare(format!("chmod {}", diff.display())))?;
+        }
+    }
+    Ok(())
+}
+
+/// The mode of the top lower's root: the overlay's root takes its
+/// attributes from the upper's, which gets these.
+fn top_mode(o: &Overlay) -> Result<u32> {
+    use std::os::unix::fs::PermissionsExt;
+    let top = o.lower.paths().first().ok_or_else(|| Error::Prepare {
+        what: format!("the overlay at {} has no lower", o.target.display()),
+        error: std::io::ErrorKind::InvalidInput.into(),
+    })?;
+    let meta = std::fs::metadata(top)
+        .map_err(Error::prepare(format!("overlay lower {}", top.display())))?;
+    if !meta.is_dir() {
+        return Err(Error::Prepare {
+            what: format!("overlay lower {}: not a directory", top.display()),
+            error: std::io::ErrorKind::InvalidInput.into(),
+        });
+    }
+    Ok(meta.permissions().mode() & 0o7777)
+}
+
+/// Each overlay's host directories, opened while every host path is in
+/// view (before the new root is attached at the staging point, which may
+/// hide some): its lowers, and a directory upper's `diff` and `work`.
+pub(crate) struct Layers {
+    lowers: Vec<Reg>,
+    upper: Option<(Reg, Reg)>,
+}
+
+/// Opens every overlay's host directories (see [`Layers`]).
+pub(crate) fn open_layers(b: &mut Builder, policy: &Policy) -> Result<Vec<Layers>> {
+    let open = |b: &mut Builder, path: &Path| -> Result<Reg> {
+        let out = b.register();
+        b.push(
+            Step::OpenDir {
+                path: path_cstring(path)?,
+                out,
+            },
+            format!("open the overlay layer {}", path.display()),
+        );
+        Ok(out)
+    };
+    let mut out = Vec::new();
+    for o in policy.filesystem.overlay.iter().flatten() {
+        let lowers = o
+            .lower
+            .paths()
+            .iter()
+            .map(|p| open(b, p))
+            .collect::<Result<Vec<_>>>()?;
+        let upper = match o.upper_dir() {
+            Some(upper) => {
+                let (diff, work) = upper_dirs(upper);
+                Some((open(b, &diff)?, open(b, &work)?))
+            }
+            None => None,
+        };
+        out.push(Layers { lowers, upper });
+    }
+    Ok(out)
+}
+
+/// The steps of every overlay, beneath `root` (attached at `STAGING`).
+pub(crate) fn overlay_steps(
+    b: &mut Builder,
+    root: Reg,
+    policy: &Policy,
+    layers: Vec<Layers>,
+) -> Result<()> {
+    for (i, (o, layers)) in policy
+        .filesystem
+        .overlay
+        .iter()
+        .flatten()
+        .zip(layers)
+        .enumerate()
+    {
+        one(b, root, i, o, layers)?;
+    }
+    Ok(())
+}
+
+fn one(b: &mut Builder, root: Reg, i: usize, o: &Overlay, layers: Layers) -> Result<()> {
+    let scratch_name = format!(".sandbox-overlay-{i}");
+    let scratch = Path::new("/dev").join(&scratch_name);
+    let (upper, work) = match layers.upper {
+        Some(dirs) => dirs,
+        None => {
+            let mut options = vec![("mode".to_string(), Some("0755".to_string()))];
+            if let Some(size) = o.size {
+                options.push(("size".into(), Some(size.bytes().to_string())));
+            }
+            let tmpfs = b.new_fs(
+                "tmpfs",
+                &options,
+                MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+                &o.target,
+            )?;
+            let at = b.resolve(root, &scratch, TargetKind::Dir, true, false)?;
+            b.push(
+                Step::MoveMount {
+                    from: tmpfs,
+                    to: at,
+                },
+                format!("attach the upper of {} (scratch)", o.target.display()),
+            );
+            b.push(Step::Close(at), "close");
+            let diff = b.resolve(root, &scratch.join("diff"), TargetKind::Dir, true, false)?;
+            b.push(
+                Step::Chmod {
+                    reg: diff,
+                    mode: top_mode(o)?,
+                },
+                format!("the upper's root as {}'s", o.lower.paths()[0].display()),
+            );
+            (
+                diff,
+                b.resolve(root, &scratch.join("work"), TargetKind::Dir, true, false)?,
+            )
+        }
+    };
+    let overlay = b.register();
+    b.push(
+        Step::NewOverlay {
+            lowers: layers.lowers.clone(),
+            upper,
+            work,
+            attrs: MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+            out: overlay,
+        },
+        format!(
+            "overlay of {} for {}",
+            o.lower.joined(":"),
+            o.target.display()
+        ),
+    );
+    for reg in layers.lowers.into_iter().chain([upper, work]) {
+        b.push(Step::Close(reg), "close");
+    }
+    let target = b.resolve(root, &o.target, TargetKind::Dir, true, false)?;
+    b.push(
+        Step::MoveMount {
+            from: overlay,
+            to: target,
+        },
+        format!("mount the overlay on {}", o.target.display()),
+    );
+    if o.upper_dir().is_none() {
+        // The overlay holds a private clone of its upper: the scratch
+        // attachment goes, so the writes are reached through it only.
+        let host = Path::new(STAGING).join(scratch.strip_prefix("/").unwrap_or(&scratch));
+        b.push(
+            Step::Unmount {
+                path: path_cstring(&host)?,
+            },
+            format!("detach the scratch upper of {}", o.target.display()),
+        );
+        let dev = b.resolve(root, Path::new("/dev"), TargetKind::Dir, false, false)?;
+        b.push(
+            Step::RemoveDir {
+                dir: dev,
+                name: path_cstring(Path::new(&scratch_name))?,
+            },
+            "remove the scratch directory",
+        );
+        b.push(Step::Close(dev), "close");
+    }
+    Ok(())
+}

@@ -1,0 +1,141 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! `filesystem.overlay`: the sandbox changes, adds and deletes files in a
+//! copy-on-write view of a host tree; the tree itself is never written
+//! (its hash before and after), a tmpfs upper is discarded, a directory
+//! upper keeps the writes (whiteouts included) for the next run, and
+//! stacked lowers show the top one first. The control: the same commands
+//! through a writable bind of the tree do change it.
+
+mod common;
+use common::*;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+/// A world-writable tree (the sandbox's user is not its owner): `file`,
+/// `sub/x`, `keep`.
+fn lower(dir: &Path) {
+    std::fs::create_dir_all(dir.join("sub")).unwrap();
+    std::fs::write(dir.join("file"), b"lower\n").unwrap();
+    std::fs::write(dir.join("sub/x"), b"x\n").unwrap();
+    std::fs::write(dir.join("keep"), b"keep\n").unwrap();
+    for p in [dir.to_path_buf(), dir.join("sub")] {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o777)).unwrap();
+    }
+    for p in ["file", "sub/x", "keep"] {
+        std::fs::set_permissions(dir.join(p), std::fs::Permissions::from_mode(0o666)).unwrap();
+    }
+}
+
+/// Every path and its content beneath `dir`.
+fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            let rel = e.path().strip_prefix(dir).unwrap().display().to_string();
+            if e.file_type().unwrap().is_dir() {
+                stack.push(e.path());
+                out.push((rel, Vec::new()));
+            } else {
+                out.push((rel, std::fs::read(e.path()).unwrap()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+const CHANGES: &str = "cd /work && echo new > new && echo mod >> file && rm -r sub && rm keep && mkdir d && echo y > d/y && ls /work && cat file";
+
+#[test]
+#[ignore = "needs root"]
+fn an_overlay_takes_the_writes_and_leaves_the_lower_as_it_was() {
+    require_root();
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("repo");
+    lower(&repo);
+    let before = snapshot(&repo);
+    let sb = sandbox(&format!(
+        "[filesystem]\noverlay = [{{ lower = \"{}\", target = \"/work\", size = \"16MiB\" }}]\n",
+        repo.display()
+    ));
+    let out = sh(&sb, CHANGES);
+    assert!(out.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(stdout(&out), "d\nfile\nnew\nlower\nmod\n");
+    assert_eq!(snapshot(&repo), before, "the lower is unchanged");
+    assert!(
+        sb.report().to_string().contains("/work: overlay of"),
+        "{}",
+        sb.report()
+    );
+    // The tmpfs upper went with the run: the next one sees the lower.
+    let again = sh(&sb, "ls /work; cat /work/file");
+    assert_eq!(stdout(&again), "file\nkeep\nsub\nlower\n");
+
+    // The control: the same commands through a writable bind change it.
+    let bound = sandbox(&format!(
+        "[filesystem]\nbinds = [{{ source = \"{}\", target = \"/work\", writable = true }}]\n",
+        repo.display()
+    ));
+    assert!(sh(&bound, CHANGES).success());
+    assert_ne!(snapshot(&repo), before, "the control changed the tree");
+}
+
+#[test]
+#[ignore = "needs root"]
+fn a_directory_upper_keeps_the_writes_for_the_next_run() {
+    require_root();
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("repo");
+    lower(&repo);
+    let before = snapshot(&repo);
+    let upper = tmp.path().join("upper");
+    let sb = sandbox(&format!(
+        "[filesystem]\noverlay = [{{ lower = \"{}\", target = \"/work\", upper = \"{}\" }}]\n",
+        repo.display(),
+        upper.display()
+    ));
+    assert!(sh(&sb, CHANGES).success());
+    assert_eq!(snapshot(&repo), before, "the lower is unchanged");
+    let diff = upper.join("diff");
+    assert_eq!(std::fs::read(diff.join("new")).unwrap(), b"new\n");
+    assert_eq!(std::fs::read(diff.join("file")).unwrap(), b"lower\nmod\n");
+    // Deletions are whiteouts: character devices 0:0.
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    for gone in ["keep", "sub"] {
+        let meta = std::fs::symlink_metadata(diff.join(gone)).unwrap();
+        assert!(
+            meta.file_type().is_char_device() && meta.rdev() == 0,
+            "{gone}"
+        );
+    }
+    // The next run sees them; the work directory an earlier run left does
+    // not make the mount read-only.
+    let again = sh(
+        &sb,
+        "ls /work; cat /work/file; touch /work/second && echo writable",
+    );
+    assert_eq!(stdout(&again), "d\nfile\nnew\nlower\nmod\nwritable\n");
+}
+
+#[test]
+#[ignore = "needs root"]
+fn stacked_lowers_show_the_top_one_first() {
+    require_root();
+    let tmp = tempfile::tempdir().unwrap();
+    let (top, bottom) = (tmp.path().join("top"), tmp.path().join("bottom"));
+    lower(&bottom);
+    std::fs::create_dir_all(&top).unwrap();
+    std::fs::write(top.join("file"), b"top\n").unwrap();
+    std::fs::write(top.join("only-top"), b"t\n").unwrap();
+    let sb = sandbox(&format!(
+        "[filesystem]\noverlay = [{{ lower = [\"{}\", \"{}\"], target = \"/work\" }}]\n",
+        top.display(),
+        bottom.display()
+    ));
+    let out = sh(&sb, "ls /work; cat /work/file");
+    assert!(out.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(stdout(&out), "file\nkeep\nonly-top\nsub\ntop\n");
+}

@@ -491,6 +491,12 @@ pub(crate) fn run_step(step: &Step, registers: &mut Registers) -> Result<(), Err
         Step::WriteSetting { path, contents } => write_setting(path, contents),
         Step::Unlink { dir, name } => mounts::unlink(registers.get(*dir)?, name),
         Step::Chmod { reg, mode } => mounts::chmod(registers.get(*reg)?, *mode),
+        Step::SetXattr { path, name, value } => rustix::fs::lsetxattr(
+            path.as_c_str(),
+            name.as_c_str(),
+            value,
+            rustix::fs::XattrFlags::empty(),
+        ),
         Step::RemoveDir { dir, name } => rustix::fs::unlinkat(
             registers.get(*dir)?,
             name.as_c_str(),

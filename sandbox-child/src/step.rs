@@ -200,6 +200,12 @@ pub enum Step {
         attrs: u64,
         out: Reg,
     },
+    /// `lsetxattr(path, name, value)` (the probe's trial).
+    SetXattr {
+        path: CString,
+        name: CString,
+        value: Vec<u8>,
+    },
     /// `fchmod(reg, mode)`.
     Chmod { reg: Reg, mode: u32 },
     /// `unlinkat(dir, name, AT_REMOVEDIR)`.
@@ -336,6 +342,7 @@ impl Step {
             Self::UnshareCgroup { .. } => "UnshareCgroup",
             Self::RemoveDir { .. } => "RemoveDir",
             Self::Chmod { .. } => "Chmod",
+            Self::SetXattr { .. } => "SetXattr",
             Self::NewOverlay { .. } => "NewOverlay",
             Self::Unmount { .. } => "Unmount",
             Self::Unshare { .. } => "Unshare",

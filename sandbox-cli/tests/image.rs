@@ -2,17 +2,15 @@
 //! `sbx image unpack`: into a directory, into the cache, and refusing a
 //! hostile layer or a tag the layout does not have, with the reason.
 
-use std::process::Command;
-
 #[path = "../../sandbox-image/tests/common/mod.rs"]
 mod image;
 use image::*;
 
+mod common;
+use common::sbx_command;
+
 fn sbx(args: &[&std::ffi::OsStr]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_sbx"))
-        .args(args)
-        .output()
-        .unwrap()
+    sbx_command().args(args).output().unwrap()
 }
 
 #[test]
@@ -154,8 +152,7 @@ fn run_image_runs_the_images_tool_as_its_root() {
     let before = tree_digest(&dest.join("rootfs"));
 
     // The image's Cmd, with its Env (the layout builder's: LANG=C.UTF-8).
-    let out = Command::new(env!("CARGO_BIN_EXE_sbx"))
-        .env("SBX_PROBE_CACHE", "0")
+    let out = sbx_command()
         .args(["run", "--image"])
         .arg(&dest)
         .output()
@@ -172,8 +169,7 @@ fn run_image_runs_the_images_tool_as_its_root() {
     );
     // A command of ours: the host's tree is not there, / is read-only,
     // /tmp is a tmpfs, the working directory is the image's.
-    let out = Command::new(env!("CARGO_BIN_EXE_sbx"))
-        .env("SBX_PROBE_CACHE", "0")
+    let out = sbx_command()
         .args(["run", "--image"])
         .arg(&dest)
         .args([

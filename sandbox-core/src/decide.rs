@@ -45,7 +45,7 @@ pub(crate) struct Decisions {
 pub(crate) fn decide(policy: &Policy, host: &HostCapabilities) -> (Decisions, EffectiveSandbox) {
     let mut found = Findings::default();
     let namespaces = Namespaces::decide(host);
-    let fs_mode = crate::mount::decide(policy, &namespaces, &mut found);
+    let fs_mode = crate::mount::decide(policy, host, &namespaces, &mut found);
     let network = NetworkPlan::decide(policy, host, &namespaces, fs_mode, &mut found);
     let credentials = Credentials::decide(policy, host, &namespaces, &mut found);
     let seccomp = crate::seccomp::decide(policy, host, &mut found);

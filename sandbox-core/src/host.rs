@@ -73,6 +73,11 @@ pub struct HostCapabilities {
     /// the run's own: every `/proc/sys/user/max_*` a run writes, written in
     /// the same throwaway child as `user_namespaces`.
     pub kernel_quotas: Capability,
+    /// A tmpfs made in a user namespace stores `user.` extended
+    /// attributes (Linux 6.6+): what overlayfs in the sandbox's user
+    /// namespace (`userxattr`) needs of a tmpfs upper to delete a lower
+    /// directory. Tried in a throwaway child.
+    pub overlay_tmpfs_upper: Capability,
 }
 
 /// The oldest kernel supported, as (major, minor): Ubuntu 22.04's 5.15.

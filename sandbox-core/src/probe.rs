@@ -56,6 +56,13 @@ pub fn probe_now() -> HostCapabilities {
     let namespaces = probe_user_namespaces(euid, rustix::process::getegid().as_raw());
     let cgroups = probe_cgroups();
     let (user_namespaces, nftables_in_userns, kernel_quotas) = namespaces();
+    let overlay_tmpfs_upper = if user_namespaces.is_available() {
+        probe_tmpfs_user_xattrs(euid, rustix::process::getegid().as_raw())
+    } else {
+        Capability::Unknown {
+            reason: "needs a user namespace".into(),
+        }
+    };
     HostCapabilities {
         kernel: rustix::system::uname()
             .release()
@@ -92,6 +99,59 @@ pub fn probe_now() -> HostCapabilities {
         ),
         nftables_in_userns,
         kernel_quotas,
+        overlay_tmpfs_upper,
+    }
+}
+
+/// A trial's first steps: new user and mount namespaces (and `more`
+/// namespaces), the caller mapped to their root, `/` private, a tmpfs on
+/// `/tmp`.
+fn userns_tmpfs_steps(euid: u32, egid: u32, more: libc::c_int) -> Vec<Step> {
+    let c = |s: &str| CString::new(s).unwrap_or_default();
+    let write = |path: &str, contents: &[u8]| Step::WriteSetting {
+        path: c(path),
+        contents: contents.to_vec(),
+    };
+    vec![
+        Step::Unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNS | more),
+        write("/proc/self/setgroups", b"deny"),
+        write("/proc/self/uid_map", format!("0 {euid} 1\n").as_bytes()),
+        write("/proc/self/gid_map", format!("0 {egid} 1\n").as_bytes()),
+        Step::MakeMountsPrivate,
+        Step::Mount {
+            source: c("tmpfs"),
+            target: c("/tmp"),
+            fstype: Some(c("tmpfs")),
+            flags: 0,
+        },
+    ]
+}
+
+/// Tries, in a throwaway child: a tmpfs mounted in a new user namespace,
+/// and a `user.` extended attribute set on it (what overlayfs with
+/// `userxattr` does to its upper when a lower directory is deleted).
+fn probe_tmpfs_user_xattrs(euid: u32, egid: u32) -> Capability {
+    let c = |s: &str| CString::new(s).unwrap_or_default();
+    let mut steps = userns_tmpfs_steps(euid, egid, 0);
+    steps.push(Step::SetXattr {
+        path: c("/tmp"),
+        name: c("user.sandbox-probe"),
+        value: b"1".to_vec(),
+    });
+    match Trial::start(0, &steps, 0).and_then(Trial::finish) {
+        Ok(()) => Capability::Available,
+        Err(f) if f.step == steps.len() - 1 => Capability::Unavailable {
+            reason: format!(
+                "setxattr user.* on a tmpfs in a user namespace: {} (Linux 6.6+)",
+                f.errno
+            ),
+        },
+        Err(f) => Capability::Unknown {
+            reason: format!(
+                "the trial failed before the attribute (step {}): {}",
+                f.step, f.errno
+            ),
+        },
     }
 }
 
@@ -103,9 +163,8 @@ fn probe_user_namespaces(
     euid: u32,
     egid: u32,
 ) -> impl FnOnce() -> (Capability, Capability, Capability) {
-    let c = |s: &str| CString::new(s).unwrap_or_default();
     let write = |path: &str, contents: &[u8]| Step::WriteSetting {
-        path: c(path),
+        path: CString::new(path).unwrap_or_default(),
         contents: contents.to_vec(),
     };
     let (batch, acks) = nftables_probe_batch();
@@ -119,19 +178,7 @@ fn probe_user_namespaces(
     ]
     .map(String::from)
     .to_vec();
-    let mut steps = vec![
-        Step::Unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNS | libc::CLONE_NEWNET),
-        write("/proc/self/setgroups", b"deny"),
-        write("/proc/self/uid_map", format!("0 {euid} 1\n").as_bytes()),
-        write("/proc/self/gid_map", format!("0 {egid} 1\n").as_bytes()),
-        Step::MakeMountsPrivate,
-        Step::Mount {
-            source: c("tmpfs"),
-            target: c("/tmp"),
-            fstype: Some(c("tmpfs")),
-            flags: 0,
-        },
-    ];
+    let mut steps = userns_tmpfs_steps(euid, egid, libc::CLONE_NEWNET);
     // The quotas a run sets, each written in the trial's own namespace
     // (the value does not matter: the write is what is tried).
     let quota_steps = steps.len()..steps.len() + crate::quotas::all_sysctls().count();

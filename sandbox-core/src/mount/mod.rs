@@ -12,7 +12,12 @@ mod overlay;
 pub(crate) mod plan;
 
 /// The filesystem view a run gets, with its report lines.
-pub(crate) fn decide(policy: &Policy, namespaces: &Namespaces, found: &mut Findings) -> FsMode {
+pub(crate) fn decide(
+    policy: &Policy,
+    host: &crate::host::HostCapabilities,
+    namespaces: &Namespaces,
+    found: &mut Findings,
+) -> FsMode {
     let fs = &policy.filesystem;
     let asked = fs.mode.unwrap_or(FsMode::Minimal);
     let mode = if namespaces.made() {
@@ -24,6 +29,22 @@ pub(crate) fn decide(policy: &Policy, namespaces: &Namespaces, found: &mut Findi
         || fs.tmpfs.as_ref().is_some_and(|v| !v.is_empty())
         || fs.mask.as_ref().is_some_and(|v| !v.is_empty())
         || fs.overlay.as_ref().is_some_and(|v| !v.is_empty());
+    if let Some(o) = fs
+        .overlay
+        .iter()
+        .flatten()
+        .find(|o| o.upper_dir().is_none())
+        && !host.overlay_tmpfs_upper.is_available()
+    {
+        found.down(
+            Layer::Filesystem,
+            format!(
+                "filesystem.overlay at {} (a tmpfs upper): overlayfs in the sandbox's user namespace keeps its whiteouts and opaque directories in user.* attributes, which tmpfs here does not store ({}): deleting a lower directory would fail",
+                o.target.display(),
+                crate::findings::reason(&host.overlay_tmpfs_upper)
+            ),
+        );
+    }
     if namespaces.made()
         && asked == FsMode::Off
         && fs.overlay.as_ref().is_some_and(|v| !v.is_empty())

@@ -52,9 +52,30 @@ pub(crate) fn prepare(policy: &Policy) -> Result<()> {
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(&diff, std::fs::Permissions::from_mode(top_mode(o)?))
                 .map_err(Error::prepare(format!("chmod {}", diff.display())))?;
+            user_xattrs(&diff)?;
         }
     }
     Ok(())
+}
+
+/// Whether `dir`'s filesystem stores `user.` attributes, which overlayfs
+/// in a user namespace (`userxattr`) keeps its whiteouts and opaque
+/// directories in (tmpfs before 6.6 does not).
+fn user_xattrs(dir: &Path) -> Result<()> {
+    const NAME: &str = "user.sandbox-probe";
+    match rustix::fs::lsetxattr(dir, NAME, b"1", rustix::fs::XattrFlags::empty()) {
+        Ok(()) => {
+            let _ = rustix::fs::lremovexattr(dir, NAME);
+            Ok(())
+        }
+        Err(e) => Err(Error::Prepare {
+            what: format!(
+                "the overlay upper {} is on a filesystem that does not store user.* attributes, which overlayfs in the sandbox's user namespace needs",
+                dir.display()
+            ),
+            error: e.into(),
+        }),
+    }
 }
 
 /// The mode of the top lower's root: the overlay's root takes its

@@ -314,6 +314,7 @@ fn check(json: bool, placement: &PlacementArgs) -> Result<ExitCode, String> {
     show("seccomp filters", &host.seccomp_filter);
     show("/dev/net/tun", &host.tun);
     show("nftables in a userns", &host.nftables_in_userns);
+    show("overlay, tmpfs upper", &host.overlay_tmpfs_upper);
     if let Some(u) = &host.cgroups.unified {
         println!(
             "  {:<22} {}",

@@ -59,6 +59,10 @@ pub(crate) struct RunArgs {
     /// resolver instead of the host's (from /etc/resolv.conf).
     #[arg(long, value_name = "IP:PORT")]
     dns: Option<std::net::SocketAddr>,
+    /// List every path an overlay with a kept upper changed (without it,
+    /// a count per kind).
+    #[arg(long)]
+    changes: bool,
     #[command(flatten)]
     placement: PlacementArgs,
     /// The command and its arguments.
@@ -115,7 +119,7 @@ fn inherited_fd(fd: i32) -> Result<std::fs::File, String> {
 }
 
 /// The human-readable outcome: status, times, notes, egress, the report.
-fn human_report(outcome: &sandbox_core::RunOutcome) -> String {
+fn human_report(outcome: &sandbox_core::RunOutcome, changes: bool) -> String {
     let mut notes = Vec::new();
     if outcome.stdout_truncated {
         notes.push("stdout truncated: max_output_bytes, or its reader went away".to_string());
@@ -169,7 +173,50 @@ fn human_report(outcome: &sandbox_core::RunOutcome) -> String {
             ));
         }
     }
+    for overlay in &outcome.changes {
+        text.push_str(&changes_lines(overlay, changes));
+    }
     text.push_str(&outcome.report.to_string());
+    text
+}
+
+/// An overlay's changes: a count per kind, and with `all` one line per
+/// path.
+fn changes_lines(overlay: &sandbox_core::OverlayChanges, all: bool) -> String {
+    use sandbox_core::ChangeKind;
+    let target = overlay.target.display();
+    if let Some(error) = &overlay.error {
+        return format!(
+            "sbx: {target}: changes not read from {}: {error}\n",
+            overlay.upper.display()
+        );
+    }
+    let count = |kind: ChangeKind| overlay.changes.iter().filter(|c| c.kind == kind).count();
+    let mut text = format!(
+        "sbx: {target}: {} added, {} modified, {} deleted, {} replaced{} (kept in {})\n",
+        count(ChangeKind::Added),
+        count(ChangeKind::Modified),
+        count(ChangeKind::Deleted),
+        count(ChangeKind::Replaced),
+        if overlay.truncated { ", and more" } else { "" },
+        overlay.upper.display()
+    );
+    if all {
+        for c in &overlay.changes {
+            let kind = match c.kind {
+                ChangeKind::Added => "added",
+                ChangeKind::Modified => "modified",
+                ChangeKind::Deleted => "deleted",
+                ChangeKind::Replaced => "replaced",
+                _ => "changed",
+            };
+            text.push_str(&format!(
+                "sbx:   {kind:<8} {} ({} B)\n",
+                overlay.target.join(&c.path).display(),
+                c.size
+            ));
+        }
+    }
     text
 }
 
@@ -255,7 +302,7 @@ pub(crate) fn run(args: RunArgs) -> Result<ExitCode, String> {
     let report = if args.json {
         serde_json::to_string_pretty(&outcome).map_err(|e| e.to_string())? + "\n"
     } else {
-        human_report(&outcome)
+        human_report(&outcome, args.changes)
     };
     match sink {
         ReportSink::File(mut file) => {

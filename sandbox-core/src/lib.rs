@@ -70,6 +70,7 @@
 #[cfg(feature = "tokio")]
 mod async_child;
 mod cgroups;
+mod changes;
 mod child;
 mod command;
 mod credentials;
@@ -105,6 +106,7 @@ pub use cgroups::{
     CgroupPlacement, CgroupStrategy, CgroupSupport, SUPERVISOR_LEAF, UnifiedHierarchy, V1Hierarchy,
     V2Placement,
 };
+pub use changes::{Change, ChangeKind, MAX_CHANGES, OverlayChanges, overlay_changes};
 pub use child::{ChildControl, OutputReader, SandboxChild};
 pub use command::SandboxCommand;
 pub use egress_pool::set_forwarder_threads;

@@ -113,6 +113,9 @@ pub struct RunOutcome {
     pub report: EffectiveSandbox,
     /// How long each part of the run took.
     pub timings: crate::timings::RunTimings,
+    /// What the run changed through each overlay whose upper is kept (a
+    /// directory): see [`overlay_changes`](crate::overlay_changes).
+    pub changes: Vec<crate::changes::OverlayChanges>,
 }
 
 /// What a run's egress forwarder relayed and refused.

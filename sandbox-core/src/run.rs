@@ -532,6 +532,7 @@ impl Started {
             egress,
             report: inner.report.clone(),
             timings: RunTimings::default(),
+            changes: crate::changes::kept_overlay_changes(&inner.policy),
         };
         // The run's cgroups go now, inside the teardown's time.
         drop(std::mem::take(&mut self.cgroups));

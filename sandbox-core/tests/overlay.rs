@@ -129,8 +129,31 @@ fn a_directory_upper_keeps_the_writes_for_the_next_run() {
         );
         return;
     }
-    assert!(sh(&sb, CHANGES).success());
+    let out = sh(&sb, CHANGES);
+    assert!(out.success());
     assert_eq!(snapshot(&repo), before, "the lower is unchanged");
+    // The outcome lists what changed, read from the upper.
+    let [changes] = &out.changes[..] else {
+        panic!("{:?}", out.changes)
+    };
+    assert_eq!(changes.target, Path::new("/work"));
+    let listed: Vec<(String, sandbox_core::ChangeKind, u64)> = changes
+        .changes
+        .iter()
+        .map(|c| (c.path.display().to_string(), c.kind, c.size))
+        .collect();
+    use sandbox_core::ChangeKind::{Added, Deleted, Modified};
+    assert_eq!(
+        listed,
+        [
+            ("d".to_string(), Added, 0),
+            ("d/y".to_string(), Added, 2),
+            ("file".to_string(), Modified, 10),
+            ("keep".to_string(), Deleted, 5),
+            ("new".to_string(), Added, 4),
+            ("sub".to_string(), Deleted, 0),
+        ]
+    );
     let diff = upper.join("diff");
     assert_eq!(std::fs::read(diff.join("new")).unwrap(), b"new\n");
     assert_eq!(std::fs::read(diff.join("file")).unwrap(), b"lower\nmod\n");

@@ -56,7 +56,9 @@ pub struct OverlayChanges {
 pub const MAX_CHANGES: usize = 100_000;
 
 /// The changes an overlay's upper holds over its lowers (the first on
-/// top): every entry of `upper` (an overlay's `diff`), as added, modified,
+/// top): every entry of `upper` (an overlay's `diff`; what a sandbox wrote
+/// there is never followed: no symlink, no path longer than the kernel
+/// takes, at most [`MAX_CHANGES`] read), as added, modified,
 /// deleted (a whiteout: a 0:0 character device) or replaced (an opaque
 /// directory: `user.overlay.opaque` or `trusted.overlay.opaque`).
 ///
@@ -143,6 +145,11 @@ fn walk(
         Err(e) => return Err(e),
     };
     for entry in listing {
+        // Past the cap, reading on would only cost time: a sandbox can
+        // make millions of files.
+        if out.truncated {
+            return Ok(());
+        }
         let entry = entry?;
         let path = dir.join(entry.file_name());
         let meta = entry.metadata()?;

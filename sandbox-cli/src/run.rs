@@ -59,8 +59,8 @@ pub(crate) struct RunArgs {
     /// resolver instead of the host's (from /etc/resolv.conf).
     #[arg(long, value_name = "IP:PORT")]
     dns: Option<std::net::SocketAddr>,
-    /// List every path an overlay with a kept upper changed (without it,
-    /// a count per kind).
+    /// List every path the command changed through each overlay (without
+    /// it, a count per kind).
     #[arg(long)]
     changes: bool,
     #[command(flatten)]
@@ -192,14 +192,18 @@ fn changes_lines(overlay: &sandbox_core::OverlayChanges, all: bool) -> String {
         );
     }
     let count = |kind: ChangeKind| overlay.changes.iter().filter(|c| c.kind == kind).count();
+    let upper = if overlay.upper == std::path::Path::new("tmpfs") {
+        "a tmpfs upper, discarded".to_string()
+    } else {
+        format!("kept in {}", overlay.upper.display())
+    };
     let mut text = format!(
-        "sbx: {target}: {} added, {} modified, {} deleted, {} replaced{} (kept in {})\n",
+        "sbx: {target}: {} added, {} modified, {} deleted, {} replaced{} ({upper})\n",
         count(ChangeKind::Added),
         count(ChangeKind::Modified),
         count(ChangeKind::Deleted),
         count(ChangeKind::Replaced),
         if overlay.truncated { ", and more" } else { "" },
-        overlay.upper.display()
     );
     if all {
         for c in &overlay.changes {

@@ -42,7 +42,8 @@ pub struct Change {
 pub struct OverlayChanges {
     /// The overlay's target in the sandbox.
     pub target: PathBuf,
-    /// The upper the changes were read from (`…/diff`).
+    /// The upper the changes were read from: a kept upper's `…/diff`, or
+    /// `tmpfs`.
     pub upper: PathBuf,
     /// The changes, sorted by path (at most [`MAX_CHANGES`]).
     pub changes: Vec<Change>,
@@ -82,19 +83,27 @@ pub fn overlay_changes(
     upper: &Path,
     lowers: &[PathBuf],
 ) -> Result<OverlayChanges, openat2_root::Error> {
-    let upper_root = Root::open(upper)?;
+    changes_in(&Root::open(upper)?, upper, lowers)
+}
+
+/// As [`overlay_changes`], for an upper already open; `label` names it.
+fn changes_in(
+    upper: &Root,
+    label: &Path,
+    lowers: &[PathBuf],
+) -> Result<OverlayChanges, openat2_root::Error> {
     let lower_roots = lowers
         .iter()
         .map(Root::open)
         .collect::<Result<Vec<_>, _>>()?;
     let mut out = OverlayChanges {
         target: PathBuf::new(),
-        upper: upper.to_path_buf(),
+        upper: label.to_path_buf(),
         changes: Vec::new(),
         truncated: false,
         error: None,
     };
-    walk(&upper_root, &lower_roots, Path::new(""), &mut out)?;
+    walk(upper, &lower_roots, Path::new(""), &mut out)?;
     out.changes.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(out)
 }
@@ -188,20 +197,51 @@ fn walk(
     Ok(())
 }
 
-/// The changes of every overlay of `policy` whose upper is kept, read
-/// after a run (an error reading one is recorded in it).
-pub(crate) fn kept_overlay_changes(policy: &sandbox_policy::Policy) -> Vec<OverlayChanges> {
+/// How many overlays of `policy` have a tmpfs upper and are mounted (the
+/// filesystem mode has a root of the sandbox's own).
+pub(crate) fn tmpfs_overlays(
+    policy: &sandbox_policy::Policy,
+    mode: sandbox_policy::FsMode,
+) -> usize {
+    if mode == sandbox_policy::FsMode::Off {
+        return 0;
+    }
+    policy
+        .filesystem
+        .overlay
+        .iter()
+        .flatten()
+        .filter(|o| o.upper_dir().is_none())
+        .count()
+}
+
+/// The changes of every overlay of `policy`, read after a run: a kept
+/// upper from its directory, a tmpfs upper from `tmpfs_uppers` (the fds
+/// the child sent, in the overlays' order). An error reading one is
+/// recorded in it.
+pub(crate) fn run_changes(
+    policy: &sandbox_policy::Policy,
+    tmpfs_uppers: Vec<std::os::fd::OwnedFd>,
+) -> Vec<OverlayChanges> {
+    let mut tmpfs = tmpfs_uppers.into_iter();
     policy
         .filesystem
         .overlay
         .iter()
         .flatten()
         .filter_map(|o| {
-            let diff = o.upper_dir()?.join("diff");
-            let mut changes =
-                overlay_changes(&diff, o.lower.paths()).unwrap_or_else(|e| OverlayChanges {
+            let (label, upper) = match o.upper_dir() {
+                Some(dir) => {
+                    let diff = dir.join("diff");
+                    (diff.clone(), Root::open(&diff))
+                }
+                None => (PathBuf::from("tmpfs"), Root::from_fd(tmpfs.next()?)),
+            };
+            let mut changes = upper
+                .and_then(|upper| changes_in(&upper, &label, o.lower.paths()))
+                .unwrap_or_else(|e| OverlayChanges {
                     target: PathBuf::new(),
-                    upper: diff.clone(),
+                    upper: label,
                     changes: Vec::new(),
                     truncated: false,
                     error: Some(e.to_string()),

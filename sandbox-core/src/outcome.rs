@@ -113,8 +113,9 @@ pub struct RunOutcome {
     pub report: EffectiveSandbox,
     /// How long each part of the run took.
     pub timings: crate::timings::RunTimings,
-    /// What the run changed through each overlay whose upper is kept (a
-    /// directory): see [`overlay_changes`](crate::overlay_changes).
+    /// What the run changed through each overlay, read from its upper after
+    /// the run (a tmpfs upper just before it is discarded): see
+    /// [`overlay_changes`](crate::overlay_changes).
     pub changes: Vec<crate::changes::OverlayChanges>,
 }
 

@@ -48,6 +48,8 @@ pub(crate) struct Started {
     _parent_alive: OwnedFd,
     egress: Option<EgressRun>,
     cgroups: RunCgroups,
+    /// Each tmpfs overlay upper, held past the run for its changes.
+    tmpfs_uppers: Vec<OwnedFd>,
     started: Instant,
     /// When the command exec'd.
     exec_at: Instant,
@@ -270,9 +272,9 @@ fn setup_outcome(
     }
 }
 
-/// The socket pair the child hands the tap over on (egress runs only).
-fn egress_sockets(inner: &Inner) -> Result<Option<(OwnedFd, OwnedFd)>> {
-    if inner.decisions.network.egress_mtu().is_none() {
+/// A socket pair the child hands fds to the parent over, if `wanted`.
+fn handoff_sockets(wanted: bool, what: &str) -> Result<Option<(OwnedFd, OwnedFd)>> {
+    if !wanted {
         return Ok(None);
     }
     rustix::net::socketpair(
@@ -282,7 +284,7 @@ fn egress_sockets(inner: &Inner) -> Result<Option<(OwnedFd, OwnedFd)>> {
         None,
     )
     .map(Some)
-    .map_err(Error::prepare_errno("the egress socket pair"))
+    .map_err(Error::prepare_errno(format!("the {what} socket pair")))
 }
 
 /// This run's plan, with its identity (a root caller's run id).
@@ -362,7 +364,13 @@ pub(crate) fn start(
     let (setup_read, setup_write) = pipe("the setup pipe")?;
     let (status_read, status_write) = pipe("the status pipe")?;
     let prepared = stdio::prepare(stdio, readers, output_cap(inner))?;
-    let egress_sockets = egress_sockets(inner)?;
+    // The child hands the tap (egress runs) and each tmpfs overlay upper
+    // over on these.
+    let egress_sockets = handoff_sockets(inner.decisions.network.egress_mtu().is_some(), "egress")?;
+    let overlay_sockets = handoff_sockets(
+        crate::changes::tmpfs_overlays(&inner.policy, inner.decisions.fs_mode) > 0,
+        "overlay",
+    )?;
     let limits = inner.decisions.cgroup_limits;
     let cgroups = if limits.any() {
         RunCgroups::create(&inner.report.host.cgroups, &limits)?
@@ -380,6 +388,7 @@ pub(crate) fn start(
         egress_socket: egress_sockets.as_ref().map(|(_, child)| child.as_fd()),
         pty: prepared.pty_plan(),
         cgroup_tasks: &cgroup_tasks,
+        overlay_socket: overlay_sockets.as_ref().map(|(_, child)| child.as_fd()),
     };
     let planned_at = Instant::now();
     let plan = {
@@ -406,6 +415,7 @@ pub(crate) fn start(
     span.record("pid", pid);
     drop((sync_read, setup_write, status_write));
     let egress_parent = egress_sockets.map(|(parent, _child)| parent);
+    let overlay_parent = overlay_sockets.map(|(parent, _child)| parent);
 
     let forwarder = {
         let _setup = tracing::debug_span!("setup").entered();
@@ -423,6 +433,23 @@ pub(crate) fn start(
         await_setup(&plan, pid, &pidfd, &progress, parent_result, &setup_read)?;
         forwarder
     };
+    // The child sent each tmpfs upper during its setup, which is done.
+    let mut tmpfs_uppers = Vec::new();
+    if let Some(socket) = &overlay_parent {
+        for _ in 0..crate::changes::tmpfs_overlays(&inner.policy, inner.decisions.fs_mode) {
+            match sandbox_net::recv_fd(socket) {
+                Ok(fd) => tmpfs_uppers.push(fd),
+                Err(e) => {
+                    abandon(pid, &pidfd);
+                    return Err(Error::Supervise {
+                        what: "receive an overlay's upper",
+                        error: std::io::Error::other(e),
+                    });
+                }
+            }
+        }
+    }
+    drop(overlay_parent);
     timings.setup = started.elapsed();
     timings.phases = RunTimings::phases_from(&plan.phases, &progress, monotonic_ns());
     for (phase, took) in &timings.phases {
@@ -468,6 +495,7 @@ pub(crate) fn start(
         _parent_alive: sync_write,
         egress,
         cgroups,
+        tmpfs_uppers,
         started,
         exec_at: Instant::now(),
         timings,
@@ -532,7 +560,10 @@ impl Started {
             egress,
             report: inner.report.clone(),
             timings: RunTimings::default(),
-            changes: crate::changes::kept_overlay_changes(&inner.policy),
+            changes: crate::changes::run_changes(
+                &inner.policy,
+                std::mem::take(&mut self.tmpfs_uppers),
+            ),
         };
         // The run's cgroups go now, inside the teardown's time.
         drop(std::mem::take(&mut self.cgroups));

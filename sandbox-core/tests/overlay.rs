@@ -68,6 +68,33 @@ fn tmpfs_upper_or_refused(sb: &sandbox_core::Sandbox) -> bool {
     false
 }
 
+/// The one overlay's changes in `out`, as (path, kind, size).
+fn listed(out: &sandbox_core::RunOutcome) -> Vec<(String, sandbox_core::ChangeKind, u64)> {
+    let [changes] = &out.changes[..] else {
+        panic!("{:?}", out.changes)
+    };
+    assert_eq!(changes.target, Path::new("/work"));
+    assert!(changes.error.is_none(), "{changes:?}");
+    changes
+        .changes
+        .iter()
+        .map(|c| (c.path.display().to_string(), c.kind, c.size))
+        .collect()
+}
+
+/// What `CHANGES` does to the tree of `lower`.
+fn expected_changes() -> Vec<(String, sandbox_core::ChangeKind, u64)> {
+    use sandbox_core::ChangeKind::{Added, Deleted, Modified};
+    vec![
+        ("d".to_string(), Added, 0),
+        ("d/y".to_string(), Added, 2),
+        ("file".to_string(), Modified, 10),
+        ("keep".to_string(), Deleted, 5),
+        ("new".to_string(), Added, 4),
+        ("sub".to_string(), Deleted, 0),
+    ]
+}
+
 const CHANGES: &str = "cd /work && echo new > new && echo mod >> file && rm -r sub && rm keep && mkdir d && echo y > d/y && ls /work && cat file";
 
 #[test]
@@ -88,6 +115,8 @@ fn an_overlay_takes_the_writes_and_leaves_the_lower_as_it_was() {
     let out = sh(&sb, CHANGES);
     assert!(out.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(stdout(&out), "d\nfile\nnew\nlower\nmod\n");
+    // The changes, read from the tmpfs upper before it went.
+    assert_eq!(listed(&out), expected_changes());
     assert_eq!(snapshot(&repo), before, "the lower is unchanged");
     assert!(
         sb.report().to_string().contains("/work: overlay of"),
@@ -133,27 +162,7 @@ fn a_directory_upper_keeps_the_writes_for_the_next_run() {
     assert!(out.success());
     assert_eq!(snapshot(&repo), before, "the lower is unchanged");
     // The outcome lists what changed, read from the upper.
-    let [changes] = &out.changes[..] else {
-        panic!("{:?}", out.changes)
-    };
-    assert_eq!(changes.target, Path::new("/work"));
-    let listed: Vec<(String, sandbox_core::ChangeKind, u64)> = changes
-        .changes
-        .iter()
-        .map(|c| (c.path.display().to_string(), c.kind, c.size))
-        .collect();
-    use sandbox_core::ChangeKind::{Added, Deleted, Modified};
-    assert_eq!(
-        listed,
-        [
-            ("d".to_string(), Added, 0),
-            ("d/y".to_string(), Added, 2),
-            ("file".to_string(), Modified, 10),
-            ("keep".to_string(), Deleted, 5),
-            ("new".to_string(), Added, 4),
-            ("sub".to_string(), Deleted, 0),
-        ]
-    );
+    assert_eq!(listed(&out), expected_changes());
     let diff = upper.join("diff");
     assert_eq!(std::fs::read(diff.join("new")).unwrap(), b"new\n");
     assert_eq!(std::fs::read(diff.join("file")).unwrap(), b"lower\nmod\n");

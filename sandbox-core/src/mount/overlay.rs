@@ -144,6 +144,7 @@ pub(crate) fn overlay_steps(
     root: Reg,
     policy: &Policy,
     layers: Vec<Layers>,
+    socket: Option<std::ffi::c_int>,
 ) -> Result<()> {
     for (i, (o, layers)) in policy
         .filesystem
@@ -153,12 +154,19 @@ pub(crate) fn overlay_steps(
         .zip(layers)
         .enumerate()
     {
-        one(b, root, i, o, layers)?;
+        one(b, root, i, o, layers, socket)?;
     }
     Ok(())
 }
 
-fn one(b: &mut Builder, root: Reg, i: usize, o: &Overlay, layers: Layers) -> Result<()> {
+fn one(
+    b: &mut Builder,
+    root: Reg,
+    i: usize,
+    o: &Overlay,
+    layers: Layers,
+    socket: Option<std::ffi::c_int>,
+) -> Result<()> {
     let scratch_name = format!(".sandbox-overlay-{i}");
     let scratch = Path::new("/dev").join(&scratch_name);
     let (upper, work) = match layers.upper {
@@ -191,6 +199,13 @@ fn one(b: &mut Builder, root: Reg, i: usize, o: &Overlay, layers: Layers) -> Res
                 },
                 format!("the upper's root as {}'s", o.lower.paths()[0].display()),
             );
+            // The parent keeps the upper past the run, for its changes.
+            if let Some(socket) = socket {
+                b.push(
+                    Step::SendFd { socket, reg: diff },
+                    format!("send the upper of {} to the parent", o.target.display()),
+                );
+            }
             (
                 diff,
                 b.resolve(root, &scratch.join("work"), TargetKind::Dir, true, false)?,

@@ -434,6 +434,7 @@ pub(crate) fn filesystem_steps(
     policy: &Policy,
     mode: FsMode,
     resolv_conf: Option<String>,
+    overlay_socket: Option<std::ffi::c_int>,
 ) -> Result<()> {
     let (mounts, symlinks) = mount_list(policy, mode)?;
     let sources = open_sources(b, &mounts)?;
@@ -457,7 +458,7 @@ pub(crate) fn filesystem_steps(
     attach_mounts(b, root, &mounts, sources, pivot)?;
     symlink_steps(b, root, symlinks)?;
     if pivot {
-        super::overlay::overlay_steps(b, root, policy, overlay_layers)?;
+        super::overlay::overlay_steps(b, root, policy, overlay_layers, overlay_socket)?;
     }
     if let (Some(text), true) = (resolv_conf, pivot) {
         let base = match (mode, &policy.filesystem.root) {

@@ -45,6 +45,9 @@ pub(crate) struct PlanFds<'a> {
     pub(crate) pty: Option<PtyPlan<'a>>,
     /// cgroup v1 `tasks` files PID 1 joins first (see `Step::JoinCgroup`).
     pub(crate) cgroup_tasks: &'a [c_int],
+    /// The child's end of the socket each tmpfs overlay upper goes out on
+    /// (for the run's change list), if there is one.
+    pub(crate) overlay_socket: Option<BorrowedFd<'a>>,
 }
 
 /// The command's pseudo-terminal: made in the sandbox's devpts, its master
@@ -118,6 +121,7 @@ fn start_steps(b: &mut Builder, fds: &PlanFds<'_>) -> Result<()> {
         fds.setup_write,
         fds.status_write,
         fds.egress_socket.map_or(NO_FD, |s| s.as_raw_fd()),
+        fds.overlay_socket.map_or(NO_FD, |s| s.as_raw_fd()),
         fds.pty.map_or(NO_FD, |p| p.socket.as_raw_fd()),
     ]
     .into_iter()
@@ -183,7 +187,13 @@ fn namespace_steps(
         && policy.network.dns_mode() != sandbox_policy::DnsMode::Off)
         .then(resolv_conf_text);
     b.phase("filesystem");
-    filesystem_steps(b, policy, decisions.fs_mode, resolv_conf)?;
+    filesystem_steps(
+        b,
+        policy,
+        decisions.fs_mode,
+        resolv_conf,
+        fds.overlay_socket.map(|s| s.as_raw_fd()),
+    )?;
     b.phase("identity");
     b.push(
         Step::SetHostname(cstring("hostname", b"sandbox")?),

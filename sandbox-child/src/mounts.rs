@@ -211,20 +211,33 @@ pub(crate) fn new_overlay(
     attrs: u64,
 ) -> Result<OwnedFd, Errno> {
     let fs = mount::fsopen(c"overlay", FsOpenFlags::FSOPEN_CLOEXEC)?;
-    let mut buffer = [0u8; 4096];
-    mount::fsconfig_set_string(&fs, c"lowerdir", fd_paths(lowers, &mut buffer)?)?;
-    mount::fsconfig_set_string(
-        &fs,
-        c"upperdir",
-        fd_paths([Ok(upper)].into_iter(), &mut buffer)?,
-    )?;
-    mount::fsconfig_set_string(
-        &fs,
-        c"workdir",
-        fd_paths([Ok(work)].into_iter(), &mut buffer)?,
-    )?;
-    mount::fsconfig_set_flag(&fs, c"userxattr")?;
-    mount::fsconfig_create(&fs)?;
+    let configured = (|| {
+        let mut buffer = [0u8; 4096];
+        mount::fsconfig_set_string(&fs, c"lowerdir", fd_paths(lowers, &mut buffer)?)?;
+        mount::fsconfig_set_string(
+            &fs,
+            c"upperdir",
+            fd_paths([Ok(upper)].into_iter(), &mut buffer)?,
+        )?;
+        mount::fsconfig_set_string(
+            &fs,
+            c"workdir",
+            fd_paths([Ok(work)].into_iter(), &mut buffer)?,
+        )?;
+        mount::fsconfig_set_flag(&fs, c"userxattr")?;
+        mount::fsconfig_create(&fs)
+    })();
+    if let Err(e) = configured {
+        // The kernel says why in the context's log: pass it on (stderr).
+        let mut line = [0u8; 512];
+        if let Ok(n) = rustix::io::read(&fs, &mut line)
+            && let Ok(stderr) = crate::exec::inherited(2)
+        {
+            let _ = rustix::io::write(stderr, line.get(..n).unwrap_or_default());
+            let _ = rustix::io::write(stderr, b"\n");
+        }
+        return Err(e);
+    }
     let attrs = MountAttrFlags::from_bits_retain(u32::try_from(attrs).map_err(|_| Errno::INVAL)?);
     mount::fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, attrs)
 }

@@ -55,6 +55,11 @@ fn stores_user_xattrs(dir: &Path) -> bool {
     ok
 }
 
+/// Whether `dir` is on an overlayfs (which cannot be an upper).
+fn on_overlayfs(dir: &Path) -> bool {
+    rustix::fs::statfs(dir).is_ok_and(|st| st.f_type == 0x794c_7630)
+}
+
 /// On a host whose tmpfs cannot hold the upper's attributes (before 6.6),
 /// a tmpfs-upper overlay is a downgrade: the run is refused, naming why.
 /// Returns whether the host can (the test goes on).
@@ -144,16 +149,25 @@ fn a_directory_upper_keeps_the_writes_for_the_next_run() {
     let repo = tmp.path().join("repo");
     lower(&repo);
     let before = snapshot(&repo);
-    let upper = tmp.path().join("upper");
+    // An upper needs a filesystem that stores user.* attributes and is no
+    // overlayfs (a VM's or container's /tmp often is): /tmp, else
+    // /dev/shm; where neither serves, the run must be refused, naming why.
+    let base = [tmp.path(), Path::new("/dev/shm")]
+        .into_iter()
+        .find(|b| b.is_dir() && !on_overlayfs(b) && stores_user_xattrs(b))
+        .unwrap_or(tmp.path());
+    let upper_home = tempfile::tempdir_in(base).unwrap();
+    let upper = upper_home.path().join("upper");
     let sb = sandbox(&format!(
         "[filesystem]\noverlay = [{{ lower = \"{}\", target = \"/work\", upper = \"{}\" }}]\n",
         repo.display(),
         upper.display()
     ));
-    if !stores_user_xattrs(tmp.path()) {
+    if on_overlayfs(base) || !stores_user_xattrs(base) {
         let refused = sb.command("true").output().unwrap_err().to_string();
         assert!(
-            refused.contains("does not store user.* attributes"),
+            refused.contains("does not store user.* attributes")
+                || refused.contains("is on an overlayfs"),
             "{refused}"
         );
         return;

@@ -53,9 +53,27 @@ pub(crate) fn prepare(policy: &Policy) -> Result<()> {
             std::fs::set_permissions(&diff, std::fs::Permissions::from_mode(top_mode(o)?))
                 .map_err(Error::prepare(format!("chmod {}", diff.display())))?;
             user_xattrs(&diff)?;
+            not_on_overlayfs(&diff)?;
         }
     }
     Ok(())
+}
+
+/// The kernel refuses an upper on an overlayfs ("not supported as
+/// upperdir"), as a container's writable layer often is: say so before
+/// the run.
+fn not_on_overlayfs(dir: &Path) -> Result<()> {
+    const OVERLAYFS_SUPER_MAGIC: i64 = 0x794c_7630;
+    match rustix::fs::statfs(dir) {
+        Ok(st) if st.f_type == OVERLAYFS_SUPER_MAGIC => Err(Error::Prepare {
+            what: format!(
+                "the overlay upper {} is on an overlayfs, which the kernel does not take as an upper: choose a directory on another filesystem",
+                dir.display()
+            ),
+            error: std::io::ErrorKind::Unsupported.into(),
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// Whether `dir`'s filesystem stores `user.` attributes, which overlayfs

@@ -10,6 +10,8 @@
 //! `cargo xtask bench names [--rounds N]`: egress by name: a DNS lookup
 //! judged and pinned against one relayed, a pinned download against one by
 //! address.
+//! `cargo xtask bench image [--rounds N]`: unpacking an image against
+//! `tar -x`, and an overlay's cost on a spawn.
 //! `cargo xtask bench concurrent [--sandboxes N] [--networked N]`: N
 //! sandboxes alive at once from one tokio runtime against bubblewrap
 //! launched from the same runtime; threads, memory per sandbox, leaks.
@@ -30,8 +32,9 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
         Some("egress") => egress(&args[1..]),
         Some("names") => names(&args[1..]),
         Some("concurrent") => concurrent(&args[1..]),
+        Some("image") => image(&args[1..]),
         _ => Err(
-            "usage: cargo xtask bench fs [--disk] [--criterion] | bench spawn [--rounds N] | bench nft [--rounds N] | bench egress [--rounds N] [--seconds N] | bench names [--rounds N] | bench concurrent [--sandboxes N] [--networked N]".into(),
+            "usage: cargo xtask bench fs [--disk] [--criterion] | bench spawn [--rounds N] | bench nft [--rounds N] | bench egress [--rounds N] [--seconds N] | bench names [--rounds N] | bench image [--rounds N] | bench concurrent [--sandboxes N] [--networked N]".into(),
         ),
     }
 }
@@ -96,6 +99,16 @@ fn egress(args: &[String]) -> Result<(), String> {
     }
     if let Some(seconds) = run::flag_value(args, "--seconds")? {
         cmd.env("EGRESS_SECONDS", seconds.to_string());
+    }
+    run::status(&mut cmd)
+}
+
+fn image(args: &[String]) -> Result<(), String> {
+    let mut cmd = Command::new(run::cargo_bin());
+    cmd.args(["bench", "-q", "-p", "benches", "--bench", "image"])
+        .current_dir(run::workspace_root());
+    if let Some(rounds) = run::flag_value(args, "--rounds")? {
+        cmd.env("IMAGE_ROUNDS", rounds.to_string());
     }
     run::status(&mut cmd)
 }

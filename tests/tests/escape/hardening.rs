@@ -263,6 +263,8 @@ fn forged_report(suite: &mut Suite) {
             "sbx is not built next to the suite (cargo build -p sandbox-cli)".into(),
         ),
         Some(sbx) => match Command::new(sbx)
+            // No probe cache: it would go to the host's /run/sbx.
+            .env("SBX_PROBE_CACHE", "0")
             .args(["run", "--json", "--", "sh", "-c", &script])
             .stdin(std::process::Stdio::null())
             .output()

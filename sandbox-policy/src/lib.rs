@@ -50,6 +50,7 @@ mod host_rule;
 mod model;
 mod net_rule;
 mod network;
+mod overlay;
 mod policy;
 mod profiles;
 mod schema;

@@ -13,6 +13,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub(crate) use crate::network::{DnsMode, NetLimits, NetMode, Network};
+pub use crate::overlay::{Lowers, Overlay, TmpfsUpper, Upper};
 use crate::units::{ByteSize, Duration};
 
 /// A complete description of what a sandboxed run may do.
@@ -76,90 +77,6 @@ pub struct Filesystem {
     /// upper, never to a lower.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub overlay: Option<Vec<Overlay>>,
-}
-
-/// A copy-on-write view (overlayfs in the sandbox's user namespace).
-#[derive(
-    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
-)]
-#[serde(deny_unknown_fields)]
-pub struct Overlay {
-    /// The host tree the sandbox sees (absolute), or several, the first
-    /// on top. Never written.
-    pub lower: Lowers,
-    /// Where the sandbox sees it (absolute).
-    pub target: PathBuf,
-    /// Where writes go: `"tmpfs"` (the default: discarded after the run),
-    /// or a host directory (absolute) that keeps them.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub upper: Option<Upper>,
-    /// The tmpfs upper's size limit (default: the kernel's, half of
-    /// memory).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub size: Option<ByteSize>,
-}
-
-/// One lower tree, or several.
-#[derive(
-    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
-)]
-#[serde(untagged)]
-pub enum Lowers {
-    /// One tree.
-    One(PathBuf),
-    /// Several, the first on top.
-    Many(Vec<PathBuf>),
-}
-
-impl Lowers {
-    /// The trees, the first on top.
-    pub fn paths(&self) -> &[PathBuf] {
-        match self {
-            Self::One(p) => std::slice::from_ref(p),
-            Self::Many(v) => v,
-        }
-    }
-
-    /// The trees as text, joined by `separator`.
-    pub fn joined(&self, separator: &str) -> String {
-        self.paths()
-            .iter()
-            .map(|p| p.display().to_string())
-            .collect::<Vec<_>>()
-            .join(separator)
-    }
-}
-
-/// An overlay's upper.
-#[derive(
-    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
-)]
-#[serde(untagged)]
-pub enum Upper {
-    /// `"tmpfs"`: writes are discarded after the run.
-    Tmpfs(TmpfsUpper),
-    /// A host directory (absolute) that keeps the writes.
-    Dir(PathBuf),
-}
-
-/// The word `"tmpfs"`.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum TmpfsUpper {
-    /// `"tmpfs"`.
-    Tmpfs,
-}
-
-impl Overlay {
-    /// The host directory that keeps the writes, if any (else a tmpfs).
-    pub fn upper_dir(&self) -> Option<&std::path::Path> {
-        match &self.upper {
-            Some(Upper::Dir(p)) => Some(p),
-            _ => None,
-        }
-    }
 }
 
 /// `filesystem.mode`, declared strictest first (the derived order is the

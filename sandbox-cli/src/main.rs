@@ -8,6 +8,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+mod changes;
 mod flags;
 mod run;
 mod terminal;
@@ -60,6 +61,9 @@ enum Command {
     /// Work with OCI images.
     #[command(subcommand)]
     Image(ImageCommand),
+    /// What a kept overlay upper changed: list, apply onto a tree, export.
+    #[command(subcommand)]
+    Changes(changes::ChangesCommand),
 }
 
 #[derive(Subcommand)]
@@ -235,6 +239,7 @@ fn main() -> ExitCode {
         }
         Command::Policy(cmd) => policy(cmd),
         Command::Image(cmd) => image(cmd),
+        Command::Changes(cmd) => changes::changes(cmd),
     };
     match result {
         Ok(code) => code,

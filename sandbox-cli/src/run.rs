@@ -182,7 +182,7 @@ fn human_report(outcome: &sandbox_core::RunOutcome, changes: bool) -> String {
 
 /// An overlay's changes: a count per kind, and with `all` one line per
 /// path.
-fn changes_lines(overlay: &sandbox_core::OverlayChanges, all: bool) -> String {
+pub(crate) fn changes_lines(overlay: &sandbox_core::OverlayChanges, all: bool) -> String {
     use sandbox_core::ChangeKind;
     let target = overlay.target.display();
     if let Some(error) = &overlay.error {

@@ -67,6 +67,7 @@
 //! ```
 #![deny(missing_docs)]
 
+mod apply;
 #[cfg(feature = "tokio")]
 mod async_child;
 mod cgroups;
@@ -100,6 +101,10 @@ mod supervisor;
 mod sys;
 mod timings;
 
+pub use apply::{
+    AppliedChanges, ApplyError, ApplyRefusal, ExportedChanges, MAX_APPLY_ENTRIES, apply_changes,
+    export_changes,
+};
 #[cfg(feature = "tokio")]
 pub use async_child::{AsyncChild, AsyncOutputReader};
 pub use cgroups::{

@@ -189,6 +189,23 @@ fn a_directory_upper_keeps_the_writes_for_the_next_run() {
             "{gone}"
         );
     }
+    // Applied onto a copy of the tree, the upper gives what the same
+    // commands give through a writable bind of another copy.
+    let (applied_to, bound_to) = (tmp.path().join("applied"), tmp.path().join("bound"));
+    lower(&applied_to);
+    lower(&bound_to);
+    let applied = sandbox_core::apply_changes(&diff, &applied_to).unwrap();
+    assert_eq!(
+        (applied.added, applied.modified, applied.deleted),
+        (3, 1, 2)
+    );
+    let bound = sandbox(&format!(
+        "[filesystem]\nbinds = [{{ source = \"{}\", target = \"/work\", writable = true }}]\n",
+        bound_to.display()
+    ));
+    assert!(sh(&bound, CHANGES).success());
+    assert_eq!(snapshot(&applied_to), snapshot(&bound_to));
+    assert_ne!(snapshot(&applied_to), before);
     // The next run sees them; the work directory an earlier run left does
     // not make the mount read-only.
     let again = sh(

@@ -61,6 +61,7 @@ pub(crate) const DEFAULT: &[&str] = &[
     "sandbox-core/concurrency",
     "sandbox-core/placement",
     "sandbox-core/overlay",
+    "sandbox-core/apply",
     "sandbox-net/ruleset",
     "sandbox-net/rootless",
     "sandbox-net/tap",
@@ -69,6 +70,7 @@ pub(crate) const DEFAULT: &[&str] = &[
     "sandbox-cli/cli",
     "sandbox-cli/live",
     "sandbox-cli/image",
+    "sandbox-cli/changes",
     "integration-tests/escape",
     "openat2-root/kernel",
 ];

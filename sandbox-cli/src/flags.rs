@@ -64,6 +64,12 @@ pub(crate) struct PolicyFlags {
     /// its Entrypoint and Cmd when no command is given.
     #[arg(long, value_name = "DIR")]
     pub(crate) image: Option<PathBuf>,
+    /// With a root of one's own (--image, or `mode = "rootfs"`): make it
+    /// writable, copy-on-write; writes go to a tmpfs discarded after the
+    /// run (`tmpfs`) or are kept in DIR (DIR/diff; `sbx changes` takes
+    /// them out).
+    #[arg(long, value_name = "tmpfs|DIR")]
+    root_overlay: Option<String>,
     /// Refuse flags that grant more than the base policy or profile.
     #[arg(long)]
     tighten_only: bool,
@@ -79,8 +85,9 @@ enum NetChoice {
 
 /// Which flag sets the policy field `field` (for refusals).
 fn flag_of(field: &str) -> &'static str {
-    const FLAGS: [(&str, &str); 15] = [
+    const FLAGS: [(&str, &str); 16] = [
         ("filesystem.mode", "--image"),
+        ("filesystem.root_overlay", "--root-overlay"),
         ("filesystem.root", "--image"),
         ("filesystem.binds", "--bind"),
         ("filesystem.tmpfs", "--tmpfs"),
@@ -214,6 +221,16 @@ impl PolicyFlags {
             }
         }
         let fs = &mut p.filesystem;
+        if let Some(upper) = &self.root_overlay {
+            fs.root_overlay = Some(sandbox_policy::RootOverlay {
+                upper: Some(if upper == "tmpfs" {
+                    sandbox_policy::Upper::Tmpfs(sandbox_policy::TmpfsUpper::Tmpfs)
+                } else {
+                    sandbox_policy::Upper::Dir(PathBuf::from(upper))
+                }),
+                size: None,
+            });
+        }
         extend(
             &mut fs.binds,
             self.bind

@@ -7,7 +7,7 @@ mod image;
 use image::*;
 
 mod common;
-use common::sbx_command;
+use common::{require_root, sbx_command};
 
 fn sbx(args: &[&std::ffi::OsStr]) -> std::process::Output {
     sbx_command().args(args).output().unwrap()
@@ -105,19 +105,11 @@ fn image_unpack_refuses_a_hostile_layer_naming_why() {
     assert!(!dest.exists() && !tmp.path().join("escaped").exists());
 }
 
-/// An image of a static busybox, unpacked and run as the sandbox's root:
-/// its tool runs, the host's tree is not there, the image's config gives
-/// the command and the environment, and the unpacked tree is unchanged.
-#[test]
-#[ignore = "needs root"]
-fn run_image_runs_the_images_tool_as_its_root() {
-    assert!(
-        rustix::process::geteuid().is_root(),
-        "needs root: run as root with --include-ignored, as CI does"
-    );
+/// An image of a static busybox (`/work`, its working directory, writable
+/// by all), unpacked with `sbx image unpack` into `TMP/img`.
+fn busybox_image(tmp: &std::path::Path) -> std::path::PathBuf {
     let busybox = std::fs::read("/bin/busybox").expect("a static busybox (busybox-static)");
-    let tmp = tempfile::tempdir().unwrap();
-    let oci = tmp.path().join("oci");
+    let oci = tmp.join("oci");
     let mut entries = vec![
         dir("bin/"),
         file("bin/busybox", 0o755, &busybox),
@@ -130,14 +122,14 @@ fn run_image_runs_the_images_tool_as_its_root() {
     for tool in ["sh", "ls", "cat", "echo"] {
         entries.push(symlink(&format!("bin/{tool}"), "busybox"));
     }
-    entries.push(dir("work/"));
+    entries.push(entry(b"work/", b'5', b"", 0o777, b""));
     layout(
         &oci,
         "v1",
         &[(tar(&entries), Stored::Zstd)],
         &["/bin/sh", "-c", "echo lang=$LANG; cat /etc/os-release"],
     );
-    let dest = tmp.path().join("img");
+    let dest = tmp.join("img");
     let out = sbx(&[
         "image".as_ref(),
         "unpack".as_ref(),
@@ -149,7 +141,26 @@ fn run_image_runs_the_images_tool_as_its_root() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    dest
+}
+
+/// The busybox image unpacked in a new temporary directory, with its
+/// rootfs's digest (needs root: its runs do).
+fn unpacked_busybox() -> (tempfile::TempDir, std::path::PathBuf, Digest) {
+    require_root();
+    let tmp = tempfile::tempdir().unwrap();
+    let dest = busybox_image(tmp.path());
     let before = tree_digest(&dest.join("rootfs"));
+    (tmp, dest, before)
+}
+
+/// An image of a static busybox, unpacked and run as the sandbox's root:
+/// its tool runs, the host's tree is not there, the image's config gives
+/// the command and the environment, and the unpacked tree is unchanged.
+#[test]
+#[ignore = "needs root"]
+fn run_image_runs_the_images_tool_as_its_root() {
+    let (_tmp, dest, before) = unpacked_busybox();
 
     // The image's Cmd, with its Env (the layout builder's: LANG=C.UTF-8).
     let out = sbx_command()
@@ -203,8 +214,67 @@ fn run_image_runs_the_images_tool_as_its_root() {
     );
 }
 
+/// `--root-overlay tmpfs`: the image's root is writable, the writes are
+/// listed (`--changes`) and discarded, the image is unchanged; without it
+/// (the control) the same write is refused. Where tmpfs cannot hold an
+/// upper's attributes (before 6.6) the run is refused, naming why.
+#[test]
+#[ignore = "needs root"]
+fn run_image_with_a_writable_root() {
+    let (_tmp, dest, before) = unpacked_busybox();
+    let run = |extra: &[&str]| {
+        sbx_command()
+            .args(["run", "--net", "none", "--image"])
+            .arg(&dest)
+            .args(extra)
+            .args([
+                "--",
+                "/bin/sh",
+                "-c",
+                "echo new > /work/new && cat /work/new",
+            ])
+            .output()
+            .unwrap()
+    };
+    let control = run(&[]);
+    assert!(!control.status.success());
+    assert!(
+        String::from_utf8_lossy(&control.stderr).contains("Read-only file system"),
+        "{}",
+        String::from_utf8_lossy(&control.stderr)
+    );
+    let out = run(&["--root-overlay", "tmpfs", "--changes"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if !sandbox_core::probe().overlay_tmpfs_upper.is_available() {
+        assert!(!out.status.success());
+        assert!(
+            stderr.contains("filesystem.root_overlay at / (a tmpfs upper)"),
+            "{stderr}"
+        );
+        return;
+    }
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "new\n");
+    assert!(
+        stderr.contains(
+            "sbx: /: 1 added, 0 modified, 0 deleted, 0 replaced (a tmpfs upper, discarded)"
+        ),
+        "{stderr}"
+    );
+    assert!(stderr.contains("added    /work/new (4 B)"), "{stderr}");
+    assert!(stderr.contains("writable through an overlay"), "{stderr}");
+    assert_eq!(
+        tree_digest(&dest.join("rootfs")),
+        before,
+        "the image is unchanged"
+    );
+}
+
+/// What [`tree_digest`] gives.
+type Digest = Vec<(std::path::PathBuf, u64, Vec<u8>)>;
+
 /// Every path, type, size and content hash beneath `dir`.
-fn tree_digest(dir: &std::path::Path) -> Vec<(std::path::PathBuf, u64, Vec<u8>)> {
+fn tree_digest(dir: &std::path::Path) -> Digest {
     use sha2::Digest;
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];

@@ -203,14 +203,8 @@ pub(crate) fn tmpfs_overlays(
     policy: &sandbox_policy::Policy,
     mode: sandbox_policy::FsMode,
 ) -> usize {
-    if mode == sandbox_policy::FsMode::Off {
-        return 0;
-    }
-    policy
-        .filesystem
-        .overlay
+    crate::mount::overlays(policy, mode)
         .iter()
-        .flatten()
         .filter(|o| o.upper_dir().is_none())
         .count()
 }
@@ -221,14 +215,12 @@ pub(crate) fn tmpfs_overlays(
 /// recorded in it.
 pub(crate) fn run_changes(
     policy: &sandbox_policy::Policy,
+    mode: sandbox_policy::FsMode,
     tmpfs_uppers: Vec<std::os::fd::OwnedFd>,
 ) -> Vec<OverlayChanges> {
     let mut tmpfs = tmpfs_uppers.into_iter();
-    policy
-        .filesystem
-        .overlay
+    crate::mount::overlays(policy, mode)
         .iter()
-        .flatten()
         .filter_map(|o| {
             let (label, upper) = match o.upper_dir() {
                 Some(dir) => {

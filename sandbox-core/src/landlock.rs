@@ -115,10 +115,9 @@ pub(crate) fn writable_paths(policy: &Policy, mode: FsMode) -> Vec<(PathBuf, boo
         .collect();
     out.extend(fs.tmpfs.iter().flatten().map(|t| (t.target.clone(), true)));
     out.extend(
-        fs.overlay
-            .iter()
-            .flatten()
-            .map(|o| (o.target.clone(), true)),
+        crate::mount::overlays(policy, mode)
+            .into_iter()
+            .map(|o| (o.target, true)),
     );
     out.extend(
         fs.binds

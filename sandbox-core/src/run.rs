@@ -562,6 +562,7 @@ impl Started {
             timings: RunTimings::default(),
             changes: crate::changes::run_changes(
                 &inner.policy,
+                inner.decisions.fs_mode,
                 std::mem::take(&mut self.tmpfs_uppers),
             ),
         };

@@ -237,3 +237,74 @@ fn stacked_lowers_show_the_top_one_first() {
     assert!(out.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(stdout(&out), "file\nkeep\nonly-top\nsub\ntop\n");
 }
+
+/// A root of one's own made of a static busybox, its directories writable
+/// by others (the sandbox's user is not the tree's owner).
+fn busybox_root(dir: &Path) {
+    for d in ["bin", "proc", "dev", "tmp", "etc", "work"] {
+        std::fs::create_dir_all(dir.join(d)).unwrap();
+    }
+    std::fs::copy("/bin/busybox", dir.join("bin/busybox"))
+        .expect("a static busybox (busybox-static)");
+    for tool in ["sh", "ls", "cat", "echo", "rm", "mkdir"] {
+        std::os::unix::fs::symlink("busybox", dir.join("bin").join(tool)).unwrap();
+    }
+    std::fs::write(dir.join("etc/os-release"), b"ID=test-root\n").unwrap();
+    std::fs::write(dir.join("etc/gone"), b"gone\n").unwrap();
+    for d in ["", "etc", "work"] {
+        std::fs::set_permissions(dir.join(d), std::fs::Permissions::from_mode(0o777)).unwrap();
+    }
+}
+
+#[test]
+#[ignore = "needs root"]
+fn a_writable_root_takes_the_writes_and_leaves_the_tree_as_it_was() {
+    require_root();
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("rootfs");
+    busybox_root(&root);
+    let before = snapshot(&root);
+    let policy = |root_overlay: &str| {
+        format!(
+            "[filesystem]\nmode = \"rootfs\"\nroot = \"{}\"\nroot_overlay = {root_overlay}\n[network]\nmode = \"none\"\n",
+            root.display()
+        )
+    };
+    let script = "echo new > /new-file && rm /etc/gone && mkdir /work/d && echo y > /work/d/y && cat /etc/os-release /new-file && ls /etc";
+    // The control: the same root read-only refuses every write.
+    let read_only = sandbox(&policy("{}").replace("root_overlay = {}\n", ""));
+    let out = sh(&read_only, script);
+    assert!(!out.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Read-only file system"));
+
+    let sb = sandbox(&policy(r#"{ size = "16MiB" }"#));
+    if !tmpfs_upper_or_refused(&sb) {
+        return;
+    }
+    let out = sh(&sb, script);
+    assert!(out.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(stdout(&out), "ID=test-root\nnew\nos-release\n");
+    let [changes] = &out.changes[..] else {
+        panic!("{:?}", out.changes)
+    };
+    assert_eq!(changes.target, Path::new("/"));
+    use sandbox_core::ChangeKind::{Added, Deleted};
+    assert_eq!(
+        changes
+            .changes
+            .iter()
+            .map(|c| (c.path.display().to_string(), c.kind))
+            .collect::<Vec<_>>(),
+        [
+            ("etc/gone".to_string(), Deleted),
+            ("new-file".to_string(), Added),
+            ("work/d".to_string(), Added),
+            ("work/d/y".to_string(), Added),
+        ]
+    );
+    assert_eq!(snapshot(&root), before, "the tree is unchanged");
+    let report = sb.report().to_string();
+    assert!(report.contains("writable through an overlay"), "{report}");
+    // The tmpfs upper went with the run.
+    assert_eq!(stdout(&sh(&sb, "ls /etc")), "gone\nos-release\n");
+}

@@ -13,7 +13,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub(crate) use crate::network::{DnsMode, NetLimits, NetMode, Network};
-pub use crate::overlay::{Lowers, Overlay, TmpfsUpper, Upper};
+pub use crate::overlay::{Lowers, Overlay, RootOverlay, TmpfsUpper, Upper};
 use crate::units::{ByteSize, Duration};
 
 /// A complete description of what a sandboxed run may do.
@@ -60,6 +60,10 @@ pub struct Filesystem {
     /// mounts' targets must exist in it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub root: Option<PathBuf>,
+    /// With `mode = "rootfs"`: the root writable, copy-on-write (an
+    /// overlay of `root` at `/`); read-only without it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root_overlay: Option<RootOverlay>,
     /// Host paths bound into the sandbox.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub binds: Option<Vec<Bind>>,

@@ -90,3 +90,44 @@ impl Overlay {
         }
     }
 }
+
+/// `filesystem.root_overlay`: with `mode = "rootfs"`, the root made
+/// writable copy-on-write: the sandbox sees `filesystem.root` as `/` and
+/// may write anywhere in it; its writes go to the upper, never to the
+/// root's tree.
+#[derive(
+    Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(deny_unknown_fields)]
+pub struct RootOverlay {
+    /// Where writes go: `"tmpfs"` (the default: discarded after the run),
+    /// or a host directory (absolute) that keeps them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upper: Option<Upper>,
+    /// The tmpfs upper's size limit (default: the kernel's, half of
+    /// memory).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<ByteSize>,
+}
+
+impl RootOverlay {
+    /// The overlay it is: `root` (the policy's `filesystem.root`) at `/`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use sandbox_policy::RootOverlay;
+    ///
+    /// let o = RootOverlay::default().over("/srv/images/python/rootfs".as_ref());
+    /// assert_eq!(o.target, std::path::Path::new("/"));
+    /// assert!(o.upper_dir().is_none()); // a tmpfs upper
+    /// ```
+    pub fn over(&self, root: &std::path::Path) -> Overlay {
+        Overlay {
+            lower: Lowers::One(root.to_path_buf()),
+            target: PathBuf::from("/"),
+            upper: self.upper.clone(),
+            size: self.size,
+        }
+    }
+}

@@ -175,6 +175,7 @@ impl Policy {
             filesystem: Filesystem {
                 mode: pick(&o.filesystem.mode, &b.filesystem.mode),
                 root: pick(&o.filesystem.root, &b.filesystem.root),
+                root_overlay: pick(&o.filesystem.root_overlay, &b.filesystem.root_overlay),
                 binds: pick(&o.filesystem.binds, &b.filesystem.binds),
                 tmpfs: pick(&o.filesystem.tmpfs, &b.filesystem.tmpfs),
                 workdir: pick(&o.filesystem.workdir, &b.filesystem.workdir),

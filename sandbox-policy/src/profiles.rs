@@ -64,6 +64,7 @@ pub(crate) fn default_profile() -> Policy {
         filesystem: Filesystem {
             mode: Some(FsMode::Minimal),
             root: None,
+            root_overlay: None,
             binds: Some(Vec::new()),
             tmpfs: Some(vec![Tmpfs {
                 target: PathBuf::from("/tmp"),

@@ -9,6 +9,7 @@
 //! |---|---|
 //! | `filesystem.mode` | `minimal` < `rootfs` < `host-readonly` < `off`; and `minimal` is looser than `rootfs` (it shows the host's system directories) |
 //! | `filesystem.root` | the same tree |
+//! | `filesystem.root_overlay` | none (a read-only root); or the base has one too, and `a`'s upper is a tmpfs or the base's upper directory |
 //! | `filesystem.binds` | each of `a`'s binds is one of `b`'s (same source and target), writable or with `sockets` only if `b`'s is |
 //! | `filesystem.tmpfs` | each of `a`'s tmpfs targets is one of `b`'s, no larger |
 //! | `filesystem.mask` | `a` masks every path `b` masks |
@@ -131,21 +132,11 @@ impl Policy {
             );
         }
         for o in fa.overlay.iter().flatten() {
-            let ok = fb.overlay.iter().flatten().any(|c| {
-                c.lower == o.lower
-                    && c.target == o.target
-                    // A tmpfs upper keeps nothing: it is no more than a
-                    // directory upper, and no larger than the base's tmpfs.
-                    && match (o.upper_dir(), c.upper_dir()) {
-                        (Some(mine), Some(base)) => mine == base,
-                        (Some(_), None) => false,
-                        (None, Some(_)) => true,
-                        (None, None) => {
-                            o.size.map_or(u64::MAX, ByteSize::bytes)
-                                <= c.size.map_or(u64::MAX, ByteSize::bytes)
-                        }
-                    }
-            });
+            let ok = fb
+                .overlay
+                .iter()
+                .flatten()
+                .any(|c| c.lower == o.lower && c.target == o.target && upper_no_looser(o, c));
             check(
                 "filesystem.overlay",
                 !ok,
@@ -159,6 +150,19 @@ impl Policy {
                         .join(":"),
                     o.target.display()
                 ),
+            );
+        }
+        if let (Some(mine), Some(root)) = (&fa.root_overlay, &fa.root) {
+            let ok = match (&fb.root_overlay, &fb.root) {
+                (Some(base), Some(base_root)) => {
+                    upper_no_looser(&mine.over(root), &base.over(base_root))
+                }
+                _ => false,
+            };
+            check(
+                "filesystem.root_overlay",
+                !ok,
+                "a writable root (or its upper) the base does not grant".to_string(),
             );
         }
         let (na, nb) = (&a.network, &b.network);
@@ -355,6 +359,20 @@ fn size_le(a: Option<crate::ByteSize>, b: Option<crate::ByteSize>) -> bool {
 
 fn flag(b: Option<bool>) -> bool {
     b.unwrap_or(false)
+}
+
+/// Whether overlay `o`'s upper grants no more than `c`'s: a tmpfs upper
+/// keeps nothing, so it is no more than a directory upper, and no larger
+/// than the base's tmpfs.
+fn upper_no_looser(o: &crate::Overlay, c: &crate::Overlay) -> bool {
+    match (o.upper_dir(), c.upper_dir()) {
+        (Some(mine), Some(base)) => mine == base,
+        (Some(_), None) => false,
+        (None, Some(_)) => true,
+        (None, None) => {
+            o.size.map_or(u64::MAX, ByteSize::bytes) <= c.size.map_or(u64::MAX, ByteSize::bytes)
+        }
+    }
 }
 
 fn is_root(u: Option<User>) -> bool {

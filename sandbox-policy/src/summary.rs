@@ -50,6 +50,15 @@ struct PrivLine<'a>(&'a Privilege);
 struct ResLine<'a>(&'a Resources);
 struct EnvLine<'a>(&'a Env);
 
+/// Where an overlay's writes go, in words.
+fn upper_words(o: &crate::Overlay) -> String {
+    match (o.upper_dir(), o.size) {
+        (Some(dir), _) => format!("writes kept in {}", dir.display()),
+        (None, Some(size)) => format!("writes to a tmpfs of {size}, discarded"),
+        (None, None) => "writes to a tmpfs, discarded".into(),
+    }
+}
+
 impl Display for FsLine<'_> {
     fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
         let fs = self.0;
@@ -57,13 +66,15 @@ impl Display for FsLine<'_> {
         let mode = match fs.mode {
             Some(FsMode::Minimal) => "minimal root (system directories read-only)",
             Some(FsMode::Rootfs) => {
-                rootfs = format!(
-                    "the tree at {} as root, read-only",
-                    fs.root
-                        .as_deref()
-                        .unwrap_or(std::path::Path::new("?"))
-                        .display()
-                );
+                let root = fs.root.as_deref().unwrap_or(std::path::Path::new("?"));
+                rootfs = match &fs.root_overlay {
+                    None => format!("the tree at {} as root, read-only", root.display()),
+                    Some(o) => format!(
+                        "the tree at {} as root, writable ({})",
+                        root.display(),
+                        upper_words(&o.over(root))
+                    ),
+                };
                 &rootfs
             }
             Some(FsMode::HostReadonly) => "the host, read-only",
@@ -100,15 +111,11 @@ impl Display for FsLine<'_> {
             let described: Vec<String> = overlays
                 .iter()
                 .map(|o| {
-                    let upper = match (o.upper_dir(), o.size) {
-                        (Some(dir), _) => format!("writes kept in {}", dir.display()),
-                        (None, Some(size)) => format!("writes to a tmpfs of {size}, discarded"),
-                        (None, None) => "writes to a tmpfs, discarded".into(),
-                    };
                     format!(
-                        "{} over {} ({upper})",
+                        "{} over {} ({})",
                         o.target.display(),
-                        o.lower.joined(" + ")
+                        o.lower.joined(" + "),
+                        upper_words(o)
                     )
                 })
                 .collect();

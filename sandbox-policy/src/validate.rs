@@ -83,46 +83,23 @@ impl Policy {
             }
         }
         for (i, o) in fs.overlay.iter().flatten().enumerate() {
-            let field = |what: &str| format!("filesystem.overlay[{i}].{what}");
-            // overlayfs takes its layers as one option string.
-            let host_path = |field: String, path: &Path, problems: &mut Vec<Problem>| {
-                if let Some(why) = not_clean_absolute(path) {
-                    problems.push(Problem::new(field, format!("{path:?} {why}")));
-                } else if path.to_string_lossy().contains([',', ':', '\\']) {
-                    problems.push(Problem::new(
-                        field,
-                        format!("{path:?}: overlayfs cannot name a path with ',', ':' or '\\'"),
-                    ));
+            let prefix = format!("filesystem.overlay[{i}]");
+            target(format!("{prefix}.target"), &o.target, problems);
+            overlay_problems(&prefix, o, problems);
+        }
+        if let Some(root_overlay) = &fs.root_overlay {
+            match (&fs.mode, &fs.root) {
+                (Some(FsMode::Rootfs), Some(root)) => {
+                    overlay_problems(
+                        "filesystem.root_overlay",
+                        &root_overlay.over(root),
+                        problems,
+                    );
                 }
-            };
-            let lowers = o.lower.paths();
-            if lowers.is_empty() || lowers.len() > 64 {
-                problems.push(Problem::new(field("lower"), "1 to 64 trees"));
-            }
-            for lower in lowers {
-                host_path(field("lower"), lower, problems);
-            }
-            target(field("target"), &o.target, problems);
-            if let Some(upper) = o.upper_dir() {
-                host_path(field("upper"), upper, problems);
-                if let Some(lower) = lowers
-                    .iter()
-                    .find(|l| upper.starts_with(l) || l.starts_with(upper))
-                {
-                    problems.push(Problem::new(
-                        field("upper"),
-                        format!("{upper:?} overlaps the lower {lower:?}: writes would change it"),
-                    ));
-                }
-                if o.size.is_some() {
-                    problems.push(Problem::new(
-                        field("size"),
-                        "a size is for a tmpfs upper (this upper is a directory)",
-                    ));
-                }
-            }
-            if o.size.is_some_and(|s| s.bytes() < 4096) {
-                problems.push(Problem::new(field("size"), "must be at least 4KiB"));
+                _ => problems.push(Problem::new(
+                    "filesystem.root_overlay",
+                    "a root overlay is only used with mode = \"rootfs\" and a root",
+                )),
             }
         }
         // Overlays are mounted after the other mounts: one beneath an
@@ -345,4 +322,48 @@ fn not_clean_absolute(path: &Path) -> Option<&'static str> {
         return Some("contains a NUL byte");
     }
     None
+}
+
+/// The problems of one overlay's layers and upper; `prefix` names it.
+fn overlay_problems(prefix: &str, o: &crate::Overlay, problems: &mut Vec<Problem>) {
+    let field = |what: &str| format!("{prefix}.{what}");
+    // overlayfs takes its layers as one option string.
+    let host_path = |field: String, path: &Path, problems: &mut Vec<Problem>| {
+        if let Some(why) = not_clean_absolute(path) {
+            problems.push(Problem::new(field, format!("{path:?} {why}")));
+        } else if path.to_string_lossy().contains([',', ':', '\\']) {
+            problems.push(Problem::new(
+                field,
+                format!("{path:?}: overlayfs cannot name a path with ',', ':' or '\\'"),
+            ));
+        }
+    };
+    let lowers = o.lower.paths();
+    if lowers.is_empty() || lowers.len() > 64 {
+        problems.push(Problem::new(field("lower"), "1 to 64 trees"));
+    }
+    for lower in lowers {
+        host_path(field("lower"), lower, problems);
+    }
+    if let Some(upper) = o.upper_dir() {
+        host_path(field("upper"), upper, problems);
+        if let Some(lower) = lowers
+            .iter()
+            .find(|l| upper.starts_with(l) || l.starts_with(upper))
+        {
+            problems.push(Problem::new(
+                field("upper"),
+                format!("{upper:?} overlaps the lower {lower:?}: writes would change it"),
+            ));
+        }
+        if o.size.is_some() {
+            problems.push(Problem::new(
+                field("size"),
+                "a size is for a tmpfs upper (this upper is a directory)",
+            ));
+        }
+    }
+    if o.size.is_some_and(|s| s.bytes() < 4096) {
+        problems.push(Problem::new(field("size"), "must be at least 4KiB"));
+    }
 }

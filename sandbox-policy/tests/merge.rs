@@ -309,6 +309,66 @@ fn a_root_of_ones_own_is_validated_and_compared() {
 }
 
 #[test]
+fn a_writable_root_is_validated_and_compared() {
+    let image = "[filesystem]\nmode = \"rootfs\"\nroot = \"/srv/images/a/rootfs\"\n";
+    let with = |o: &str| p(&format!("{image}root_overlay = {o}\n"));
+    let read_only = p(image);
+    let tmpfs = with("{}");
+    let small = with(r#"{ size = "64MiB" }"#);
+    let kept = with(r#"{ upper = "/var/lib/jobs/1" }"#);
+    assert!(
+        tmpfs.to_string().contains(
+            "the tree at /srv/images/a/rootfs as root, writable (writes to a tmpfs, discarded)"
+        ),
+        "{tmpfs}"
+    );
+    for (bad, field) in [
+        (
+            "[filesystem]\nmode = \"minimal\"\nroot_overlay = {}\n".to_string(),
+            "filesystem.root_overlay",
+        ),
+        (
+            format!("{image}root_overlay = {{ upper = \"/srv/images/a/rootfs/up\" }}\n"),
+            "filesystem.root_overlay.upper",
+        ),
+        (
+            format!("{image}root_overlay = {{ upper = \"/var/x\", size = \"1MiB\" }}\n"),
+            "filesystem.root_overlay.size",
+        ),
+        (
+            format!("{image}root_overlay = {{ upper = \"tmp\" }}\n"),
+            "filesystem.root_overlay.upper",
+        ),
+    ] {
+        match Policy::from_toml_str(&bad) {
+            Err(Error::Invalid { problems }) => {
+                assert!(
+                    problems.iter().any(|p| p.field == field),
+                    "{bad}: {problems:?}"
+                )
+            }
+            other => panic!("{bad}: {other:?}"),
+        }
+    }
+    // Read-only < a small tmpfs < any tmpfs < a kept upper.
+    let order = [&read_only, &small, &tmpfs, &kept];
+    for (i, base) in order.iter().enumerate() {
+        for (j, over) in order.iter().enumerate() {
+            if j <= i {
+                assert!(base.merge_tighten_only(over).is_ok(), "{i} {j}");
+            } else {
+                assert_eq!(
+                    loosened_fields(base, over),
+                    ["filesystem.root_overlay"],
+                    "{i} {j}"
+                );
+            }
+        }
+    }
+    assert!(read_only.merge_tighten_only(&kept).is_err());
+}
+
+#[test]
 fn overlays_are_validated_and_compared() {
     let ovl = |body: &str| format!("[filesystem]\noverlay = [{body}]\n");
     let ok = p(&ovl(

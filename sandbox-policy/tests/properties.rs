@@ -89,12 +89,20 @@ fn filesystem() -> impl Strategy<Value = Filesystem> {
             (1usize..4, any::<bool>(), prop::option::of(size(4096))),
             0..3,
         )),
+        prop::option::of((any::<bool>(), prop::option::of(size(4096)))),
     )
         .prop_map(
-            |(mode, binds, tmpfs, workdir, masks, overlays)| Filesystem {
+            |(mode, binds, tmpfs, workdir, masks, overlays, root_overlay)| Filesystem {
                 mode,
                 // A root exactly where the mode needs one (and valid).
                 root: (mode == Some(FsMode::Rootfs)).then(|| "/srv/images/x/rootfs".into()),
+                // A writable root only with a root.
+                root_overlay: root_overlay.filter(|_| mode == Some(FsMode::Rootfs)).map(
+                    |(kept, size)| RootOverlay {
+                        upper: kept.then(|| Upper::Dir("/host/root-upper".into())),
+                        size: if kept { None } else { size },
+                    },
+                ),
                 binds: binds.map(|b| {
                     b.into_iter()
                         .enumerate()

@@ -11,6 +11,28 @@ use crate::report::Layer;
 mod overlay;
 pub(crate) mod plan;
 
+/// The root overlay (`filesystem.root_overlay` over `filesystem.root`),
+/// if the run has one: only with `mode = "rootfs"`.
+pub(crate) fn root_overlay(policy: &Policy, mode: FsMode) -> Option<sandbox_policy::Overlay> {
+    let fs = &policy.filesystem;
+    match (mode, &fs.root, &fs.root_overlay) {
+        (FsMode::Rootfs, Some(root), Some(o)) => Some(o.over(root)),
+        _ => None,
+    }
+}
+
+/// Every overlay a run with `mode` mounts: the root overlay first, then
+/// `filesystem.overlay` (none without a root of the sandbox's own).
+pub(crate) fn overlays(policy: &Policy, mode: FsMode) -> Vec<sandbox_policy::Overlay> {
+    if mode == FsMode::Off {
+        return Vec::new();
+    }
+    root_overlay(policy, mode)
+        .into_iter()
+        .chain(policy.filesystem.overlay.iter().flatten().cloned())
+        .collect()
+}
+
 /// The filesystem view a run gets, with its report lines.
 pub(crate) fn decide(
     policy: &Policy,
@@ -29,17 +51,20 @@ pub(crate) fn decide(
         || fs.tmpfs.as_ref().is_some_and(|v| !v.is_empty())
         || fs.mask.as_ref().is_some_and(|v| !v.is_empty())
         || fs.overlay.as_ref().is_some_and(|v| !v.is_empty());
-    if let Some(o) = fs
-        .overlay
+    if let Some(o) = overlays(policy, mode)
         .iter()
-        .flatten()
         .find(|o| o.upper_dir().is_none())
         && !host.overlay_tmpfs_upper.is_available()
     {
         found.down(
             Layer::Filesystem,
             format!(
-                "filesystem.overlay at {} (a tmpfs upper): overlayfs in the sandbox's user namespace keeps its whiteouts and opaque directories in user.* attributes, which tmpfs here does not store ({}): deleting a lower directory would fail",
+                "{} at {} (a tmpfs upper): overlayfs in the sandbox's user namespace keeps its whiteouts and opaque directories in user.* attributes, which tmpfs here does not store ({}): deleting a lower directory would fail",
+                if o.target == std::path::Path::new("/") {
+                    "filesystem.root_overlay"
+                } else {
+                    "filesystem.overlay"
+                },
                 o.target.display(),
                 crate::findings::reason(&host.overlay_tmpfs_upper)
             ),
@@ -69,10 +94,17 @@ pub(crate) fn decide(
         FsMode::Minimal => mechanism(
             "minimal root on a read-only tmpfs: system directories bound read-only, nosuid, nodev; pivot_root, old root detached".into(),
         ),
-        FsMode::Rootfs => mechanism(format!(
-            "the tree at {} as the root, bound recursively read-only, nosuid, nodev; pivot_root, old root detached",
-            fs.root.as_deref().unwrap_or(std::path::Path::new("?")).display()
-        )),
+        FsMode::Rootfs => mechanism(match root_overlay(policy, mode) {
+            None => format!(
+                "the tree at {} as the root, bound recursively read-only, nosuid, nodev; pivot_root, old root detached",
+                fs.root.as_deref().unwrap_or(std::path::Path::new("?")).display()
+            ),
+            Some(o) => format!(
+                "the tree at {} as the root, writable through an overlay (overlayfs in the sandbox's user namespace; the tree never written), nosuid, nodev, writes {}; pivot_root, old root detached",
+                o.lower.joined(":"),
+                writes(&o)
+            ),
+        }),
         FsMode::HostReadonly => mechanism(
             "the host's tree, bound recursively read-only, nosuid, nodev; pivot_root, old root detached".into(),
         ),
@@ -110,13 +142,18 @@ pub(crate) fn decide(
             "{}: overlay of {} (overlayfs in the sandbox's user namespace; the lower never written), writes {}",
             o.target.display(),
             o.lower.joined(" over "),
-            match (o.upper_dir(), o.size) {
-                (Some(dir), _) => format!("kept in {}", overlay::upper_dirs(dir).0.display()),
-                (None, Some(size)) => format!("to a tmpfs of {size}, discarded after the run"),
-                (None, None) => "to a tmpfs, discarded after the run".into(),
-            }
+            writes(o)
         ));
     }
     mechanism("every mount target resolved beneath the new root with openat2 (no symlinks), mounted by fd".into());
     mode
+}
+
+/// Where an overlay's writes go, for the report.
+fn writes(o: &sandbox_policy::Overlay) -> String {
+    match (o.upper_dir(), o.size) {
+        (Some(dir), _) => format!("kept in {}", overlay::upper_dirs(dir).0.display()),
+        (None, Some(size)) => format!("to a tmpfs of {size}, discarded after the run"),
+        (None, None) => "to a tmpfs, discarded after the run".into(),
+    }
 }

@@ -12,7 +12,7 @@
 use std::path::{Path, PathBuf};
 
 use sandbox_child::{MOUNT_ATTR_NODEV, MOUNT_ATTR_NOSUID, Reg, Step, TargetKind};
-use sandbox_policy::{Overlay, Policy};
+use sandbox_policy::Overlay;
 
 use crate::error::{Error, Result};
 use crate::plan::builder::{Builder, path_cstring};
@@ -27,8 +27,8 @@ pub(crate) fn upper_dirs(upper: &Path) -> (PathBuf, PathBuf) {
 
 /// Makes each directory upper's `diff` and `work` (in the parent, as the
 /// caller, before the run).
-pub(crate) fn prepare(policy: &Policy) -> Result<()> {
-    for o in policy.filesystem.overlay.iter().flatten() {
+pub(crate) fn prepare(overlays: &[Overlay]) -> Result<()> {
+    for o in overlays {
         if let Some(upper) = o.upper_dir() {
             let (diff, work) = upper_dirs(upper);
             // overlayfs's own scratch: what an earlier run left there would
@@ -124,7 +124,7 @@ pub(crate) struct Layers {
 }
 
 /// Opens every overlay's host directories (see [`Layers`]).
-pub(crate) fn open_layers(b: &mut Builder, policy: &Policy) -> Result<Vec<Layers>> {
+pub(crate) fn open_layers(b: &mut Builder, overlays: &[Overlay]) -> Result<Vec<Layers>> {
     let open = |b: &mut Builder, path: &Path| -> Result<Reg> {
         let out = b.register();
         b.push(
@@ -137,7 +137,7 @@ pub(crate) fn open_layers(b: &mut Builder, policy: &Policy) -> Result<Vec<Layers
         Ok(out)
     };
     let mut out = Vec::new();
-    for o in policy.filesystem.overlay.iter().flatten() {
+    for o in overlays {
         let lowers = o
             .lower
             .paths()
@@ -160,21 +160,116 @@ pub(crate) fn open_layers(b: &mut Builder, policy: &Policy) -> Result<Vec<Layers
 pub(crate) fn overlay_steps(
     b: &mut Builder,
     root: Reg,
-    policy: &Policy,
+    overlays: &[Overlay],
     layers: Vec<Layers>,
     socket: Option<std::ffi::c_int>,
 ) -> Result<()> {
-    for (i, (o, layers)) in policy
-        .filesystem
-        .overlay
-        .iter()
-        .flatten()
-        .zip(layers)
-        .enumerate()
-    {
+    for (i, (o, layers)) in overlays.iter().zip(layers).enumerate() {
         one(b, root, i, o, layers, socket)?;
     }
     Ok(())
+}
+
+/// The root overlay (`filesystem.root_overlay`): the new root itself. A
+/// tmpfs upper is attached at `STAGING` (where the root goes next) only
+/// until overlayfs holds its private clone of it.
+pub(crate) fn root_steps(
+    b: &mut Builder,
+    o: &Overlay,
+    layers: Layers,
+    socket: Option<std::ffi::c_int>,
+) -> Result<Reg> {
+    let (upper, work, scratch) = match layers.upper {
+        Some((upper, work)) => (upper, work, None),
+        None => {
+            let tmpfs = tmpfs_upper(b, o)?;
+            b.push(
+                Step::AttachAt {
+                    mount: tmpfs,
+                    path: path_cstring(Path::new(STAGING))?,
+                },
+                format!("attach the root's upper at {STAGING} (scratch)"),
+            );
+            let (upper, work) = upper_and_work(b, tmpfs, Path::new("/"), o, socket)?;
+            (upper, work, Some(tmpfs))
+        }
+    };
+    let overlay = new_overlay(b, o, layers.lowers, upper, work);
+    if let Some(tmpfs) = scratch {
+        b.push(
+            Step::Unmount {
+                path: path_cstring(Path::new(STAGING))?,
+            },
+            "detach the root's scratch upper",
+        );
+        b.push(Step::Close(tmpfs), "close");
+    }
+    Ok(overlay)
+}
+
+/// A tmpfs for an overlay's upper (its size the overlay's).
+fn tmpfs_upper(b: &mut Builder, o: &Overlay) -> Result<Reg> {
+    let mut options = vec![("mode".to_string(), Some("0755".to_string()))];
+    if let Some(size) = o.size {
+        options.push(("size".into(), Some(size.bytes().to_string())));
+    }
+    b.new_fs(
+        "tmpfs",
+        &options,
+        MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+        &o.target,
+    )
+}
+
+/// `diff` and `work` made beneath `base` (at `dir`) of a scratch tmpfs
+/// upper; `diff` takes the top lower's mode and goes to the parent, which
+/// reads the changes from it after the run.
+fn upper_and_work(
+    b: &mut Builder,
+    base: Reg,
+    dir: &Path,
+    o: &Overlay,
+    socket: Option<std::ffi::c_int>,
+) -> Result<(Reg, Reg)> {
+    let diff = b.resolve(base, &dir.join("diff"), TargetKind::Dir, true, false)?;
+    b.push(
+        Step::Chmod {
+            reg: diff,
+            mode: top_mode(o)?,
+        },
+        format!("the upper's root as {}'s", o.lower.joined(":")),
+    );
+    if let Some(socket) = socket {
+        b.push(
+            Step::SendFd { socket, reg: diff },
+            format!("send the upper of {} to the parent", o.target.display()),
+        );
+    }
+    let work = b.resolve(base, &dir.join("work"), TargetKind::Dir, true, false)?;
+    Ok((diff, work))
+}
+
+/// The overlay of `lowers` with `upper` and `work` (which it closes).
+fn new_overlay(b: &mut Builder, o: &Overlay, lowers: Vec<Reg>, upper: Reg, work: Reg) -> Reg {
+    let overlay = b.register();
+    b.push(
+        Step::NewOverlay {
+            lowers: lowers.clone(),
+            upper,
+            work,
+            attrs: MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+            out: overlay,
+        },
+        format!(
+            "overlay of {} for {}",
+            o.lower.joined(":"),
+            o.target.display()
+        ),
+    );
+    for reg in lowers.into_iter().chain([upper, work]) {
+        b.push(Step::Close(reg), "close");
+    }
+    overlay
 }
 
 fn one(
@@ -190,16 +285,7 @@ fn one(
     let (upper, work) = match layers.upper {
         Some(dirs) => dirs,
         None => {
-            let mut options = vec![("mode".to_string(), Some("0755".to_string()))];
-            if let Some(size) = o.size {
-                options.push(("size".into(), Some(size.bytes().to_string())));
-            }
-            let tmpfs = b.new_fs(
-                "tmpfs",
-                &options,
-                MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
-                &o.target,
-            )?;
+            let tmpfs = tmpfs_upper(b, o)?;
             let at = b.resolve(root, &scratch, TargetKind::Dir, true, false)?;
             b.push(
                 Step::MoveMount {
@@ -209,45 +295,10 @@ fn one(
                 format!("attach the upper of {} (scratch)", o.target.display()),
             );
             b.push(Step::Close(at), "close");
-            let diff = b.resolve(root, &scratch.join("diff"), TargetKind::Dir, true, false)?;
-            b.push(
-                Step::Chmod {
-                    reg: diff,
-                    mode: top_mode(o)?,
-                },
-                format!("the upper's root as {}'s", o.lower.paths()[0].display()),
-            );
-            // The parent keeps the upper past the run, for its changes.
-            if let Some(socket) = socket {
-                b.push(
-                    Step::SendFd { socket, reg: diff },
-                    format!("send the upper of {} to the parent", o.target.display()),
-                );
-            }
-            (
-                diff,
-                b.resolve(root, &scratch.join("work"), TargetKind::Dir, true, false)?,
-            )
+            upper_and_work(b, root, &scratch, o, socket)?
         }
     };
-    let overlay = b.register();
-    b.push(
-        Step::NewOverlay {
-            lowers: layers.lowers.clone(),
-            upper,
-            work,
-            attrs: MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
-            out: overlay,
-        },
-        format!(
-            "overlay of {} for {}",
-            o.lower.joined(":"),
-            o.target.display()
-        ),
-    );
-    for reg in layers.lowers.into_iter().chain([upper, work]) {
-        b.push(Step::Close(reg), "close");
-    }
+    let overlay = new_overlay(b, o, layers.lowers, upper, work);
     let target = b.resolve(root, &o.target, TargetKind::Dir, true, false)?;
     b.push(
         Step::MoveMount {

@@ -438,13 +438,17 @@ pub(crate) fn filesystem_steps(
 ) -> Result<()> {
     let (mounts, symlinks) = mount_list(policy, mode)?;
     let sources = open_sources(b, &mounts)?;
-    let overlay_layers = if mode != FsMode::Off {
-        super::overlay::prepare(policy)?;
-        super::overlay::open_layers(b, policy)?
-    } else {
-        Vec::new()
+    let mut overlays = super::overlays(policy, mode);
+    super::overlay::prepare(&overlays)?;
+    let mut overlay_layers = super::overlay::open_layers(b, &overlays)?;
+    let root = match super::root_overlay(policy, mode) {
+        Some(o) if !overlay_layers.is_empty() => {
+            overlays.remove(0);
+            let layers = overlay_layers.remove(0);
+            super::overlay::root_steps(b, &o, layers, overlay_socket)?
+        }
+        _ => new_root(b, policy, mode)?,
     };
-    let root = new_root(b, policy, mode)?;
     let pivot = mode != FsMode::Off;
     if pivot {
         b.push(
@@ -458,7 +462,7 @@ pub(crate) fn filesystem_steps(
     attach_mounts(b, root, &mounts, sources, pivot)?;
     symlink_steps(b, root, symlinks)?;
     if pivot {
-        super::overlay::overlay_steps(b, root, policy, overlay_layers, overlay_socket)?;
+        super::overlay::overlay_steps(b, root, &overlays, overlay_layers, overlay_socket)?;
     }
     if let (Some(text), true) = (resolv_conf, pivot) {
         let base = match (mode, &policy.filesystem.root) {
@@ -468,6 +472,7 @@ pub(crate) fn filesystem_steps(
         let target = resolv_conf_target(base);
         // A read-only root of the caller's cannot get a file it lacks.
         if mode == FsMode::Rootfs
+            && super::root_overlay(policy, mode).is_none()
             && std::fs::symlink_metadata(base.join(target.strip_prefix("/").unwrap_or(&target)))
                 .is_err()
         {

@@ -491,6 +491,9 @@ pub(crate) fn run_step(step: &Step, registers: &mut Registers) -> Result<(), Err
         Step::WriteSetting { path, contents } => write_setting(path, contents),
         Step::Unlink { dir, name } => mounts::unlink(registers.get(*dir)?, name),
         Step::Chmod { reg, mode } => mounts::chmod(registers.get(*reg)?, *mode),
+        Step::CopyTree { from, to, uid, gid } => {
+            crate::copy::copy_tree(registers.get(*from)?, registers.get(*to)?, (*uid, *gid))
+        }
         Step::SetXattr { path, name, value } => rustix::fs::lsetxattr(
             path.as_c_str(),
             name.as_c_str(),

@@ -22,6 +22,7 @@ compile_error!(
      struct and syscall number in src/exec.rs and src/mounts.rs for this architecture first"
 );
 
+mod copy;
 mod exec;
 pub use exec::install_filters;
 mod mounts;

@@ -208,6 +208,18 @@ pub enum Step {
     },
     /// `fchmod(reg, mode)`.
     Chmod { reg: Reg, mode: u32 },
+    /// The tree beneath the directory `from` copied into the directory
+    /// `to` (an overlay's copy fallback): regular files, directories and
+    /// symlinks (never followed), owned by `uid`:`gid`, times and modes
+    /// kept less set-id bits; merged into what `to` has. A device, FIFO or
+    /// socket fails it (`EOPNOTSUPP`), a tree deeper than 64 levels too
+    /// (`ENAMETOOLONG`). Allocates nothing.
+    CopyTree {
+        from: Reg,
+        to: Reg,
+        uid: u32,
+        gid: u32,
+    },
     /// `unlinkat(dir, name, AT_REMOVEDIR)`.
     RemoveDir { dir: Reg, name: CString },
     /// `umount2(path, MNT_DETACH)`: a scratch mount that served its
@@ -342,6 +354,7 @@ impl Step {
             Self::UnshareCgroup { .. } => "UnshareCgroup",
             Self::RemoveDir { .. } => "RemoveDir",
             Self::Chmod { .. } => "Chmod",
+            Self::CopyTree { .. } => "CopyTree",
             Self::SetXattr { .. } => "SetXattr",
             Self::NewOverlay { .. } => "NewOverlay",
             Self::Unmount { .. } => "Unmount",

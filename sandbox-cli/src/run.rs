@@ -192,10 +192,10 @@ pub(crate) fn changes_lines(overlay: &sandbox_core::OverlayChanges, all: bool) -
         );
     }
     let count = |kind: ChangeKind| overlay.changes.iter().filter(|c| c.kind == kind).count();
-    let upper = if overlay.upper == std::path::Path::new("tmpfs") {
-        "a tmpfs upper, discarded".to_string()
-    } else {
-        format!("kept in {}", overlay.upper.display())
+    let upper = match overlay.upper.to_str() {
+        Some("tmpfs") => "a tmpfs upper, discarded".to_string(),
+        Some("tmpfs (a copy)") => "a copy in a tmpfs, discarded".to_string(),
+        _ => format!("kept in {}", overlay.upper.display()),
     };
     let mut text = format!(
         "sbx: {target}: {} added, {} modified, {} deleted, {} replaced{} ({upper})\n",

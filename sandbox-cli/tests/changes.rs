@@ -4,7 +4,7 @@
 //! root can make), and the errors a wrong argument gets.
 
 mod common;
-use common::{require_root, sbx_command, text};
+use common::{require_root, sbx_command, tempdir_off_overlayfs, text};
 
 use std::path::Path;
 
@@ -40,7 +40,7 @@ fn upper_and_lower(tmp: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
 #[ignore = "needs root"]
 fn changes_are_listed_applied_and_exported() {
     require_root();
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = tempdir_off_overlayfs();
     let (upper, lower) = upper_and_lower(tmp.path());
 
     let out = sbx(&["changes".as_ref(), "list".as_ref(), &upper, &lower]);

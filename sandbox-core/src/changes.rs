@@ -92,25 +92,41 @@ fn changes_in(
     label: &Path,
     lowers: &[PathBuf],
 ) -> Result<OverlayChanges, openat2_root::Error> {
-    let lower_roots = lowers
-        .iter()
-        .map(Root::open)
-        .collect::<Result<Vec<_>, _>>()?;
-    let mut out = OverlayChanges {
-        target: PathBuf::new(),
-        upper: label.to_path_buf(),
-        changes: Vec::new(),
-        truncated: false,
-        error: None,
-    };
+    let (lower_roots, mut out) = start(label, lowers)?;
     walk(upper, &lower_roots, Path::new(""), &mut out)?;
     out.changes.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(out)
 }
 
+/// The lowers opened, and an empty list of changes from `label`.
+pub(crate) fn start(
+    label: &Path,
+    lowers: &[PathBuf],
+) -> Result<(Vec<Root>, OverlayChanges), openat2_root::Error> {
+    let roots = lowers
+        .iter()
+        .map(Root::open)
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((
+        roots,
+        OverlayChanges {
+            target: PathBuf::new(),
+            upper: label.to_path_buf(),
+            changes: Vec::new(),
+            truncated: false,
+            error: None,
+        },
+    ))
+}
+
 /// The lower entry at `path` (the topmost that has it), lstat'ed.
-fn in_lower(lowers: &[Root], path: &Path) -> Option<openat2_root::Metadata> {
-    lowers.iter().find_map(|l| l.symlink_metadata(path).ok())
+pub(crate) fn in_lower<'a>(
+    lowers: &'a [Root],
+    path: &Path,
+) -> Option<(&'a Root, openat2_root::Metadata)> {
+    lowers
+        .iter()
+        .find_map(|l| l.symlink_metadata(path).ok().map(|m| (l, m)))
 }
 
 fn is_opaque(upper: &Root, dir: &Path) -> bool {
@@ -130,7 +146,7 @@ fn is_opaque(upper: &Root, dir: &Path) -> bool {
         })
 }
 
-fn push(out: &mut OverlayChanges, path: PathBuf, kind: ChangeKind, size: u64) {
+pub(crate) fn push(out: &mut OverlayChanges, path: PathBuf, kind: ChangeKind, size: u64) {
     if out.changes.len() >= MAX_CHANGES {
         out.truncated = true;
     } else {
@@ -162,7 +178,7 @@ fn walk(
         let entry = entry?;
         let path = dir.join(entry.file_name());
         let meta = entry.metadata()?;
-        let lower = in_lower(lowers, &path);
+        let lower = in_lower(lowers, &path).map(|(_, meta)| meta);
         let file_type = meta.file_type();
         if file_type == FileType::CharDevice && meta.rdev() == 0 {
             push(
@@ -215,9 +231,10 @@ pub(crate) fn tmpfs_overlays(
 /// recorded in it.
 pub(crate) fn run_changes(
     policy: &sandbox_policy::Policy,
-    mode: sandbox_policy::FsMode,
+    decisions: &crate::decide::Decisions,
     tmpfs_uppers: Vec<std::os::fd::OwnedFd>,
 ) -> Vec<OverlayChanges> {
+    let mode = decisions.fs_mode;
     let mut tmpfs = tmpfs_uppers.into_iter();
     crate::mount::overlays(policy, mode)
         .iter()
@@ -229,15 +246,27 @@ pub(crate) fn run_changes(
                 }
                 None => (PathBuf::from("tmpfs"), Root::from_fd(tmpfs.next()?)),
             };
-            let mut changes = upper
-                .and_then(|upper| changes_in(&upper, &label, o.lower.paths()))
-                .unwrap_or_else(|e| OverlayChanges {
-                    target: PathBuf::new(),
-                    upper: label,
-                    changes: Vec::new(),
-                    truncated: false,
-                    error: Some(e.to_string()),
-                });
+            let copied = decisions.overlay_copy && o.copies() && o.upper_dir().is_none();
+            let label = if copied {
+                PathBuf::from("tmpfs (a copy)")
+            } else {
+                label
+            };
+            let read = match upper {
+                Err(e) => Err(e.to_string()),
+                Ok(upper) if copied => {
+                    crate::copy_changes::changes_in_copy(&upper, &label, o.lower.paths())
+                        .map_err(|e| e.to_string())
+                }
+                Ok(upper) => changes_in(&upper, &label, o.lower.paths()).map_err(|e| e.to_string()),
+            };
+            let mut changes = read.unwrap_or_else(|e| OverlayChanges {
+                target: PathBuf::new(),
+                upper: label,
+                changes: Vec::new(),
+                truncated: false,
+                error: Some(e),
+            });
             changes.target = o.target.clone();
             Some(changes)
         })

@@ -22,6 +22,9 @@ pub(crate) struct Decisions {
     pub(crate) namespaces: Namespaces,
     /// The filesystem view actually built.
     pub(crate) fs_mode: sandbox_policy::FsMode,
+    /// Overlays with `fallback = "copy"` are copies (overlayfs cannot
+    /// serve a tmpfs upper here).
+    pub(crate) overlay_copy: bool,
     /// The network the run gets.
     pub(crate) network: NetworkPlan,
     /// The seccomp filter installed.
@@ -57,6 +60,7 @@ pub(crate) fn decide(policy: &Policy, host: &HostCapabilities) -> (Decisions, Ef
     let decisions = Decisions {
         namespaces,
         fs_mode,
+        overlay_copy: !host.overlay_tmpfs_upper.is_available(),
         network,
         seccomp,
         landlock_abi,

@@ -74,6 +74,7 @@ mod cgroups;
 mod changes;
 mod child;
 mod command;
+mod copy_changes;
 mod credentials;
 mod decide;
 mod egress_pool;

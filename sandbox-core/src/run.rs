@@ -562,7 +562,7 @@ impl Started {
             timings: RunTimings::default(),
             changes: crate::changes::run_changes(
                 &inner.policy,
-                inner.decisions.fs_mode,
+                &inner.decisions,
                 std::mem::take(&mut self.tmpfs_uppers),
             ),
         };

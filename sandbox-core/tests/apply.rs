@@ -119,7 +119,7 @@ fn changed(dir: &Path) {
 /// the tree with the changes made by hand (`expected`).
 fn fixture() -> (tempfile::TempDir, PathBuf, PathBuf, PathBuf) {
     require_root();
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = tempdir_off_overlayfs();
     let [lower, up, expected] = ["lower", "upper", "expected"].map(|n| tmp.path().join(n));
     tree(&lower);
     tree(&expected);
@@ -214,7 +214,7 @@ fn an_exported_upper_is_an_oci_layer_that_unpacks_to_the_same_tree() {
 #[ignore = "needs root"]
 fn an_upper_holding_a_special_file_is_refused_with_nothing_written() {
     require_root();
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = tempdir_off_overlayfs();
     let (lower, up) = (tmp.path().join("lower"), tmp.path().join("upper"));
     tree(&lower);
     upper(&up);
@@ -283,7 +283,7 @@ fn an_upper_holding_a_special_file_is_refused_with_nothing_written() {
 #[ignore = "needs root"]
 fn changes_through_a_symlink_in_the_tree_stay_in_the_tree() {
     require_root();
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = tempdir_off_overlayfs();
     let (lower, up, outside) = (
         tmp.path().join("lower"),
         tmp.path().join("upper"),

@@ -95,6 +95,25 @@ fn a_run_with_every_layer_allocates_nothing_in_the_child() {
         "echo default",
     );
     assert!(out.success(), "{out:?}");
+    // Overlays: the copy fallback (a walk of the tree in the child), and
+    // overlayfs with a tmpfs upper where this host has it.
+    let tree = dir.path().join("tree");
+    std::fs::create_dir_all(tree.join("a/b")).unwrap();
+    std::fs::write(tree.join("a/b/f"), "deep\n").unwrap();
+    std::os::unix::fs::symlink("b/f", tree.join("a/link")).unwrap();
+    let overlay = format!(
+        "[filesystem]\noverlay = [{{ lower = \"{}\", target = \"/o\", fallback = \"copy\" }}]\n",
+        tree.display()
+    );
+    let mut overlays = vec![sandbox_without_tmpfs_upper(&overlay)];
+    if sandbox_core::probe().overlay_tmpfs_upper.is_available() {
+        overlays.push(sandbox(&overlay));
+    }
+    for sb in &overlays {
+        let out = sh(sb, "cat /o/a/link");
+        assert!(out.success(), "{out:?}");
+        assert_eq!(stdout(&out), "deep\n");
+    }
 }
 
 /// Control: a child that allocates is caught (killed by `SIGABRT`).

@@ -308,3 +308,50 @@ fn a_writable_root_takes_the_writes_and_leaves_the_tree_as_it_was() {
     // The tmpfs upper went with the run.
     assert_eq!(stdout(&sh(&sb, "ls /etc")), "gone\nos-release\n");
 }
+
+#[test]
+#[ignore = "needs root"]
+fn where_overlayfs_cannot_serve_a_copy_does_and_reports_the_same_changes() {
+    require_root();
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("repo");
+    lower(&repo);
+    let before = snapshot(&repo);
+    let policy = |fallback: &str| {
+        format!(
+            "[filesystem]\noverlay = [{{ lower = \"{}\", target = \"/work\", size = \"16MiB\"{fallback} }}]\n",
+            repo.display()
+        )
+    };
+    // The control: without the fallback, such a host refuses the run.
+    let refused = sandbox_without_tmpfs_upper(&policy(""))
+        .command("true")
+        .output()
+        .unwrap_err()
+        .to_string();
+    assert!(refused.contains("user.* attributes"), "{refused}");
+
+    let sb = sandbox_without_tmpfs_upper(&policy(", fallback = \"copy\""));
+    let report = sb.report().to_string();
+    assert!(report.contains("/work: a copy of"), "{report}");
+    let out = sh(&sb, CHANGES);
+    assert!(out.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(stdout(&out), "d\nfile\nnew\nlower\nmod\n");
+    assert_eq!(listed(&out), expected_changes());
+    assert_eq!(out.changes[0].upper, Path::new("tmpfs (a copy)"));
+    assert_eq!(snapshot(&repo), before, "the lower is unchanged");
+    // The copy went with the run.
+    assert_eq!(stdout(&sh(&sb, "ls /work")), "file\nkeep\nsub\n");
+    // A tree larger than the tmpfs fails the run, naming the copy.
+    std::fs::write(repo.join("big"), vec![7u8; 32 << 20]).unwrap();
+    let err = sh_err(&sb);
+    assert!(
+        err.contains("copy") && err.contains("No space left"),
+        "{err}"
+    );
+}
+
+/// The error of a run that fails to start.
+fn sh_err(sb: &sandbox_core::Sandbox) -> String {
+    sb.command("true").output().unwrap_err().to_string()
+}

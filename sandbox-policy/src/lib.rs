@@ -64,8 +64,8 @@ pub use error::{Error, Format, Problem};
 pub use host_rule::HostPattern;
 pub use model::{
     Bind, Env, Filesystem, FsMode, KernelQuotas, LandlockMode, Limit, Lowers, OnUnavailable,
-    Overlay, Policy, Privilege, Resources, RootOverlay, SeccompMode, SocketFamily, Tmpfs,
-    TmpfsUpper, Upper, User,
+    Overlay, OverlayFallback, Policy, Privilege, Resources, RootOverlay, SeccompMode, SocketFamily,
+    Tmpfs, TmpfsUpper, Upper, User,
 };
 pub use net_rule::{Destination, IpNet, NetRule, NetRuleError, PortRange, Protocol};
 pub use network::{DnsMode, NetLimits, NetMode, Network};

@@ -13,7 +13,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub(crate) use crate::network::{DnsMode, NetLimits, NetMode, Network};
-pub use crate::overlay::{Lowers, Overlay, RootOverlay, TmpfsUpper, Upper};
+pub use crate::overlay::{Lowers, Overlay, OverlayFallback, RootOverlay, TmpfsUpper, Upper};
 use crate::units::{ByteSize, Duration};
 
 /// A complete description of what a sandboxed run may do.

@@ -26,6 +26,24 @@ pub struct Overlay {
     /// memory).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size: Option<ByteSize>,
+    /// What to do where overlayfs cannot serve a tmpfs upper (a kernel
+    /// whose tmpfs does not store `user.*` attributes, before 6.6): by
+    /// default the overlay is a downgrade; `"copy"` copies the lowers into
+    /// the tmpfs instead (for small trees: the copy takes time and memory
+    /// in proportion, bounded by `size`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<OverlayFallback>,
+}
+
+/// `filesystem.overlay[].fallback`.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum OverlayFallback {
+    /// A copy of the lowers in the tmpfs: the same view and change list,
+    /// the copy's files belonging to the sandbox's user.
+    Copy,
 }
 
 /// One lower tree, or several.
@@ -82,6 +100,11 @@ pub enum TmpfsUpper {
 }
 
 impl Overlay {
+    /// Whether the lowers are copied where overlayfs cannot serve.
+    pub fn copies(&self) -> bool {
+        self.fallback == Some(OverlayFallback::Copy)
+    }
+
     /// The host directory that keeps the writes, if any (else a tmpfs).
     pub fn upper_dir(&self) -> Option<&std::path::Path> {
         match &self.upper {
@@ -128,6 +151,7 @@ impl RootOverlay {
             target: PathBuf::from("/"),
             upper: self.upper.clone(),
             size: self.size,
+            fallback: None,
         }
     }
 }

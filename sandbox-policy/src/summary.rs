@@ -112,10 +112,15 @@ impl Display for FsLine<'_> {
                 .iter()
                 .map(|o| {
                     format!(
-                        "{} over {} ({})",
+                        "{} over {} ({}{})",
                         o.target.display(),
                         o.lower.joined(" + "),
-                        upper_words(o)
+                        upper_words(o),
+                        if o.copies() {
+                            "; a copy where overlayfs cannot serve"
+                        } else {
+                            ""
+                        }
                     )
                 })
                 .collect();

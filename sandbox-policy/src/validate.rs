@@ -362,6 +362,12 @@ fn overlay_problems(prefix: &str, o: &crate::Overlay, problems: &mut Vec<Problem
                 "a size is for a tmpfs upper (this upper is a directory)",
             ));
         }
+        if o.copies() {
+            problems.push(Problem::new(
+                field("fallback"),
+                "a copy is for a tmpfs upper (this upper is a directory)",
+            ));
+        }
     }
     if o.size.is_some_and(|s| s.bytes() < 4096) {
         problems.push(Problem::new(field("size"), "must be at least 4KiB"));

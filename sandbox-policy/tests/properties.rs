@@ -141,6 +141,7 @@ fn filesystem() -> impl Strategy<Value = Filesystem> {
                             target: format!("/o{i}").into(),
                             upper: kept.then(|| Upper::Dir(format!("/host/upper{i}").into())),
                             size: if kept { None } else { size },
+                            fallback: (!kept && i % 2 == 0).then_some(OverlayFallback::Copy),
                         })
                         .collect()
                 }),

@@ -3,6 +3,11 @@
 
 use std::process::{Command, Output, Stdio};
 
+#[path = "../../../sandbox-core/tests/common/fs.rs"]
+mod fs;
+#[allow(unused_imports)] // not every test binary makes whiteouts
+pub(crate) use fs::tempdir_off_overlayfs;
+
 /// Fails the test where it is not root: a root-only test is
 /// `#[ignore = "needs root"]`, and run with `--include-ignored` as root.
 pub(crate) fn require_root() {

@@ -51,10 +51,11 @@ pub(crate) fn decide(
         || fs.tmpfs.as_ref().is_some_and(|v| !v.is_empty())
         || fs.mask.as_ref().is_some_and(|v| !v.is_empty())
         || fs.overlay.as_ref().is_some_and(|v| !v.is_empty());
+    let copy = !host.overlay_tmpfs_upper.is_available();
     if let Some(o) = overlays(policy, mode)
         .iter()
-        .find(|o| o.upper_dir().is_none())
-        && !host.overlay_tmpfs_upper.is_available()
+        .find(|o| o.upper_dir().is_none() && !o.copies())
+        && copy
     {
         found.down(
             Layer::Filesystem,
@@ -138,12 +139,22 @@ pub(crate) fn decide(
         mechanism(format!("{}: masked", m.display()));
     }
     for o in fs.overlay.iter().flatten() {
-        mechanism(format!(
-            "{}: overlay of {} (overlayfs in the sandbox's user namespace; the lower never written), writes {}",
-            o.target.display(),
-            o.lower.joined(" over "),
-            writes(o)
-        ));
+        mechanism(if copy && o.copies() {
+            format!(
+                "{}: a copy of {} in a tmpfs{} (fallback = \"copy\": overlayfs cannot take a tmpfs upper here, {}); the lower never written, writes discarded after the run, the copy's files the sandbox user's",
+                o.target.display(),
+                o.lower.joined(" over "),
+                o.size.map(|s| format!(" of {s}")).unwrap_or_default(),
+                crate::findings::reason(&host.overlay_tmpfs_upper)
+            )
+        } else {
+            format!(
+                "{}: overlay of {} (overlayfs in the sandbox's user namespace; the lower never written), writes {}",
+                o.target.display(),
+                o.lower.joined(" over "),
+                writes(o)
+            )
+        });
     }
     mechanism("every mount target resolved beneath the new root with openat2 (no symlinks), mounted by fd".into());
     mode

@@ -156,17 +156,73 @@ pub(crate) fn open_layers(b: &mut Builder, overlays: &[Overlay]) -> Result<Vec<L
     Ok(out)
 }
 
+/// How the overlays are made.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct How {
+    /// The child's end of the socket each tmpfs upper goes to the parent on.
+    pub(crate) socket: Option<std::ffi::c_int>,
+    /// Overlays with `fallback = "copy"` are copies (overlayfs cannot take
+    /// a tmpfs upper here).
+    pub(crate) copy: bool,
+    /// Who a copy's files belong to (the sandbox's user, inside).
+    pub(crate) owner: (u32, u32),
+}
+
 /// The steps of every overlay, beneath `root` (attached at `STAGING`).
 pub(crate) fn overlay_steps(
     b: &mut Builder,
     root: Reg,
     overlays: &[Overlay],
     layers: Vec<Layers>,
-    socket: Option<std::ffi::c_int>,
+    how: How,
 ) -> Result<()> {
     for (i, (o, layers)) in overlays.iter().zip(layers).enumerate() {
-        one(b, root, i, o, layers, socket)?;
+        if how.copy && o.copies() && o.upper_dir().is_none() {
+            copy(b, root, o, layers, how)?;
+        } else {
+            one(b, root, i, o, layers, how.socket)?;
+        }
     }
+    Ok(())
+}
+
+/// The copy fallback: the lowers copied (the bottom one first) into a
+/// new tmpfs, which goes to the parent (for the changes) and onto the
+/// target.
+fn copy(b: &mut Builder, root: Reg, o: &Overlay, layers: Layers, how: How) -> Result<()> {
+    let tmpfs = tmpfs_upper(b, o)?;
+    for (lower, path) in layers.lowers.iter().zip(o.lower.paths()).rev() {
+        b.push(
+            Step::CopyTree {
+                from: *lower,
+                to: tmpfs,
+                uid: how.owner.0,
+                gid: how.owner.1,
+            },
+            format!(
+                "copy {} into the tmpfs of {} (fallback = \"copy\")",
+                path.display(),
+                o.target.display()
+            ),
+        );
+    }
+    for reg in layers.lowers {
+        b.push(Step::Close(reg), "close");
+    }
+    if let Some(socket) = how.socket {
+        b.push(
+            Step::SendFd { socket, reg: tmpfs },
+            format!("send the copy at {} to the parent", o.target.display()),
+        );
+    }
+    let target = b.resolve(root, &o.target, TargetKind::Dir, true, false)?;
+    b.push(
+        Step::MoveMount {
+            from: tmpfs,
+            to: target,
+        },
+        format!("mount the copy on {}", o.target.display()),
+    );
     Ok(())
 }
 

@@ -432,10 +432,11 @@ fn pivot_steps(b: &mut Builder, root: Reg, mode: FsMode) -> Result<()> {
 pub(crate) fn filesystem_steps(
     b: &mut Builder,
     policy: &Policy,
-    mode: FsMode,
+    decisions: &crate::decide::Decisions,
     resolv_conf: Option<String>,
     overlay_socket: Option<std::ffi::c_int>,
 ) -> Result<()> {
+    let mode = decisions.fs_mode;
     let (mounts, symlinks) = mount_list(policy, mode)?;
     let sources = open_sources(b, &mounts)?;
     let mut overlays = super::overlays(policy, mode);
@@ -462,7 +463,12 @@ pub(crate) fn filesystem_steps(
     attach_mounts(b, root, &mounts, sources, pivot)?;
     symlink_steps(b, root, symlinks)?;
     if pivot {
-        super::overlay::overlay_steps(b, root, &overlays, overlay_layers, overlay_socket)?;
+        let how = super::overlay::How {
+            socket: overlay_socket,
+            copy: decisions.overlay_copy,
+            owner: (decisions.credentials.uid, decisions.credentials.gid),
+        };
+        super::overlay::overlay_steps(b, root, &overlays, overlay_layers, how)?;
     }
     if let (Some(text), true) = (resolv_conf, pivot) {
         let base = match (mode, &policy.filesystem.root) {

@@ -190,7 +190,7 @@ fn namespace_steps(
     filesystem_steps(
         b,
         policy,
-        decisions.fs_mode,
+        decisions,
         resolv_conf,
         fds.overlay_socket.map(|s| s.as_raw_fd()),
     )?;

@@ -1,9 +1,12 @@
 //! Helpers shared by the sandbox test binaries.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub(crate) mod fs;
 pub(crate) mod pty;
 pub(crate) mod threads;
 
+#[allow(unused_imports)] // not every test binary makes whiteouts
+pub(crate) use fs::tempdir_off_overlayfs;
 use sandbox_core::{RunOutcome, Sandbox};
 use sandbox_policy::Policy;
 
@@ -17,6 +20,16 @@ pub(crate) fn sandbox_without_tun(toml: &str) -> Sandbox {
     let mut host = sandbox_core::probe().clone();
     host.tun = sandbox_core::Capability::Unavailable {
         reason: "open /dev/net/tun: Permission denied (as on a host without tun)".into(),
+    };
+    Sandbox::with_host(Policy::from_toml_str(toml).unwrap(), &host).unwrap()
+}
+
+/// A sandbox decided against this host with tmpfs unable to hold an
+/// overlay upper's `user.*` attributes (as before Linux 6.6).
+pub(crate) fn sandbox_without_tmpfs_upper(toml: &str) -> Sandbox {
+    let mut host = sandbox_core::probe().clone();
+    host.overlay_tmpfs_upper = sandbox_core::Capability::Unavailable {
+        reason: "setxattr user.* on a tmpfs in a user namespace: Operation not supported (as before 6.6)".into(),
     };
     Sandbox::with_host(Policy::from_toml_str(toml).unwrap(), &host).unwrap()
 }

@@ -434,6 +434,7 @@ pub(crate) fn run_step(step: &Step, registers: &mut Registers) -> Result<(), Err
             out,
         } => registers.put(*out, mounts::new_filesystem(fstype, options, *attrs)?),
         Step::AttachAt { mount, path } => mounts::attach_at(registers.get(*mount)?, path),
+        Step::RecvMount { socket, path } => net::recv_mount(inherited(*socket)?, path),
         Step::NewOverlay {
             lowers,
             upper,
@@ -491,6 +492,7 @@ pub(crate) fn run_step(step: &Step, registers: &mut Registers) -> Result<(), Err
         Step::WriteSetting { path, contents } => write_setting(path, contents),
         Step::Unlink { dir, name } => mounts::unlink(registers.get(*dir)?, name),
         Step::Chmod { reg, mode } => mounts::chmod(registers.get(*reg)?, *mode),
+        Step::Chown { reg, uid, gid } => mounts::chown(registers.get(*reg)?, *uid, *gid),
         Step::CopyTree { from, to, uid, gid } => {
             crate::copy::copy_tree(registers.get(*from)?, registers.get(*to)?, (*uid, *gid))
         }

@@ -34,6 +34,7 @@ mod spawn;
 mod step;
 mod trial;
 
+pub use mounts::idmapped_tree;
 pub use progress::{Progress, Setup, TIMED_STEPS, monotonic_ns, read_record_within};
 pub use record::{
     RECORD_COMMAND_CONTINUED, RECORD_COMMAND_STATUS, RECORD_COMMAND_STOPPED, RECORD_LEN,

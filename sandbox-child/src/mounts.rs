@@ -39,13 +39,54 @@ struct MountAttr {
     userns_fd: u64,
 }
 
+/// `MOUNT_ATTR_IDMAP`.
+const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
+
+/// A detached clone of the mount at `path` (`open_tree(OPEN_TREE_CLONE)`,
+/// not recursive), idmapped to the user namespace `userns`
+/// (`mount_setattr(MOUNT_ATTR_IDMAP)`): through it a file owned by uid
+/// `k` on disk is owned by what `userns` maps `k` to. For the parent
+/// (a root caller) with a run's user namespace; fails where the
+/// filesystem cannot be idmapped (`EINVAL`: overlayfs, tmpfs before 6.3).
+///
+/// # Errors
+///
+/// The errno of `open_tree` or `mount_setattr`.
+pub fn idmapped_tree(path: &CStr, userns: BorrowedFd<'_>) -> Result<OwnedFd, Errno> {
+    let tree = mount::open_tree(
+        CWD,
+        path,
+        OpenTreeFlags::OPEN_TREE_CLONE | OpenTreeFlags::OPEN_TREE_CLOEXEC,
+    )?;
+    let userns_fd = u64::try_from(userns.as_raw_fd()).map_err(|_| Errno::BADF)?;
+    mount_setattr_with(
+        tree.as_fd(),
+        c"",
+        libc::AT_EMPTY_PATH as u32,
+        MOUNT_ATTR_IDMAP,
+        userns_fd,
+    )?;
+    Ok(tree)
+}
+
 /// `mount_setattr(dir, path, flags, {attr_set: set})`: not in rustix.
 fn mount_setattr(dir: BorrowedFd<'_>, path: &CStr, flags: u32, set: u64) -> Result<(), Errno> {
+    mount_setattr_with(dir, path, flags, set, 0)
+}
+
+/// `mount_setattr(dir, path, flags, {attr_set: set, userns_fd})`.
+fn mount_setattr_with(
+    dir: BorrowedFd<'_>,
+    path: &CStr,
+    flags: u32,
+    set: u64,
+    userns_fd: u64,
+) -> Result<(), Errno> {
     let attr = MountAttr {
         attr_set: set,
         attr_clr: 0,
         propagation: 0,
-        userns_fd: 0,
+        userns_fd,
     };
     // SAFETY: mount_setattr(2) reads a NUL-terminated path (a `&CStr`)
     // and `size` bytes of `attr`, a live local of exactly that size laid
@@ -184,6 +225,17 @@ fn fd_paths(
     }
     put(b"\0", &mut at)?;
     CStr::from_bytes_with_nul(buffer.get(..at).ok_or(Errno::INVAL)?).map_err(|_| Errno::INVAL)
+}
+
+/// `fchownat(fd, "", uid, gid, AT_EMPTY_PATH)` (an `O_PATH` fd too).
+pub(crate) fn chown(fd: BorrowedFd<'_>, uid: Option<u32>, gid: Option<u32>) -> Result<(), Errno> {
+    fs::chownat(
+        fd,
+        c"",
+        uid.map(fs::Uid::from_raw),
+        gid.map(fs::Gid::from_raw),
+        AtFlags::EMPTY_PATH,
+    )
 }
 
 /// `fchmod`, or for an `O_PATH` fd a `chmod` of its `/proc/self/fd` path

@@ -343,6 +343,42 @@ pub fn send_fd(socket: BorrowedFd<'_>, fd: BorrowedFd<'_>) -> Result<(), Errno> 
     .map(drop)
 }
 
+/// `Step::RecvMount`: the mount the parent sent, if it sent one,
+/// attached over `path`.
+pub(crate) fn recv_mount(socket: BorrowedFd<'_>, path: &CStr) -> Result<(), Errno> {
+    match recv_optional_fd(socket)? {
+        Some(fd) => crate::mounts::attach_at(fd.as_fd(), path),
+        None => Ok(()),
+    }
+}
+
+/// Receives one byte from `socket`, and the fd sent with it if one was
+/// (`SCM_RIGHTS`): what the parent sends for each lower it may have
+/// idmapped. Allocates nothing.
+fn recv_optional_fd(socket: BorrowedFd<'_>) -> Result<Option<OwnedFd>, Errno> {
+    use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage};
+    let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut control = RecvAncillaryBuffer::new(&mut space);
+    let mut byte = [0u8; 1];
+    let got = rustix::net::recvmsg(
+        socket,
+        &mut [std::io::IoSliceMut::new(&mut byte)],
+        &mut control,
+        RecvFlags::CMSG_CLOEXEC,
+    )?;
+    if got.bytes == 0 {
+        // The parent went away before sending.
+        return Err(Errno::CONNRESET);
+    }
+    let mut fd = None;
+    for message in control.drain() {
+        if let RecvAncillaryMessage::ScmRights(mut fds) = message {
+            fd = fds.next();
+        }
+    }
+    Ok(fd)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -208,6 +208,17 @@ pub enum Step {
     },
     /// `fchmod(reg, mode)`.
     Chmod { reg: Reg, mode: u32 },
+    /// `fchown(reg, uid, gid)` (`None`: unchanged).
+    Chown {
+        reg: Reg,
+        uid: Option<u32>,
+        gid: Option<u32>,
+    },
+    /// One byte from `socket`, with a mount fd or without: a lower tree
+    /// the parent idmapped to this user namespace, attached over `path`
+    /// (in this private mount namespace) so that opening `path` opens it;
+    /// without an fd, nothing (the lower's filesystem cannot be idmapped).
+    RecvMount { socket: c_int, path: CString },
     /// The tree beneath the directory `from` copied into the directory
     /// `to` (an overlay's copy fallback): regular files, directories and
     /// symlinks (never followed), owned by `uid`:`gid`, times and modes
@@ -354,6 +365,8 @@ impl Step {
             Self::UnshareCgroup { .. } => "UnshareCgroup",
             Self::RemoveDir { .. } => "RemoveDir",
             Self::Chmod { .. } => "Chmod",
+            Self::Chown { .. } => "Chown",
+            Self::RecvMount { .. } => "RecvMount",
             Self::CopyTree { .. } => "CopyTree",
             Self::SetXattr { .. } => "SetXattr",
             Self::NewOverlay { .. } => "NewOverlay",

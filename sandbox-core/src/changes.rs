@@ -51,6 +51,10 @@ pub struct OverlayChanges {
     pub truncated: bool,
     /// Why they could not be read, if they could not.
     pub error: Option<String>,
+    /// Whether the overlay's lowers were mounted idmapped (a root
+    /// caller's run, where their filesystem allows): a file owned by uid
+    /// N on disk was uid N's in the sandbox.
+    pub idmapped: bool,
 }
 
 /// The most changes listed per overlay.
@@ -115,6 +119,7 @@ pub(crate) fn start(
             changes: Vec::new(),
             truncated: false,
             error: None,
+            idmapped: false,
         },
     ))
 }
@@ -213,6 +218,25 @@ fn walk(
     Ok(())
 }
 
+/// What a run keeps of its overlays for its outcome.
+#[derive(Debug, Default)]
+pub(crate) struct OverlayRun {
+    /// Each tmpfs upper (or copy), in the overlays' order.
+    pub(crate) tmpfs_uppers: Vec<std::os::fd::OwnedFd>,
+    /// The lowers mounted idmapped.
+    pub(crate) idmapped: Vec<PathBuf>,
+}
+
+/// Whether a run hands fds over the overlay socket: tmpfs uppers to the
+/// parent, idmapped lowers to the child.
+pub(crate) fn handoff_wanted(
+    policy: &sandbox_policy::Policy,
+    decisions: &crate::decide::Decisions,
+) -> bool {
+    tmpfs_overlays(policy, decisions.fs_mode) > 0
+        || !crate::idmap::lowers(policy, decisions).is_empty()
+}
+
 /// How many overlays of `policy` have a tmpfs upper and are mounted (the
 /// filesystem mode has a root of the sandbox's own).
 pub(crate) fn tmpfs_overlays(
@@ -232,10 +256,10 @@ pub(crate) fn tmpfs_overlays(
 pub(crate) fn run_changes(
     policy: &sandbox_policy::Policy,
     decisions: &crate::decide::Decisions,
-    tmpfs_uppers: Vec<std::os::fd::OwnedFd>,
+    run: OverlayRun,
 ) -> Vec<OverlayChanges> {
     let mode = decisions.fs_mode;
-    let mut tmpfs = tmpfs_uppers.into_iter();
+    let mut tmpfs = run.tmpfs_uppers.into_iter();
     crate::mount::overlays(policy, mode)
         .iter()
         .filter_map(|o| {
@@ -266,8 +290,10 @@ pub(crate) fn run_changes(
                 changes: Vec::new(),
                 truncated: false,
                 error: Some(e),
+                idmapped: false,
             });
             changes.target = o.target.clone();
+            changes.idmapped = o.lower.paths().iter().all(|l| run.idmapped.contains(l));
             Some(changes)
         })
         .collect()

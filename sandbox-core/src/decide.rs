@@ -57,6 +57,15 @@ pub(crate) fn decide(policy: &Policy, host: &HostCapabilities) -> (Decisions, Ef
     let pids_by_nproc = credentials.pids_by_nproc(policy, host);
     let (cgroup_limits, nproc) = CgroupLimits::decide(policy, host, pids_by_nproc, &mut found);
     let quotas = crate::quotas::decide(policy, host, &namespaces, credentials.run_ids, &mut found);
+    if credentials.run_ids && !crate::mount::overlays(policy, fs_mode).is_empty() {
+        found.mechanism(
+            crate::report::Layer::Filesystem,
+            format!(
+                "overlay lowers idmapped to the run's user namespace where their filesystem allows (ext4, xfs, btrfs, tmpfs 6.3+; not overlayfs): a file keeps its owner for the ids the run maps (0 and {}), others show as 65534; each overlay's outcome says whether it was",
+                credentials.uid
+            ),
+        );
+    }
     let decisions = Decisions {
         namespaces,
         fs_mode,

@@ -81,6 +81,7 @@ mod egress_pool;
 mod error;
 mod findings;
 mod host;
+mod idmap;
 mod landlock;
 mod mount;
 mod namespaces;

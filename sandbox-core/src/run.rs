@@ -4,6 +4,7 @@
 
 use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -48,8 +49,9 @@ pub(crate) struct Started {
     _parent_alive: OwnedFd,
     egress: Option<EgressRun>,
     cgroups: RunCgroups,
-    /// Each tmpfs overlay upper, held past the run for its changes.
-    tmpfs_uppers: Vec<OwnedFd>,
+    /// Each tmpfs overlay upper (held past the run for its changes), and
+    /// the lowers idmapped.
+    overlays: crate::changes::OverlayRun,
     started: Instant,
     /// When the command exec'd.
     exec_at: Instant,
@@ -192,7 +194,8 @@ fn parent_setup(
     sync_write: &OwnedFd,
     (cgroups, joins, in_cgroup): (&RunCgroups, &CgroupJoins, bool),
     egress: Option<(&Inner, &OwnedFd)>,
-) -> Result<Option<sandbox_net::forward::EgressForwarder>> {
+    overlay: Option<&OwnedFd>,
+) -> Result<(Option<sandbox_net::forward::EgressForwarder>, Vec<PathBuf>)> {
     if plan.namespaces != 0 {
         let write = |file: &str, contents: &str| -> Result<()> {
             let path = format!("/proc/{pid}/{file}");
@@ -205,6 +208,10 @@ fn parent_setup(
         write("uid_map", &plan.uid_map)?;
         write("gid_map", &plan.gid_map)?;
     }
+    let idmapped = match overlay {
+        Some(socket) => crate::idmap::send_lowers(pid, &plan.idmap_lowers, socket.as_fd())?,
+        None => Vec::new(),
+    };
     let go = || {
         rustix::io::write(sync_write, &[1])
             .map(drop)
@@ -226,7 +233,7 @@ fn parent_setup(
         .map(|(inner, socket)| prepare_forwarder(inner, socket))
         .transpose()?;
     go()?;
-    Ok(forwarder)
+    Ok((forwarder, idmapped))
 }
 
 /// What the setup pipe and the parent's half say together: `Ok` once the
@@ -270,21 +277,6 @@ fn setup_outcome(
         Err(e) if parent_result.is_ok() => Err(e),
         _ => parent_result,
     }
-}
-
-/// A socket pair the child hands fds to the parent over, if `wanted`.
-fn handoff_sockets(wanted: bool, what: &str) -> Result<Option<(OwnedFd, OwnedFd)>> {
-    if !wanted {
-        return Ok(None);
-    }
-    rustix::net::socketpair(
-        rustix::net::AddressFamily::UNIX,
-        rustix::net::SocketType::STREAM,
-        rustix::net::SocketFlags::CLOEXEC,
-        None,
-    )
-    .map(Some)
-    .map_err(Error::prepare_errno(format!("the {what} socket pair")))
 }
 
 /// This run's plan, with its identity (a root caller's run id).
@@ -366,9 +358,10 @@ pub(crate) fn start(
     let prepared = stdio::prepare(stdio, readers, output_cap(inner))?;
     // The child hands the tap (egress runs) and each tmpfs overlay upper
     // over on these.
-    let egress_sockets = handoff_sockets(inner.decisions.network.egress_mtu().is_some(), "egress")?;
-    let overlay_sockets = handoff_sockets(
-        crate::changes::tmpfs_overlays(&inner.policy, inner.decisions.fs_mode) > 0,
+    let egress_sockets =
+        plan::handoff_sockets(inner.decisions.network.egress_mtu().is_some(), "egress")?;
+    let overlay_sockets = plan::handoff_sockets(
+        crate::changes::handoff_wanted(&inner.policy, &inner.decisions),
         "overlay",
     )?;
     let limits = inner.decisions.cgroup_limits;
@@ -417,7 +410,7 @@ pub(crate) fn start(
     let egress_parent = egress_sockets.map(|(parent, _child)| parent);
     let overlay_parent = overlay_sockets.map(|(parent, _child)| parent);
 
-    let forwarder = {
+    let (forwarder, idmapped) = {
         let _setup = tracing::debug_span!("setup").entered();
         let parent_result = parent_setup(
             &plan,
@@ -425,13 +418,14 @@ pub(crate) fn start(
             &sync_write,
             (&cgroups, &joins, in_cgroup),
             egress_parent.as_ref().map(|socket| (inner, socket)),
+            overlay_parent.as_ref(),
         );
-        let (parent_result, forwarder) = match parent_result {
-            Ok(forwarder) => (Ok(()), forwarder),
-            Err(e) => (Err(e), None),
+        let (parent_result, forwarder, idmapped) = match parent_result {
+            Ok((forwarder, idmapped)) => (Ok(()), forwarder, idmapped),
+            Err(e) => (Err(e), None, Vec::new()),
         };
         await_setup(&plan, pid, &pidfd, &progress, parent_result, &setup_read)?;
-        forwarder
+        (forwarder, idmapped)
     };
     // The child sent each tmpfs upper during its setup, which is done.
     let mut tmpfs_uppers = Vec::new();
@@ -495,7 +489,10 @@ pub(crate) fn start(
         _parent_alive: sync_write,
         egress,
         cgroups,
-        tmpfs_uppers,
+        overlays: crate::changes::OverlayRun {
+            tmpfs_uppers,
+            idmapped,
+        },
         started,
         exec_at: Instant::now(),
         timings,
@@ -563,7 +560,7 @@ impl Started {
             changes: crate::changes::run_changes(
                 &inner.policy,
                 &inner.decisions,
-                std::mem::take(&mut self.tmpfs_uppers),
+                std::mem::take(&mut self.overlays),
             ),
         };
         // The run's cgroups go now, inside the teardown's time.

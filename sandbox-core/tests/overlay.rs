@@ -355,3 +355,92 @@ fn where_overlayfs_cannot_serve_a_copy_does_and_reports_the_same_changes() {
 fn sh_err(sb: &sandbox_core::Sandbox) -> String {
     sb.command("true").output().unwrap_err().to_string()
 }
+
+/// Whether `dir` is on a filesystem every kernel of the matrix can idmap
+/// (ext4, xfs, btrfs).
+fn idmappable_everywhere(dir: &Path) -> bool {
+    const MAGICS: [i64; 3] = [0xef53, 0x5846_5342, 0x9123_683e];
+    rustix::fs::statfs(dir).is_ok_and(|st| MAGICS.contains(&st.f_type))
+}
+
+/// A root caller's run has a host uid of its own: through idmapped lowers
+/// a file keeps its numeric owner in the sandbox, so the sandbox's uid
+/// 1000 may change uid 1000's file and make files in its directory, and
+/// still not change uid 1001's (the control; an id the run does not map
+/// shows as 65534); the lower is unchanged. Where the lower's filesystem cannot
+/// be idmapped the outcome says so and neither write is allowed.
+#[test]
+#[ignore = "needs root"]
+fn a_lower_keeps_its_owners_for_a_root_callers_run() {
+    require_root();
+    let tmp = tempdir_off_overlayfs();
+    let repo = tmp.path().join("repo");
+    std::fs::create_dir_all(&repo).unwrap();
+    for (name, uid) in [("mine", 1000), ("theirs", 1001)] {
+        std::fs::write(repo.join(name), b"lower\n").unwrap();
+        std::os::unix::fs::chown(repo.join(name), Some(uid), Some(uid)).unwrap();
+    }
+    std::os::unix::fs::chown(&repo, Some(1000), Some(1000)).unwrap();
+    let before = snapshot(&repo);
+    let sb = sandbox(&format!(
+        "[filesystem]\noverlay = [{{ lower = \"{}\", target = \"/work\" }}]\n[privilege]\nuser = 1000\n",
+        repo.display()
+    ));
+    if !tmpfs_upper_or_refused(&sb) {
+        return;
+    }
+    let out = sh(
+        &sb,
+        "echo more >> /work/mine && echo mine-written; echo x >> /work/theirs || echo theirs-refused; echo new > /work/new && echo dir-written; stat -c %u /work/mine /work/theirs",
+    );
+    let [changes] = &out.changes[..] else {
+        panic!("{:?}", out.changes)
+    };
+    let text = stdout(&out);
+    if changes.idmapped {
+        assert_eq!(
+            text,
+            "mine-written\ntheirs-refused\ndir-written\n1000\n65534\n",
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    } else {
+        assert!(
+            !idmappable_everywhere(tmp.path()),
+            "ext4, xfs and btrfs lowers are idmapped"
+        );
+        assert!(
+            !text.contains("mine-written") && text.contains("theirs-refused"),
+            "{text}"
+        );
+    }
+    assert_eq!(snapshot(&repo), before, "the lower is unchanged");
+
+    // A root of one's own, owned by root (as an unpacked image is): the
+    // sandbox's root may change its /etc through a writable root.
+    let root = tmp.path().join("rootfs");
+    busybox_root(&root);
+    for d in ["", "etc"] {
+        std::fs::set_permissions(root.join(d), std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let image = sandbox(&format!(
+        "[filesystem]\nmode = \"rootfs\"\nroot = \"{}\"\nroot_overlay = {{}}\n[privilege]\nuser = \"root\"\n",
+        root.display()
+    ));
+    let out = sh(
+        &image,
+        "echo x > /etc/new && echo etc-written; echo y > /new && echo root-written",
+    );
+    let text = stdout(&out);
+    if out.changes[0].idmapped {
+        assert_eq!(
+            text,
+            "etc-written\nroot-written\n",
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    } else {
+        assert!(!idmappable_everywhere(tmp.path()));
+        assert_eq!(text, "", "{}", String::from_utf8_lossy(&out.stderr));
+    }
+}

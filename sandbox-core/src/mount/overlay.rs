@@ -99,7 +99,27 @@ fn user_xattrs(dir: &Path) -> Result<()> {
 /// The mode of the top lower's root: the overlay's root takes its
 /// attributes from the upper's, which gets these.
 fn top_mode(o: &Overlay) -> Result<u32> {
-    use std::os::unix::fs::PermissionsExt;
+    top_meta(o).map(|m| {
+        use std::os::unix::fs::PermissionsExt;
+        m.permissions().mode() & 0o7777
+    })
+}
+
+/// The owner the upper's root takes in the sandbox: the top lower's, each
+/// id where the run's user namespace maps it to the same number (a root
+/// caller's run with idmapped lowers: 0, and the sandbox's user).
+fn top_owner(o: &Overlay, how: How) -> Result<(Option<u32>, Option<u32>)> {
+    use std::os::unix::fs::MetadataExt;
+    if !how.run_ids {
+        return Ok((None, None));
+    }
+    let meta = top_meta(o)?;
+    let same = |id: u32, inside: u32| (id == 0 || id == inside).then_some(id);
+    Ok((same(meta.uid(), how.owner.0), same(meta.gid(), how.owner.1)))
+}
+
+/// The top lower's root, which must be a directory.
+fn top_meta(o: &Overlay) -> Result<std::fs::Metadata> {
     let top = o.lower.paths().first().ok_or_else(|| Error::Prepare {
         what: format!("the overlay at {} has no lower", o.target.display()),
         error: std::io::ErrorKind::InvalidInput.into(),
@@ -112,7 +132,7 @@ fn top_mode(o: &Overlay) -> Result<u32> {
             error: std::io::ErrorKind::InvalidInput.into(),
         });
     }
-    Ok(meta.permissions().mode() & 0o7777)
+    Ok(meta)
 }
 
 /// Each overlay's host directories, opened while every host path is in
@@ -166,6 +186,9 @@ pub(crate) struct How {
     pub(crate) copy: bool,
     /// Who a copy's files belong to (the sandbox's user, inside).
     pub(crate) owner: (u32, u32),
+    /// The run has a host uid of its own (a root caller): its lowers are
+    /// idmapped where they can be.
+    pub(crate) run_ids: bool,
 }
 
 /// The steps of every overlay, beneath `root` (attached at `STAGING`).
@@ -180,7 +203,7 @@ pub(crate) fn overlay_steps(
         if how.copy && o.copies() && o.upper_dir().is_none() {
             copy(b, root, o, layers, how)?;
         } else {
-            one(b, root, i, o, layers, how.socket)?;
+            one(b, root, i, o, layers, how)?;
         }
     }
     Ok(())
@@ -229,12 +252,7 @@ fn copy(b: &mut Builder, root: Reg, o: &Overlay, layers: Layers, how: How) -> Re
 /// The root overlay (`filesystem.root_overlay`): the new root itself. A
 /// tmpfs upper is attached at `STAGING` (where the root goes next) only
 /// until overlayfs holds its private clone of it.
-pub(crate) fn root_steps(
-    b: &mut Builder,
-    o: &Overlay,
-    layers: Layers,
-    socket: Option<std::ffi::c_int>,
-) -> Result<Reg> {
+pub(crate) fn root_steps(b: &mut Builder, o: &Overlay, layers: Layers, how: How) -> Result<Reg> {
     let (upper, work, scratch) = match layers.upper {
         Some((upper, work)) => (upper, work, None),
         None => {
@@ -246,7 +264,7 @@ pub(crate) fn root_steps(
                 },
                 format!("attach the root's upper at {STAGING} (scratch)"),
             );
-            let (upper, work) = upper_and_work(b, tmpfs, Path::new("/"), o, socket)?;
+            let (upper, work) = upper_and_work(b, tmpfs, Path::new("/"), o, how)?;
             (upper, work, Some(tmpfs))
         }
     };
@@ -285,7 +303,7 @@ fn upper_and_work(
     base: Reg,
     dir: &Path,
     o: &Overlay,
-    socket: Option<std::ffi::c_int>,
+    how: How,
 ) -> Result<(Reg, Reg)> {
     let diff = b.resolve(base, &dir.join("diff"), TargetKind::Dir, true, false)?;
     b.push(
@@ -295,7 +313,19 @@ fn upper_and_work(
         },
         format!("the upper's root as {}'s", o.lower.joined(":")),
     );
-    if let Some(socket) = socket {
+    if let (uid, gid) = top_owner(o, how)?
+        && (uid.is_some() || gid.is_some())
+    {
+        b.push(
+            Step::Chown {
+                reg: diff,
+                uid,
+                gid,
+            },
+            format!("the upper's root owned as {}'s", o.lower.joined(":")),
+        );
+    }
+    if let Some(socket) = how.socket {
         b.push(
             Step::SendFd { socket, reg: diff },
             format!("send the upper of {} to the parent", o.target.display()),
@@ -328,14 +358,7 @@ fn new_overlay(b: &mut Builder, o: &Overlay, lowers: Vec<Reg>, upper: Reg, work:
     overlay
 }
 
-fn one(
-    b: &mut Builder,
-    root: Reg,
-    i: usize,
-    o: &Overlay,
-    layers: Layers,
-    socket: Option<std::ffi::c_int>,
-) -> Result<()> {
+fn one(b: &mut Builder, root: Reg, i: usize, o: &Overlay, layers: Layers, how: How) -> Result<()> {
     let scratch_name = format!(".sandbox-overlay-{i}");
     let scratch = Path::new("/dev").join(&scratch_name);
     let (upper, work) = match layers.upper {
@@ -351,7 +374,7 @@ fn one(
                 format!("attach the upper of {} (scratch)", o.target.display()),
             );
             b.push(Step::Close(at), "close");
-            upper_and_work(b, root, &scratch, o, socket)?
+            upper_and_work(b, root, &scratch, o, how)?
         }
     };
     let overlay = new_overlay(b, o, layers.lowers, upper, work);

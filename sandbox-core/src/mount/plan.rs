@@ -441,12 +441,31 @@ pub(crate) fn filesystem_steps(
     let sources = open_sources(b, &mounts)?;
     let mut overlays = super::overlays(policy, mode);
     super::overlay::prepare(&overlays)?;
+    // The lowers the parent idmapped, over their paths before they are
+    // opened (see `idmap`).
+    if let Some(socket) = overlay_socket {
+        for lower in crate::idmap::lowers(policy, decisions) {
+            b.push(
+                Step::RecvMount {
+                    socket,
+                    path: path_cstring(&lower)?,
+                },
+                format!("attach the lower {} idmapped", lower.display()),
+            );
+        }
+    }
     let mut overlay_layers = super::overlay::open_layers(b, &overlays)?;
+    let how = super::overlay::How {
+        socket: overlay_socket,
+        copy: decisions.overlay_copy,
+        owner: (decisions.credentials.uid, decisions.credentials.gid),
+        run_ids: decisions.credentials.run_ids,
+    };
     let root = match super::root_overlay(policy, mode) {
         Some(o) if !overlay_layers.is_empty() => {
             overlays.remove(0);
             let layers = overlay_layers.remove(0);
-            super::overlay::root_steps(b, &o, layers, overlay_socket)?
+            super::overlay::root_steps(b, &o, layers, how)?
         }
         _ => new_root(b, policy, mode)?,
     };
@@ -463,11 +482,6 @@ pub(crate) fn filesystem_steps(
     attach_mounts(b, root, &mounts, sources, pivot)?;
     symlink_steps(b, root, symlinks)?;
     if pivot {
-        let how = super::overlay::How {
-            socket: overlay_socket,
-            copy: decisions.overlay_copy,
-            owner: (decisions.credentials.uid, decisions.credentials.gid),
-        };
         super::overlay::overlay_steps(b, root, &overlays, overlay_layers, how)?;
     }
     if let (Some(text), true) = (resolv_conf, pivot) {

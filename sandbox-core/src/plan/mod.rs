@@ -20,8 +20,10 @@ use sandbox_child::{CStringArray, ChildPlan, NO_FD, Reg, Step};
 
 pub(crate) mod builder;
 mod command;
+mod handoff;
 
 pub(crate) use builder::{Builder, cstring, path_cstring};
+pub(crate) use handoff::handoff_sockets;
 
 use crate::landlock::writable_paths;
 use crate::mount::plan::filesystem_steps;
@@ -91,6 +93,9 @@ pub(crate) struct Plan {
     /// The setup's phases: the index of each one's first step, and its
     /// name, in order.
     pub(crate) phases: Vec<(usize, &'static str)>,
+    /// The lowers the parent sends idmapped (see `idmap`), in the order
+    /// the child receives them.
+    pub(crate) idmap_lowers: Vec<std::path::PathBuf>,
 }
 
 /// The host's nobody.
@@ -452,6 +457,7 @@ pub(crate) fn build(
         owner: identity.run_id,
         deny_setgroups: !root_caller,
         phases: b.phases,
+        idmap_lowers: crate::idmap::lowers(policy, decisions),
     })
 }
 

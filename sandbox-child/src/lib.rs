@@ -28,6 +28,7 @@ pub use exec::install_filters;
 mod mounts;
 pub mod net;
 mod progress;
+mod reaper;
 mod record;
 mod registers;
 mod spawn;
@@ -36,6 +37,7 @@ mod trial;
 
 pub use mounts::idmapped_tree;
 pub use progress::{Progress, Setup, TIMED_STEPS, monotonic_ns, read_record_within};
+pub use reaper::reaper_fd;
 pub use record::{
     RECORD_COMMAND_CONTINUED, RECORD_COMMAND_STATUS, RECORD_COMMAND_STOPPED, RECORD_LEN,
     RECORD_STEP_FAILED, RECORD_STEP_PANICKED, decode_record,

@@ -282,9 +282,8 @@ pub(crate) fn new_overlay(
     if let Err(e) = configured {
         // The kernel says why in the context's log: pass it on (stderr).
         let mut line = [0u8; 512];
-        if let Ok(n) = rustix::io::read(&fs, &mut line)
-            && let Ok(stderr) = crate::exec::inherited(2)
-        {
+        // (No let chain: this crate builds with Rust 1.85.)
+        if let (Ok(n), Ok(stderr)) = (rustix::io::read(&fs, &mut line), crate::exec::inherited(2)) {
             let _ = rustix::io::write(stderr, line.get(..n).unwrap_or_default());
             let _ = rustix::io::write(stderr, b"\n");
         }

@@ -409,6 +409,9 @@ fn init_main(plan: &ChildPlan, registers: &mut Registers, progress: &Progress) -
         unsafe { libc::close(fd) };
     }
     let _ = rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable);
+    if plan.reaper_fd >= 0 {
+        crate::reaper::exec_reaper(plan.reaper_fd, command as i32, plan.status_fd);
+    }
     forward_signals(command as i32);
     let options = rustix::process::WaitOptions::UNTRACED | rustix::process::WaitOptions::CONTINUED;
     // Whether the last change reported was a stop.

@@ -442,4 +442,7 @@ pub struct ChildPlan {
     pub status_fd: c_int,
     /// Fds PID 1 closes once the command process has its copies.
     pub close_after_fork: Vec<c_int>,
+    /// The reaper's memfd ([`reaper_fd`](crate::reaper_fd)), which PID 1
+    /// execs once the command runs; `NO_FD` to reap in-process.
+    pub reaper_fd: c_int,
 }

@@ -128,6 +128,7 @@ fn start_steps(b: &mut Builder, fds: &PlanFds<'_>) -> Result<()> {
         fds.egress_socket.map_or(NO_FD, |s| s.as_raw_fd()),
         fds.overlay_socket.map_or(NO_FD, |s| s.as_raw_fd()),
         fds.pty.map_or(NO_FD, |p| p.socket.as_raw_fd()),
+        sandbox_child::reaper_fd().map_or(NO_FD, |fd| fd.as_raw_fd()),
     ]
     .into_iter()
     .chain(fds.stdio)
@@ -449,6 +450,7 @@ pub(crate) fn build(
             setup_fd: fds.setup_write,
             status_fd: fds.status_write,
             close_after_fork,
+            reaper_fd: sandbox_child::reaper_fd().map_or(NO_FD, |fd| fd.as_raw_fd()),
         },
         descriptions: b.descriptions,
         namespaces,

@@ -387,6 +387,12 @@ fn start_command(
 
 fn init_main(plan: &ChildPlan, registers: &mut Registers, progress: &Progress) -> ! {
     run_steps_or_exit(&plan.init_steps, 0, registers, progress, plan.setup_fd, 126);
+    // PID 1 holds a copy of the caller's memory until it execs the
+    // reaper: non-dumpable before the command exists, so that no process
+    // of the sandbox may read it through /proc/1/mem (same uid, no Yama)
+    // in the moment before that exec (the command's own exec gives it a
+    // fresh address space, dumpable as usual).
+    let _ = rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable);
     let command = match start_command(plan, registers, progress) {
         Ok(pid) => libc::c_long::from(pid),
         Err(errno) => {
@@ -408,7 +414,6 @@ fn init_main(plan: &ChildPlan, registers: &mut Registers, progress: &Progress) -
         // this, so nothing refers to these numbers again.
         unsafe { libc::close(fd) };
     }
-    let _ = rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable);
     if plan.reaper_fd >= 0 {
         crate::reaper::exec_reaper(plan.reaper_fd, command as i32, plan.status_fd);
     }

@@ -31,6 +31,7 @@ mod progress;
 mod reaper;
 mod record;
 mod registers;
+mod shared;
 mod spawn;
 mod step;
 mod trial;
@@ -42,7 +43,8 @@ pub use record::{
     RECORD_COMMAND_CONTINUED, RECORD_COMMAND_STATUS, RECORD_COMMAND_STOPPED, RECORD_LEN,
     RECORD_STEP_FAILED, RECORD_STEP_PANICKED, decode_record,
 };
-pub use spawn::{FORWARDED_SIGNALS, Init, spawn_init};
+pub use shared::shared_clone_usable;
+pub use spawn::{FORWARDED_SIGNALS, Init, Starting, spawn_init};
 pub use step::{
     CStringArray, ChildPlan, MOUNT_ATTR_NODEV, MOUNT_ATTR_NOEXEC, MOUNT_ATTR_NOSUID,
     MOUNT_ATTR_RDONLY, NO_FD, RawFilter, Reg, Step, TargetKind,

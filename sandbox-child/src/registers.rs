@@ -44,6 +44,16 @@ impl Registers {
         }
     }
 
+    /// Empties every slot without closing: the fds a process sharing this
+    /// memory put there are in its fd table, not ours.
+    pub(crate) fn forget(&mut self) {
+        for slot in &mut self.0 {
+            if let Some(fd) = slot.take() {
+                let _ = std::os::fd::IntoRawFd::into_raw_fd(fd);
+            }
+        }
+    }
+
     /// Closes the fd in slot `r`, if any.
     pub(crate) fn close(&mut self, r: Reg) {
         if let Some(slot) = self.0.get_mut(r) {

@@ -3,7 +3,7 @@
 //! egress namespace.
 
 use std::ffi::{c_int, c_void};
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 use rustix::io::Errno;
 use rustix::process::{DumpableBehavior, Uid};
@@ -51,47 +51,66 @@ pub(crate) fn raw_clone(flags: u64, pidfd: *mut c_int) -> libc::c_long {
 /// restricts unprivileged user namespaces does not apply).
 ///
 /// A change of effective uid also makes the process non-dumpable (the
-/// kernel's rule for credential changes, `suid_dumpable`): the guard puts
-/// the caller's dumpable flag back as it was.
-struct ThreadOwner {
+/// kernel's rule for credential changes, `suid_dumpable`): the last guard
+/// of the threads that overlap puts the caller's dumpable flag back as it
+/// was before the first.
+pub(crate) struct ThreadOwner {
     euid: Uid,
     securebits: CapabilitiesSecureBits,
-    dumpable: DumpableBehavior,
 }
 
+/// How many threads are owners now, and the dumpable flag the process had
+/// before the first: the last to finish puts it back (a thread that
+/// restored what another had changed would leave the process
+/// non-dumpable for good).
+static OWNERS: std::sync::Mutex<(usize, Option<DumpableBehavior>)> =
+    std::sync::Mutex::new((0, None));
+
 impl ThreadOwner {
-    fn become_owner(owner: u32) -> Result<Self, Errno> {
+    pub(crate) fn become_owner(owner: u32) -> Result<Self, Errno> {
         if owner == u32::MAX {
             return Err(Errno::INVAL);
         }
         let securebits = rustix::thread::capabilities_secure_bits()?;
-        let dumpable = rustix::process::dumpable_behavior()?;
+        {
+            let mut owners = OWNERS
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if owners.0 == 0 {
+                owners.1 = Some(rustix::process::dumpable_behavior()?);
+            }
+            owners.0 += 1;
+        }
+        // From here the guard undoes whatever was done, on every path.
+        let guard = Self {
+            euid: rustix::process::geteuid(),
+            securebits,
+        };
         rustix::thread::set_capabilities_secure_bits(
             securebits | CapabilitiesSecureBits::NO_SETUID_FIXUP,
         )?;
-        let euid = rustix::process::geteuid();
         // rustix's thread call is the raw syscall: this thread only.
-        let owner = Uid::from_raw_unchecked(owner);
-        if let Err(e) = rustix::thread::set_thread_res_uid(None, owner, None) {
-            let _ = rustix::thread::set_capabilities_secure_bits(securebits);
-            return Err(e);
-        }
-        Ok(Self {
-            euid,
-            securebits,
-            dumpable,
-        })
+        rustix::thread::set_thread_res_uid(None, Uid::from_raw_unchecked(owner), None)?;
+        Ok(guard)
     }
 }
 
 impl Drop for ThreadOwner {
     fn drop(&mut self) {
         // The thread's own euid back (its real and saved uids never
-        // changed, so this is always allowed), then its securebits and
-        // the process's dumpable flag.
+        // changed, so this is always allowed), then its securebits, and
+        // with the last owner the process's dumpable flag.
         let _ = rustix::thread::set_thread_res_uid(None, self.euid, None);
         let _ = rustix::thread::set_capabilities_secure_bits(self.securebits);
-        let _ = rustix::process::set_dumpable_behavior(self.dumpable);
+        let mut owners = OWNERS
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        owners.0 = owners.0.saturating_sub(1);
+        if owners.0 == 0 {
+            if let Some(dumpable) = owners.1.take() {
+                let _ = rustix::process::set_dumpable_behavior(dumpable);
+            }
+        }
     }
 }
 
@@ -112,26 +131,26 @@ pub struct Init {
 /// `clone3`'s arguments (`struct clone_args`, up to `cgroup`: 5.7+).
 #[repr(C)]
 #[derive(Default)]
-struct CloneArgs {
-    flags: u64,
-    pidfd: u64,
-    child_tid: u64,
-    parent_tid: u64,
-    exit_signal: u64,
-    stack: u64,
-    stack_size: u64,
-    tls: u64,
-    set_tid: u64,
-    set_tid_size: u64,
-    cgroup: u64,
+pub(crate) struct CloneArgs {
+    pub(crate) flags: u64,
+    pub(crate) pidfd: u64,
+    pub(crate) child_tid: u64,
+    pub(crate) parent_tid: u64,
+    pub(crate) exit_signal: u64,
+    pub(crate) stack: u64,
+    pub(crate) stack_size: u64,
+    pub(crate) tls: u64,
+    pub(crate) set_tid: u64,
+    pub(crate) set_tid_size: u64,
+    pub(crate) cgroup: u64,
 }
 
-const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+pub(crate) const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
 
 /// Set once `clone3` with a cgroup failed in a way that says this kernel
 /// (or a seccomp filter over us) does not have it: later runs go straight
 /// to `clone`.
-static NO_CLONE_INTO_CGROUP: std::sync::atomic::AtomicBool =
+pub(crate) static NO_CLONE_INTO_CGROUP: std::sync::atomic::AtomicBool =
     std::sync::atomic::AtomicBool::new(false);
 
 /// `clone3` with `flags`, the exit signal `SIGCHLD`, no new stack (the
@@ -158,18 +177,47 @@ fn raw_clone3_into(flags: u64, pidfd: *mut c_int, cgroup: c_int) -> libc::c_long
     }
 }
 
+/// What the parent's half of the setup gets while PID 1 runs its steps.
+#[derive(Debug)]
+pub struct Starting<'a> {
+    /// PID 1's pid (in the caller's pid namespace).
+    pub pid: i32,
+    /// A pidfd for it.
+    pub pidfd: BorrowedFd<'a>,
+    /// The page its steps mark as they run.
+    pub progress: &'a Progress,
+    /// Whether it was cloned straight into the cgroup it was given.
+    pub in_cgroup: bool,
+}
+
 /// Clones the sandbox's PID 1 with `namespaces` (`CLONE_NEW*` flags) and
-/// runs `plan` in it; with `owner`, the new user namespace is owned by
-/// that host uid (the clone is made with it as the thread's effective
-/// uid). With `cgroup` (a cgroup v2 directory), PID 1 is cloned straight
-/// into it where the kernel can (`clone3` with `CLONE_INTO_CGROUP`, 5.7+:
-/// no migration afterwards); [`Init::in_cgroup`] says whether it was.
-pub fn spawn_init(
+/// runs `plan` in it, and `parent` (the parent's half of the setup: the id
+/// maps, the bytes that let PID 1 go on, waiting for the command's exec)
+/// with it; returns PID 1 and what `parent` returned. With `owner`, the
+/// new user namespace is owned by that host uid (the clone is made with
+/// it as the thread's effective uid). With `cgroup` (a cgroup v2
+/// directory), PID 1 is cloned straight into it where the kernel can
+/// (`clone3` with `CLONE_INTO_CGROUP`, 5.7+: no migration afterwards);
+/// [`Init::in_cgroup`] says whether it was.
+///
+/// With [`ChildPlan::shared`], PID 1 shares the caller's memory until it
+/// execs the reaper (no page table is copied: see `shared`), and `parent`
+/// runs on a thread of its own meanwhile; otherwise PID 1 is a copy of
+/// the caller and `parent` runs here after the clone.
+///
+/// # Errors
+///
+/// The clone's errno (`parent` did not run).
+pub fn spawn_init<R: Send>(
     namespaces: c_int,
     plan: &ChildPlan,
     owner: Option<u32>,
     cgroup: Option<BorrowedFd<'_>>,
-) -> Result<Init, Errno> {
+    parent: impl FnOnce(&Starting<'_>) -> R + Send,
+) -> Result<(Init, R), Errno> {
+    if plan.shared {
+        return crate::shared::spawn_shared(namespaces, plan, owner, cgroup, parent);
+    }
     use std::sync::atomic::Ordering;
     let mut registers = Registers::new(plan.registers);
     let progress = Progress::new()?;
@@ -207,12 +255,19 @@ pub fn spawn_init(
     }
     // SAFETY: CLONE_PIDFD stored a new pidfd, owned by nobody else.
     let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
-    Ok(Init {
+    let init = Init {
         pid: pid as i32,
         pidfd,
         progress,
         in_cgroup,
-    })
+    };
+    let result = parent(&Starting {
+        pid: init.pid,
+        pidfd: init.pidfd.as_fd(),
+        progress: &init.progress,
+        in_cgroup,
+    });
+    Ok((init, result))
 }
 
 /// Aborts the child when the step it guards panics: dropped only while
@@ -317,7 +372,7 @@ struct CommandStart<'a> {
 }
 
 /// The command process's stack: mapped by PID 1 (a syscall, not the
-/// allocator), never unmapped (PID 1's address space ends with it).
+/// allocator), unmapped once the command has execed.
 const COMMAND_STACK: usize = 256 << 10;
 
 extern "C" fn command_main(start: *mut c_void) -> c_int {
@@ -382,17 +437,27 @@ fn start_command(
             (&raw mut start).cast(),
         )
     };
-    if pid < 0 { Err(errno()) } else { Ok(pid) }
+    let result = if pid < 0 { Err(errno()) } else { Ok(pid) };
+    // The command has execed or exited (CLONE_VFORK): its stack is free;
+    // in a shared clone it is the caller's memory.
+    // SAFETY: the mapping made above, no longer used.
+    let _ = unsafe { rustix::mm::munmap(base, COMMAND_STACK + 4096) };
+    result
 }
 
-fn init_main(plan: &ChildPlan, registers: &mut Registers, progress: &Progress) -> ! {
+pub(crate) fn init_main(plan: &ChildPlan, registers: &mut Registers, progress: &Progress) -> ! {
     run_steps_or_exit(&plan.init_steps, 0, registers, progress, plan.setup_fd, 126);
     // PID 1 holds a copy of the caller's memory until it execs the
     // reaper: non-dumpable before the command exists, so that no process
     // of the sandbox may read it through /proc/1/mem (same uid, no Yama)
     // in the moment before that exec (the command's own exec gives it a
-    // fresh address space, dumpable as usual).
-    let _ = rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable);
+    // fresh address space, dumpable as usual). Sharing the caller's
+    // memory, PID 1 must not change its flag: only root callers' runs
+    // share, whose PID 1 has host ids the sandbox's user does not.
+    if !plan.shared {
+        let _ =
+            rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable);
+    }
     let command = match start_command(plan, registers, progress) {
         Ok(pid) => libc::c_long::from(pid),
         Err(errno) => {
@@ -416,6 +481,11 @@ fn init_main(plan: &ChildPlan, registers: &mut Registers, progress: &Progress) -
     }
     if plan.reaper_fd >= 0 {
         crate::reaper::exec_reaper(plan.reaper_fd, command as i32, plan.status_fd);
+        if plan.shared {
+            // Not to go on in the caller's memory: the run ends (no status
+            // record: the parent says PID 1 ended without one).
+            exit(125);
+        }
     }
     forward_signals(command as i32);
     let options = rustix::process::WaitOptions::UNTRACED | rustix::process::WaitOptions::CONTINUED;

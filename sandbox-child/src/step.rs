@@ -445,4 +445,9 @@ pub struct ChildPlan {
     /// The reaper's memfd ([`reaper_fd`](crate::reaper_fd)), which PID 1
     /// execs once the command runs; `NO_FD` to reap in-process.
     pub reaper_fd: c_int,
+    /// PID 1 shares the caller's memory until it execs the reaper (see
+    /// [`shared_clone_usable`](crate::shared_clone_usable)): only where the
+    /// plan has no step that writes the caller's memory (no
+    /// `HideCallerIdentity`) and the reaper is `reaper_fd`.
+    pub shared: bool,
 }

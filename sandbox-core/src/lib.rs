@@ -80,6 +80,7 @@ mod decide;
 mod egress_pool;
 mod error;
 mod findings;
+mod forwarder;
 mod host;
 mod idmap;
 mod landlock;

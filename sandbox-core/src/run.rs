@@ -3,7 +3,7 @@
 //! status, resource usage, and cleanup on every path.
 
 use std::fs::File;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
@@ -61,85 +61,6 @@ pub(crate) struct Started {
     reaped: bool,
 }
 
-/// Receives what the child hands over for egress (the tap, the log socket,
-/// with host-name rules the pin socket) and makes the run's forwarder,
-/// its log group bound: before the command starts, so that nothing it
-/// sends goes unseen.
-fn prepare_forwarder(
-    inner: &Inner,
-    socket: &OwnedFd,
-) -> Result<sandbox_net::forward::EgressForwarder> {
-    use sandbox_net::forward::{EgressForwarder, EgressPolicy};
-    use sandbox_net::{EgressAddressing, Gateway};
-    let fail = |what: &'static str| {
-        move |e: sandbox_net::Error| Error::Supervise {
-            what,
-            error: std::io::Error::other(e),
-        }
-    };
-    let tap = sandbox_net::recv_fd(socket).map_err(fail("receive the tap fd"))?;
-    let log_socket = sandbox_net::recv_fd(socket).map_err(fail("receive the log socket"))?;
-    let pin_socket = if inner.policy.network.has_host_rules() {
-        Some(sandbox_net::recv_fd(socket).map_err(fail("receive the netfilter socket"))?)
-    } else {
-        None
-    };
-    let policy = EgressPolicy::from_network(&inner.policy.network, Gateway::default());
-    let forwarder = EgressForwarder::new(
-        tap,
-        policy,
-        &EgressAddressing {
-            mtu: inner
-                .decisions
-                .network
-                .egress_mtu()
-                .unwrap_or(EgressAddressing::default().mtu),
-            ..EgressAddressing::default()
-        },
-        inner.dns_upstream,
-        forwarder_limits(&inner.policy.network.limits, inner.pin_ttl),
-    )
-    .map_err(fail("start the egress forwarder"))?;
-    let mut forwarder = forwarder;
-    forwarder
-        .set_log_socket(log_socket)
-        .map_err(fail("bind the ruleset's log group"))?;
-    if let Some(pin_socket) = pin_socket {
-        forwarder.set_pin_socket(pin_socket);
-    }
-    if let Some(hook) = &inner.egress_hook {
-        let hook = std::sync::Arc::clone(&hook.0);
-        forwarder.on_refusal(Box::new(move |refusal| hook(refusal)));
-    }
-    Ok(forwarder)
-}
-
-/// The forwarder's limits as `network.limits` says (the forwarder's
-/// defaults where unset; buffers in proportion to the TCP cap).
-fn forwarder_limits(
-    limits: &sandbox_policy::NetLimits,
-    pin_ttl: Option<(std::time::Duration, std::time::Duration)>,
-) -> sandbox_net::forward::ForwarderLimits {
-    use sandbox_net::forward::{ForwarderLimits, TCP_BUFFER_BYTES};
-    let defaults = ForwarderLimits::default();
-    let tcp = limits
-        .tcp_connections
-        .map_or(defaults.max_tcp_flows, |n| n as usize);
-    ForwarderLimits {
-        max_tcp_flows: tcp,
-        max_buffered_bytes: tcp * 2 * TCP_BUFFER_BYTES,
-        max_udp_flows: limits
-            .udp_flows
-            .map_or(defaults.max_udp_flows, |n| n as usize),
-        new_flows_per_second: limits
-            .new_flows_per_second
-            .unwrap_or(defaults.new_flows_per_second),
-        min_pin_ttl: pin_ttl.map_or(defaults.min_pin_ttl, |(min, _)| min),
-        max_pin_ttl: pin_ttl.map_or(defaults.max_pin_ttl, |(_, max)| max),
-        ..defaults
-    }
-}
-
 /// What every run of one sandbox shares: the resolved policy, the
 /// decisions, the report and the compiled seccomp filter.
 #[derive(Debug, Clone)]
@@ -181,15 +102,15 @@ fn output_cap(inner: &Inner) -> u64 {
 }
 
 /// Kills a sandbox that will not be handed to the caller, and reaps it.
-fn abandon(pid: i32, pidfd: &OwnedFd) {
-    let _ = rustix::process::pidfd_send_signal(pidfd, rustix::process::Signal::KILL);
+fn abandon(pid: i32, pidfd: impl AsFd) {
+    let _ = rustix::process::pidfd_send_signal(pidfd.as_fd(), rustix::process::Signal::KILL);
     let _ = crate::sys::wait4(pid);
 }
 
 /// The parent's half of the setup: the id maps, the cgroups, and the
 /// bytes that let the child go on.
 fn parent_setup(
-    plan: &plan::Plan,
+    plan: &plan::ParentPlan,
     pid: i32,
     sync_write: &OwnedFd,
     (cgroups, joins, in_cgroup): (&RunCgroups, &CgroupJoins, bool),
@@ -230,7 +151,7 @@ fn parent_setup(
     // The child handed the egress fds over in its network phase, before
     // it waits for the second byte.
     let forwarder = egress
-        .map(|(inner, socket)| prepare_forwarder(inner, socket))
+        .map(|(inner, socket)| crate::forwarder::prepare_forwarder(inner, socket))
         .transpose()?;
     go()?;
     Ok((forwarder, idmapped))
@@ -242,7 +163,7 @@ fn parent_setup(
 fn setup_outcome(
     record: Result<Setup>,
     parent_result: Result<()>,
-    plan: &plan::Plan,
+    plan: &plan::ParentPlan,
     progress: &sandbox_child::Progress,
 ) -> Result<()> {
     let step_name = |index: usize| {
@@ -304,9 +225,9 @@ fn plan_run(inner: &Inner, spec: &CommandSpec, fds: PlanFds<'_>) -> Result<plan:
 /// comes, a hung FUSE lookup) is killed after `SETUP_TIMEOUT` and named by
 /// its step. A sandbox whose setup failed is killed and reaped.
 fn await_setup(
-    plan: &plan::Plan,
+    plan: &plan::ParentPlan,
     pid: i32,
-    pidfd: &OwnedFd,
+    pidfd: BorrowedFd<'_>,
     progress: &sandbox_child::Progress,
     parent_result: Result<()>,
     setup_read: &OwnedFd,
@@ -394,29 +315,28 @@ pub(crate) fn start(
     };
     let started = Instant::now();
     let into_cgroup = joins.into.as_ref().map(|(_, fd)| fd.as_fd());
-    let sandbox_child::Init {
-        pid,
-        pidfd,
-        progress,
-        in_cgroup,
-    } = {
-        let _clone = tracing::debug_span!("clone").entered();
-        spawn_init(plan.namespaces, &plan.child, plan.owner, into_cgroup)
-            .map_err(Error::prepare_errno("clone the sandbox"))?
-    };
-    timings.clone = started.elapsed();
-    span.record("pid", pid);
-    drop((sync_read, setup_write, status_write));
-    let egress_parent = egress_sockets.map(|(parent, _child)| parent);
-    let overlay_parent = overlay_sockets.map(|(parent, _child)| parent);
-
-    let (forwarder, idmapped) = {
-        let _setup = tracing::debug_span!("setup").entered();
+    // The child's ends stay open until PID 1 has its copies.
+    let (egress_parent, egress_child) = egress_sockets.unzip();
+    let (overlay_parent, overlay_child) = overlay_sockets.unzip();
+    let child_ends = (
+        (sync_read, setup_write, status_write),
+        (egress_child, overlay_child),
+    );
+    let parent_plan = &plan.parent;
+    // The parent's half of the setup, once PID 1 exists (on a thread of its
+    // own while a PID 1 sharing our memory runs: see `spawn_init`).
+    // (With this thread's subscriber, wherever it runs.)
+    let dispatch = tracing::dispatcher::get_default(Clone::clone);
+    let parent_half = |child: &sandbox_child::Starting<'_>| {
+        drop(child_ends);
+        let cloned = started.elapsed();
+        let _dispatch = tracing::dispatcher::set_default(&dispatch);
+        let _setup = tracing::debug_span!(parent: &span, "setup").entered();
         let parent_result = parent_setup(
-            &plan,
-            pid,
+            parent_plan,
+            child.pid,
             &sync_write,
-            (&cgroups, &joins, in_cgroup),
+            (&cgroups, &joins, child.in_cgroup),
             egress_parent.as_ref().map(|socket| (inner, socket)),
             overlay_parent.as_ref(),
         );
@@ -424,9 +344,38 @@ pub(crate) fn start(
             Ok((forwarder, idmapped)) => (Ok(()), forwarder, idmapped),
             Err(e) => (Err(e), None, Vec::new()),
         };
-        await_setup(&plan, pid, &pidfd, &progress, parent_result, &setup_read)?;
-        (forwarder, idmapped)
+        let setup = await_setup(
+            parent_plan,
+            child.pid,
+            child.pidfd,
+            child.progress,
+            parent_result,
+            &setup_read,
+        );
+        (cloned, setup.map(|()| (forwarder, idmapped)))
     };
+    let (
+        sandbox_child::Init {
+            pid,
+            pidfd,
+            progress,
+            ..
+        },
+        (cloned, setup),
+    ) = {
+        let _clone = tracing::debug_span!("clone").entered();
+        spawn_init(
+            plan.parent.namespaces,
+            &plan.child,
+            plan.parent.owner,
+            into_cgroup,
+            parent_half,
+        )
+        .map_err(Error::prepare_errno("clone the sandbox"))?
+    };
+    timings.clone = cloned;
+    span.record("pid", pid);
+    let (forwarder, idmapped) = setup?;
     // The child sent each tmpfs upper during its setup, which is done.
     let mut tmpfs_uppers = Vec::new();
     if let Some(socket) = &overlay_parent {
@@ -445,7 +394,7 @@ pub(crate) fn start(
     }
     drop(overlay_parent);
     timings.setup = started.elapsed();
-    timings.phases = RunTimings::phases_from(&plan.phases, &progress, monotonic_ns());
+    timings.phases = RunTimings::phases_from(&plan.parent.phases, &progress, monotonic_ns());
     for (phase, took) in &timings.phases {
         tracing::debug!(phase, us = took.as_micros() as u64, "setup phase");
     }

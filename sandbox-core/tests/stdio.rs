@@ -13,6 +13,18 @@ mod common;
 use common::threads::sandbox_threads;
 use common::*;
 
+/// The tests of this binary one at a time: a spawned run in setup has a
+/// thread of its own for a moment (a root caller's, see `spawn_init`),
+/// named after the spawner that made it until it names itself, which the
+/// thread count below would see.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn default() -> Sandbox {
     Sandbox::from_profile("default").unwrap()
 }
@@ -21,6 +33,7 @@ fn default() -> Sandbox {
 #[ignore = "needs root"]
 fn a_spawned_childs_output_comes_as_it_is_written() {
     common::require_root();
+    let _serial = serial();
     let mut child = default()
         .command("sh")
         .args(["-c", "echo one; echo err >&2; sleep 2; echo two"])
@@ -48,6 +61,7 @@ fn a_spawned_childs_output_comes_as_it_is_written() {
 #[ignore = "needs root"]
 fn a_reader_gets_at_most_the_cap_and_one_dropped_gives_the_command_epipe() {
     common::require_root();
+    let _serial = serial();
     let sb = sandbox("[resources]\nmax_output_bytes = 1000\n");
     let mut child = sh_spawn(&sb, "head -c 100000 /dev/zero; echo done >&2");
     let mut got = Vec::new();
@@ -75,6 +89,7 @@ fn sh_spawn(sb: &Sandbox, script: &str) -> sandbox_core::SandboxChild {
 #[ignore = "needs root"]
 fn output_nobody_took_is_collected_by_try_wait_and_wait() {
     common::require_root();
+    let _serial = serial();
     let sb = sandbox("[resources]\nmax_output_bytes = \"8MiB\"\n");
     // More than the pipe and socket buffers hold: the command would wait
     // for room for ever if try_wait did not read.
@@ -99,6 +114,7 @@ fn output_nobody_took_is_collected_by_try_wait_and_wait() {
 #[ignore = "needs root"]
 fn the_callers_files_are_relayed_and_never_enter_the_sandbox() {
     common::require_root();
+    let _serial = serial();
     let mut input = tempfile::tempfile().unwrap();
     std::io::Write::write_all(&mut input, b"from the caller's file\n").unwrap();
     input.rewind().unwrap();
@@ -131,6 +147,7 @@ fn the_callers_files_are_relayed_and_never_enter_the_sandbox() {
 #[ignore = "needs root"]
 fn spawned_sandboxes_cost_no_thread_and_outlive_the_spawning_thread() {
     common::require_root();
+    let _serial = serial();
     let sb = default();
     warm_up(&sb);
     let before = sandbox_threads();

@@ -16,6 +16,12 @@ fn require_root() {
     );
 }
 
+/// The tests of this binary one at a time: a run in setup has a thread of
+/// its own for a moment (a root caller's, see `spawn_init`), named after
+/// the spawner that made it until it names itself, which the thread count
+/// of `a_hundred_at_once_cost_no_thread_each` would see.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[path = "../../sandbox-core/tests/common/threads.rs"]
 mod threads;
 use threads::sandbox_threads;
@@ -32,6 +38,7 @@ fn alive(marker: &str) -> bool {
 #[ignore = "needs root"]
 async fn output_input_and_the_outcome_on_the_runtime() {
     require_root();
+    let _serial = SERIAL.lock().await;
     let sandbox = Sandbox::from_profile("default").unwrap();
     let mut child = sandbox
         .command("sh")
@@ -83,6 +90,7 @@ async fn output_input_and_the_outcome_on_the_runtime() {
 #[ignore = "needs root"]
 async fn dropping_or_cancelling_kills_the_sandbox() {
     require_root();
+    let _serial = SERIAL.lock().await;
     let sandbox = Sandbox::from_profile("default").unwrap();
     let child = sandbox
         .command("sleep")
@@ -118,6 +126,7 @@ async fn dropping_or_cancelling_kills_the_sandbox() {
 #[ignore = "needs root"]
 async fn a_hundred_at_once_cost_no_thread_each() {
     require_root();
+    let _serial = SERIAL.lock().await;
     let sandbox = Sandbox::from_profile("default").unwrap();
     sandbox
         .command("true")

@@ -78,6 +78,13 @@ pub(crate) struct CommandSpec {
 #[derive(Debug)]
 pub(crate) struct Plan {
     pub(crate) child: ChildPlan,
+    /// The parent's half (which a thread of its own may run).
+    pub(crate) parent: ParentPlan,
+}
+
+/// What the parent does for a run, and how it names the child's steps.
+#[derive(Debug)]
+pub(crate) struct ParentPlan {
     /// One description per step, PID 1's then the command's, then the
     /// fork itself.
     pub(crate) descriptions: Vec<String>,
@@ -114,7 +121,7 @@ pub(crate) struct RunIdentity {
 /// PID 1's first steps: join its cgroup v1 cgroups, close the caller's
 /// fds, the parent-death signal, hide the caller's command line, wait for
 /// the id maps.
-fn start_steps(b: &mut Builder, fds: &PlanFds<'_>) -> Result<()> {
+fn start_steps(b: &mut Builder, fds: &PlanFds<'_>, shared: bool) -> Result<()> {
     for &tasks in fds.cgroup_tasks {
         b.push(
             Step::JoinCgroup(tasks),
@@ -138,7 +145,10 @@ fn start_steps(b: &mut Builder, fds: &PlanFds<'_>) -> Result<()> {
     keep.dedup();
     b.push(Step::CloseFdsExcept(keep), "close the caller's fds");
     b.push(Step::ParentDeathSignal, "prctl(PR_SET_PDEATHSIG)");
-    let (arg_start, arg_len) = argument_area();
+    // A PID 1 sharing the caller's memory must not zero the caller's own
+    // argv: it shows the reaper's once it execs it, before the command
+    // can look.
+    let (arg_start, arg_len) = if shared { (0, 0) } else { argument_area() };
     b.push(
         Step::HideCallerIdentity {
             arg_start,
@@ -420,9 +430,14 @@ pub(crate) fn build(
     identity: RunIdentity,
 ) -> Result<Plan> {
     let root_caller = identity.euid == 0;
+    // PID 1 shares the caller's memory (no page table copied) for root
+    // callers, whose PID 1 has host ids the sandbox's user does not (so
+    // no process of the sandbox may read it meanwhile), where the reaper
+    // runs.
+    let shared = root_caller && decisions.namespaces.made() && sandbox_child::shared_clone_usable();
     let mut b = Builder::default();
     b.phase("start");
-    start_steps(&mut b, &fds)?;
+    start_steps(&mut b, &fds, shared)?;
     if decisions.namespaces.made() {
         namespace_steps(&mut b, policy, decisions, &fds, root_caller)?;
     }
@@ -451,15 +466,18 @@ pub(crate) fn build(
             status_fd: fds.status_write,
             close_after_fork,
             reaper_fd: sandbox_child::reaper_fd().map_or(NO_FD, |fd| fd.as_raw_fd()),
+            shared,
         },
-        descriptions: b.descriptions,
-        namespaces,
-        uid_map,
-        gid_map,
-        owner: identity.run_id,
-        deny_setgroups: !root_caller,
-        phases: b.phases,
-        idmap_lowers: crate::idmap::lowers(policy, decisions),
+        parent: ParentPlan {
+            descriptions: b.descriptions,
+            namespaces,
+            uid_map,
+            gid_map,
+            owner: identity.run_id,
+            deny_setgroups: !root_caller,
+            phases: b.phases,
+            idmap_lowers: crate::idmap::lowers(policy, decisions),
+        },
     })
 }
 

@@ -91,7 +91,7 @@ fn spawn_kill_and_stdin() {
     let sb = Sandbox::from_profile("default").unwrap();
     let mut child = sb.command("sleep").arg("4444.5").spawn().unwrap();
     assert!(child.id() > 1);
-    assert_eq!(processes_with("4444.5"), 1);
+    assert_eq!(processes_with_soon("4444.5", 1), 1);
     // Running: try_wait says so without blocking.
     assert!(child.try_wait().unwrap().is_none());
     child.kill().unwrap();
@@ -183,7 +183,7 @@ fn parent_death_kills_the_sandbox() {
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     assert!(lines.any(|l| l.unwrap().contains("READY")));
-    assert_eq!(processes_with("4646.5"), 1, "the sandbox runs");
+    assert_eq!(processes_with_soon("4646.5", 1), 1, "the sandbox runs");
     let child_scope = scope_slice().and_then(|slice| scopes_of(&slice, child.id()).next());
     // The control, taken while the caller lives: its run has cgroups. (Once
     // it is dead, any Sandbox made by a test running beside this one may

@@ -98,6 +98,12 @@ async fn dropping_or_cancelling_kills_the_sandbox() {
         .spawn_async()
         .await
         .unwrap();
+    // (Its new command line shows a moment after its exec let the spawn
+    // return.)
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while !alive("7341.5") && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     assert!(alive("7341.5"), "control: it runs");
     drop(child);
     let deadline = Instant::now() + Duration::from_secs(5);

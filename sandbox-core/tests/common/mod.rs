@@ -90,5 +90,20 @@ pub(crate) fn pids_with(marker: &str) -> Vec<i32> {
 pub(crate) fn processes_with(marker: &str) -> usize {
     pids_with(marker).len()
 }
+
+/// [`processes_with`] once it is `expected`, or what it is after 2 s: a
+/// process shows its new command line a moment after its exec has let the
+/// spawn return (the kernel sets it once the old address space is gone,
+/// which is what wakes a vfork parent).
+pub(crate) fn processes_with_soon(marker: &str, expected: usize) -> usize {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        let n = processes_with(marker);
+        if n == expected || std::time::Instant::now() > deadline {
+            return n;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
 pub(crate) mod leaks;
 pub(crate) mod world;

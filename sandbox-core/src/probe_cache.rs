@@ -105,7 +105,8 @@ pub enum ProbeSource {
 ///
 /// # Examples
 ///
-/// ```
+/// ```no_run
+/// // (Not run as a doctest: as root it would write the host's /run/sbx.)
 /// if let Some(dir) = sandbox_core::default_probe_cache_dir() {
 ///     let (host, source) = sandbox_core::probe_cached(&dir);
 ///     println!("kernel {} ({source:?})", host.kernel);

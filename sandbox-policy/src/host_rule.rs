@@ -167,6 +167,14 @@ impl std::str::FromStr for HostPattern {
                 "the last label is all digits (an address? write it as one)",
             ));
         }
+        // A name that reads back as digits, dots and '-' only (a
+        // non-ASCII digit mapped by IDNA: "1.1-³") would be taken for an
+        // address where its canonical form is written out.
+        if !wildcard && !ascii.bytes().any(|b| b.is_ascii_alphabetic()) {
+            return Err(bad(
+                "its canonical form has no letter, so it would read as an address",
+            ));
+        }
         Ok(Self {
             name: ascii,
             wildcard,
@@ -217,6 +225,13 @@ mod tests {
         assert!(err("xn--zz.example").contains("IDNA"), "bad punycode");
         assert!(err("é..example").contains("IDNA"));
         assert!(err("1.2.3.4a.5").contains("all digits"));
+        // Found by the net_rule fuzzer: IDNA maps "³" to "3", and
+        // "11.1-3" written back would read as an address.
+        assert!(err("11.1-³.").contains("no letter"), "{}", err("11.1-³."));
+        assert!(
+            "*.11.1-³".parse::<HostPattern>().is_ok(),
+            "a wildcard reads back as a name"
+        );
     }
 
     #[test]

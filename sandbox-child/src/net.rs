@@ -250,8 +250,9 @@ const LOOPBACK_UP: [u8; 32] = {
     m
 };
 
-/// Brings loopback up (by rtnetlink: no `ifreq` to lay out).
-pub(crate) fn loopback_up() -> Result<(), Errno> {
+/// Brings loopback (link 1) up in the calling thread's network namespace
+/// (by rtnetlink: no `ifreq` to lay out).
+pub fn loopback_up() -> Result<(), Errno> {
     rtnetlink(&LOOPBACK_UP, 1)
 }
 

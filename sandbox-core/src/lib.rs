@@ -86,6 +86,7 @@ mod idmap;
 mod landlock;
 mod mount;
 mod namespaces;
+mod netns_pool;
 mod network;
 mod outcome;
 mod plan;

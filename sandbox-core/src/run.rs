@@ -294,6 +294,12 @@ pub(crate) fn start(
     let joins = cgroups.joins()?;
     let cgroup_tasks: Vec<std::ffi::c_int> =
         joins.tasks.iter().map(|(_, fd)| fd.as_raw_fd()).collect();
+    // A root caller's isolated run joins a network namespace made ahead.
+    let netns = (inner.decisions.network == crate::network::NetworkPlan::Isolated
+        && inner.decisions.namespaces.made()
+        && inner.report.host.euid == 0)
+        .then(crate::netns_pool::take)
+        .flatten();
     let fds = PlanFds {
         sync_read: sync_read.as_raw_fd(),
         setup_write: setup_write.as_raw_fd(),
@@ -303,6 +309,7 @@ pub(crate) fn start(
         pty: prepared.pty_plan(),
         cgroup_tasks: &cgroup_tasks,
         overlay_socket: overlay_sockets.as_ref().map(|(_, child)| child.as_fd()),
+        netns: netns.as_ref().map(|fd| fd.as_fd()),
     };
     let planned_at = Instant::now();
     let plan = {
@@ -364,6 +371,15 @@ pub(crate) fn start(
         (cloned, setup),
     ) = {
         let _clone = tracing::debug_span!("clone").entered();
+        // (Back in the caller's namespace as soon as the clone returns.)
+        let _joined = netns
+            .as_ref()
+            .map(crate::netns_pool::Joined::enter)
+            .transpose()
+            .map_err(|e| Error::Prepare {
+                what: "join a network namespace made ahead".into(),
+                error: std::io::Error::other(e),
+            })?;
         spawn_init(
             plan.parent.namespaces,
             &plan.child,

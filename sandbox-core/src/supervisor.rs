@@ -13,6 +13,7 @@
 //! from, started from a thread of it (threads inherit it).
 
 use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, Sender, SyncSender};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Instant;
@@ -53,7 +54,7 @@ struct Entry {
 
 struct Supervisor {
     /// The spawners of each network namespace (by inode).
-    spawners: Mutex<std::collections::HashMap<u64, Sender<SpawnRequest>>>,
+    spawners: Mutex<std::collections::HashMap<u64, Spawners>>,
     /// Runs handed over by the spawners, taken by the supervising thread.
     incoming: Mutex<Vec<Entry>>,
     /// Written to wake the supervising thread.
@@ -98,30 +99,59 @@ fn start_threads() -> std::result::Result<Supervisor, String> {
     })
 }
 
-/// Starts `SPAWNERS` spawner threads from this thread (in its network
-/// namespace); where to send them requests.
-fn start_spawners() -> Result<Sender<SpawnRequest>> {
-    let (spawn, requests) = std::sync::mpsc::channel::<SpawnRequest>();
-    let requests = Arc::new(Mutex::new(requests));
-    for n in 0..SPAWNERS {
-        let requests = Arc::clone(&requests);
-        std::thread::Builder::new()
-            .name(format!("sandbox-spawner-{n}"))
-            .spawn(move || spawner(&requests))
-            .map_err(Error::prepare("start a spawner thread"))?;
+/// The spawner threads of one network namespace: started one at a time,
+/// when a run comes and none is idle (a process that spawns one run at a
+/// time, as the CLI, starts one), up to `SPAWNERS`.
+struct Spawners {
+    sender: Sender<SpawnRequest>,
+    requests: Arc<Mutex<Receiver<SpawnRequest>>>,
+    started: usize,
+    /// How many wait for a request.
+    idle: Arc<AtomicUsize>,
+}
+
+impl Spawners {
+    fn new() -> Self {
+        let (sender, requests) = std::sync::mpsc::channel::<SpawnRequest>();
+        Self {
+            sender,
+            requests: Arc::new(Mutex::new(requests)),
+            started: 0,
+            idle: Arc::new(AtomicUsize::new(0)),
+        }
     }
-    Ok(spawn)
+
+    /// Sends `request` to a spawner, first starting one from this thread
+    /// (in its network namespace) if none is idle and there are fewer than
+    /// `SPAWNERS`.
+    fn send(&mut self, request: SpawnRequest) -> Result<()> {
+        if self.idle.load(Ordering::Acquire) == 0 && self.started < SPAWNERS {
+            let (requests, idle) = (Arc::clone(&self.requests), Arc::clone(&self.idle));
+            std::thread::Builder::new()
+                .name(format!("sandbox-spawner-{}", self.started))
+                .spawn(move || spawner(&requests, &idle))
+                .map_err(Error::prepare("start a spawner thread"))?;
+            self.started += 1;
+        }
+        self.sender.send(request).map_err(|_| Error::Supervisor {
+            what: "the spawner threads are gone",
+        })
+    }
 }
 
 /// A spawner thread: starts runs one after another, for ever.
-fn spawner(requests: &Mutex<Receiver<SpawnRequest>>) {
+/// It counts itself idle from before it answers a request's caller (who
+/// may send the next at once) until it receives the next.
+fn spawner(requests: &Mutex<Receiver<SpawnRequest>>, idle: &AtomicUsize) {
+    idle.fetch_add(1, Ordering::AcqRel);
     loop {
-        let request = {
-            let receiver = requests.lock().unwrap_or_else(PoisonError::into_inner);
-            match receiver.recv() {
-                Ok(request) => request,
-                Err(_) => return,
-            }
+        let received = requests
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .recv();
+        idle.fetch_sub(1, Ordering::AcqRel);
+        let Ok(request) = received else {
+            return;
         };
         match run::start(&request.inner, &request.spec, &request.choice, true) {
             Ok(mut started) => {
@@ -132,6 +162,7 @@ fn spawner(requests: &Mutex<Receiver<SpawnRequest>>) {
                     readers: std::mem::take(&mut started.readers),
                     terminal: started.terminal.clone(),
                 };
+                idle.fetch_add(1, Ordering::AcqRel);
                 (request.started)(Ok(ends));
                 hand_over(Entry {
                     started,
@@ -139,7 +170,10 @@ fn spawner(requests: &Mutex<Receiver<SpawnRequest>>) {
                     done: request.done,
                 });
             }
-            Err(e) => (request.started)(Err(e)),
+            Err(e) => {
+                idle.fetch_add(1, Ordering::AcqRel);
+                (request.started)(Err(e));
+            }
         }
     }
 }
@@ -176,13 +210,10 @@ pub(crate) fn spawn(
         done,
     };
     let mut spawners = sup.spawners.lock().unwrap_or_else(PoisonError::into_inner);
-    let sender = match spawners.entry(crate::egress_pool::thread_netns()) {
-        std::collections::hash_map::Entry::Occupied(sender) => sender.into_mut(),
-        std::collections::hash_map::Entry::Vacant(slot) => slot.insert(start_spawners()?),
-    };
-    sender.send(request).map_err(|_| Error::Supervisor {
-        what: "the spawner threads are gone",
-    })
+    spawners
+        .entry(crate::egress_pool::thread_netns())
+        .or_insert_with(Spawners::new)
+        .send(request)
 }
 
 /// Starts `spec` and waits until it has exec'd (or failed).

@@ -285,3 +285,88 @@ fn answered_dns_lookups_free_their_flows_at_once() {
     .join()
     .unwrap();
 }
+
+/// The inode of the user namespace that owns the network namespace of
+/// process `pid` (`NS_GET_USERNS`).
+#[allow(unsafe_code)] // one ioctl(2) that returns a new fd
+fn netns_owner(pid: u32) -> u64 {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    let netns = std::fs::File::open(format!("/proc/{pid}/ns/net")).unwrap();
+    const NS_GET_USERNS: libc::c_ulong = 0xb701;
+    // SAFETY: ioctl(2) on an fd we own; it returns a new fd or -1.
+    let owner = unsafe { libc::ioctl(netns.as_raw_fd(), NS_GET_USERNS) };
+    assert!(
+        owner >= 0,
+        "NS_GET_USERNS: {}",
+        std::io::Error::last_os_error()
+    );
+    // SAFETY: the new fd the ioctl returned, owned by nobody else.
+    let owner = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(owner) });
+    owner.metadata().unwrap().ino()
+}
+
+/// A root caller's isolated runs join network namespaces made ahead
+/// (owned by the caller's user namespace, loopback up), each its own, and
+/// the spawning thread is back in its own namespace after each spawn.
+/// Control: an egress run's namespace is made by its clone (owned by the
+/// sandbox's user namespace), so the test tells the two apart.
+#[test]
+#[ignore = "needs root"]
+fn isolated_runs_join_network_namespaces_made_ahead() {
+    common::require_root();
+    let ino = |path: &str| std::fs::metadata(path).unwrap().ino();
+    let (ours, our_userns) = (ino("/proc/thread-self/ns/net"), ino("/proc/self/ns/user"));
+    let sb = Sandbox::from_profile("default").unwrap();
+    // Loopback is up: a refused connection, not an unreachable network.
+    let script = "exec 3<>/dev/tcp/127.0.0.1/9 2>&1; sleep 5";
+    let mut children = Vec::new();
+    let mut seen = Vec::new();
+    let mut pooled = 0;
+    for _ in 0..6 {
+        let child = sb.command("bash").args(["-c", script]).spawn().unwrap();
+        assert_eq!(
+            ino("/proc/thread-self/ns/net"),
+            ours,
+            "the thread went back"
+        );
+        let pid = child.id();
+        // (An inode number is reused once its namespace is gone: all six
+        // live until the end.)
+        let netns = ino(&format!("/proc/{pid}/ns/net"));
+        assert_ne!(netns, ours);
+        assert!(!seen.contains(&netns), "a namespace of its own");
+        seen.push(netns);
+        if netns_owner(pid) == our_userns {
+            pooled += 1;
+        }
+        children.push(child);
+        // (The pool makes the next one meanwhile.)
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    for mut child in children {
+        child.kill().unwrap();
+        let _ = child.wait().unwrap();
+    }
+    // (The pool starts at a process's second isolated run: the first two
+    // may clone their own.)
+    assert!(
+        pooled >= 4,
+        "{pooled} of 6 runs joined a namespace made ahead"
+    );
+    let out = Sandbox::from_profile("default")
+        .unwrap()
+        .command("bash")
+        .args(["-c", "exec 3<>/dev/tcp/127.0.0.1/9"])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Connection refused"),
+        "loopback up: {out:?}"
+    );
+    // Control: an egress run's namespace is its sandbox's.
+    let egress = sandbox("[network]\nmode = \"allowlist\"\nallow = [\"198.18.9.9/32\"]\n");
+    let mut child = egress.command("sleep").arg("5").spawn().unwrap();
+    assert_ne!(netns_owner(child.id()), our_userns);
+    child.kill().unwrap();
+    let _ = child.wait().unwrap();
+}

@@ -53,6 +53,10 @@ pub(crate) struct PlanFds<'a> {
     /// The child's end of the socket each tmpfs overlay upper goes out on
     /// (for the run's change list), if there is one.
     pub(crate) overlay_socket: Option<BorrowedFd<'a>>,
+    /// A network namespace made ahead with loopback up (`netns_pool`),
+    /// which the cloning thread joins: the clone makes none, and PID 1
+    /// brings no loopback up.
+    pub(crate) netns: Option<BorrowedFd<'a>>,
 }
 
 /// The command's pseudo-terminal: made in the sandbox's devpts, its master
@@ -180,7 +184,7 @@ fn namespace_steps(
     // The network first: /dev/net/tun is reachable only before the
     // new root replaces the host's /dev.
     b.phase("network");
-    if decisions.network.new_namespace() {
+    if decisions.network.new_namespace() && fds.netns.is_none() {
         b.push(Step::LoopbackUp, "bring loopback up");
     }
     let egress_mtu = decisions.network.egress_mtu();
@@ -412,7 +416,7 @@ pub(crate) fn build(
     b.descriptions.push("fork the command process".into());
     let namespaces = decisions
         .namespaces
-        .clone_flags(decisions.network.new_namespace());
+        .clone_flags(decisions.network.new_namespace() && fds.netns.is_none());
     let (uid_map, gid_map) = id_maps(decisions, identity);
     let close_after_fork = fds
         .stdio

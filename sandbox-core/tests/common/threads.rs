@@ -13,3 +13,14 @@ pub(crate) fn sandbox_threads() -> usize {
         })
         .count()
 }
+
+/// Asserts that `count` threads of sandbox-core's are those a process that
+/// spawned runs keeps: one supervising thread, one to four spawners
+/// (started as runs find none idle), perhaps the network namespace pool's.
+pub(crate) fn assert_shared_threads(count: usize) {
+    assert!(
+        (2..=6).contains(&count),
+        "one supervising thread, one to four spawners, perhaps the \
+         network namespace pool's: {count}"
+    );
+}

@@ -101,6 +101,8 @@ fn main() {
     let cache = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("sbx-probe-cache");
     let _ = std::fs::DirBuilder::new().mode(0o700).create(&cache);
     sbx_cmd.env("SBX_PROBE_CACHE", &cache);
+    let mut sbx_version = Command::new(&sbx);
+    sbx_version.arg("--version");
     let variants: Vec<(&str, Run)> = vec![
         (
             "plain /bin/true (std::process)",
@@ -111,6 +113,10 @@ fn main() {
             quiet(bwrap),
         ),
         ("sbx run --profile default (CLI)", quiet(sbx_cmd)),
+        (
+            "sbx --version (the CLI's process start and exit alone)",
+            quiet(sbx_version),
+        ),
         (
             "Sandbox default profile (library)",
             library(default, &default_timings),
@@ -175,6 +181,6 @@ fn main() {
     load::big_caller(
         env("SPAWN_CALLER_GIB", 4.0) as u64,
         rounds.min(100),
-        (stats[3].0, stats[1].0),
+        (stats[4].0, stats[1].0),
     );
 }

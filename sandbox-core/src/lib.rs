@@ -67,6 +67,7 @@
 //! ```
 #![deny(missing_docs)]
 
+mod ahead;
 mod apply;
 #[cfg(feature = "tokio")]
 mod async_child;

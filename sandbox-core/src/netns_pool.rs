@@ -2,12 +2,12 @@
 //!
 //! A new network namespace is the dearest part of a clone (`copy_net_ns`,
 //! ~0.3–0.4 ms here, most of it registering the per-namespace state of
-//! every protocol). A root caller may make one before it is asked for: a
-//! thread of the pool (`sandbox-netns`) unshares one, brings its loopback up
-//! and keeps an fd of it; a run takes it and its cloning thread joins it
+//! every protocol). A root caller may make one before it is asked for: the
+//! `ahead` thread unshares one, brings its loopback up and keeps an fd of
+//! it; a run takes it and its cloning thread joins it
 //! (`setns`) just before the clone, which then leaves `CLONE_NEWNET` out,
 //! and goes back to its own just after (two `setns`, a few µs). The pool
-//! starts at a process's second isolated run: a process that makes one
+//! fills from a process's second isolated run: a process that makes one
 //! (the CLI) makes no namespace it does not use.
 //!
 //! What the sandbox gets is the same: a namespace of its own with only
@@ -23,81 +23,74 @@
 //! clone their own: the path the host probe tried.
 
 use std::os::fd::OwnedFd;
-use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 /// How many namespaces the pool keeps ready.
 const READY: usize = 2;
 
-#[derive(Default)]
 struct Pool {
     ready: Vec<OwnedFd>,
-    /// Runs that asked before the filler started: it starts at the second,
-    /// so that a process that makes one run (the CLI) makes no namespace
-    /// it does not use.
+    /// Namespaces being made (queued on the `ahead` thread).
+    making: usize,
+    /// Runs that asked: the pool fills from the second on, so that a
+    /// process that makes one run (the CLI) makes no namespace it does not
+    /// use.
     asked: u32,
-    /// The filler thread exists (or could not be started, or stopped).
-    started: bool,
-    /// The filler stopped: making a namespace failed.
+    /// Making one failed (or the thread could not start): no more.
     failed: bool,
 }
 
 static POOL: Mutex<Pool> = Mutex::new(Pool {
     ready: Vec::new(),
+    making: 0,
     asked: 0,
-    started: false,
     failed: false,
 });
-static WANTED: Condvar = Condvar::new();
 
 fn lock() -> MutexGuard<'static, Pool> {
     POOL.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// A network namespace made ahead (loopback up), if the pool has one; the
-/// second call starts the pool (those runs clone their own).
+/// A network namespace made ahead (loopback up), if the pool has one; from
+/// the second call on, the pool is topped up (on the `ahead` thread).
 pub(crate) fn take() -> Option<OwnedFd> {
     let mut pool = lock();
     if pool.failed {
         return None;
     }
-    if !pool.started {
-        pool.asked += 1;
-        if pool.asked < 2 {
-            return None;
-        }
-        pool.started = true;
-        let spawned = std::thread::Builder::new()
-            .name("sandbox-netns".into())
-            .spawn(fill);
-        if let Err(e) = spawned {
-            tracing::debug!(error = %e, "no network namespace pool: its thread");
-            pool.failed = true;
-        }
-        return None;
-    }
+    pool.asked = pool.asked.saturating_add(1);
     let taken = pool.ready.pop();
-    WANTED.notify_one();
+    if pool.asked >= 2 {
+        while pool.ready.len() + pool.making < READY {
+            if !crate::ahead::submit(make_one) {
+                pool.failed = true;
+                break;
+            }
+            pool.making += 1;
+        }
+    }
     taken
 }
 
-/// The pool's thread: keeps `READY` namespaces made.
-fn fill() {
-    let home = match sandbox_net::current_network_namespace() {
-        Ok(home) => home,
-        Err(e) => return stop(&e.to_string()),
-    };
-    loop {
-        let made = make(&home);
-        let mut pool = lock();
-        match made {
-            Ok(netns) => pool.ready.push(netns),
-            Err(why) => {
-                drop(pool);
-                return stop(&why);
+/// Makes one namespace for the pool, on the `ahead` thread.
+fn make_one() {
+    let made = sandbox_net::current_network_namespace()
+        .map_err(|e| e.to_string())
+        .and_then(|home| make(&home));
+    let mut pool = lock();
+    pool.making = pool.making.saturating_sub(1);
+    match made {
+        Ok(netns) if !pool.failed => pool.ready.push(netns),
+        Ok(_) => {}
+        Err(why) => {
+            if !pool.failed {
+                tracing::warn!(
+                    why,
+                    "network namespaces are not made ahead: each isolated run clones its own"
+                );
             }
-        }
-        while pool.ready.len() >= READY {
-            pool = WANTED.wait(pool).unwrap_or_else(PoisonError::into_inner);
+            pool.failed = true;
+            pool.ready.clear();
         }
     }
 }
@@ -112,20 +105,10 @@ fn make(home: &OwnedFd) -> Result<OwnedFd, String> {
                 .map(|()| netns)
                 .map_err(|e| format!("bring loopback up: {e}"))
         });
-    // Not left pinning the namespace it made; a thread that cannot go
-    // back makes no more.
+    // Not left pinning the namespace it made (nor in it for the next
+    // job); a thread that cannot go back makes no more.
     sandbox_net::enter_network_namespace(home).map_err(|e| e.to_string())?;
     made
-}
-
-fn stop(why: &str) {
-    tracing::warn!(
-        why,
-        "network namespaces are not made ahead: each isolated run clones its own"
-    );
-    let mut pool = lock();
-    pool.failed = true;
-    pool.ready.clear();
 }
 
 /// The cloning thread in a namespace of the pool until dropped, when it

@@ -78,6 +78,8 @@ pub(crate) struct Inner {
     pub(crate) egress_hook: Option<EgressHook>,
     /// The bounds of a name pin's life, if not the forwarder's defaults.
     pub(crate) pin_ttl: Option<(std::time::Duration, std::time::Duration)>,
+    /// The next run's cgroups, made ahead.
+    pub(crate) cgroups_ahead: crate::cgroups::Ahead,
 }
 
 /// A caller's hook for egress refusals (see
@@ -287,7 +289,9 @@ pub(crate) fn start(
     )?;
     let limits = inner.decisions.cgroup_limits;
     let cgroups = if limits.any() {
-        RunCgroups::create(&inner.report.host.cgroups, &limits)?
+        inner
+            .cgroups_ahead
+            .take(&inner.report.host.cgroups, &limits)?
     } else {
         RunCgroups::default()
     };

@@ -133,6 +133,7 @@ impl Sandbox {
                 run_ids: RunIds::default(),
                 egress_hook: None,
                 pin_ttl: None,
+                cgroups_ahead: crate::cgroups::Ahead::default(),
             }),
         })
     }

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub(crate) use placement::{place, remove_stale};
-pub(crate) use run::{CgroupJoins, CgroupLimits, RunCgroups};
+pub(crate) use run::{Ahead, CgroupJoins, CgroupLimits, RunCgroups};
 pub use types::{CgroupPlacement, CgroupStrategy, SUPERVISOR_LEAF, V2Placement};
 
 /// The unified (cgroup v2) hierarchy, as seen from this process.

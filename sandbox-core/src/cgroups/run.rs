@@ -3,6 +3,7 @@
 //! the outcome, removed after.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::{CgroupSupport, systemd};
 
@@ -367,5 +368,182 @@ impl Drop for RunCgroups {
                 }
             }
         }
+    }
+}
+
+/// What a run's cgroups were made for: where, and with which limits.
+type AheadKey = (CgroupSupport, CgroupLimits);
+
+#[derive(Default)]
+struct AheadState {
+    ready: Option<(AheadKey, RunCgroups)>,
+    making: bool,
+    asked: u32,
+}
+
+/// Run cgroups made ahead for a `Sandbox`'s runs (on the `ahead` thread):
+/// one set kept ready, taken by the next run with the same placement and
+/// limits, so that its `mkdir`s and limit writes are off its path. A
+/// process's first run makes its own (the CLI makes one run). Unused ones
+/// go with their `Sandbox`; those of a process that exits without dropping
+/// it are empty, and the next `Sandbox` made beneath the same parent
+/// removes them (`remove_stale_runs`), as it removes those of a caller that
+/// was killed.
+#[derive(Default)]
+pub(crate) struct Ahead {
+    state: std::sync::Arc<std::sync::Mutex<AheadState>>,
+}
+
+impl Clone for Ahead {
+    /// A copy of a `Sandbox` that is then changed (another placement)
+    /// starts with none ready.
+    fn clone(&self) -> Self {
+        Self::default()
+    }
+}
+
+impl std::fmt::Debug for Ahead {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Ahead")
+    }
+}
+
+fn lock_ahead(state: &std::sync::Mutex<AheadState>) -> std::sync::MutexGuard<'_, AheadState> {
+    state
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Ahead {
+    /// A run's cgroups: those made ahead for `support` and `limits` if
+    /// there are, else made now; from the second run on, the next run's
+    /// are made ahead.
+    pub(crate) fn take(
+        &self,
+        support: &CgroupSupport,
+        limits: &CgroupLimits,
+    ) -> crate::Result<RunCgroups> {
+        let key = (support.clone(), *limits);
+        let (found, stale) = {
+            let mut state = lock_ahead(&self.state);
+            state.asked = state.asked.saturating_add(1);
+            let (found, stale) = match state.ready.take() {
+                Some((k, cgroups)) if k == key => (Some(cgroups), None),
+                other => (None, other),
+            };
+            if state.asked >= 2 && !state.making && !EXITING.load(Ordering::Acquire) {
+                state.making = true;
+                let pool = std::sync::Arc::clone(&self.state);
+                let (support, limits) = key.clone();
+                let submitted = crate::ahead::submit(move || make_ahead(&pool, support, limits));
+                if submitted {
+                    at_exit_remove(&self.state);
+                } else {
+                    state.making = false;
+                }
+            }
+            (found, stale)
+        };
+        // (Cgroups made for another placement go, outside the lock.)
+        drop(stale);
+        match found {
+            Some(cgroups) => Ok(cgroups),
+            None => RunCgroups::create(support, limits),
+        }
+    }
+}
+
+/// The process is exiting: nothing more is made ahead.
+static EXITING: AtomicBool = AtomicBool::new(false);
+/// Every `Ahead` that had cgroups made, for [`remove_at_exit`].
+static LIVE: std::sync::Mutex<Vec<std::sync::Weak<std::sync::Mutex<AheadState>>>> =
+    std::sync::Mutex::new(Vec::new());
+/// The process that registered the exit hook.
+static HOOKED_BY: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+/// Notified when a set made ahead is done.
+static MADE: std::sync::Condvar = std::sync::Condvar::new();
+
+/// Makes a run's cgroups for `pool` (on the `ahead` thread), unless nobody
+/// wants them any more.
+fn make_ahead(
+    pool: &std::sync::Arc<std::sync::Mutex<AheadState>>,
+    support: CgroupSupport,
+    limits: CgroupLimits,
+) {
+    let wanted = || std::sync::Arc::strong_count(pool) > 1 && !EXITING.load(Ordering::Acquire);
+    let made = wanted().then(|| RunCgroups::create(&support, &limits));
+    let mut state = lock_ahead(pool);
+    state.making = false;
+    let unused = match made {
+        Some(Ok(cgroups)) if state.ready.is_none() && wanted() => {
+            state.ready = Some(((support, limits), cgroups));
+            None
+        }
+        Some(Ok(cgroups)) => Some(cgroups),
+        // The run that needs them makes them, and says why it cannot.
+        Some(Err(e)) => {
+            tracing::debug!(error = %e, "run cgroups not made ahead");
+            None
+        }
+        None => None,
+    };
+    drop(state);
+    drop(unused);
+    MADE.notify_all();
+}
+
+/// Registers `state` (once per process, the exit hook) so that the
+/// cgroups it holds at exit are removed.
+fn at_exit_remove(state: &std::sync::Arc<std::sync::Mutex<AheadState>>) {
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        HOOKED_BY.get_or_init(std::process::id);
+        if let Err(e) = crate::sys::at_exit(remove_at_exit) {
+            tracing::debug!(error = %e, "run cgroups made ahead are left to the next process's sweep at exit");
+        }
+    });
+    let mut live = LIVE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    live.retain(|w| w.strong_count() > 0);
+    if !live
+        .iter()
+        .any(|w| w.as_ptr() == std::sync::Arc::as_ptr(state))
+    {
+        live.push(std::sync::Arc::downgrade(state));
+    }
+}
+
+/// At exit: waits (a moment) for the sets being made, and removes every
+/// set made ahead and not used.
+extern "C" fn remove_at_exit() {
+    // Not in a forked copy of the process that exits: the sets are the
+    // parent's.
+    if std::process::id() != *HOOKED_BY.get_or_init(|| 0) {
+        return;
+    }
+    EXITING.store(true, Ordering::Release);
+    let live: Vec<_> = LIVE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .iter()
+        .filter_map(std::sync::Weak::upgrade)
+        .collect();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(500);
+    for pool in live {
+        let mut state = lock_ahead(&pool);
+        while state.making {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            state = MADE
+                .wait_timeout(state, left)
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .0;
+        }
+        let ready = state.ready.take();
+        drop(state);
+        drop(ready);
     }
 }

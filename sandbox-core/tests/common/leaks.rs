@@ -120,3 +120,27 @@ pub(crate) fn settled(baseline: &Held) -> Held {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
+
+/// Waits (up to 10 s) until this process holds exactly one set of `count`
+/// run cgroups with no process in them (the set made ahead for a
+/// sandbox's next run); those.
+pub(crate) fn wait_for_set_made_ahead(count: usize) -> Vec<std::path::PathBuf> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let empty: Vec<_> = run_cgroups_of(std::process::id())
+            .into_iter()
+            .filter(|d| {
+                std::fs::read_to_string(d.join("cgroup.procs")).is_ok_and(|p| p.trim().is_empty())
+            })
+            .collect();
+        if empty.len() == count {
+            return empty;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no set of {count} run cgroups made ahead: {:?}",
+            run_cgroups_of(std::process::id())
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}

@@ -41,8 +41,8 @@ impl TestBinary {
 /// The binaries the matrix runs unless told otherwise: every path that
 /// depends on the kernel or the cgroup layout (the probe, the spawn
 /// pipeline and its layers, the relays, terminals, signals and job
-/// control, the timings, cgroup limits, egress and its ruleset, async
-/// runs, the escape suite, the CLI).
+/// control, the timings, cgroup limits and those made ahead, egress and
+/// its ruleset, async runs, the escape suite, the CLI).
 pub(crate) const DEFAULT: &[&str] = &[
     "sandbox-core/lib",
     "sandbox-core/probe",
@@ -60,6 +60,7 @@ pub(crate) const DEFAULT: &[&str] = &[
     "sandbox-core/egress_quic",
     "sandbox-core/concurrency",
     "sandbox-core/placement",
+    "sandbox-core/ahead",
     "sandbox-core/overlay",
     "sandbox-core/apply",
     "sandbox-net/ruleset",

@@ -1,13 +1,15 @@
 //! Work done ahead of the runs that will need it, on one thread of the
 //! process (`sandbox-ahead`) that runs only on a CPU nothing else wants
 //! (`SCHED_IDLE`): what it makes is for a later run, never worth delaying
-//! a run that is starting. The network namespaces of `netns_pool` and the
+//! a run that is starting. So a run never waits for a lock this thread may
+//! hold (it could be waiting for a CPU while holding it): the run's side
+//! only ever tries the locks, and makes its own where one is held. The network namespaces of `netns_pool` and the
 //! run cgroups of `cgroups::Ahead` are made here. A pool that finds
 //! nothing made takes the usual path (its run makes its own), so a busy
 //! machine, on which this thread seldom runs, loses nothing.
 
 use std::collections::VecDeque;
-use std::sync::{Condvar, Mutex, PoisonError};
+use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 
 type Job = Box<dyn FnOnce() + Send>;
 
@@ -25,10 +27,24 @@ static QUEUE: Mutex<Queue> = Mutex::new(Queue {
 });
 static QUEUED: Condvar = Condvar::new();
 
+/// What became of a job handed to [`submit`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Submitted {
+    Queued,
+    /// The queue was held (by the thread, which may be waiting for a
+    /// CPU): not queued this time.
+    Busy,
+    /// The thread could not be started: never.
+    Never,
+}
+
 /// Queues `job` for the thread (started by the first call, in the calling
-/// thread's namespaces); false if the thread could not be started.
-pub(crate) fn submit(job: impl FnOnce() + Send + 'static) -> bool {
-    let mut queue = QUEUE.lock().unwrap_or_else(PoisonError::into_inner);
+/// thread's namespaces). Never waits for the queue: a run must not wait
+/// for a thread that runs only when nothing else wants the CPU.
+pub(crate) fn submit(job: impl FnOnce() + Send + 'static) -> Submitted {
+    let Some(mut queue) = try_lock_briefly(&QUEUE) else {
+        return Submitted::Busy;
+    };
     if !queue.started {
         queue.started = true;
         let spawned = std::thread::Builder::new()
@@ -40,11 +56,25 @@ pub(crate) fn submit(job: impl FnOnce() + Send + 'static) -> bool {
         }
     }
     if queue.failed {
-        return false;
+        return Submitted::Never;
     }
     queue.jobs.push_back(Box::new(job));
     QUEUED.notify_one();
-    true
+    Submitted::Queued
+}
+
+/// `mutex`, if it can be had within a few tries (it is held only for a
+/// moment, by the thread of this module or a run): never a wait for a
+/// thread that may be waiting for a CPU.
+pub(crate) fn try_lock_briefly<T>(mutex: &Mutex<T>) -> Option<MutexGuard<'_, T>> {
+    for _ in 0..64 {
+        match mutex.try_lock() {
+            Ok(guard) => return Some(guard),
+            Err(std::sync::TryLockError::Poisoned(e)) => return Some(e.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => std::thread::yield_now(),
+        }
+    }
+    None
 }
 
 fn work() {

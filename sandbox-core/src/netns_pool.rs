@@ -53,8 +53,10 @@ fn lock() -> MutexGuard<'static, Pool> {
 
 /// A network namespace made ahead (loopback up), if the pool has one; from
 /// the second call on, the pool is topped up (on the `ahead` thread).
+/// Never waits for the pool's lock (the `ahead` thread may hold it while
+/// it waits for a CPU): a run that finds it held clones its own.
 pub(crate) fn take() -> Option<OwnedFd> {
-    let mut pool = lock();
+    let mut pool = crate::ahead::try_lock_briefly(&POOL)?;
     if pool.failed {
         return None;
     }
@@ -62,11 +64,14 @@ pub(crate) fn take() -> Option<OwnedFd> {
     let taken = pool.ready.pop();
     if pool.asked >= 2 {
         while pool.ready.len() + pool.making < READY {
-            if !crate::ahead::submit(make_one) {
-                pool.failed = true;
-                break;
+            match crate::ahead::submit(make_one) {
+                crate::ahead::Submitted::Queued => pool.making += 1,
+                crate::ahead::Submitted::Busy => break,
+                crate::ahead::Submitted::Never => {
+                    pool.failed = true;
+                    break;
+                }
             }
-            pool.making += 1;
         }
     }
     taken

@@ -424,8 +424,12 @@ impl Ahead {
         limits: &CgroupLimits,
     ) -> crate::Result<RunCgroups> {
         let key = (support.clone(), *limits);
+        // Never waits for the lock (the `ahead` thread may hold it while it
+        // waits for a CPU): held, the run makes its own.
+        let Some(mut state) = crate::ahead::try_lock_briefly(&self.state) else {
+            return RunCgroups::create(support, limits);
+        };
         let (found, stale) = {
-            let mut state = lock_ahead(&self.state);
             state.asked = state.asked.saturating_add(1);
             let (found, stale) = match state.ready.take() {
                 Some((k, cgroups)) if k == key => (Some(cgroups), None),
@@ -436,12 +440,13 @@ impl Ahead {
                 let pool = std::sync::Arc::clone(&self.state);
                 let (support, limits) = key.clone();
                 let submitted = crate::ahead::submit(move || make_ahead(&pool, support, limits));
-                if submitted {
+                if submitted == crate::ahead::Submitted::Queued {
                     at_exit_remove(&self.state);
                 } else {
                     state.making = false;
                 }
             }
+            drop(state);
             (found, stale)
         };
         // (Cgroups made for another placement go, outside the lock.)

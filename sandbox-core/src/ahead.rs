@@ -1,12 +1,14 @@
 //! Work done ahead of the runs that will need it, on one thread of the
-//! process (`sandbox-ahead`) that runs only on a CPU nothing else wants
-//! (`SCHED_IDLE`): what it makes is for a later run, never worth delaying
-//! a run that is starting. So a run never waits for a lock this thread may
-//! hold (it could be waiting for a CPU while holding it): the run's side
-//! only ever tries the locks, and makes its own where one is held. The network namespaces of `netns_pool` and the
-//! run cgroups of `cgroups::Ahead` are made here. A pool that finds
-//! nothing made takes the usual path (its run makes its own), so a busy
-//! machine, on which this thread seldom runs, loses nothing.
+//! process (`sandbox-ahead`): the network namespaces of `netns_pool` and
+//! the run cgroups of `cgroups::Ahead`. A pool that finds nothing made
+//! takes the usual path (its run makes its own).
+//!
+//! The thread runs at the usual priority. At `SCHED_IDLE` it starved under
+//! load while holding the kernel's locks (`rtnl_lock` in a namespace's
+//! setup, `cgroup_mutex` in a cgroup's): 200 runs at once in the kernel
+//! matrix waited 60 s on them and were killed. Nor does a run ever wait
+//! for a lock of this module's that the thread may hold: the run's side
+//! only tries them, and makes its own where one is held.
 
 use std::collections::VecDeque;
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
@@ -78,9 +80,6 @@ pub(crate) fn try_lock_briefly<T>(mutex: &Mutex<T>) -> Option<MutexGuard<'_, T>>
 }
 
 fn work() {
-    if let Err(e) = crate::sys::idle_priority() {
-        tracing::debug!(error = %e, "the thread that works ahead runs at its usual priority");
-    }
     loop {
         let job = {
             let mut queue = QUEUE.lock().unwrap_or_else(PoisonError::into_inner);

@@ -1,6 +1,6 @@
 //! The raw syscalls rustix does not wrap here (the child's are in
-//! `sandbox-child`): Landlock and seccomp availability, `wait4`, a thread's
-//! idle priority, an exit hook, and the cgroup placeholder process.
+//! `sandbox-child`): Landlock and seccomp availability, `wait4`, an exit
+//! hook, and the cgroup placeholder process.
 //!
 //! This is the only module of the crate allowed to use `unsafe`.
 #![allow(unsafe_code)]
@@ -34,19 +34,6 @@ pub(crate) fn landlock_abi_version() -> Result<u32, Errno> {
     } else {
         u32::try_from(ret).map_err(|_| Errno::OVERFLOW)
     }
-}
-
-/// `sched_setscheduler(0, SCHED_IDLE)`—The calling thread runs only on a
-/// CPU nothing else wants.
-///
-/// # References
-///  - [Linux](https://man7.org/linux/man-pages/man7/sched.7.html)
-pub(crate) fn idle_priority() -> Result<(), Errno> {
-    let param = libc::sched_param { sched_priority: 0 };
-    // SAFETY: sched_setscheduler(2) of the calling thread (0) reads a live
-    // local sched_param; a failure changes nothing.
-    let ret = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &raw const param) };
-    if ret < 0 { Err(last_errno()) } else { Ok(()) }
 }
 
 /// `atexit(hook)`—`hook` runs when the process exits normally (`exit`, a
